@@ -1,0 +1,43 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// C libraries come from the system through pkg-config; `scripts/setup.sh` installs them.
+let package = Package(
+    name: "rqat",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "rqat", targets: ["rqat"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries (headers + link flags via pkg-config).
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd",
+                       providers: [.apt(["libzstd-dev"])]),
+        // Hand-written C kernels where Swift's SIMD falls short (vectorised by the C compiler).
+        .target(name: "CKernels"),
+
+        .target(name: "Tensors", dependencies: ["COpenBLAS", "CKernels"]),
+        .target(name: "Formats", dependencies: ["Tensors"]),
+        .target(name: "Model", dependencies: ["Tensors", "Formats"]),
+        .executableTarget(name: "rqat", dependencies: [
+            "Tensors", "Formats", "Model",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        // Locates Tests/Fixtures (committed golden files) and assets/ (fetched model, data).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "SystemLibrariesTests", dependencies: ["CMPI", "COpenBLAS", "CZstd"]),
+        .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
+        .testTarget(name: "FormatsTests", dependencies: ["Formats", "TestSupport"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Formats", "TestSupport"]),
+    ],
+    // Numerical kernels share raw pointers across threads on purpose (disjoint ranges);
+    // Swift 5 mode keeps that readable without wrapping every pointer in a Sendable box.
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,46 @@
+#include "CKernels.h"
+#include <math.h>
+
+float rqat_rmsnorm(const float *restrict x, const float *restrict w, float *restrict y,
+                   size_t n, float eps) {
+    float ss = 0.0f;
+    for (size_t i = 0; i < n; i++) ss += x[i] * x[i];
+    float r = 1.0f / sqrtf(ss / (float)n + eps);
+    for (size_t i = 0; i < n; i++) y[i] = x[i] * r * w[i];
+    return r;
+}
+
+float rqat_softmax(float *restrict x, size_t n) {
+    float m = -INFINITY;
+    for (size_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    if (m == -INFINITY) { // every entry masked: define the result as all zeros
+        for (size_t i = 0; i < n; i++) x[i] = 0.0f;
+        return -INFINITY;
+    }
+    float s = 0.0f;
+    for (size_t i = 0; i < n; i++) { x[i] = expf(x[i] - m); s += x[i]; }
+    float inv = 1.0f / s;
+    for (size_t i = 0; i < n; i++) x[i] *= inv;
+    return m + logf(s);
+}
+
+void rqat_silu_mul(const float *restrict gate, const float *restrict up, float *restrict out, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+float rqat_dot(const float *restrict a, const float *restrict b, size_t n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+void rqat_axpy(float alpha, const float *restrict x, float *restrict y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += alpha * x[i];
+}

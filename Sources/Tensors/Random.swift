@@ -1,0 +1,53 @@
+/// A seeded generator (xoshiro256**, state filled by SplitMix64) so runs are reproducible
+/// and the state can be saved in checkpoints.
+public struct SeededRNG: RandomNumberGenerator, Sendable, Codable, Equatable {
+    public private(set) var state: [UInt64]
+
+    public init(seed: UInt64) {
+        var z = seed
+        var s = [UInt64](repeating: 0, count: 4)
+        for i in 0..<4 {
+            z &+= 0x9E37_79B9_7F4A_7C15
+            var x = z
+            x = (x ^ (x >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            x = (x ^ (x >> 27)) &* 0x94D0_49BB_1331_11EB
+            s[i] = x ^ (x >> 31)
+        }
+        state = s
+    }
+
+    public mutating func next() -> UInt64 {
+        let result = rotl(state[1] &* 5, 7) &* 9
+        let t = state[1] << 17
+        state[2] ^= state[0]
+        state[3] ^= state[1]
+        state[1] ^= state[2]
+        state[0] ^= state[3]
+        state[2] ^= t
+        state[3] = rotl(state[3], 45)
+        return result
+    }
+
+    @inline(__always) private func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
+
+    /// Uniform in [0, 1) with 24 random bits (every value exactly representable).
+    public mutating func uniform() -> Float { Float(next() >> 40) * (1.0 / 16_777_216.0) }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    public mutating func uniformDouble() -> Double { Double(next() >> 11) * (1.0 / 9_007_199_254_740_992.0) }
+
+    /// Standard normal by Box-Muller (one value per call; simple and deterministic).
+    public mutating func normal() -> Float {
+        let u1 = max(uniformDouble(), 1e-300)
+        let u2 = uniformDouble()
+        return Float((-2 * _log(u1)).squareRoot() * _cos(2 * Double.pi * u2))
+    }
+
+    public mutating func fillNormal(_ t: Tensor, std: Float = 1) {
+        for i in 0..<t.count { t.ptr[i] = normal() * std }
+    }
+}
+
+import Foundation
+@inline(__always) private func _log(_ x: Double) -> Double { Foundation.log(x) }
+@inline(__always) private func _cos(_ x: Double) -> Double { Foundation.cos(x) }

@@ -1,0 +1,76 @@
+/// A contiguous, row-major fp32 array with a shape.
+///
+/// Deliberately small: no autograd, no views, no broadcasting. Layers own their buffers and
+/// work on raw pointers (`ptr`) in their hot loops; this type only manages memory and shape.
+/// Storage is 64-byte aligned so vector kernels and BLAS see cache-line-aligned rows.
+public final class Tensor: @unchecked Sendable {
+    public let shape: [Int]
+    public let count: Int
+    public let ptr: UnsafeMutablePointer<Float>
+
+    /// A zero-filled tensor.
+    public init(shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in shape \(shape)")
+        self.shape = shape
+        self.count = shape.reduce(1, *)
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
+        self.ptr = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        ptr.initialize(repeating: 0, count: max(count, 1))
+    }
+
+    public convenience init(shape: [Int], values: [Float]) {
+        self.init(shape: shape)
+        precondition(values.count == count, "\(values.count) values for shape \(shape)")
+        values.withUnsafeBufferPointer { ptr.update(from: $0.baseAddress!, count: count) }
+    }
+
+    deinit { UnsafeMutableRawPointer(ptr).deallocate() }
+
+    public var rank: Int { shape.count }
+    public var buffer: UnsafeMutableBufferPointer<Float> { .init(start: ptr, count: count) }
+    public var array: [Float] { Array(buffer) }
+
+    /// Element access for tests and small set-up code; hot loops use `ptr`.
+    public subscript(_ index: Int...) -> Float {
+        get { ptr[offset(index)] }
+        set { ptr[offset(index)] = newValue }
+    }
+
+    private func offset(_ index: [Int]) -> Int {
+        precondition(index.count == shape.count, "index \(index) for shape \(shape)")
+        var o = 0
+        for (i, d) in zip(index, shape) {
+            precondition(i >= 0 && i < d, "index \(index) out of range for shape \(shape)")
+            o = o * d + i
+        }
+        return o
+    }
+
+    public func copy() -> Tensor {
+        let t = Tensor(shape: shape)
+        t.ptr.update(from: ptr, count: count)
+        return t
+    }
+
+    /// The same values under another shape with the same element count.
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        precondition(newShape.reduce(1, *) == count, "cannot reshape \(shape) to \(newShape)")
+        let t = Tensor(shape: newShape)
+        t.ptr.update(from: ptr, count: count)
+        return t
+    }
+
+    public func fill(_ value: Float) { ptr.update(repeating: value, count: count) }
+
+    /// Pointer to row `i` when the tensor is viewed as (count / lastDim, lastDim).
+    public func row(_ i: Int) -> UnsafeMutablePointer<Float> { ptr + i * (shape.last ?? 1) }
+}
+
+extension Tensor: CustomStringConvertible {
+    public var description: String {
+        let head = buffer.prefix(6).map { String(format: "%.4g", $0) }.joined(separator: ", ")
+        return "Tensor\(shape)[\(head)\(count > 6 ? ", ..." : "")]"
+    }
+}
+
+import Foundation

@@ -1,0 +1,28 @@
+import Foundation
+
+/// Where tests find committed golden files and fetched assets, independent of the working directory.
+public enum TestPaths {
+    /// The package root (three levels above this file: Tests/TestSupport/Paths.swift).
+    public static let root: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    public static let fixtures = root.appendingPathComponent("Tests/Fixtures")
+    public static let assets = root.appendingPathComponent("assets")
+    public static let smolLM2GGUF = assets.appendingPathComponent("SmolLM2-135M-Instruct.Q4_1.gguf")
+    public static let gsmTemplates = assets.appendingPathComponent("gsm-symbolic/eng/symbolic")
+
+    public static func fixture(_ name: String) -> URL { fixtures.appendingPathComponent(name) }
+
+    /// Decodes a JSON fixture; the error names the script that writes it.
+    public static func loadJSON<T: Decodable>(_ type: T.Type, fixture name: String) throws -> T {
+        let url = fixture(name)
+        guard let data = try? Data(contentsOf: url) else {
+            throw FixtureMissing(path: url.path)
+        }
+        return try JSONDecoder().decode(T.self, from: data)
+    }
+}
+
+public struct FixtureMissing: Error, CustomStringConvertible {
+    public let path: String
+    public var description: String { "\(path) missing: run scripts/make-reference.py" }
+}
