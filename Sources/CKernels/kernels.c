@@ -44,3 +44,20 @@ float rqat_dot(const float *restrict a, const float *restrict b, size_t n) {
 void rqat_axpy(float alpha, const float *restrict x, float *restrict y, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += alpha * x[i];
 }
+
+void rqat_attend_row(const float *restrict q, const float *restrict keys, const float *restrict values,
+                     size_t L, size_t D, float scale, float *restrict scores, float *restrict out) {
+    for (size_t j = 0; j < L; j++) scores[j] = scale * rqat_dot(q, keys + j * D, D);
+    rqat_softmax(scores, L);
+    for (size_t d = 0; d < D; d++) out[d] = 0.0f;
+    for (size_t j = 0; j < L; j++) rqat_axpy(scores[j], values + j * D, out, D);
+}
+
+void rqat_rope_rotate_half(float *restrict x, const float *restrict cos, const float *restrict sin, size_t D) {
+    size_t h = D / 2;
+    for (size_t i = 0; i < h; i++) {
+        float a = x[i], b = x[i + h];
+        x[i] = a * cos[i] - b * sin[i];
+        x[i + h] = b * cos[i] + a * sin[i];
+    }
+}

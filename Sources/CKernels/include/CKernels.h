@@ -22,4 +22,13 @@ float rqat_dot(const float *restrict a, const float *restrict b, size_t n);
 // y += alpha * x.
 void rqat_axpy(float alpha, const float *restrict x, float *restrict y, size_t n);
 
+// One query row of causal attention against a cache of L keys and values (each row D wide,
+// contiguous): out = softmax(scale * q . K^T) V. `scores` is scratch of at least L floats.
+void rqat_attend_row(const float *restrict q, const float *restrict keys, const float *restrict values,
+                     size_t L, size_t D, float scale, float *restrict scores, float *restrict out);
+
+// RoPE, rotate-half convention (as transformers): for i < D/2 the pair (x[i], x[i + D/2]) is
+// rotated by the angle whose cosine and sine are cos[i], sin[i].
+void rqat_rope_rotate_half(float *restrict x, const float *restrict cos, const float *restrict sin, size_t D);
+
 #endif

@@ -1,0 +1,27 @@
+import Foundation
+
+extension Checkpoint {
+    /// The tokenizer and chat template that come with the checkpoint: from the GGUF metadata,
+    /// or from `tokenizer.json` (+ `tokenizer_config.json` for the template) in a directory.
+    public func loadTokenizer() throws -> (BPETokenizer, ChatTemplate) {
+        if let gguf {
+            let tokenizer = try BPETokenizer(ggufMetadata: gguf.metadata, path: path)
+            let template = ChatTemplate.detect(chatTemplateJinja: gguf.metadata["tokenizer.chat_template"]?.string)
+            return (tokenizer, template)
+        }
+        let dir = URL(fileURLWithPath: path)
+        let tokenizerURL = dir.appendingPathComponent("tokenizer.json")
+        guard FileManager.default.fileExists(atPath: tokenizerURL.path) else {
+            throw FormatError(tokenizerURL.path,
+                              "missing tokenizer: the checkpoint needs tokenizer.json beside config.json (copy it from the base model)")
+        }
+        let tokenizer = try BPETokenizer(tokenizerJSON: tokenizerURL)
+        var jinja: String? = nil
+        let configURL = dir.appendingPathComponent("tokenizer_config.json")
+        if let data = try? Data(contentsOf: configURL),
+           let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+            jinja = object["chat_template"] as? String
+        }
+        return (tokenizer, ChatTemplate.detect(chatTemplateJinja: jinja))
+    }
+}

@@ -1,0 +1,176 @@
+import CKernels
+import Formats
+import Tensors
+
+/// New tokens of one sequence for a forward pass; their positions continue the sequence's cache.
+public struct SequenceChunk: Sendable {
+    public var sequence: Int
+    public var tokens: [Int]
+    public init(sequence: Int, tokens: [Int]) {
+        self.sequence = sequence
+        self.tokens = tokens
+    }
+}
+
+/// Inference forward of a Llama/Qwen2/Qwen3 decoder over a KV cache.
+///
+/// One code path serves prefill and decode: a call takes any number of chunks (several prompts,
+/// or one new token of each running sequence), stacks their tokens as rows of one (N, C)
+/// activation, and runs every projection as a single GEMM over those rows, so the weights are
+/// read once per call however many sequences take part.
+public final class Decoder {
+    public let config: ModelConfig
+    public let weights: DecoderWeights
+    public let rope: RoPE
+
+    public init(weights: DecoderWeights) {
+        self.config = weights.config
+        self.weights = weights
+        self.rope = RoPE(headDim: weights.config.headDim, theta: Double(weights.config.ropeTheta))
+    }
+
+    /// A cache sized for `capacities[s]` tokens of sequence s.
+    public func makeCache(capacities: [Int]) -> KVCache { KVCache(config: config, capacities: capacities) }
+
+    /// Runs the chunks' tokens through the model, appending their keys and values to `cache`.
+    /// Returns logits (chunks, V) for the last token of each chunk, or (N, V) for every token
+    /// when `allLogits` is set.
+    public func forward(_ chunks: [SequenceChunk], cache: KVCache, allLogits: Bool = false) -> Tensor {
+        let c = config.hiddenSize, d = config.headDim
+        let heads = config.numAttentionHeads, kvHeads = config.numKeyValueHeads
+        let qkvWidth = (heads + 2 * kvHeads) * d
+        let f = config.intermediateSize
+
+        // Row bookkeeping: which sequence and position each stacked token has.
+        var rowSequence: [Int] = [], rowPosition: [Int] = [], tokens: [Int] = []
+        for chunk in chunks {
+            let start = cache.length[chunk.sequence]
+            precondition(start + chunk.tokens.count <= cache.capacity[chunk.sequence],
+                         "sequence \(chunk.sequence) exceeds its cache capacity \(cache.capacity[chunk.sequence])")
+            for (i, t) in chunk.tokens.enumerated() {
+                precondition(t >= 0 && t < config.vocabSize, "token id \(t) outside the vocabulary (\(config.vocabSize))")
+                rowSequence.append(chunk.sequence)
+                rowPosition.append(start + i)
+                tokens.append(t)
+            }
+        }
+        let n = tokens.count
+        rope.reserve((rowPosition.max() ?? 0) + 1)
+
+        let x = Tensor(shape: [n, c])                    // residual stream
+        let h = Tensor(shape: [n, c])                    // normed input of a sublayer
+        let qkv = Tensor(shape: [n, qkvWidth])
+        let attn = Tensor(shape: [n, heads * d])
+        let gateUp = Tensor(shape: [n, 2 * f])
+        let act = Tensor(shape: [n, f])
+        for (r, t) in tokens.enumerated() {
+            x.row(r).update(from: weights.embedding.row(t), count: c)
+        }
+
+        for (l, layer) in weights.layers.enumerated() {
+            rmsNormRows(x, layer.inputNorm, into: h)
+            linear(h, layer.qkv, bias: layer.qkvBias, into: qkv)
+            prepareQK(qkv, layer: layer, rowSequence: rowSequence, rowPosition: rowPosition, cache: cache, layerIndex: l)
+            attend(qkv, into: attn, rowSequence: rowSequence, rowPosition: rowPosition, cache: cache, layerIndex: l)
+            linear(attn, layer.output, bias: nil, into: x, accumulate: true)
+
+            rmsNormRows(x, layer.postAttentionNorm, into: h)
+            linear(h, layer.gateUp, bias: nil, into: gateUp)
+            Threads.parallelFor(n) { rows in
+                for r in rows { rqat_silu_mul(gateUp.row(r), gateUp.row(r) + f, act.row(r), f) }
+            }
+            linear(act, layer.down, bias: nil, into: x, accumulate: true)
+        }
+        for chunk in chunks { cache.advance(sequence: chunk.sequence, by: chunk.tokens.count) }
+
+        // Final norm and LM head on the rows whose logits are wanted.
+        var wanted: [Int] = []
+        if allLogits {
+            wanted = Array(0..<n)
+        } else {
+            var end = 0
+            for chunk in chunks { end += chunk.tokens.count; wanted.append(end - 1) }
+        }
+        let last = Tensor(shape: [wanted.count, c])
+        for (i, r) in wanted.enumerated() {
+            rqat_rmsnorm(x.row(r), weights.finalNorm.ptr, last.row(i), c, config.rmsNormEps)
+        }
+        let logits = Tensor(shape: [wanted.count, config.vocabSize])
+        linear(last, weights.lmHead, bias: nil, into: logits)
+        return logits
+    }
+
+    // MARK: - Sublayers
+
+    /// y = x W^T (+ b), or y += x W^T with `accumulate`. x: (N, in), W: (out, in), y: (N, out).
+    func linear(_ x: Tensor, _ w: Tensor, bias: Tensor?, into y: Tensor, accumulate: Bool = false) {
+        let n = x.shape[0], inF = w.shape[1], outF = w.shape[0]
+        if n == 1 {
+            // One row: a matrix-vector product streams W once at memory speed.
+            Gemm.sgemv(rows: outF, cols: inF, w: w.ptr, x: x.ptr, beta: accumulate ? 1 : 0, y: y.ptr)
+        } else {
+            Gemm.sgemm(transB: true, m: n, n: outF, k: inF, a: x.ptr, lda: inF, b: w.ptr, ldb: inF,
+                       beta: accumulate ? 1 : 0, c: y.ptr, ldc: outF)
+        }
+        if let bias {
+            for r in 0..<n { rqat_axpy(1, bias.ptr, y.row(r), outF) }
+        }
+    }
+
+    /// h[r] = RMSNorm(x[r]) * w for every row. x, h: (N, C).
+    func rmsNormRows(_ x: Tensor, _ w: Tensor, into h: Tensor) {
+        let c = x.shape[1], eps = config.rmsNormEps
+        Threads.parallelFor(x.shape[0]) { rows in
+            for r in rows { rqat_rmsnorm(x.row(r), w.ptr, h.row(r), c, eps) }
+        }
+    }
+
+    /// Per row: q/k head norms (Qwen3), RoPE on q and k, then k and v copied into the cache.
+    /// qkv: (N, H*D + 2*KV*D).
+    func prepareQK(_ qkv: Tensor, layer: DecoderLayerWeights, rowSequence: [Int], rowPosition: [Int],
+                   cache: KVCache, layerIndex l: Int) {
+        let d = config.headDim, heads = config.numAttentionHeads, kvHeads = config.numKeyValueHeads
+        let eps = config.rmsNormEps
+        Threads.parallelFor(qkv.shape[0]) { rows in
+            for r in rows {
+                let q = qkv.row(r), k = q + heads * d, v = k + kvHeads * d
+                if let qNorm = layer.qNorm, let kNorm = layer.kNorm {
+                    for hd in 0..<heads { rqat_rmsnorm(q + hd * d, qNorm.ptr, q + hd * d, d, eps) }
+                    for hd in 0..<kvHeads { rqat_rmsnorm(k + hd * d, kNorm.ptr, k + hd * d, d, eps) }
+                }
+                let pos = rowPosition[r], s = rowSequence[r]
+                rope.row(pos) { cos, sin in
+                    for hd in 0..<heads { rqat_rope_rotate_half(q + hd * d, cos, sin, d) }
+                    for hd in 0..<kvHeads { rqat_rope_rotate_half(k + hd * d, cos, sin, d) }
+                }
+                for hd in 0..<kvHeads {
+                    (cache.keys(sequence: s, layer: l, head: hd) + pos * d).update(from: k + hd * d, count: d)
+                    (cache.values(sequence: s, layer: l, head: hd) + pos * d).update(from: v + hd * d, count: d)
+                }
+            }
+        }
+    }
+
+    /// Causal attention of every (row, head) against the cache up to the row's own position.
+    /// Query head h reads KV head h / (H / KV) (grouped-query attention).
+    /// qkv: (N, H*D + ...), out: (N, H*D).
+    func attend(_ qkv: Tensor, into out: Tensor, rowSequence: [Int], rowPosition: [Int],
+                cache: KVCache, layerIndex l: Int) {
+        let d = config.headDim, heads = config.numAttentionHeads
+        let group = heads / config.numKeyValueHeads
+        let scale = 1 / Float(d).squareRoot()
+        let maxLength = (rowPosition.max() ?? 0) + 1
+        Threads.parallelFor(qkv.shape[0] * heads) { items in
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: maxLength)
+            defer { scores.deallocate() }
+            for item in items {
+                let r = item / heads, hd = item % heads
+                let s = rowSequence[r], length = rowPosition[r] + 1
+                rqat_attend_row(qkv.row(r) + hd * d,
+                                cache.keys(sequence: s, layer: l, head: hd / group),
+                                cache.values(sequence: s, layer: l, head: hd / group),
+                                length, d, scale, scores, out.row(r) + hd * d)
+            }
+        }
+    }
+}

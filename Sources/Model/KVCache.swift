@@ -1,0 +1,48 @@
+import Formats
+import Tensors
+
+/// Keys and values of every past token, per sequence and layer.
+///
+/// Layout of one (sequence, layer): keys (KV, capacity, D) then values (KV, capacity, D), so
+/// the keys of one head are contiguous rows and attention streams through them.
+public final class KVCache {
+    public let layers: Int
+    public let kvHeads: Int
+    public let headDim: Int
+    public private(set) var capacity: [Int]
+    /// Tokens stored so far per sequence (the position of the next token).
+    public private(set) var length: [Int]
+    private var storage: [[Tensor]]     // [sequence][layer]: (2, KV, capacity, D)
+
+    public init(config: ModelConfig, capacities: [Int]) {
+        layers = config.numHiddenLayers
+        kvHeads = config.numKeyValueHeads
+        headDim = config.headDim
+        capacity = capacities
+        length = Array(repeating: 0, count: capacities.count)
+        storage = capacities.map { cap in
+            (0..<config.numHiddenLayers).map { _ in Tensor(shape: [2, config.numKeyValueHeads, cap, config.headDim]) }
+        }
+    }
+
+    public var sequences: Int { length.count }
+
+    /// Bytes held by the cache.
+    public var bytes: Int { storage.reduce(0) { $0 + $1.reduce(0) { $0 + $1.count * 4 } } }
+
+    @inline(__always)
+    func keys(sequence s: Int, layer l: Int, head h: Int) -> UnsafeMutablePointer<Float> {
+        storage[s][l].ptr + (h * capacity[s]) * headDim
+    }
+
+    @inline(__always)
+    func values(sequence s: Int, layer l: Int, head h: Int) -> UnsafeMutablePointer<Float> {
+        storage[s][l].ptr + ((kvHeads + h) * capacity[s]) * headDim
+    }
+
+    /// Marks `n` more tokens of sequence `s` as stored (after every layer has written them).
+    func advance(sequence s: Int, by n: Int) { length[s] += n }
+
+    /// Forgets everything of sequence `s` (reuse its memory for a new prompt).
+    public func reset(sequence s: Int) { length[s] = 0 }
+}

@@ -1,0 +1,110 @@
+import ArgumentParser
+import Foundation
+import Formats
+import Model
+import Tensors
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Generate text from a prompt, streamed to stdout.")
+
+    @Option(help: "A .gguf file or a Hugging Face model directory.")
+    var model: String
+    @Option(help: "The prompt text.")
+    var prompt: String
+    @Flag(help: "Wrap the prompt as a user message in the model's chat template.")
+    var chat = false
+    @Option(help: "Maximum number of new tokens.")
+    var maxTokens = 256
+    @Option(help: "Sampling temperature; 0 is greedy.")
+    var temperature: Float = 0
+    @Option(help: "Nucleus sampling: keep the most likely tokens up to this probability mass (1 = off).")
+    var topP: Float = 1
+    @Option(help: "Keep only the k most likely tokens (0 = off).")
+    var topK = 0
+    @Option(help: "Random seed for sampling.")
+    var seed: UInt64 = 0
+    @OptionGroup var runtime: RuntimeOptions
+
+    func validate() throws {
+        guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
+        guard temperature >= 0 else { throw ValidationError("--temperature must be >= 0") }
+        guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
+        guard topK >= 0 else { throw ValidationError("--top-k must be >= 0") }
+    }
+
+    func run() throws {
+        runtime.apply()
+        try reportingErrors {
+            let lm = try LanguageModel(path: model)
+            let ids = lm.encodePrompt(prompt, chat: chat)
+            guard !ids.isEmpty else { throw CLIError("the prompt is empty after tokenization") }
+            guard ids.count + maxTokens <= lm.config.maxPositionEmbeddings else {
+                throw CLIError("prompt (\(ids.count) tokens) + --max-tokens \(maxTokens) exceeds the context of \(lm.config.maxPositionEmbeddings)")
+            }
+            let generator = Generator(decoder: lm.decoder, stopTokens: lm.stopTokens)
+            var stream = StreamingDecoder(tokenizer: lm.tokenizer)
+            let start = DispatchTime.now()
+            let request = GenerationRequest(prompt: ids, maxNewTokens: maxTokens,
+                                            sampling: SamplingParams(temperature: temperature, topP: topP, topK: topK, seed: seed))
+            let result = generator.generate([request]) { _, token in
+                guard !lm.stopTokens.contains(token) else { return }
+                let piece = stream.push(token)
+                if !piece.isEmpty {
+                    FileHandle.standardOutput.write(Data(piece.utf8))
+                }
+            }[0]
+            let tail = stream.finish()
+            FileHandle.standardOutput.write(Data((tail + "\n").utf8))
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
+            printErr(String(format: "[%d prompt tokens, %d generated (%@), %.1f tokens/s]",
+                            ids.count, result.tokens.count, result.finish.rawValue,
+                            Double(result.tokens.count) / seconds))
+        }
+    }
+}
+
+struct Perplexity: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Perplexity of a text file (one sequence per line) or of the `text` field of a JSONL file.",
+        discussion: "Each line or record is scored as its own sequence from its first token, as transformers does with labels=input_ids; the reported perplexity is exp of the token-weighted mean NLL.")
+
+    @Option(help: "A .gguf file or a Hugging Face model directory.")
+    var model: String
+    @Option(help: "A .txt file (one sequence per non-empty line) or a .jsonl file with a `text` field.")
+    var data: String
+    @Option(help: "Truncate each sequence to this many tokens (0 = the model's context).")
+    var maxTokens = 0
+    @OptionGroup var runtime: RuntimeOptions
+
+    func run() throws {
+        runtime.apply()
+        try reportingErrors {
+            let texts = try readTexts(data)
+            let lm = try LanguageModel(path: model)
+            let limit = maxTokens > 0 ? maxTokens : lm.config.maxPositionEmbeddings
+            let sequences = texts.map { Array(lm.tokenizer.encode($0).prefix(limit)) }
+            let result = lm.decoder.perplexity(of: sequences)
+            guard result.predictedTokens > 0 else {
+                throw CLIError("\(data): no sequence has two or more tokens to score")
+            }
+            print(String(format: "perplexity %.4f  (mean NLL %.5f over %d predicted tokens, %d sequences)",
+                         result.perplexity, result.totalNLL / Double(result.predictedTokens),
+                         result.predictedTokens, sequences.count))
+        }
+    }
+
+    func readTexts(_ path: String) throws -> [String] {
+        guard let content = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw FormatError(path, "cannot read the file as UTF-8 text")
+        }
+        let lines = content.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
+        guard path.hasSuffix(".jsonl") else { return lines.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty } }
+        return try lines.enumerated().map { (i, line) in
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let text = object["text"] as? String else {
+                throw FormatError(path, "line \(i + 1) is not a JSON object with a string field \"text\"")
+            }
+            return text
+        }
+    }
+}

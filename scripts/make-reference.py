@@ -1,0 +1,468 @@
+#!/usr/bin/env python3
+"""Generate golden reference fixtures for the rqat Swift tests.
+
+The fixtures are computed with Hugging Face transformers / tokenizers (the
+reference implementation) and written to ``Tests/Fixtures/``. The Swift tests
+load them and compare rqat's own GGUF/safetensors loaders, tokenizers and
+forward passes against them. Nothing here is needed at build or run time.
+
+Environment (this script installs nothing)::
+
+    python3 -m venv /opt/rqat-ref
+    /opt/rqat-ref/bin/pip install torch transformers gguf accelerate safetensors tokenizers
+    HF_HUB_OFFLINE=1 /opt/rqat-ref/bin/python scripts/make-reference.py          # all groups
+    HF_HUB_OFFLINE=1 /opt/rqat-ref/bin/python scripts/make-reference.py --only tokenizer-gguf
+
+Generated with torch 2.15 (CPU), transformers 5.23, tokenizers 0.23. All
+randomness is seeded, so a rerun with the same versions reproduces the files.
+
+Fixture groups (``--only NAME``):
+
+``smollm2`` -> ``smollm2-gguf-reference.json``
+    The real model ``assets/SmolLM2-135M-Instruct.Q4_1.gguf`` loaded by
+    transformers (which dequantises every tensor to float32 and undoes the
+    llama.cpp Q/K row permutation), run in float32 on four prompts:
+    two chat prompts (a GSM-Symbolic question from ``0000.toml`` and a short
+    everyday question, each a single user message; SmolLM2's chat template
+    inserts its default system prompt) and two plain-text prompts. Per prompt:
+    ``name``, ``chat``, ``text`` (the exact string given to the tokenizer; for
+    chat prompts the templated ChatML string with the assistant generation
+    prompt), ``messages`` (or null), ``input_ids``, ``last_logits`` (all 49152
+    logits of the last prompt position, 4 decimals), ``logits_range``
+    (max - min of ``last_logits``), ``greedy_ids`` (the new tokens of
+    ``generate(do_sample=False, max_new_tokens=48)``; if EOS id 2 is produced
+    early the list ends with that EOS id) and ``greedy_top2_gap`` (per
+    generated token, top-1 minus top-2 raw logit at that step; small gaps mark
+    steps where tiny numerical differences may legitimately flip the argmax).
+
+``tokenizer-gguf`` -> ``tokenizer-gguf.json``
+    transformers' tokenizer built from the GGUF metadata. ``cases``: all 100
+    ``question`` strings then all 100 ``answer`` strings of
+    ``assets/gsm-symbolic/eng/symbolic/0000..0099.toml``, followed by a few
+    hand-written edge cases (unicode, digits, whitespace runs, contractions,
+    inline special tokens). ``ids`` use ``add_special_tokens=False``; special
+    tokens written inline are matched as single ids (transformers' default).
+    Also records ``add_special_tokens_default_adds`` (ids transformers prepends
+    or appends by default; empty means no BOS), ``pre_tokenizer``,
+    ``normalizer``, ``decoder`` (the JSON sections of the backend tokenizer),
+    ``special_tokens`` ({content: id} for all added tokens), and
+    ``llamacpp_digit_split_mismatches``: the cases whose ids change if digits
+    are split individually before the byte-level regex, as llama.cpp does for
+    ``tokenizer.ggml.pre = "smollm"`` (and as the original HF tokenizer.json
+    does).
+
+``tiny-models`` -> ``tiny-qwen3/``, ``tiny-qwen2/``, ``tiny-logits.json``
+    Two tiny random checkpoints saved with ``save_pretrained`` (safetensors):
+    hidden 64, intermediate 128, 2 layers, 4 heads, 2 KV heads, vocab 256,
+    rms_norm_eps 1e-6, max_position_embeddings 128.
+    Qwen3: explicit head_dim 32 (!= 64/4), rope_theta 1e6, untied lm_head,
+    float32 weights. Qwen2: head_dim implied (16), rope_theta 1e4, tied
+    embeddings, q/k/v biases, weights stored as bfloat16; the reference is
+    computed after reloading from disk in float32, so both sides use the same
+    bf16-representable weights. Weights ~ N(0, 0.1^2), biases likewise, norm
+    weights 1 + 0.1*N(0,1). transformers 5 writes ``rope_parameters``
+    ({"rope_theta", "rope_type"}) in config.json; this script additionally
+    writes the classic top-level ``rope_theta`` key found in real Qwen
+    checkpoints. ``tiny-logits.json``: per model ``input_ids`` (2 seeded random
+    sequences of 12 and 7 tokens), ``logits`` ([sequence][position][vocab],
+    each sequence its own batch-1 float32 forward, 6 significant digits) and
+    ``greedy_ids`` (10 greedy new tokens continuing the first sequence).
+
+``tiny-tokenizer`` -> ``tiny-tokenizer/tokenizer.json``, ``tiny-tokenizer/cases.json``
+    A GPT-2 style byte-level BPE (ByteLevel pre-tokenizer with
+    add_prefix_space=False, ByteLevel decoder, vocab ~600, special tokens
+    ``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>``) trained with the
+    ``tokenizers`` library on the 100 GSM questions and answers, to exercise
+    rqat's ``tokenizer.json`` loading path. ``cases.json``: ``{"cases":
+    [{"text", "ids", "decoded"}]}`` with ``add_special_tokens=False`` and
+    ``decoded = decode(ids, skip_special_tokens=False)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tomllib
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+transformers.utils.logging.disable_progress_bar()
+
+REPO = Path(__file__).resolve().parent.parent
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GROUPS = ("smollm2", "tokenizer-gguf", "tiny-models", "tiny-tokenizer")
+
+EDGE_CASES = [
+    "Café naïve résumé — 東京タワー 你好 🙂👍🏽 ünïcödé",
+    "1234567 and 3.14 and 0.001 and 1,000,000 and -42",
+    "a  b\n\n\tc   ",
+    "   leading and trailing spaces   ",
+    "don't I'll we're they've she'd it's DON'T",
+    "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+    "<|endoftext|>text right after<|im_end|>",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, separators=(",", ":"))
+        f.write("\n")
+    print(f"wrote {path.relative_to(REPO)} ({path.stat().st_size} bytes)")
+
+
+def round_list(values, decimals: int) -> list[float]:
+    return [round(float(v), decimals) for v in values]
+
+
+def sig_list(values, digits: int = 6) -> list[float]:
+    return [float(f"{float(v):.{digits}g}") for v in values]
+
+
+def load_gsm(assets: Path) -> tuple[list[str], list[str]]:
+    """Questions and answers of eng/symbolic/0000..0099.toml, in file order."""
+    questions, answers = [], []
+    for i in range(100):
+        with open(assets / "gsm-symbolic" / "eng" / "symbolic" / f"{i:04d}.toml", "rb") as f:
+            doc = tomllib.load(f)
+        questions.append(doc["question"])
+        answers.append(doc["answer"])
+    return questions, answers
+
+
+def load_gguf_tokenizer(assets: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(assets), gguf_file=GGUF_NAME)
+
+
+# --------------------------------------------------------------------------- smollm2
+
+
+def make_smollm2(fixtures: Path, assets: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    tok = load_gguf_tokenizer(assets)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(assets), gguf_file=GGUF_NAME, dtype=torch.float32
+    )
+    model.eval()
+    eos_id = tok.eos_token_id
+    assert eos_id == 2, eos_id
+
+    questions, _ = load_gsm(assets)
+    prompts = [
+        ("chat_gsm_0000", [{"role": "user", "content": questions[0]}]),
+        ("chat_everyday", [{"role": "user", "content": "What is a good way to keep bread fresh?"}]),
+        ("plain_capital", "The capital of France is"),
+        (
+            "plain_digits",
+            "In 2023 the bakery sold 1,284 loaves at $3.75 each, and on 12 March it "
+            "baked 96 more, so the total number of loaves sold that year was",
+        ),
+    ]
+
+    entries = []
+    for name, prompt in prompts:
+        chat = isinstance(prompt, list)
+        if chat:
+            text = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        else:
+            text = prompt
+        ids = tok(text, add_special_tokens=False).input_ids
+        input_ids = torch.tensor([ids])
+        with torch.no_grad():
+            last = model(input_ids).logits[0, -1].float()
+            out = model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                do_sample=False,
+                max_new_tokens=48,
+                eos_token_id=eos_id,
+                pad_token_id=eos_id,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+        new_ids = out.sequences[0, len(ids):].tolist()
+        if eos_id in new_ids:
+            new_ids = new_ids[: new_ids.index(eos_id) + 1]
+        gaps = []
+        for step, tid in enumerate(new_ids):
+            step_logits = out.logits[step][0].float()
+            top2 = torch.topk(step_logits, 2)
+            assert int(top2.indices[0]) == tid, (name, step, int(top2.indices[0]), tid)
+            gaps.append(round(float(top2.values[0] - top2.values[1]), 4))
+        # The first generate step must reproduce the plain forward pass.
+        assert torch.allclose(out.logits[0][0].float(), last, atol=1e-3), name
+        entries.append(
+            {
+                "name": name,
+                "chat": chat,
+                "text": text,
+                "messages": prompt if chat else None,
+                "input_ids": ids,
+                "last_logits": round_list(last.tolist(), 4),
+                "logits_range": round(float(last.max() - last.min()), 4),
+                "greedy_ids": new_ids,
+                "greedy_top2_gap": gaps,
+            }
+        )
+        print(f"  {name}: {len(ids)} prompt tokens -> {tok.decode(new_ids)!r}")
+        print(f"    min top2 gap {min(gaps):.4f}")
+
+    write_json(fixtures / "smollm2-gguf-reference.json", {"model": GGUF_NAME, "prompts": entries})
+
+
+# --------------------------------------------------------------------------- tokenizer-gguf
+
+
+def make_tokenizer_gguf(fixtures: Path, assets: Path) -> None:
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    tok = load_gguf_tokenizer(assets)
+    backend = json.loads(tok.backend_tokenizer.to_str())
+
+    probe = "hello world 123"
+    plain = tok(probe, add_special_tokens=False).input_ids
+    default = tok(probe).input_ids
+    # Whatever transformers adds by default around the plain encoding.
+    prefix_len = next(
+        (i for i in range(len(default) - len(plain) + 1) if default[i : i + len(plain)] == plain), None
+    )
+    assert prefix_len is not None, (default, plain)
+    default_adds = default[:prefix_len] + default[prefix_len + len(plain) :]
+
+    questions, answers = load_gsm(assets)
+    texts = questions + answers + EDGE_CASES
+    cases = [{"text": t, "ids": tok(t, add_special_tokens=False).input_ids} for t in texts]
+
+    # Cross-check: llama.cpp's "smollm" pre-tokenizer (and the original HF
+    # tokenizer.json) splits every digit before the GPT-2 regex.
+    digits = Tokenizer.from_str(tok.backend_tokenizer.to_str())
+    digits.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), tok.backend_tokenizer.pre_tokenizer]
+    )
+    mismatches = [
+        i for i, c in enumerate(cases) if digits.encode(c["text"], add_special_tokens=False).ids != c["ids"]
+    ]
+
+    # Round trip sanity.
+    for c in cases:
+        assert tok.decode(c["ids"]) == c["text"], c["text"]
+
+    special = {a["content"]: a["id"] for a in backend["added_tokens"]}
+    write_json(
+        fixtures / "tokenizer-gguf.json",
+        {
+            "model": GGUF_NAME,
+            "add_special_tokens_default_adds": default_adds,
+            "pre_tokenizer": backend["pre_tokenizer"],
+            "pre_tokenizer_repr": repr(tok.backend_tokenizer.pre_tokenizer),
+            "normalizer": backend["normalizer"],
+            "decoder": backend["decoder"],
+            "special_tokens": special,
+            "llamacpp_digit_split_mismatches": mismatches,
+            "cases": cases,
+        },
+    )
+    print(f"  default adds {default_adds}; pre_tokenizer {backend['pre_tokenizer']}")
+    print(f"  cases differing under llama.cpp-style digit split: {mismatches}")
+
+
+# --------------------------------------------------------------------------- tiny-models
+
+
+def init_weights(model, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.1 * noise)
+            else:
+                p.copy_(0.1 * noise)
+
+
+def tiny_reference(model, seqs: list[list[int]]) -> dict:
+    logits = []
+    with torch.no_grad():
+        for s in seqs:
+            out = model(torch.tensor([s])).logits[0].float()
+            logits.append([sig_list(row) for row in out.tolist()])
+        first = torch.tensor([seqs[0]])
+        gen = model.generate(
+            first,
+            attention_mask=torch.ones_like(first),
+            do_sample=False,
+            max_new_tokens=10,
+            min_new_tokens=10,
+            pad_token_id=0,
+        )
+    return {"input_ids": seqs, "logits": logits, "greedy_ids": gen[0, len(seqs[0]):].tolist()}
+
+
+def make_tiny_models(fixtures: Path, assets: Path) -> None:
+    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen3Config
+
+    common = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=256,
+        rms_norm_eps=1e-6,
+        max_position_embeddings=128,
+    )
+    specs = {
+        "qwen3": (
+            Qwen3Config(**common, head_dim=32, rope_theta=1e6, tie_word_embeddings=False),
+            torch.float32,
+            1001,
+            1e6,
+        ),
+        "qwen2": (
+            Qwen2Config(**common, rope_theta=1e4, tie_word_embeddings=True),
+            torch.bfloat16,
+            1002,
+            1e4,
+        ),
+    }
+
+    rng = random.Random(1234)
+    seqs = [[rng.randrange(256) for _ in range(12)], [rng.randrange(256) for _ in range(7)]]
+
+    reference = {}
+    for name, (config, save_dtype, seed, theta) in specs.items():
+        out_dir = fixtures / f"tiny-{name}"
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        init_weights(model, seed)
+        model.to(save_dtype).save_pretrained(str(out_dir), safe_serialization=True)
+        cfg_path = out_dir / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["rope_theta"] = theta  # classic key used by real Qwen checkpoints
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(out_dir), dtype=torch.float32, attn_implementation="eager"
+        )
+        loaded.eval()
+        assert loaded.config.rope_parameters["rope_theta"] == theta
+        assert loaded.config.tie_word_embeddings == config.tie_word_embeddings
+        reference[name] = tiny_reference(loaded, seqs)
+        for f in sorted(out_dir.iterdir()):
+            print(f"wrote {f.relative_to(REPO)} ({f.stat().st_size} bytes)")
+        print(f"  {name}: greedy {reference[name]['greedy_ids']}")
+
+    write_json(fixtures / "tiny-logits.json", reference)
+
+
+# --------------------------------------------------------------------------- tiny-tokenizer
+
+
+def train_tiny_tokenizer(texts: list[str]):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        min_frequency=2,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tk.train_from_iterator(texts, trainer=trainer)
+    return tk
+
+
+def make_tiny_tokenizer(fixtures: Path, assets: Path) -> None:
+    questions, answers = load_gsm(assets)
+    tk = train_tiny_tokenizer(questions + answers)
+    # Training must be deterministic for the fixture to be reproducible.
+    assert train_tiny_tokenizer(questions + answers).to_str() == tk.to_str()
+
+    out_dir = fixtures / "tiny-tokenizer"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tk.save(str(out_dir / "tokenizer.json"), pretty=True)
+    print(f"wrote {(out_dir / 'tokenizer.json').relative_to(REPO)} vocab {tk.get_vocab_size()}")
+
+    texts = [
+        questions[0],
+        answers[0],
+        answers[7],
+        questions[42],
+        "#### 10",
+        "<<6*2=12>>12 inches",
+        "The answer is 3.14159 or 1,234,567.",
+        "Café naïve — 東京 你好 🙂👍🏽",
+        "a  b\n\n\tc   ",
+        "   leading and trailing   ",
+        "\n\n\n",
+        " ",
+        "don't I'll we're they've",
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+        "before<|endoftext|>after",
+        "<|im_end|><|im_end|>",
+        "Zebra xylophone quiz",
+        "HELLO World hello WORLD",
+        "tabs\tand\r\nwindows newlines",
+        "$5.50 + 20% = ?",
+    ]
+    cases = []
+    for t in texts:
+        ids = tk.encode(t, add_special_tokens=False).ids
+        decoded = tk.decode(ids, skip_special_tokens=False)
+        cases.append({"text": t, "ids": ids, "decoded": decoded})
+    write_json(out_dir / "cases.json", {"cases": cases})
+    for c in cases:
+        if c["decoded"] != c["text"]:
+            print(f"  note: decode differs from text for {c['text']!r}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=GROUPS, help="regenerate a single fixture group")
+    parser.add_argument("--fixtures", type=Path, default=REPO / "Tests" / "Fixtures")
+    parser.add_argument("--assets", type=Path, default=REPO / "assets")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    random.seed(0)
+
+    makers = {
+        "smollm2": make_smollm2,
+        "tokenizer-gguf": make_tokenizer_gguf,
+        "tiny-models": make_tiny_models,
+        "tiny-tokenizer": make_tiny_tokenizer,
+    }
+    for name in GROUPS:
+        if args.only in (None, name):
+            print(f"[{name}]")
+            makers[name](args.fixtures.resolve(), args.assets.resolve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

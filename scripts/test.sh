@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every test from a fresh Debian/Ubuntu machine: system libraries, assets, build, tests.
+# Idempotent; what is already there is not installed or fetched again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/fetch-assets.sh
+# One OpenBLAS thread per process keeps test timings stable next to other work.
+export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-2}"
+swift build --build-tests
+swift test --skip-build "$@"
