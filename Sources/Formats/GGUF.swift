@@ -138,11 +138,11 @@ public final class GGUFFile: @unchecked Sendable {
         let start = (r.pos + alignment - 1) / alignment * alignment
         dataOffset = start
         for name in names {
-            guard let bytes = infos[name]!.byteCount else { continue }
-            let (lo, overflow) = start.addingReportingOverflow(infos[name]!.offset)
-            let hi = lo.addingReportingOverflow(bytes)
-            guard !overflow, !hi.overflow, hi.partialValue <= file.size else {
-                throw FormatError(path, "truncated: tensor \(name) needs bytes \(lo)..<\(overflow ? Int.max : lo &+ bytes) but the file has \(file.size) bytes; re-download it")
+            // Offsets are capped at 2^56 and sizes at 2^48 elements, so these sums cannot overflow.
+            let info = infos[name]!
+            let lo = start + info.offset, hi = lo + (info.byteCount ?? 0)
+            guard hi <= file.size else {
+                throw FormatError(path, "truncated: tensor \(name) needs bytes \(lo)..<\(hi) but the file has \(file.size) bytes; re-download it")
             }
         }
     }
@@ -298,8 +298,10 @@ private struct ByteReader {
         }
         let type = GGMLType(rawValue: try scalar(UInt32.self, "the type of tensor \(name)"))
         let offset = try scalar(UInt64.self, "the offset of tensor \(name)")
-        guard offset <= UInt64(size) else {
-            throw FormatError(path, "truncated: tensor \(name) starts at data offset \(offset) but the file has \(size) bytes; re-download it")
+        // The end-of-file check comes once the data section start is known; this only keeps
+        // the offset arithmetic from overflowing.
+        guard offset <= UInt64(1) << 56 else {
+            throw FormatError(path, "tensor \(name) has an absurd data offset \(offset); the file is corrupt")
         }
         var byteCount: Int? = nil
         if let blockSize = type.blockSize, let blockBytes = type.blockBytes {

@@ -57,8 +57,11 @@ public final class SafeTensorsFile: @unchecked Sendable {
             throw FormatError(path, "truncated: \(file.size) bytes, too short for the 8-byte header length; re-download it")
         }
         let headerLength = UInt64(littleEndian: file.base.loadUnaligned(as: UInt64.self))
-        guard headerLength <= UInt64(file.size - 8), headerLength <= UInt64(Self.maxHeaderBytes) else {
+        guard headerLength <= UInt64(file.size - 8) else {
             throw FormatError(path, "header length \(headerLength) goes beyond the end of the file (\(file.size) bytes); the file is truncated or not safetensors")
+        }
+        guard headerLength <= UInt64(Self.maxHeaderBytes) else {
+            throw FormatError(path, "header length \(headerLength) is over \(Self.maxHeaderBytes >> 20) MB; the file is corrupt or not safetensors")
         }
         dataOffset = 8 + Int(headerLength)
         let dataSize = file.size - dataOffset
@@ -184,7 +187,7 @@ public enum SafeTensorsWriter {
         header.append(contentsOf: [UInt8](repeating: 0x20, count: (8 - header.count % 8) % 8))
 
         let temp = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())").path
+            .appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString).tmp").path
         let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw FormatError(path, "cannot write: \(String(cString: strerror(errno)))") }
         var closed = false

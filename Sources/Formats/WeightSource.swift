@@ -12,7 +12,7 @@ import Darwin
 /// `model.layers.N.self_attn.{q,k,v,o}_proj.{weight,bias}`, `model.layers.N.self_attn.{q,k}_norm.weight`,
 /// `model.layers.N.{input,post_attention}_layernorm.weight`, `model.layers.N.mlp.{gate,up,down}_proj.weight`,
 /// `model.norm.weight`, `lm_head.weight`. Matrices are [out, in].
-public protocol WeightSource: AnyObject {
+public protocol WeightSource {
     /// The file or directory the weights come from (for error messages).
     var path: String { get }
     var names: [String] { get }
@@ -20,6 +20,8 @@ public protocol WeightSource: AnyObject {
     func tensor(_ name: String) throws -> Tensor
     /// The shape without decoding the data; nil when absent.
     func shape(_ name: String) -> [Int]?
+    /// How the tensor is stored on disk ("F32", "BF16", "Q4_1", ...); nil when absent.
+    func storageType(_ name: String) -> String?
 }
 
 extension WeightSource {
@@ -50,4 +52,188 @@ final class MappedFile: @unchecked Sendable {
     }
 
     deinit { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+}
+
+/// A Hugging Face checkpoint directory: `model.safetensors`, or shards listed by
+/// `model.safetensors.index.json`, or (failing both) every `*.safetensors` file in it.
+public final class SafeTensorsWeights: WeightSource {
+    public let path: String
+    /// Names in shard order, then data order within each shard.
+    public let names: [String]
+    public let files: [SafeTensorsFile]
+    private let owner: [String: SafeTensorsFile]
+
+    public init(directory: URL) throws {
+        path = directory.path
+        let fm = FileManager.default
+        let index = directory.appendingPathComponent("model.safetensors.index.json")
+        let single = directory.appendingPathComponent("model.safetensors")
+        var expected: [String: String]? = nil
+        var shardNames: [String]
+        if fm.fileExists(atPath: index.path) {
+            guard let data = try? Data(contentsOf: index),
+                  let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+                  let map = object["weight_map"] as? [String: String] else {
+                throw FormatError(index.path, "not a safetensors index (needs a \"weight_map\" object of name → file)")
+            }
+            expected = map
+            shardNames = Array(Set(map.values)).sorted()
+        } else if fm.fileExists(atPath: single.path) {
+            shardNames = [single.lastPathComponent]
+        } else {
+            shardNames = ((try? fm.contentsOfDirectory(atPath: directory.path)) ?? [])
+                .filter { $0.hasSuffix(".safetensors") }.sorted()
+        }
+        guard !shardNames.isEmpty else {
+            throw FormatError(path, "no model.safetensors (or index and shards) in this directory")
+        }
+
+        files = try shardNames.map { name in
+            // An index naming files outside the directory would be a way to read arbitrary files.
+            guard !name.contains("/") else { throw FormatError(index.path, "shard name \(name) must be a plain file name") }
+            return try SafeTensorsFile(url: directory.appendingPathComponent(name))
+        }
+        var owner: [String: SafeTensorsFile] = [:]
+        var names: [String] = []
+        for file in files {
+            for name in file.tensorNames {
+                if let other = owner[name] {
+                    throw FormatError(path, "tensor \(name) is in both \(other.path) and \(file.path)")
+                }
+                owner[name] = file
+                names.append(name)
+            }
+        }
+        for (name, shard) in expected ?? [:] where owner[name] == nil {
+            throw FormatError(directory.appendingPathComponent(shard).path,
+                              "missing tensor \(name), which model.safetensors.index.json says is here; re-download it")
+        }
+        self.owner = owner
+        self.names = names
+    }
+
+    public func has(_ name: String) -> Bool { owner[name] != nil }
+
+    public func tensor(_ name: String) throws -> Tensor {
+        guard let file = owner[name] else { throw FormatError(path, "missing tensor \(name)") }
+        return try file.tensor(name)
+    }
+
+    public func shape(_ name: String) -> [Int]? { try? owner[name]?.info(name).shape }
+
+    public func storageType(_ name: String) -> String? { (try? owner[name]?.info(name).dtype).map { "\($0)" } }
+}
+
+/// A GGUF file's weights under Hugging Face names, decoded to fp32 and — for Llama — with
+/// llama.cpp's reordering of the q/k rows undone, so every tensor equals the transformers one.
+public final class GGUFWeights: WeightSource {
+    public let file: GGUFFile
+    public var path: String { file.path }
+    /// Hugging Face names of the GGUF tensors that have one (others, e.g. rope_freqs, are left out).
+    public let names: [String]
+    private let ggufNames: [String: String]
+    /// Head count to un-permute by, for the tensors llama.cpp permuted.
+    private let permutedHeads: [String: Int]
+
+    /// Hugging Face ↔ llama.cpp stems; ".weight"/".bias" carry over unchanged.
+    private static let globalStems = [
+        ("model.embed_tokens", "token_embd"), ("model.norm", "output_norm"), ("lm_head", "output"),
+    ]
+    private static let layerStems = [
+        ("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"), ("self_attn.v_proj", "attn_v"),
+        ("self_attn.o_proj", "attn_output"), ("self_attn.q_norm", "attn_q_norm"),
+        ("self_attn.k_norm", "attn_k_norm"), ("input_layernorm", "attn_norm"),
+        ("post_attention_layernorm", "ffn_norm"), ("mlp.gate_proj", "ffn_gate"),
+        ("mlp.up_proj", "ffn_up"), ("mlp.down_proj", "ffn_down"),
+    ]
+
+    /// The Hugging Face name of a llama.cpp tensor name ("blk.3.attn_q.weight" →
+    /// "model.layers.3.self_attn.q_proj.weight"), nil when there is none.
+    public static func hfName(forGGUF name: String) -> String? {
+        guard let dot = name.lastIndex(of: ".") else { return nil }
+        let stem = name[..<dot], suffix = name[dot...]
+        guard suffix == ".weight" || suffix == ".bias" else { return nil }
+        if let (hf, _) = globalStems.first(where: { $0.1 == stem }) { return hf + suffix }
+        let parts = stem.split(separator: ".", maxSplits: 2)
+        guard parts.count == 3, parts[0] == "blk", let layer = Int(parts[1]), layer >= 0,
+              let (hf, _) = layerStems.first(where: { $0.1 == parts[2] }) else { return nil }
+        return "model.layers.\(layer).\(hf)\(suffix)"
+    }
+
+    public init(_ file: GGUFFile) throws {
+        self.file = file
+        let arch = file.string("general.architecture") ?? ""
+        // Only the Llama converter permutes q/k (Qwen models use NeoX-style RoPE in llama.cpp too).
+        let permutes = arch == "llama"
+        let heads = file.int("\(arch).attention.head_count")
+        let kvHeads = file.int("\(arch).attention.head_count_kv") ?? heads
+
+        var ggufNames: [String: String] = [:]
+        var permutedHeads: [String: Int] = [:]
+        var names: [String] = []
+        for name in file.tensorNames {
+            guard let hf = Self.hfName(forGGUF: name) else { continue }
+            ggufNames[hf] = name
+            names.append(hf)
+            guard permutes, hf.contains(".self_attn.q_proj.") || hf.contains(".self_attn.k_proj.") else { continue }
+            let isQ = hf.contains(".q_proj.")
+            guard let n = isQ ? heads : kvHeads else {
+                throw FormatError(file.path, "missing metadata \(arch).attention.head_count, needed to read \(name)")
+            }
+            let rows = try file.info(name).shape.first ?? 0
+            guard n > 0, rows % (2 * n) == 0 else {
+                throw FormatError(file.path, "tensor \(name) has \(rows) rows, which do not split into \(n) heads of even width")
+            }
+            permutedHeads[hf] = n
+        }
+        self.ggufNames = ggufNames
+        self.permutedHeads = permutedHeads
+        self.names = names
+    }
+
+    public func has(_ name: String) -> Bool { ggufNames[name] != nil }
+
+    public func shape(_ name: String) -> [Int]? { ggufNames[name].flatMap { file.tensors[$0]?.shape } }
+
+    public func storageType(_ name: String) -> String? { ggufNames[name].flatMap { file.tensors[$0]?.type.name } }
+
+    public func tensor(_ name: String) throws -> Tensor {
+        guard let gguf = ggufNames[name] else { throw FormatError(path, "missing tensor \(name)") }
+        let t = try file.tensor(gguf)
+        guard let heads = permutedHeads[name] else { return t }
+        return LlamaRowPermutation.unpermute(t, heads: heads)
+    }
+}
+
+/// llama.cpp's reordering of Llama's q and k projection rows, and its inverse.
+///
+/// Hugging Face's RoPE rotates the pairs (x[i], x[i + d/2]) of each head; llama.cpp's rotates
+/// adjacent pairs (x[2i], x[2i + 1]). Its converter therefore moves, within each head of d rows,
+/// row s·d/2 + i to row 2i + s (s ∈ {0, 1}) — in numpy,
+/// `w.reshape(heads, 2, d/2, in).swapaxes(1, 2).reshape(out, in)`. Biases are reordered the same
+/// way (rows of width 1). Undoing it gives back the transformers tensor.
+public enum LlamaRowPermutation {
+    /// Hugging Face order → llama.cpp order.
+    public static func permute(_ t: Tensor, heads: Int) -> Tensor { reorder(t, heads: heads, toGGUF: true) }
+
+    /// llama.cpp order → Hugging Face order.
+    public static func unpermute(_ t: Tensor, heads: Int) -> Tensor { reorder(t, heads: heads, toGGUF: false) }
+
+    private static func reorder(_ t: Tensor, heads: Int, toGGUF: Bool) -> Tensor {
+        let rows = t.shape.first ?? 1
+        precondition(heads > 0 && rows % (2 * heads) == 0, "\(rows) rows do not split into \(heads) heads of even width")
+        let width = rows == 0 ? 0 : t.count / rows
+        let headDim = rows / heads, half = headDim / 2
+        let out = Tensor(shape: t.shape)
+        for h in 0..<heads {
+            for s in 0..<2 {
+                for i in 0..<half {
+                    let hfRow = h * headDim + s * half + i, ggufRow = h * headDim + 2 * i + s
+                    let (from, to) = toGGUF ? (hfRow, ggufRow) : (ggufRow, hfRow)
+                    (out.ptr + to * width).update(from: t.ptr + from * width, count: width)
+                }
+            }
+        }
+        return out
+    }
 }

@@ -24,9 +24,9 @@ struct Info: ParsableCommand {
             print("parameters:      \(c.parameterCount) (\(String(format: "%.1f", Double(c.parameterCount) / 1e6))M)")
             var byType: [String: (count: Int, elements: Int)] = [:]
             for name in checkpoint.weights.names {
-                let info = try checkpoint.tensorSummary(name)
-                byType[info.dtype, default: (0, 0)].count += 1
-                byType[info.dtype, default: (0, 0)].elements += info.elements
+                let dtype = checkpoint.weights.storageType(name) ?? "?"
+                byType[dtype, default: (0, 0)].count += 1
+                byType[dtype, default: (0, 0)].elements += checkpoint.weights.shape(name)?.reduce(1, *) ?? 0
             }
             for (dtype, v) in byType.sorted(by: { $0.key < $1.key }) {
                 print("tensors \(dtype.padding(toLength: 8, withPad: " ", startingAt: 0)) \(v.count) tensors, \(v.elements) values")

@@ -1,0 +1,146 @@
+import Foundation
+import Tensors
+
+/// A model on disk: its architecture and its weights under Hugging Face names.
+///
+/// Either a llama.cpp `.gguf` file (config built from its metadata) or a Hugging Face directory
+/// with `config.json` and safetensors.
+public struct Checkpoint {
+    public enum Kind: String, Sendable { case gguf, safetensors }
+
+    public let path: String
+    public let kind: Kind
+    public let config: ModelConfig
+    public let weights: any WeightSource
+    /// The parsed file for GGUF checkpoints (its metadata also holds the tokenizer).
+    public let gguf: GGUFFile?
+
+    public init(path: String, kind: Kind, config: ModelConfig, weights: any WeightSource, gguf: GGUFFile? = nil) {
+        self.path = path
+        self.kind = kind
+        self.config = config
+        self.weights = weights
+        self.gguf = gguf
+    }
+
+    /// Opens `path`: a `.gguf` file or a directory with `config.json` and safetensors, and checks
+    /// every weight's shape against the config (cheap: no tensor data is read).
+    public static func open(_ path: String) throws -> Checkpoint {
+        let checkpoint = try openUnchecked(path)
+        try checkpoint.validateShapes()
+        return checkpoint
+    }
+
+    /// `open` without the shape check, for tools that inspect or repair a checkpoint.
+    public static func openUnchecked(_ path: String) throws -> Checkpoint {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw FormatError(path, "no such file or directory")
+        }
+        let url = URL(fileURLWithPath: path)
+        if isDirectory.boolValue {
+            let config = try ModelConfig.load(url.appendingPathComponent("config.json"))
+            return Checkpoint(path: path, kind: .safetensors, config: config,
+                              weights: try SafeTensorsWeights(directory: url))
+        }
+        // GGUFFile reports a non-GGUF file by its magic bytes, which is the clearest message.
+        let file = try GGUFFile(url: url)
+        return Checkpoint(path: path, kind: .gguf, config: try config(fromGGUF: file),
+                          weights: try GGUFWeights(file), gguf: file)
+    }
+
+    /// The Hugging Face config equivalent to a GGUF file's `{arch}.*` metadata.
+    public static func config(fromGGUF file: GGUFFile) throws -> ModelConfig {
+        guard let arch = file.string("general.architecture") else {
+            throw FormatError(file.path, "missing metadata general.architecture")
+        }
+        guard let family = ModelConfig.Family(rawValue: arch) else {
+            throw FormatError(file.path, "unsupported architecture \"\(arch)\" (supported: \(ModelConfig.Family.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        func int(_ key: String) throws -> Int {
+            guard let value = file.metadata["\(arch).\(key)"] else {
+                throw FormatError(file.path, "missing metadata \(arch).\(key)")
+            }
+            guard let n = value.int else {
+                throw FormatError(file.path, "metadata \(arch).\(key) should be one integer, found \(value)")
+            }
+            return n
+        }
+        func optionalInt(_ key: String) throws -> Int? {
+            file.metadata["\(arch).\(key)"] == nil ? nil : try int(key)
+        }
+        let hidden = try int("embedding_length")
+        let heads = try int("attention.head_count")
+        // The tokenizer lists every token; token_embd's rows are the fallback for files without one.
+        guard let vocab = file.metadata["tokenizer.ggml.tokens"]?.array?.count
+                ?? file.tensors["token_embd.weight"]?.shape.first else {
+            throw FormatError(file.path, "cannot tell the vocabulary size: no tokenizer.ggml.tokens and no token_embd.weight")
+        }
+        let config = ModelConfig(
+            modelType: family,
+            hiddenSize: hidden,
+            intermediateSize: try int("feed_forward_length"),
+            numHiddenLayers: try int("block_count"),
+            numAttentionHeads: heads,
+            numKeyValueHeads: try optionalInt("attention.head_count_kv") ?? heads,
+            headDim: try optionalInt("attention.key_length"),
+            vocabSize: vocab,
+            rmsNormEps: Float(file.double("\(arch).attention.layer_norm_rms_epsilon") ?? 1e-6),
+            ropeTheta: Float(file.double("\(arch).rope.freq_base") ?? 10_000),
+            maxPositionEmbeddings: try optionalInt("context_length") ?? 4096,
+            tieWordEmbeddings: file.tensors["output.weight"] == nil,
+            attentionBias: file.tensors["blk.0.attn_q.bias"] != nil,
+            bosTokenId: file.int("tokenizer.ggml.bos_token_id"),
+            eosTokenId: file.int("tokenizer.ggml.eos_token_id"))
+        try config.validate(path: file.path)
+        return config
+    }
+
+    /// Every tensor the config implies, with its shape ([out, in] for projections).
+    /// `lm_head.weight` is listed only for untied models.
+    public static func expectedShapes(_ c: ModelConfig) -> [(name: String, shape: [Int])] {
+        let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
+        var out: [(name: String, shape: [Int])] = [("model.embed_tokens.weight", [c.vocabSize, c.hiddenSize])]
+        for l in 0..<c.numHiddenLayers {
+            let p = "model.layers.\(l)."
+            out += [
+                (p + "input_layernorm.weight", [c.hiddenSize]),
+                (p + "self_attn.q_proj.weight", [q, c.hiddenSize]),
+                (p + "self_attn.k_proj.weight", [kv, c.hiddenSize]),
+                (p + "self_attn.v_proj.weight", [kv, c.hiddenSize]),
+                (p + "self_attn.o_proj.weight", [c.hiddenSize, q]),
+                (p + "post_attention_layernorm.weight", [c.hiddenSize]),
+                (p + "mlp.gate_proj.weight", [c.intermediateSize, c.hiddenSize]),
+                (p + "mlp.up_proj.weight", [c.intermediateSize, c.hiddenSize]),
+                (p + "mlp.down_proj.weight", [c.hiddenSize, c.intermediateSize]),
+            ]
+            if c.attentionBias {
+                out += [(p + "self_attn.q_proj.bias", [q]), (p + "self_attn.k_proj.bias", [kv]),
+                        (p + "self_attn.v_proj.bias", [kv])]
+            }
+            if c.usesQKNorm {
+                out += [(p + "self_attn.q_norm.weight", [c.headDim]), (p + "self_attn.k_norm.weight", [c.headDim])]
+            }
+        }
+        out.append(("model.norm.weight", [c.hiddenSize]))
+        if !c.tieWordEmbeddings { out.append(("lm_head.weight", [c.vocabSize, c.hiddenSize])) }
+        return out
+    }
+
+    /// Checks that every weight the config implies is present with the right shape, before any
+    /// is decoded. A tied model may still carry an `lm_head.weight`; if so its shape is checked too.
+    public func validateShapes() throws {
+        var expected = Self.expectedShapes(config)
+        if config.tieWordEmbeddings && weights.has("lm_head.weight") {
+            expected.append(("lm_head.weight", [config.vocabSize, config.hiddenSize]))
+        }
+        for (name, shape) in expected {
+            guard let found = weights.shape(name) else {
+                throw FormatError(weights.path, "missing tensor \(name) (expected shape \(shape) from the config)")
+            }
+            guard found == shape else {
+                throw FormatError(weights.path, "tensor \(name) has shape \(found) but the config implies \(shape)")
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+import XCTest
+import Formats
+import Model
+import Tensors
+import TestSupport
+
+/// Logits of random-weight Qwen3 (fp32, untied, explicit head_dim) and Qwen2 (bf16 weights,
+/// biases, tied embeddings) checkpoints against transformers (scripts/make-reference.py).
+final class TinyModelTests: XCTestCase {
+    struct Reference: Decodable {
+        struct Case: Decodable {
+            let input_ids: [[Int]]
+            let logits: [[[Float]]]
+            let greedy_ids: [Int]
+        }
+        let qwen3: Case
+        let qwen2: Case
+    }
+
+    static let reference: Reference? = try? TestPaths.loadJSON(Reference.self, fixture: "tiny-logits.json")
+
+    func decoder(_ name: String) throws -> Decoder {
+        let checkpoint = try Checkpoint.open(TestPaths.fixture(name).path)
+        return Decoder(weights: try DecoderWeights(config: checkpoint.config, source: checkpoint.weights))
+    }
+
+    func reference() throws -> Reference {
+        try XCTUnwrap(Self.reference, "Tests/Fixtures/tiny-logits.json missing: run scripts/make-reference.py")
+    }
+
+    /// ||a - b|| / ||b|| over all logits of a sequence.
+    func relativeError(_ a: Tensor, _ b: [[Float]]) -> Double {
+        var diff = 0.0, norm = 0.0
+        for (t, row) in b.enumerated() {
+            for (j, r) in row.enumerated() {
+                let d = Double(a[t, j]) - Double(r)
+                diff += d * d
+                norm += Double(r) * Double(r)
+            }
+        }
+        return (diff / norm).squareRoot()
+    }
+
+    func checkLogits(_ name: String, _ ref: Reference.Case) throws {
+        let model = try decoder(name)
+        for (ids, logits) in zip(ref.input_ids, ref.logits) {
+            let cache = model.makeCache(capacities: [ids.count])
+            let ours = model.forward([SequenceChunk(sequence: 0, tokens: ids)], cache: cache, allLogits: true)
+            XCTAssertEqual(ours.shape, [ids.count, model.config.vocabSize])
+            let err = relativeError(ours, logits)
+            XCTAssertLessThan(err, 1e-4, "\(name): logits differ from transformers by \(err) relative")
+        }
+    }
+
+    func testQwen3LogitsMatchTransformers() throws { try checkLogits("tiny-qwen3", try reference().qwen3) }
+    func testQwen2LogitsMatchTransformers() throws { try checkLogits("tiny-qwen2", try reference().qwen2) }
+
+    func testGreedyGenerationMatchesTransformers() throws {
+        for (name, ref) in [("tiny-qwen3", try reference().qwen3), ("tiny-qwen2", try reference().qwen2)] {
+            let generator = Generator(decoder: try decoder(name), stopTokens: [])
+            let out = generator.generate([GenerationRequest(prompt: ref.input_ids[0], maxNewTokens: ref.greedy_ids.count)])
+            XCTAssertEqual(out[0].tokens, ref.greedy_ids, name)
+            XCTAssertEqual(out[0].finish, .length)
+        }
+    }
+
+    /// Prefill then one token at a time through the cache gives the logits of one full pass;
+    /// two sequences of different lengths in one call give the logits of separate calls.
+    func testCacheAndBatchingAgreeWithFullForward() throws {
+        let model = try decoder("tiny-qwen3")
+        let ref = try reference().qwen3
+        let a = ref.input_ids[0], b = ref.input_ids[1]
+        let full = model.forward([SequenceChunk(sequence: 0, tokens: a)], cache: model.makeCache(capacities: [a.count]),
+                                 allLogits: true)
+
+        let cache = model.makeCache(capacities: [a.count, b.count])
+        var stepLogits = model.forward([SequenceChunk(sequence: 0, tokens: Array(a.prefix(5))),
+                                        SequenceChunk(sequence: 1, tokens: b)], cache: cache)
+        let separateB = model.forward([SequenceChunk(sequence: 0, tokens: b)], cache: model.makeCache(capacities: [b.count]))
+        for j in 0..<model.config.vocabSize {
+            XCTAssertEqual(stepLogits[0, j], full[4, j], accuracy: 1e-4)
+            XCTAssertEqual(stepLogits[1, j], separateB[0, j], accuracy: 1e-4)
+        }
+        for t in 5..<a.count {
+            stepLogits = model.forward([SequenceChunk(sequence: 0, tokens: [a[t]])], cache: cache)
+            for j in 0..<model.config.vocabSize { XCTAssertEqual(stepLogits[0, j], full[t, j], accuracy: 1e-4) }
+        }
+        XCTAssertEqual(cache.length, [a.count, b.count])
+    }
+
+    /// Perplexity uses position t to predict token t+1, as transformers' labels=input_ids.
+    func testPerplexityMatchesReferenceLogits() throws {
+        let model = try decoder("tiny-qwen2")
+        let ref = try reference().qwen2
+        var nll = 0.0, n = 0
+        for (ids, logits) in zip(ref.input_ids, ref.logits) {
+            for t in 0..<(ids.count - 1) {
+                let row = logits[t].map(Double.init)
+                let m = row.max()!
+                let lse = m + log(row.reduce(0) { $0 + exp($1 - m) })
+                nll += lse - row[ids[t + 1]]
+                n += 1
+            }
+        }
+        let result = model.perplexity(of: ref.input_ids)
+        XCTAssertEqual(result.predictedTokens, n)
+        XCTAssertEqual(result.perplexity, exp(nll / Double(n)), accuracy: 1e-3 * exp(nll / Double(n)))
+    }
+}
