@@ -14,8 +14,8 @@ public enum PreTokenizer: Equatable, Sendable {
     /// `individualDigits` first isolates every `\p{N}` scalar (HF's `Digits(individual_digits)`),
     /// and the regex then runs inside each remaining stretch on its own.
     case gpt2(individualDigits: Bool)
-    /// Qwen2: `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|
-    /// ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`.
+    /// Qwen2 (see `splitPatterns` for the regex): contractions in any case, a word may take one
+    /// leading non-newline symbol, one digit per piece, newlines kept with what precedes them.
     case qwen2
     /// Llama 3: as Qwen2 but with `\p{N}{1,3}`, digits in groups of up to three.
     case llama3
@@ -125,9 +125,13 @@ private struct Scanner {
     private func contraction(at i: Int, caseInsensitive: Bool) -> Int? {
         guard text[i] == "'" else { return nil }
         func letter(_ k: Int) -> Unicode.Scalar? {
-            guard k < end, text[k].isASCII else { return nil }
+            guard k < end else { return nil }
             let s = text[k]
-            return caseInsensitive && ("A"..."Z").contains(s) ? Unicode.Scalar(s.value + 32)! : s
+            guard caseInsensitive else { return s }
+            // Unicode case folding, as Oniguruma's (?i) applies it: besides ASCII, only the
+            // long s "ſ" folds onto one of these letters.
+            if s == "\u{17F}" { return "s" }
+            return ("A"..."Z").contains(s) ? Unicode.Scalar(s.value + 32)! : s
         }
         switch (letter(i + 1), letter(i + 2)) {
         case ("s", _), ("t", _), ("m", _), ("d", _): return 2

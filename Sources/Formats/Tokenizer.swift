@@ -27,14 +27,16 @@ public final class BPETokenizer: @unchecked Sendable {
     /// as Hugging Face does without an unknown token).
     private let byteIds: [Int?]
     private let added: AddedTokenMatcher
-    private let preTokenizer: PreTokenizer
+    public let preTokenizer: PreTokenizer
     private let normalizesNFC: Bool
     private let addPrefixSpace: Bool
     /// Llama 3 style: a piece that is itself a token is not merged.
     private let ignoreMerges: Bool
 
     private let cacheLock = NSLock()
-    private var cache: [String: [Int]] = [:]
+    /// Keyed by UTF-8 bytes, not String: Strings compare by canonical equivalence, so "Å"
+    /// (U+212B) would find the ids of "Å" (U+00C5).
+    private var cache: [[UInt8]: [Int]] = [:]
     private static let cacheLimit = 100_000
 
     /// One token the tokenizer matches in raw text before anything else.
@@ -107,14 +109,16 @@ public final class BPETokenizer: @unchecked Sendable {
         if addPrefixSpace && text.utf8.first != UInt8(ascii: " ") { text = " " + text }
         let scalars = Array(text.unicodeScalars)
         for range in preTokenizer.split(scalars) {
-            out += piece(String(String.UnicodeScalarView(scalars[range])))
+            var bytes: [UInt8] = []
+            for scalar in scalars[range] { UTF8.encode(scalar) { bytes.append($0) } }
+            out += piece(bytes)
         }
     }
 
-    /// The ids of one pre-tokenizer piece, cached: prompts repeat words over and over.
-    private func piece(_ text: String) -> [Int] {
-        if let hit = cacheLock.withLock({ cache[text] }) { return hit }
-        let bytes = Array(text.utf8)
+    /// The ids of one pre-tokenizer piece (its UTF-8 bytes), cached: prompts repeat words
+    /// over and over.
+    private func piece(_ bytes: [UInt8]) -> [Int] {
+        if let hit = cacheLock.withLock({ cache[bytes] }) { return hit }
         let result: [Int]
         if ignoreMerges, let whole = ids[ByteLevel.spell(bytes)] {
             result = [whole]
@@ -123,7 +127,7 @@ public final class BPETokenizer: @unchecked Sendable {
         }
         cacheLock.withLock {
             if cache.count >= Self.cacheLimit { cache.removeAll(keepingCapacity: true) }
-            cache[text] = result
+            cache[bytes] = result
         }
         return result
     }

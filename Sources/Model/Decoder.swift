@@ -105,9 +105,11 @@ public final class Decoder {
     /// y = x W^T (+ b), or y += x W^T with `accumulate`. x: (N, in), W: (out, in), y: (N, out).
     func linear(_ x: Tensor, _ w: Tensor, bias: Tensor?, into y: Tensor, accumulate: Bool = false) {
         let n = x.shape[0], inF = w.shape[1], outF = w.shape[0]
-        if n == 1 {
-            // One row: a matrix-vector product streams W once at memory speed.
-            Gemm.sgemv(rows: outF, cols: inF, w: w.ptr, x: x.ptr, beta: accumulate ? 1 : 0, y: y.ptr)
+        if n <= Int(RQAT_GEMV_MAX_ROWS) {
+            // Few rows (decoding): memory-bound; stream W once for all rows, threads split W's rows.
+            Threads.parallelFor(outF) { rows in
+                rqat_gemv_rows(x.ptr, n, inF, w.ptr, inF, y.ptr, outF, accumulate ? 1 : 0, rows.lowerBound, rows.upperBound)
+            }
         } else {
             Gemm.sgemm(transB: true, m: n, n: outF, k: inF, a: x.ptr, lda: inF, b: w.ptr, ldb: inF,
                        beta: accumulate ? 1 : 0, c: y.ptr, ldc: outF)

@@ -1,6 +1,7 @@
 #ifndef RQAT_CKERNELS_H
 #define RQAT_CKERNELS_H
 #include <stddef.h>
+#include "CKernelsGemv.h"
 
 // Small fp32 kernels the model calls per row. Plain C loops written so the compiler
 // vectorises them (restrict pointers, no aliasing).
