@@ -12,47 +12,60 @@ static inline float hsum256(__m256 v) {
 }
 
 // AVX2 + FMA: each weight row is loaded 8 floats at a time and multiplied into the
-// accumulators of all n activation rows. With n <= 2 two weight rows run side by side so
-// enough independent FMA chains hide the FMA latency.
+// accumulators of all n activation rows; R weight rows run side by side so there are enough
+// independent FMA chains to hide the FMA latency. The body is inlined with constant n and R
+// (see the switch below) so the accumulators live in registers, not on the stack.
+__attribute__((target("avx2,fma"), always_inline))
+static inline void gemv_block_avx2(const float *x, const size_t n, size_t ldx, const float *w, size_t cols,
+                                   float *y, size_t ldy, int accumulate, size_t r, const size_t R) {
+    size_t vec = cols & ~(size_t)7;
+    __m256 acc[RQAT_GEMV_MAX_ROWS][2];
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < R; k++) acc[i][k] = _mm256_setzero_ps();
+    for (size_t c = 0; c < vec; c += 8) {
+        // Ask for weights ~2 KB ahead: the hardware prefetcher alone leaves the loads waiting
+        // when each weight row is short (576 floats) and the FMA work per row is large (n = 8).
+        if (n > 2)
+            for (size_t k = 0; k < R; k++) _mm_prefetch((const char *)(w + (r + k) * cols + c + 512), _MM_HINT_T0);
+        __m256 wv[2];
+        for (size_t k = 0; k < R; k++) wv[k] = _mm256_loadu_ps(w + (r + k) * cols + c);
+        for (size_t i = 0; i < n; i++) {
+            __m256 xv = _mm256_loadu_ps(x + i * ldx + c);
+            for (size_t k = 0; k < R; k++) acc[i][k] = _mm256_fmadd_ps(wv[k], xv, acc[i][k]);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < R; k++) {
+            const float *wr = w + (r + k) * cols;
+            float s = hsum256(acc[i][k]);
+            for (size_t c = vec; c < cols; c++) s += wr[c] * x[i * ldx + c];
+            if (accumulate) y[i * ldy + r + k] += s; else y[i * ldy + r + k] = s;
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"), always_inline))
+static inline void gemv_rows_avx2_n(const float *x, const size_t n, size_t ldx, const float *w, size_t cols,
+                                    float *y, size_t ldy, int accumulate, size_t r0, size_t r1) {
+    size_t r = r0;
+    // Up to 4 activation rows: two weight rows at a time (at most 8 accumulators).
+    if (n <= 4)
+        for (; r + 2 <= r1; r += 2) gemv_block_avx2(x, n, ldx, w, cols, y, ldy, accumulate, r, 2);
+    for (; r < r1; r++) gemv_block_avx2(x, n, ldx, w, cols, y, ldy, accumulate, r, 1);
+}
+
 __attribute__((target("avx2,fma")))
 static void gemv_rows_avx2(const float *x, size_t n, size_t ldx, const float *w, size_t cols,
                            float *y, size_t ldy, int accumulate, size_t r0, size_t r1) {
-    size_t vec = cols & ~(size_t)7;
-    size_t r = r0;
-    if (n <= 2) {
-        for (; r + 2 <= r1; r += 2) {
-            const float *wa = w + r * cols, *wb = wa + cols;
-            __m256 acc[2][2] = {{_mm256_setzero_ps(), _mm256_setzero_ps()}, {_mm256_setzero_ps(), _mm256_setzero_ps()}};
-            for (size_t c = 0; c < vec; c += 8) {
-                __m256 va = _mm256_loadu_ps(wa + c), vb = _mm256_loadu_ps(wb + c);
-                for (size_t i = 0; i < n; i++) {
-                    __m256 xv = _mm256_loadu_ps(x + i * ldx + c);
-                    acc[i][0] = _mm256_fmadd_ps(va, xv, acc[i][0]);
-                    acc[i][1] = _mm256_fmadd_ps(vb, xv, acc[i][1]);
-                }
-            }
-            for (size_t i = 0; i < n; i++) {
-                float sa = hsum256(acc[i][0]), sb = hsum256(acc[i][1]);
-                for (size_t c = vec; c < cols; c++) { sa += wa[c] * x[i * ldx + c]; sb += wb[c] * x[i * ldx + c]; }
-                float *yi = y + i * ldy;
-                if (accumulate) { yi[r] += sa; yi[r + 1] += sb; } else { yi[r] = sa; yi[r + 1] = sb; }
-            }
-        }
-    }
-    for (; r < r1; r++) {
-        const float *wr = w + r * cols;
-        __m256 acc[RQAT_GEMV_MAX_ROWS];
-        for (size_t i = 0; i < n; i++) acc[i] = _mm256_setzero_ps();
-        for (size_t c = 0; c < vec; c += 8) {
-            __m256 wv = _mm256_loadu_ps(wr + c);
-            for (size_t i = 0; i < n; i++)
-                acc[i] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i * ldx + c), acc[i]);
-        }
-        for (size_t i = 0; i < n; i++) {
-            float s = hsum256(acc[i]);
-            for (size_t c = vec; c < cols; c++) s += wr[c] * x[i * ldx + c];
-            if (accumulate) y[i * ldy + r] += s; else y[i * ldy + r] = s;
-        }
+    switch (n) {
+    case 1: gemv_rows_avx2_n(x, 1, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
+    case 2: gemv_rows_avx2_n(x, 2, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
+    case 3: gemv_rows_avx2_n(x, 3, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
+    case 4: gemv_rows_avx2_n(x, 4, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
+    case 5: gemv_rows_avx2_n(x, 5, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
+    case 6: gemv_rows_avx2_n(x, 6, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
+    case 7: gemv_rows_avx2_n(x, 7, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
+    default: gemv_rows_avx2_n(x, 8, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
     }
 }
 #endif

@@ -1,8 +1,9 @@
-import Dispatch
-import Foundation
+import CKernels
 import COpenBLAS
+import Foundation
 
-/// Thread control: one setting for our own parallel loops and for OpenBLAS.
+/// Thread control: one setting for our own parallel loops (a spinning pool in CKernels, since
+/// decoding runs hundreds of microsecond-long loops per token) and for OpenBLAS.
 public enum Threads {
     /// Threads used by `parallelFor` and OpenBLAS: `RQAT_NUM_THREADS`, else `OPENBLAS_NUM_THREADS`,
     /// else the number of cores.
@@ -12,24 +13,39 @@ public enum Threads {
         return ProcessInfo.processInfo.activeProcessorCount
     }()
 
+    private static let poolStarted: Void = rqat_pool_set_threads(Int32(count))
+
     /// Sets the thread count for our loops and for OpenBLAS (call before starting work).
     public static func set(_ n: Int) {
         count = max(1, n)
+        rqat_pool_set_threads(Int32(count))
         openblas_set_num_threads(Int32(count))
     }
 
-    /// Runs `body(i)` for i in 0..<n, split into at most `count` contiguous chunks.
-    /// Falls back to a plain loop when there is one thread or one item.
-    @inline(__always)
+    private struct Job {
+        let n: Int
+        let chunks: Int
+        let body: (Range<Int>) -> Void
+    }
+
+    /// Runs `body` over 0..<n split into at most `count` contiguous ranges, in parallel.
+    /// Falls back to a plain call when there is one thread or one item.
     public static func parallelFor(_ n: Int, _ body: (Range<Int>) -> Void) {
+        _ = poolStarted
         let chunks = min(count, n)
         if chunks <= 1 {
             if n > 0 { body(0..<n) }
             return
         }
-        DispatchQueue.concurrentPerform(iterations: chunks) { c in
-            let lo = n * c / chunks, hi = n * (c + 1) / chunks
-            if lo < hi { body(lo..<hi) }
+        withoutActuallyEscaping(body) { body in
+            var job = Job(n: n, chunks: chunks, body: body)
+            withUnsafeMutablePointer(to: &job) { pointer in
+                rqat_pool_run(chunks, { context, chunk in
+                    let job = context!.assumingMemoryBound(to: Job.self).pointee
+                    let lo = job.n * chunk / job.chunks, hi = job.n * (chunk + 1) / job.chunks
+                    if lo < hi { job.body(lo..<hi) }
+                }, pointer)
+            }
         }
     }
 }

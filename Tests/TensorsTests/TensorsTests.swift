@@ -92,3 +92,24 @@ final class RandomTests: XCTestCase {
         XCTAssertTrue(us.allSatisfy { $0 >= 0 && $0 < 1 })
     }
 }
+
+final class ThreadsTests: XCTestCase {
+    /// Every index is visited exactly once, over many back-to-back jobs of varied sizes and
+    /// after changing the thread count (the pool's workers must see every job).
+    func testParallelForCoversEveryIndexOnce() {
+        let saved = Threads.count
+        defer { Threads.set(saved) }
+        for threads in [2, 3, 1, 2] {
+            Threads.set(threads)
+            for n in [0, 1, 2, 3, 7, 100, 1000] {
+                let hits = UnsafeMutablePointer<Int32>.allocate(capacity: max(n, 1))
+                hits.initialize(repeating: 0, count: max(n, 1))
+                for _ in 0..<50 {
+                    Threads.parallelFor(n) { range in for i in range { hits[i] += 1 } }
+                }
+                for i in 0..<n { XCTAssertEqual(hits[i], 50, "n \(n) threads \(threads) index \(i)") }
+                hits.deallocate()
+            }
+        }
+    }
+}

@@ -2,6 +2,7 @@
 #define RQAT_CKERNELS_H
 #include <stddef.h>
 #include "CKernelsGemv.h"
+#include "CKernelsPool.h"
 
 // Small fp32 kernels the model calls per row. Plain C loops written so the compiler
 // vectorises them (restrict pointers, no aliasing).
