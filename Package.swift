@@ -36,6 +36,8 @@ let package = Package(
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "TestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Formats", "TestSupport"]),
+        // Runs the built `rqat` executable as a user would.
+        .testTarget(name: "rqatTests", dependencies: ["TestSupport"]),
     ],
     // Numerical kernels share raw pointers across threads on purpose (disjoint ranges);
     // Swift 5 mode keeps that readable without wrapping every pointer in a Sendable box.

@@ -65,6 +65,7 @@ struct Generate: ParsableCommand {
 
 struct Perplexity: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "ppl",
         abstract: "Perplexity of a text file (one sequence per line) or of the `text` field of a JSONL file.",
         discussion: "Each line or record is scored as its own sequence from its first token, as transformers does with labels=input_ids; the reported perplexity is exp of the token-weighted mean NLL.")
 

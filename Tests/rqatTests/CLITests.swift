@@ -1,0 +1,132 @@
+import Foundation
+import XCTest
+import TestSupport
+
+/// The `rqat` executable end to end: bad input gives one line on stderr naming the file and a
+/// non-zero exit (never a crash), and every subcommand answers --help.
+final class CLITests: XCTestCase {
+    struct Run { let status: Int32; let stdout: String; let stderr: String; let crashed: Bool }
+
+    /// The rqat binary built next to this test bundle (`swift build --build-tests` builds both).
+    func binary() throws -> URL {
+        let candidates = [
+            Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("rqat"),
+            Bundle.main.bundleURL.appendingPathComponent("rqat"),
+            TestPaths.root.appendingPathComponent(".build/debug/rqat"),
+        ]
+        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
+            throw XCTSkip("rqat binary not built next to the tests (run swift build --build-tests)")
+        }
+        return found
+    }
+
+    func run(_ arguments: [String]) throws -> Run {
+        let process = Process()
+        process.executableURL = try binary()
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Run(status: process.terminationStatus,
+                   stdout: String(decoding: outData, as: UTF8.self),
+                   stderr: String(decoding: errData, as: UTF8.self),
+                   crashed: process.terminationReason == .uncaughtSignal)
+    }
+
+    func scratch() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rqat-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        return dir
+    }
+
+    /// Exit 1, no crash, exactly one stderr line that names `path` and contains `problem`.
+    func assertOneLineError(_ r: Run, names path: String, contains problem: String,
+                            file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertFalse(r.crashed, "crashed: \(r.stderr)", file: file, line: line)
+        XCTAssertEqual(r.status, 1, r.stderr, file: file, line: line)
+        let lines = r.stderr.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, "expected one line, got: \(r.stderr)", file: file, line: line)
+        XCTAssertTrue(r.stderr.contains(path), "\(r.stderr) does not name \(path)", file: file, line: line)
+        XCTAssertTrue(r.stderr.contains(problem), "\(r.stderr) does not say \(problem)", file: file, line: line)
+    }
+
+    func testTruncatedGGUF() throws {
+        let real = TestPaths.smolLM2GGUF
+        guard let handle = try? FileHandle(forReadingFrom: real) else { throw XCTSkip("assets missing: run scripts/fetch-assets.sh") }
+        let cut = try scratch().appendingPathComponent("cut.gguf")
+        // Inside the metadata (the tokenizer arrays), and inside the tensor data.
+        for size in [1 << 20, 50 << 20] {
+            try handle.seek(toOffset: 0)
+            try handle.readData(ofLength: size).write(to: cut)
+            let r = try run(["info", cut.path])
+            assertOneLineError(r, names: cut.path, contains: "truncated")
+        }
+        try handle.close()
+    }
+
+    /// A directory with a valid config whose safetensors header points past the end of the file.
+    func testSafetensorsOffsetOutOfRange() throws {
+        let dir = try scratch()
+        try FileManager.default.copyItem(at: TestPaths.fixture("tiny-qwen3/config.json"),
+                                         to: dir.appendingPathComponent("config.json"))
+        let header = #"{"model.norm.weight":{"dtype":"F32","shape":[64],"data_offsets":[0,256]}}"#
+        var bytes = Data()
+        var length = UInt64(header.utf8.count).littleEndian
+        bytes.append(Data(bytes: &length, count: 8))
+        bytes.append(Data(header.utf8))
+        bytes.append(Data(count: 16))   // 16 of the promised 256 bytes
+        let file = dir.appendingPathComponent("model.safetensors")
+        try bytes.write(to: file)
+        let r = try run(["info", dir.path])
+        assertOneLineError(r, names: file.path, contains: "model.norm.weight")
+    }
+
+    func testUnknownModelType() throws {
+        let dir = try scratch()
+        let config = dir.appendingPathComponent("config.json")
+        try Data(#"{"model_type": "gpt_neox", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 256}"#.utf8).write(to: config)
+        let r = try run(["info", dir.path])
+        assertOneLineError(r, names: config.path, contains: "unknown model_type")
+    }
+
+    func testMissingTokenizer() throws {
+        let dir = try scratch()
+        for name in ["config.json", "model.safetensors"] {
+            try FileManager.default.copyItem(at: TestPaths.fixture("tiny-qwen3/\(name)"), to: dir.appendingPathComponent(name))
+        }
+        let r = try run(["generate", "--model", dir.path, "--prompt", "hi", "--max-tokens", "2"])
+        assertOneLineError(r, names: dir.appendingPathComponent("tokenizer.json").path, contains: "missing tokenizer")
+    }
+
+    func testMissingModelPath() throws {
+        let r = try run(["info", "/nonexistent/model.gguf"])
+        assertOneLineError(r, names: "/nonexistent/model.gguf", contains: "no such file")
+    }
+
+    func testEverySubcommandHasHelp() throws {
+        for command in [["info"], ["tokenize"], ["generate"], ["ppl"], ["bench"], ["bench", "decode"]] {
+            let r = try run(command + ["--help"])
+            XCTAssertEqual(r.status, 0, "\(command): \(r.stderr)")
+            XCTAssertTrue(r.stdout.contains("USAGE"), "\(command): \(r.stdout)")
+        }
+    }
+
+    /// `rqat tokenize` prints the same ids as transformers' GGUF tokenizer.
+    func testTokenizePrintsJSONIds() throws {
+        guard FileManager.default.fileExists(atPath: TestPaths.smolLM2GGUF.path) else {
+            throw XCTSkip("assets missing: run scripts/fetch-assets.sh")
+        }
+        struct Cases: Decodable { struct Case: Decodable { let text: String; let ids: [Int] }; let cases: [Case] }
+        let fixture = try TestPaths.loadJSON(Cases.self, fixture: "tokenizer-gguf.json")
+        let sample = fixture.cases.last!
+        let r = try run(["tokenize", "--model", TestPaths.smolLM2GGUF.path, "--text", sample.text])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let ids = try JSONDecoder().decode([Int].self, from: Data(r.stdout.utf8))
+        XCTAssertEqual(ids, sample.ids)
+    }
+}
