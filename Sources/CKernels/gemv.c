@@ -19,7 +19,7 @@ __attribute__((target("avx2,fma"), always_inline))
 static inline void gemv_block_avx2(const float *x, const size_t n, size_t ldx, const float *w, size_t cols,
                                    float *y, size_t ldy, int accumulate, size_t r, const size_t R) {
     size_t vec = cols & ~(size_t)7;
-    __m256 acc[RQAT_GEMV_MAX_ROWS][2];
+    __m256 acc[RQAT_GEMV_MAX_ROWS][4];
     for (size_t i = 0; i < n; i++)
         for (size_t k = 0; k < R; k++) acc[i][k] = _mm256_setzero_ps();
     for (size_t c = 0; c < vec; c += 8) {
@@ -27,7 +27,7 @@ static inline void gemv_block_avx2(const float *x, const size_t n, size_t ldx, c
         // when each weight row is short (576 floats) and the FMA work per row is large (n = 8).
         if (n > 2)
             for (size_t k = 0; k < R; k++) _mm_prefetch((const char *)(w + (r + k) * cols + c + 512), _MM_HINT_T0);
-        __m256 wv[2];
+        __m256 wv[4];
         for (size_t k = 0; k < R; k++) wv[k] = _mm256_loadu_ps(w + (r + k) * cols + c);
         for (size_t i = 0; i < n; i++) {
             __m256 xv = _mm256_loadu_ps(x + i * ldx + c);
@@ -48,6 +48,9 @@ __attribute__((target("avx2,fma"), always_inline))
 static inline void gemv_rows_avx2_n(const float *x, const size_t n, size_t ldx, const float *w, size_t cols,
                                     float *y, size_t ldy, int accumulate, size_t r0, size_t r1) {
     size_t r = r0;
+    // One activation row: four weight rows at a time, four independent streams in flight.
+    if (n == 1)
+        for (; r + 4 <= r1; r += 4) gemv_block_avx2(x, n, ldx, w, cols, y, ldy, accumulate, r, 4);
     // Up to 4 activation rows: two weight rows at a time (at most 8 accumulators).
     if (n <= 4)
         for (; r + 2 <= r1; r += 2) gemv_block_avx2(x, n, ldx, w, cols, y, ldy, accumulate, r, 2);
@@ -66,6 +69,60 @@ static void gemv_rows_avx2(const float *x, size_t n, size_t ldx, const float *w,
     case 6: gemv_rows_avx2_n(x, 6, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
     case 7: gemv_rows_avx2_n(x, 7, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
     default: gemv_rows_avx2_n(x, 8, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
+    }
+}
+
+// AVX-512: 32 vector registers leave room for two weight rows side by side even with eight
+// activation rows (16 accumulators), which AVX2's 16 registers cannot hold.
+__attribute__((target("avx512f"), always_inline))
+static inline void gemv_block_avx512(const float *x, const size_t n, size_t ldx, const float *w, size_t cols,
+                                     float *y, size_t ldy, int accumulate, size_t r, const size_t R) {
+    size_t vec = cols & ~(size_t)15;
+    __m512 acc[RQAT_GEMV_MAX_ROWS][4];
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < R; k++) acc[i][k] = _mm512_setzero_ps();
+    for (size_t c = 0; c < vec; c += 16) {
+        if (n > 2)
+            for (size_t k = 0; k < R; k++) _mm_prefetch((const char *)(w + (r + k) * cols + c + 512), _MM_HINT_T0);
+        __m512 wv[4];
+        for (size_t k = 0; k < R; k++) wv[k] = _mm512_loadu_ps(w + (r + k) * cols + c);
+        for (size_t i = 0; i < n; i++) {
+            __m512 xv = _mm512_loadu_ps(x + i * ldx + c);
+            for (size_t k = 0; k < R; k++) acc[i][k] = _mm512_fmadd_ps(wv[k], xv, acc[i][k]);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < R; k++) {
+            const float *wr = w + (r + k) * cols;
+            float s = _mm512_reduce_add_ps(acc[i][k]);
+            for (size_t c = vec; c < cols; c++) s += wr[c] * x[i * ldx + c];
+            if (accumulate) y[i * ldy + r + k] += s; else y[i * ldy + r + k] = s;
+        }
+    }
+}
+
+__attribute__((target("avx512f"), always_inline))
+static inline void gemv_rows_avx512_n(const float *x, const size_t n, size_t ldx, const float *w, size_t cols,
+                                      float *y, size_t ldy, int accumulate, size_t r0, size_t r1) {
+    size_t r = r0;
+    if (n == 1)
+        for (; r + 4 <= r1; r += 4) gemv_block_avx512(x, n, ldx, w, cols, y, ldy, accumulate, r, 4);
+    for (; r + 2 <= r1; r += 2) gemv_block_avx512(x, n, ldx, w, cols, y, ldy, accumulate, r, 2);
+    for (; r < r1; r++) gemv_block_avx512(x, n, ldx, w, cols, y, ldy, accumulate, r, 1);
+}
+
+__attribute__((target("avx512f")))
+static void gemv_rows_avx512(const float *x, size_t n, size_t ldx, const float *w, size_t cols,
+                             float *y, size_t ldy, int accumulate, size_t r0, size_t r1) {
+    switch (n) {
+    case 1: gemv_rows_avx512_n(x, 1, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
+    case 2: gemv_rows_avx512_n(x, 2, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
+    case 3: gemv_rows_avx512_n(x, 3, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
+    case 4: gemv_rows_avx512_n(x, 4, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
+    case 5: gemv_rows_avx512_n(x, 5, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
+    case 6: gemv_rows_avx512_n(x, 6, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
+    case 7: gemv_rows_avx512_n(x, 7, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
+    default: gemv_rows_avx512_n(x, 8, ldx, w, cols, y, ldy, accumulate, r0, r1); break;
     }
 }
 #endif
@@ -91,9 +148,12 @@ static void gemv_rows_generic(const float *x, size_t n, size_t ldx, const float 
 void rqat_gemv_rows(const float *x, size_t n, size_t ldx, const float *w, size_t cols,
                     float *y, size_t ldy, int accumulate, size_t row_begin, size_t row_end) {
 #if defined(__x86_64__)
-    static int has_avx2 = -1;
-    if (has_avx2 < 0) has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (has_avx2) { gemv_rows_avx2(x, n, ldx, w, cols, y, ldy, accumulate, row_begin, row_end); return; }
+    static int level = -1;   // 2: AVX-512, 1: AVX2 + FMA, 0: portable C
+    if (level < 0)
+        level = __builtin_cpu_supports("avx512f") ? 2
+              : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+    if (level == 2) { gemv_rows_avx512(x, n, ldx, w, cols, y, ldy, accumulate, row_begin, row_end); return; }
+    if (level == 1) { gemv_rows_avx2(x, n, ldx, w, cols, y, ldy, accumulate, row_begin, row_end); return; }
 #endif
     gemv_rows_generic(x, n, ldx, w, cols, y, ldy, accumulate, row_begin, row_end);
 }

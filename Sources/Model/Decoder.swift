@@ -29,6 +29,31 @@ public final class Decoder {
         self.rope = RoPE(headDim: weights.config.headDim, theta: Double(weights.config.ropeTheta))
     }
 
+    /// Activation buffers kept between calls: decoding runs hundreds of forwards per second and
+    /// fresh multi-megabyte buffers would cost page faults each time. Rows beyond the current
+    /// call's are ignored. (A Decoder therefore runs one forward at a time.)
+    private final class Workspace {
+        let rows: Int
+        let x, h, qkv, attn, gateUp, act: Tensor
+        init(rows: Int, config c: ModelConfig) {
+            self.rows = rows
+            x = Tensor(shape: [rows, c.hiddenSize])                   // residual stream
+            h = Tensor(shape: [rows, c.hiddenSize])                   // normed input of a sublayer
+            qkv = Tensor(shape: [rows, (c.numAttentionHeads + 2 * c.numKeyValueHeads) * c.headDim])
+            attn = Tensor(shape: [rows, c.numAttentionHeads * c.headDim])
+            gateUp = Tensor(shape: [rows, 2 * c.intermediateSize])
+            act = Tensor(shape: [rows, c.intermediateSize])
+        }
+    }
+    private var workspace: Workspace?
+
+    private func workspace(rows: Int) -> Workspace {
+        if let w = workspace, w.rows >= rows { return w }
+        let w = Workspace(rows: max(rows, 8), config: config)
+        workspace = w
+        return w
+    }
+
     /// A cache sized for `capacities[s]` tokens of sequence s.
     public func makeCache(capacities: [Int]) -> KVCache { KVCache(config: config, capacities: capacities) }
 
@@ -57,29 +82,25 @@ public final class Decoder {
         let n = tokens.count
         rope.reserve((rowPosition.max() ?? 0) + 1)
 
-        let x = Tensor(shape: [n, c])                    // residual stream
-        let h = Tensor(shape: [n, c])                    // normed input of a sublayer
-        let qkv = Tensor(shape: [n, qkvWidth])
-        let attn = Tensor(shape: [n, heads * d])
-        let gateUp = Tensor(shape: [n, 2 * f])
-        let act = Tensor(shape: [n, f])
+        let ws = workspace(rows: n)
+        let x = ws.x, h = ws.h, qkv = ws.qkv, attn = ws.attn, gateUp = ws.gateUp, act = ws.act
         for (r, t) in tokens.enumerated() {
             x.row(r).update(from: weights.embedding.row(t), count: c)
         }
 
         for (l, layer) in weights.layers.enumerated() {
-            rmsNormRows(x, layer.inputNorm, into: h)
-            linear(h, layer.qkv, bias: layer.qkvBias, into: qkv)
-            prepareQK(qkv, layer: layer, rowSequence: rowSequence, rowPosition: rowPosition, cache: cache, layerIndex: l)
-            attend(qkv, into: attn, rowSequence: rowSequence, rowPosition: rowPosition, cache: cache, layerIndex: l)
-            linear(attn, layer.output, bias: nil, into: x, accumulate: true)
+            rmsNormRows(n, x, layer.inputNorm, into: h)
+            linear(n, h, layer.qkv, bias: layer.qkvBias, into: qkv)
+            prepareQK(n, qkv, layer: layer, rowSequence: rowSequence, rowPosition: rowPosition, cache: cache, layerIndex: l)
+            attend(n, qkv, into: attn, rowSequence: rowSequence, rowPosition: rowPosition, cache: cache, layerIndex: l)
+            linear(n, attn, layer.output, bias: nil, into: x, accumulate: true)
 
-            rmsNormRows(x, layer.postAttentionNorm, into: h)
-            linear(h, layer.gateUp, bias: nil, into: gateUp)
+            rmsNormRows(n, x, layer.postAttentionNorm, into: h)
+            linear(n, h, layer.gateUp, bias: nil, into: gateUp)
             Threads.parallelFor(n) { rows in
                 for r in rows { rqat_silu_mul(gateUp.row(r), gateUp.row(r) + f, act.row(r), f) }
             }
-            linear(act, layer.down, bias: nil, into: x, accumulate: true)
+            linear(n, act, layer.down, bias: nil, into: x, accumulate: true)
         }
         for chunk in chunks { cache.advance(sequence: chunk.sequence, by: chunk.tokens.count) }
 
@@ -96,15 +117,16 @@ public final class Decoder {
             rqat_rmsnorm(x.row(r), weights.finalNorm.ptr, last.row(i), c, config.rmsNormEps)
         }
         let logits = Tensor(shape: [wanted.count, config.vocabSize])
-        linear(last, weights.lmHead, bias: nil, into: logits)
+        linear(wanted.count, last, weights.lmHead, bias: nil, into: logits)
         return logits
     }
 
     // MARK: - Sublayers
 
-    /// y = x W^T (+ b), or y += x W^T with `accumulate`. x: (N, in), W: (out, in), y: (N, out).
-    func linear(_ x: Tensor, _ w: Tensor, bias: Tensor?, into y: Tensor, accumulate: Bool = false) {
-        let n = x.shape[0], inF = w.shape[1], outF = w.shape[0]
+    /// y = x W^T (+ b), or y += x W^T with `accumulate`, on the first n rows.
+    /// x: (N, in), W: (out, in), y: (N, out).
+    func linear(_ n: Int, _ x: Tensor, _ w: Tensor, bias: Tensor?, into y: Tensor, accumulate: Bool = false) {
+        let inF = w.shape[1], outF = w.shape[0]
         if n <= Int(RQAT_GEMV_MAX_ROWS) {
             // Few rows (decoding): memory-bound; stream W once for all rows, threads split W's rows.
             Threads.parallelFor(outF) { rows in
@@ -119,21 +141,21 @@ public final class Decoder {
         }
     }
 
-    /// h[r] = RMSNorm(x[r]) * w for every row. x, h: (N, C).
-    func rmsNormRows(_ x: Tensor, _ w: Tensor, into h: Tensor) {
+    /// h[r] = RMSNorm(x[r]) * w for the first n rows. x, h: (N, C).
+    func rmsNormRows(_ n: Int, _ x: Tensor, _ w: Tensor, into h: Tensor) {
         let c = x.shape[1], eps = config.rmsNormEps
-        Threads.parallelFor(x.shape[0]) { rows in
+        Threads.parallelFor(n) { rows in
             for r in rows { rqat_rmsnorm(x.row(r), w.ptr, h.row(r), c, eps) }
         }
     }
 
     /// Per row: q/k head norms (Qwen3), RoPE on q and k, then k and v copied into the cache.
     /// qkv: (N, H*D + 2*KV*D).
-    func prepareQK(_ qkv: Tensor, layer: DecoderLayerWeights, rowSequence: [Int], rowPosition: [Int],
+    func prepareQK(_ n: Int, _ qkv: Tensor, layer: DecoderLayerWeights, rowSequence: [Int], rowPosition: [Int],
                    cache: KVCache, layerIndex l: Int) {
         let d = config.headDim, heads = config.numAttentionHeads, kvHeads = config.numKeyValueHeads
         let eps = config.rmsNormEps
-        Threads.parallelFor(qkv.shape[0]) { rows in
+        Threads.parallelFor(n) { rows in
             for r in rows {
                 let q = qkv.row(r), k = q + heads * d, v = k + kvHeads * d
                 if let qNorm = layer.qNorm, let kNorm = layer.kNorm {
@@ -156,13 +178,13 @@ public final class Decoder {
     /// Causal attention of every (row, head) against the cache up to the row's own position.
     /// Query head h reads KV head h / (H / KV) (grouped-query attention).
     /// qkv: (N, H*D + ...), out: (N, H*D).
-    func attend(_ qkv: Tensor, into out: Tensor, rowSequence: [Int], rowPosition: [Int],
+    func attend(_ n: Int, _ qkv: Tensor, into out: Tensor, rowSequence: [Int], rowPosition: [Int],
                 cache: KVCache, layerIndex l: Int) {
         let d = config.headDim, heads = config.numAttentionHeads
         let group = heads / config.numKeyValueHeads
         let scale = 1 / Float(d).squareRoot()
         let maxLength = (rowPosition.max() ?? 0) + 1
-        Threads.parallelFor(qkv.shape[0] * heads) { items in
+        Threads.parallelFor(n * heads) { items in
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: maxLength)
             defer { scores.deallocate() }
             for item in items {

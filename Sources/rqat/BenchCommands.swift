@@ -47,6 +47,8 @@ struct BenchDecode: ParsableCommand {
     var decodeTokens = 64
     @Option(help: "Sequences in the batched decode measurement.")
     var batch = 8
+    @Option(help: "Prompt for the decode measurements (the one scripts/bench-transformers.py uses).")
+    var prompt = "The capital of France is"
     @Option(help: "Repetitions; the fastest is reported.")
     var repeats = 3
     @OptionGroup var runtime: RuntimeOptions
@@ -63,43 +65,45 @@ struct BenchDecode: ParsableCommand {
             }
 
             // Memory bandwidth of this machine, measured now so the ratio is like for like.
-            let bandwidth = MemoryBandwidth.measure(bytes: 256 << 20, repeats: 5)
+            let bandwidth = MemoryBandwidth.measure(bytes: 512 << 20, repeats: 8)
             output.emit("memory_bandwidth",
                         [("copy_gb_per_s", bandwidth.copy / 1e9), ("read_gb_per_s", bandwidth.read / 1e9), ("threads", threads)],
                         text: String(format: "memory: copy %.1f GB/s (read+write), read %.1f GB/s", bandwidth.copy / 1e9, bandwidth.read / 1e9))
 
             // A prompt of real text, repeated to the wanted length.
             let text = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May? "
-            var prompt: [Int] = []
-            while prompt.count < promptTokens { prompt += lm.tokenizer.encode(text) }
-            prompt = Array(prompt.prefix(promptTokens))
+            var prefillPrompt: [Int] = []
+            while prefillPrompt.count < promptTokens { prefillPrompt += lm.tokenizer.encode(text) }
+            prefillPrompt = Array(prefillPrompt.prefix(promptTokens))
 
             // Prefill: one forward over the whole prompt.
             var best = Double.infinity
             for _ in 0..<repeats {
-                let cache = decoder.makeCache(capacities: [prompt.count])
-                best = min(best, seconds { _ = decoder.forward([SequenceChunk(sequence: 0, tokens: prompt)], cache: cache) })
+                let cache = decoder.makeCache(capacities: [prefillPrompt.count])
+                best = min(best, seconds { _ = decoder.forward([SequenceChunk(sequence: 0, tokens: prefillPrompt)], cache: cache) })
             }
-            let prefill = Double(prompt.count) / best
-            output.emit("prefill", [("batch", 1), ("prompt_tokens", prompt.count), ("tokens_per_s", prefill), ("threads", threads)],
-                        text: String(format: "prefill  %4d tokens        %8.1f tokens/s", prompt.count, prefill))
+            let prefill = Double(prefillPrompt.count) / best
+            output.emit("prefill", [("batch", 1), ("prompt_tokens", prefillPrompt.count), ("tokens_per_s", prefill), ("threads", threads)],
+                        text: String(format: "prefill  %4d tokens        %8.1f tokens/s", prefillPrompt.count, prefill))
 
             // Decode: time only the steps after the prompt, greedy, never stopping early.
+            let decodePrompt = lm.tokenizer.encode(self.prompt)
             let weightBytes = Double(decodeWeightBytes(lm.decoder.weights))
             var single = 0.0
             for b in [1, batch] {
                 var bestRate = 0.0
                 for _ in 0..<repeats {
-                    bestRate = max(bestRate, decodeRate(decoder, prompt: Array(prompt.prefix(16)), batch: b))
+                    bestRate = max(bestRate, decodeRate(decoder, prompt: decodePrompt, batch: b))
                 }
                 if b == 1 { single = bestRate }
                 let steps = bestRate / Double(b)
                 let implied = steps * weightBytes
                 var fields: [(String, Any)] = [("batch", b), ("tokens_per_s", bestRate), ("decode_tokens", decodeTokens),
                                                ("threads", threads), ("implied_gb_per_s", implied / 1e9),
-                                               ("fraction_of_copy_bandwidth", implied / bandwidth.copy)]
-                var line = String(format: "decode   batch %-2d            %8.1f tokens/s   weights streamed at %.1f GB/s = %.0f%% of copy bandwidth",
-                                  b, bestRate, implied / 1e9, 100 * implied / bandwidth.copy)
+                                               ("fraction_of_copy_bandwidth", implied / bandwidth.copy),
+                                               ("fraction_of_read_bandwidth", implied / bandwidth.read)]
+                var line = String(format: "decode   batch %-2d            %8.1f tokens/s   weights streamed at %.1f GB/s = %.0f%% of copy, %.0f%% of read bandwidth",
+                                  b, bestRate, implied / 1e9, 100 * implied / bandwidth.copy, 100 * implied / bandwidth.read)
                 if b > 1 {
                     fields.append(("speedup_over_batch_1", bestRate / single))
                     line += String(format: "   (%.1fx batch 1)", bestRate / single)
