@@ -3,6 +3,14 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+// The loops over activation rows and weight rows have constant trip counts after inlining;
+// unrolling them fully lets the compiler keep the accumulator arrays in registers.
+#if defined(__clang__)
+#define UNROLL _Pragma("clang loop unroll(full)")
+#else
+#define UNROLL _Pragma("GCC unroll 32")
+#endif
+
 __attribute__((target("avx2,fma")))
 static inline float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -20,24 +28,29 @@ static inline void gemv_block_avx2(const float *x, const size_t n, size_t ldx, c
                                    float *y, size_t ldy, int accumulate, size_t r, const size_t R) {
     size_t vec = cols & ~(size_t)7;
     __m256 acc[RQAT_GEMV_MAX_ROWS][4];
-    for (size_t i = 0; i < n; i++)
-        for (size_t k = 0; k < R; k++) acc[i][k] = _mm256_setzero_ps();
+    UNROLL for (size_t i = 0; i < n; i++)
+        UNROLL for (size_t k = 0; k < R; k++) acc[i][k] = _mm256_setzero_ps();
     for (size_t c = 0; c < vec; c += 8) {
         // Ask for weights ~2 KB ahead: the hardware prefetcher alone leaves the loads waiting
         // when each weight row is short (576 floats) and the FMA work per row is large (n = 8).
         if (n > 2)
-            for (size_t k = 0; k < R; k++) _mm_prefetch((const char *)(w + (r + k) * cols + c + 512), _MM_HINT_T0);
+            UNROLL for (size_t k = 0; k < R; k++) _mm_prefetch((const char *)(w + (r + k) * cols + c + 512), _MM_HINT_T0);
         __m256 wv[4];
-        for (size_t k = 0; k < R; k++) wv[k] = _mm256_loadu_ps(w + (r + k) * cols + c);
-        for (size_t i = 0; i < n; i++) {
+        UNROLL for (size_t k = 0; k < R; k++) wv[k] = _mm256_loadu_ps(w + (r + k) * cols + c);
+        UNROLL for (size_t i = 0; i < n; i++) {
             __m256 xv = _mm256_loadu_ps(x + i * ldx + c);
-            for (size_t k = 0; k < R; k++) acc[i][k] = _mm256_fmadd_ps(wv[k], xv, acc[i][k]);
+            UNROLL for (size_t k = 0; k < R; k++) acc[i][k] = _mm256_fmadd_ps(wv[k], xv, acc[i][k]);
         }
     }
+    // Reduce in a fully unrolled loop first: indexing acc with a run-time index would force
+    // the whole accumulator array into memory, hot loop included.
+    float sums[RQAT_GEMV_MAX_ROWS][4];
+    UNROLL for (size_t i = 0; i < n; i++)
+        UNROLL for (size_t k = 0; k < R; k++) sums[i][k] = hsum256(acc[i][k]);
     for (size_t i = 0; i < n; i++) {
         for (size_t k = 0; k < R; k++) {
             const float *wr = w + (r + k) * cols;
-            float s = hsum256(acc[i][k]);
+            float s = sums[i][k];
             for (size_t c = vec; c < cols; c++) s += wr[c] * x[i * ldx + c];
             if (accumulate) y[i * ldy + r + k] += s; else y[i * ldy + r + k] = s;
         }
@@ -79,22 +92,27 @@ static inline void gemv_block_avx512(const float *x, const size_t n, size_t ldx,
                                      float *y, size_t ldy, int accumulate, size_t r, const size_t R) {
     size_t vec = cols & ~(size_t)15;
     __m512 acc[RQAT_GEMV_MAX_ROWS][4];
-    for (size_t i = 0; i < n; i++)
-        for (size_t k = 0; k < R; k++) acc[i][k] = _mm512_setzero_ps();
+    UNROLL for (size_t i = 0; i < n; i++)
+        UNROLL for (size_t k = 0; k < R; k++) acc[i][k] = _mm512_setzero_ps();
     for (size_t c = 0; c < vec; c += 16) {
         if (n > 2)
-            for (size_t k = 0; k < R; k++) _mm_prefetch((const char *)(w + (r + k) * cols + c + 512), _MM_HINT_T0);
+            UNROLL for (size_t k = 0; k < R; k++) _mm_prefetch((const char *)(w + (r + k) * cols + c + 512), _MM_HINT_T0);
         __m512 wv[4];
-        for (size_t k = 0; k < R; k++) wv[k] = _mm512_loadu_ps(w + (r + k) * cols + c);
-        for (size_t i = 0; i < n; i++) {
+        UNROLL for (size_t k = 0; k < R; k++) wv[k] = _mm512_loadu_ps(w + (r + k) * cols + c);
+        UNROLL for (size_t i = 0; i < n; i++) {
             __m512 xv = _mm512_loadu_ps(x + i * ldx + c);
-            for (size_t k = 0; k < R; k++) acc[i][k] = _mm512_fmadd_ps(wv[k], xv, acc[i][k]);
+            UNROLL for (size_t k = 0; k < R; k++) acc[i][k] = _mm512_fmadd_ps(wv[k], xv, acc[i][k]);
         }
     }
+    // Reduce in a fully unrolled loop first: indexing acc with a run-time index would force
+    // the whole accumulator array into memory, hot loop included.
+    float sums[RQAT_GEMV_MAX_ROWS][4];
+    UNROLL for (size_t i = 0; i < n; i++)
+        UNROLL for (size_t k = 0; k < R; k++) sums[i][k] = _mm512_reduce_add_ps(acc[i][k]);
     for (size_t i = 0; i < n; i++) {
         for (size_t k = 0; k < R; k++) {
             const float *wr = w + (r + k) * cols;
-            float s = _mm512_reduce_add_ps(acc[i][k]);
+            float s = sums[i][k];
             for (size_t c = vec; c < cols; c++) s += wr[c] * x[i * ldx + c];
             if (accumulate) y[i * ldy + r + k] += s; else y[i * ldy + r + k] = s;
         }
@@ -105,8 +123,12 @@ __attribute__((target("avx512f"), always_inline))
 static inline void gemv_rows_avx512_n(const float *x, const size_t n, size_t ldx, const float *w, size_t cols,
                                       float *y, size_t ldy, int accumulate, size_t r0, size_t r1) {
     size_t r = r0;
-    if (n == 1)
+    // As many weight rows side by side as the registers allow (n*R accumulators + R weights
+    // + 1 activation <= 32): more independent streams keep more memory requests in flight.
+    if (n <= 5)
         for (; r + 4 <= r1; r += 4) gemv_block_avx512(x, n, ldx, w, cols, y, ldy, accumulate, r, 4);
+    else
+        for (; r + 3 <= r1; r += 3) gemv_block_avx512(x, n, ldx, w, cols, y, ldy, accumulate, r, 3);
     for (; r + 2 <= r1; r += 2) gemv_block_avx512(x, n, ldx, w, cols, y, ldy, accumulate, r, 2);
     for (; r < r1; r++) gemv_block_avx512(x, n, ldx, w, cols, y, ldy, accumulate, r, 1);
 }
