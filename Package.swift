@@ -25,8 +25,9 @@ let package = Package(
         .target(name: "Tensors", dependencies: ["COpenBLAS", "CKernels"]),
         .target(name: "Formats", dependencies: ["Tensors"]),
         .target(name: "Model", dependencies: ["Tensors", "Formats"]),
+        .target(name: "Train", dependencies: ["Tensors", "Formats", "Model"]),
         .executableTarget(name: "rqat", dependencies: [
-            "Tensors", "Formats", "Model",
+            "Tensors", "Formats", "Model", "Train",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -36,6 +37,7 @@ let package = Package(
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "TestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Formats", "TestSupport"]),
+        .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "Formats", "TestSupport"]),
         // Runs the built `rqat` executable as a user would.
         .testTarget(name: "rqatTests", dependencies: ["TestSupport"]),
     ],
