@@ -16,3 +16,5 @@ echo
 echo "Q: $question"
 echo -n "A: "
 .build/release/rqat generate --model "$model" --chat --prompt "$question" --max-tokens 200 --temperature 0
+echo "Reference answer: $(python3 -c 'import tomllib,sys; print(tomllib.load(open(sys.argv[1],"rb"))["answer"].split("####")[-1].strip())' \
+        assets/gsm-symbolic/eng/symbolic/0001.toml)"

@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include "CKernelsGemv.h"
 #include "CKernelsPool.h"
+#include "CKernelsTrain.h"
 
 // Small fp32 kernels the model calls per row. Plain C loops written so the compiler
 // vectorises them (restrict pointers, no aliasing).
