@@ -76,6 +76,105 @@ Fixture groups (``--only NAME``):
     rqat's ``tokenizer.json`` loading path. ``cases.json``: ``{"cases":
     [{"text", "ids", "decoded"}]}`` with ``add_special_tokens=False`` and
     ``decoded = decode(ids, skip_special_tokens=False)``.
+
+``grads`` -> ``grad-qwen3/``, ``grad-llama/``, ``grad-reference.json``, ``grad-adamw.json``
+    Golden gradients and optimizer steps for rqat's training engine.
+
+    Checkpoints (``save_pretrained``, safetensors, float32, plus the classic
+    top-level ``rope_theta`` key in config.json as for ``tiny-models``):
+
+    * ``grad-qwen3/``: Qwen3, hidden 64, intermediate 96, 2 layers, 4 heads,
+      2 KV heads, head_dim 16, vocab 128, rope_theta 1e4, rms_norm_eps 1e-6,
+      max_position_embeddings 64, tied embeddings (the file holds only
+      ``model.embed_tokens.weight``; there is no ``lm_head.weight``
+      parameter), q_norm/k_norm, no biases. Weight seed 2001.
+    * ``grad-llama/``: Llama, hidden 48, intermediate 80, 2 layers, 6 heads,
+      2 KV heads (head_dim 8), vocab 96, rope_theta 1e4, rms_norm_eps 1e-5,
+      max_position_embeddings 64, untied ``lm_head.weight``, no biases.
+      Weight seed 2002.
+
+    Weights as in ``tiny-models`` (``init_weights``): ``torch.manual_seed(seed)``
+    and a ``torch.Generator`` seeded with ``seed``; in ``named_parameters()``
+    order each tensor gets N(0,1) noise; names ending in ``norm.weight``
+    (input/post-attention layernorms, q_norm, k_norm, final norm) become
+    1 + 0.1*noise, everything else 0.1*noise. All reference numbers are
+    computed on the model reloaded from disk with
+    ``attn_implementation="eager"`` in float32, eval mode (no dropout; all
+    dropout rates are 0 anyway).
+
+    Batch (per model): B=2 sequences of T=10 token ids drawn with
+    ``random.Random(2101)`` (qwen3) / ``random.Random(2102)`` (llama), no
+    padding, no attention mask (plain causal), positions 0..9.
+
+    Loss: ``logits = model(input_ids).logits`` (B, T, V). Prediction t
+    (t = 0..T-2) is row ``logits[b, t]`` and targets ``input_ids[b, t+1]``.
+    ``mask[b][t]`` in {0, 1} for t = 0..T-2 (T-1 = 9 entries per sequence):
+    0 for t = 0, 1, 2 in both sequences ("prompt"), and 0 for t = T-2 = 8 in
+    sequence 2 (index 1); 1 elsewhere, so 11 counted predictions.
+    ``loss = sum_{b,t: mask=1} (logsumexp(logits[b,t]) - logits[b,t,target])
+    / (number of counted predictions)``, i.e. one plain mean over the counted
+    predictions of the whole batch (not a mean of per-sequence means). The
+    gradients are those of this float32 loss w.r.t. every parameter. Checked
+    here: a float64 log-softmax recomputation agrees to 1e-6 relative;
+    transformers' own ``model(input_ids, labels=...)`` loss (labels =
+    input_ids with -100 at position 0 and wherever the mask is 0;
+    transformers shifts internally and averages over non-ignored targets)
+    gives the same value; changing the last token of sequence 2 (only a masked
+    target) leaves loss and grads bitwise unchanged; the fp32 grads agree with
+    those of a float64 copy of the model to ~2e-6 relative L2 per tensor.
+
+    ``grad-reference.json``: ``{"qwen3": E, "llama": E}`` with E =
+
+    * ``input_ids``: [[10 ints], [10 ints]].
+    * ``mask``: [[9 ints], [9 ints]] as above.
+    * ``loss``: the loss as a float64 number (float64 log-softmax of the
+      float32 logits).
+    * ``grads``: {name: {"shape": [...], "values": [...]}} for every entry of
+      ``model.named_parameters()`` (HF names, e.g.
+      ``model.layers.0.self_attn.q_proj.weight``; shape as in PyTorch /
+      safetensors, i.e. (out, in) for linear weights; values flattened
+      row-major, 7 significant digits). Qwen3 (tied) has no
+      ``lm_head.weight``: its ``model.embed_tokens.weight`` grad is the sum of
+      the embedding-lookup and LM-head contributions. For the untied Llama the
+      ``model.embed_tokens.weight`` grad is exactly 0 in the rows of tokens
+      that do not occur in ``input_ids``.
+    * ``grad_norms``: {name: L2 norm of that grad} (unrounded, summed in
+      float64).
+
+    ``grad-adamw.json``: ``{"adamw": A}`` (kept out of ``grad-reference.json``
+    only so that each file stays below ~1.5 MB). Starting from the grad-llama
+    checkpoint weights and the llama gradients G of ``grad-reference.json``
+    (unrounded), two steps of ``torch.optim.AdamW(lr=1e-3, betas=(0.9, 0.95),
+    eps=1e-8, foreach=False)`` with two param groups: weight_decay 0.1 for
+    ``decay_params`` (every 2-D weight except ``model.embed_tokens.weight``,
+    i.e. all linear layers including ``lm_head.weight``), weight_decay 0 for
+    the rest (``model.embed_tokens.weight`` and all norm weights). Each step:
+
+    1. ``.grad = G`` (the same raw gradients at both steps, not recomputed).
+    2. ``clip_grad_norm_(all params, max_norm=0.5)``:
+       total = sqrt(sum of g^2 over all elements of all params),
+       coef = min(1, 0.5 / (total + 1e-6)), g *= coef. Both steps therefore
+       use identical clipped gradients. total is ~8.69, so clipping is
+       active; since Adam is invariant to a global gradient scale except
+       through eps, clipping shows in ``updated`` only via eps (still ~28k
+       of the 44,784 step-1 values differ at 7 digits from an unclipped
+       step, by up to 3.3e-4), so also test ``total_norm_before_clip`` and
+       ``clip_coef`` directly.
+    3. AdamW step k (k = 1, 2), per element, moments m, v starting at 0,
+       wd = the element's group weight decay:
+       p *= 1 - lr*wd;  m = 0.9 m + 0.1 g;  v = 0.95 v + 0.05 g^2;
+       p -= (lr / (1 - 0.9^k)) * m / (sqrt(v) / sqrt(1 - 0.95^k) + eps).
+       Elements with g = 0 move only by weight decay.
+
+    A's fields: ``lr``, ``betas`` ([0.9, 0.95]), ``eps``, ``weight_decay``
+    (0.1, the decay group's value), ``max_grad_norm`` (0.5),
+    ``decay_params`` (names), ``total_norm_before_clip`` (torch's float32
+    total norm), ``clip_coef`` (coef above), ``updated`` ({name: flat
+    parameter values after step 1, 7 significant digits} for every llama
+    parameter) and ``updated_step2`` (the same after step 2; checks bias
+    correction at k = 2 and that the moments carry over). A float64
+    re-implementation of the formulas above agrees with torch to < 1e-6
+    absolute.
 """
 
 from __future__ import annotations
@@ -640,6 +739,7 @@ def adamw_reference(model, grads: dict) -> dict:
         "max_grad_norm": MAX_GRAD_NORM,
         "decay_params": decay,
         "total_norm_before_clip": total1,
+        "clip_coef": coef,
         "updated": {n: sig_list(v.flatten().tolist(), 7) for n, v in updated1.items()},
         "updated_step2": {n: sig_list(v.flatten().tolist(), 7) for n, v in updated2.items()},
     }
@@ -679,7 +779,9 @@ def make_grads(fixtures: Path, assets: Path) -> None:
             reference["adamw"] = adamw_reference(loaded, grads)
         reference[name] = entry
 
-    write_json(fixtures / "grad-reference.json", {k: reference[k] for k in ("qwen3", "llama", "adamw")})
+    # Two files so that each stays below ~1.5 MB.
+    write_json(fixtures / "grad-reference.json", {k: reference[k] for k in ("qwen3", "llama")})
+    write_json(fixtures / "grad-adamw.json", {"adamw": reference["adamw"]})
 
 
 # --------------------------------------------------------------------------- main
