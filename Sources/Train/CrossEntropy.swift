@@ -10,6 +10,7 @@ public enum CrossEntropy {
     ///
     /// logits: (N, V); targets: N ids (ignored where the weight is 0); weights: N.
     /// The log-softmax is computed stably (max subtracted, sums in fp32 per row, total in Double).
+    /// `gradient` may be `logits` itself: each row is read completely before it is overwritten.
     public static func forwardBackward(logits: UnsafePointer<Float>, vocab v: Int, targets: [Int],
                                        weights: [Float], normalizer: Double,
                                        gradient: UnsafeMutablePointer<Float>?) -> Double {

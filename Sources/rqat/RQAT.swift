@@ -1,13 +1,14 @@
 import ArgumentParser
 import Foundation
 import Formats
+import Train
 
 @main
 struct RQAT: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rqat",
         abstract: "Low-bit quantization-aware training of reasoning LLMs on CPU clusters.",
-        subcommands: [Info.self, Tokenize.self, Generate.self, Perplexity.self, Bench.self])
+        subcommands: [Info.self, Tokenize.self, Generate.self, Perplexity.self, SFT.self, Bench.self])
 }
 
 /// Options every model-running command shares.
@@ -28,6 +29,9 @@ func reportingErrors(_ body: () throws -> Void) throws {
     do {
         try body()
     } catch let error as FormatError {
+        FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
+        throw ExitCode.failure
+    } catch let error as TrainError {
         FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
         throw ExitCode.failure
     } catch let error as CLIError {

@@ -1,0 +1,435 @@
+import CKernels
+import Formats
+import Tensors
+
+/// A Llama/Qwen2/Qwen3 decoder for training: fp32 parameters under their Hugging Face names,
+/// a forward pass that keeps the activations its backward needs, and a hand-written backward.
+///
+/// Same maths as the inference `Decoder` (rotate-half RoPE, GQA, Qwen3 per-head q/k RMSNorm
+/// before RoPE, optional q/k/v bias, tied or untied LM head). Every sequence of a batch starts
+/// at position 0; attention is causal within its sequence.
+///
+/// Usage: `let logits = model.forward(tokens:batch:length:)`, compute dL/dlogits (e.g. with
+/// `CrossEntropy.forwardBackward`), then `model.backward(dLogits:)`, which ADDS into every
+/// `Parameter.grad`, so micro-batches accumulate until the caller zeroes the gradients.
+public final class TrainableDecoder {
+    public let config: ModelConfig
+    /// Every trainable tensor, in transformers' `named_parameters()` order: embedding, then per
+    /// layer q, k, v (weight, bias), o, q/k norms, gate, up, down, input norm, post-attention
+    /// norm; final norm; LM head (only when untied — a tied head is the embedding).
+    public let parameters: [Parameter]
+    private let byName: [String: Parameter]
+
+    final class Layer {
+        let inputNorm: Parameter            // (C)
+        let q, k, v: Parameter              // (H*D, C), (KV*D, C), (KV*D, C)
+        let qBias, kBias, vBias: Parameter? // (H*D), (KV*D), (KV*D)
+        let qNorm, kNorm: Parameter?        // (D) Qwen3
+        let o: Parameter                    // (C, H*D)
+        let postNorm: Parameter             // (C)
+        let gate, up: Parameter             // (F, C)
+        let down: Parameter                 // (C, F)
+        /// Copies of q|k|v and gate|up stacked by rows, refreshed by every forward, so each of
+        /// those groups is one GEMM in forward and in backward's input gradient.
+        let qkvStacked: Tensor              // (W, C), W = (H + 2KV) * D
+        let gateUpStacked: Tensor           // (2F, C)
+
+        init(inputNorm: Parameter, q: Parameter, k: Parameter, v: Parameter, qBias: Parameter?, kBias: Parameter?,
+             vBias: Parameter?, qNorm: Parameter?, kNorm: Parameter?, o: Parameter, postNorm: Parameter,
+             gate: Parameter, up: Parameter, down: Parameter) {
+            self.inputNorm = inputNorm; self.q = q; self.k = k; self.v = v
+            self.qBias = qBias; self.kBias = kBias; self.vBias = vBias
+            self.qNorm = qNorm; self.kNorm = kNorm; self.o = o; self.postNorm = postNorm
+            self.gate = gate; self.up = up; self.down = down
+            qkvStacked = Tensor(shape: [q.value.shape[0] + 2 * k.value.shape[0], q.value.shape[1]])
+            gateUpStacked = Tensor(shape: [2 * gate.value.shape[0], gate.value.shape[1]])
+        }
+
+        /// Copies the current q, k, v and gate, up values into the stacked buffers.
+        func refreshStacked() {
+            var offset = 0
+            for p in [q, k, v] {
+                (qkvStacked.ptr + offset).update(from: p.value.ptr, count: p.value.count)
+                offset += p.value.count
+            }
+            gateUpStacked.ptr.update(from: gate.value.ptr, count: gate.value.count)
+            (gateUpStacked.ptr + gate.value.count).update(from: up.value.ptr, count: up.value.count)
+        }
+    }
+
+    let embedding: Parameter   // (V, C)
+    let layers: [Layer]
+    let finalNorm: Parameter   // (C)
+    let lmHead: Parameter      // (V, C); the embedding parameter when tied
+    let rope: RoPE
+
+    // MARK: - Construction
+
+    /// Loads every parameter by its Hugging Face name, checking shapes (FormatError otherwise).
+    public convenience init(config: ModelConfig, source: any WeightSource) throws {
+        try self.init(config: config) { name, shape, _ in
+            guard source.has(name) else {
+                throw FormatError(source.path, "missing tensor \(name) (expected shape \(shape))")
+            }
+            let t = try source.tensor(name)
+            guard t.shape == shape else {
+                throw FormatError(source.path, "tensor \(name) has shape \(t.shape), the config needs \(shape)")
+            }
+            return t
+        }
+    }
+
+    /// Random initialisation: matrices and embedding ~ N(0, 0.02^2), norm weights 1, biases 0.
+    public convenience init(config: ModelConfig, seed: UInt64) {
+        var rng = SeededRNG(seed: seed)
+        try! self.init(config: config) { _, shape, kind in
+            let t = Tensor(shape: shape)
+            switch kind {
+            case .matrix: rng.fillNormal(t, std: 0.02)
+            case .norm: t.fill(1)
+            case .bias: break
+            }
+            return t
+        }
+    }
+
+    enum Kind { case matrix, norm, bias }
+
+    private init(config: ModelConfig, make: (String, [Int], Kind) throws -> Tensor) throws {
+        self.config = config
+        let c = config.hiddenSize, d = config.headDim, f = config.intermediateSize
+        let qRows = config.numAttentionHeads * d, kvRows = config.numKeyValueHeads * d
+        var all: [Parameter] = []
+        func param(_ name: String, _ shape: [Int], _ kind: Kind) throws -> Parameter {
+            let p = Parameter(name: name, value: try make(name, shape, kind))
+            all.append(p)
+            return p
+        }
+
+        embedding = try param("model.embed_tokens.weight", [config.vocabSize, c], .matrix)
+        var layers: [Layer] = []
+        for i in 0..<config.numHiddenLayers {
+            let p = "model.layers.\(i)."
+            let bias = config.attentionBias
+            let q = try param(p + "self_attn.q_proj.weight", [qRows, c], .matrix)
+            let qBias = bias ? try param(p + "self_attn.q_proj.bias", [qRows], .bias) : nil
+            let k = try param(p + "self_attn.k_proj.weight", [kvRows, c], .matrix)
+            let kBias = bias ? try param(p + "self_attn.k_proj.bias", [kvRows], .bias) : nil
+            let v = try param(p + "self_attn.v_proj.weight", [kvRows, c], .matrix)
+            let vBias = bias ? try param(p + "self_attn.v_proj.bias", [kvRows], .bias) : nil
+            let o = try param(p + "self_attn.o_proj.weight", [c, qRows], .matrix)
+            let qNorm = config.usesQKNorm ? try param(p + "self_attn.q_norm.weight", [d], .norm) : nil
+            let kNorm = config.usesQKNorm ? try param(p + "self_attn.k_norm.weight", [d], .norm) : nil
+            let gate = try param(p + "mlp.gate_proj.weight", [f, c], .matrix)
+            let up = try param(p + "mlp.up_proj.weight", [f, c], .matrix)
+            let down = try param(p + "mlp.down_proj.weight", [c, f], .matrix)
+            let inputNorm = try param(p + "input_layernorm.weight", [c], .norm)
+            let postNorm = try param(p + "post_attention_layernorm.weight", [c], .norm)
+            layers.append(Layer(inputNorm: inputNorm, q: q, k: k, v: v, qBias: qBias, kBias: kBias, vBias: vBias,
+                                qNorm: qNorm, kNorm: kNorm, o: o, postNorm: postNorm, gate: gate, up: up, down: down))
+        }
+        self.layers = layers
+        finalNorm = try param("model.norm.weight", [c], .norm)
+        lmHead = config.tieWordEmbeddings ? embedding : try param("lm_head.weight", [config.vocabSize, c], .matrix)
+        parameters = all
+        byName = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
+        rope = RoPE(headDim: d, theta: Double(config.ropeTheta))
+    }
+
+    public func parameter(_ name: String) -> Parameter? { byName[name] }
+
+    /// Sets every gradient to zero.
+    public func zeroGradients() { for p in parameters { p.zeroGrad() } }
+
+    // MARK: - Activation store
+
+    /// Everything forward keeps for backward, plus backward's scratch, for one (B, T). Allocated
+    /// once per shape and reused, so a step's memory is fixed and known in advance
+    /// (`activationBytes`). Shapes below: N = B*T, W = (H + 2KV) * D.
+    final class Store {
+        let batch, length, rows: Int
+        var tokens: [Int] = []
+        final class LayerActivations {
+            let input: Tensor        // (N, C)  residual stream entering the layer
+            let h1: Tensor           // (N, C)  input_layernorm output
+            let rstd1: Tensor        // (N)
+            let qkvPre: Tensor?      // (N, W)  q, k, v projections before the q/k norms (Qwen3 only)
+            let qRstd, kRstd: Tensor? // (N, H), (N, KV)
+            let qkv: Tensor          // (N, W)  q, k after norm and RoPE; v
+            let probs: Tensor        // (B, H, T, T) attention probabilities
+            let attn: Tensor         // (N, H*D) attention output (o_proj input)
+            let mid: Tensor          // (N, C)  residual after attention
+            let h2: Tensor           // (N, C)  post_attention_layernorm output
+            let rstd2: Tensor        // (N)
+            let gateUp: Tensor       // (N, 2F) gate and up projections
+            let act: Tensor          // (N, F)  silu(gate) * up (down_proj input)
+            init(n: Int, b: Int, t: Int, config c: ModelConfig) {
+                let w = (c.numAttentionHeads + 2 * c.numKeyValueHeads) * c.headDim
+                input = Tensor(shape: [n, c.hiddenSize])
+                h1 = Tensor(shape: [n, c.hiddenSize])
+                rstd1 = Tensor(shape: [n])
+                qkvPre = c.usesQKNorm ? Tensor(shape: [n, w]) : nil
+                qRstd = c.usesQKNorm ? Tensor(shape: [n, c.numAttentionHeads]) : nil
+                kRstd = c.usesQKNorm ? Tensor(shape: [n, c.numKeyValueHeads]) : nil
+                qkv = Tensor(shape: [n, w])
+                probs = Tensor(shape: [b, c.numAttentionHeads, t, t])
+                attn = Tensor(shape: [n, c.numAttentionHeads * c.headDim])
+                mid = Tensor(shape: [n, c.hiddenSize])
+                h2 = Tensor(shape: [n, c.hiddenSize])
+                rstd2 = Tensor(shape: [n])
+                gateUp = Tensor(shape: [n, 2 * c.intermediateSize])
+                act = Tensor(shape: [n, c.intermediateSize])
+            }
+            var tensors: [Tensor] {
+                [input, h1, rstd1, qkv, probs, attn, mid, h2, rstd2, gateUp, act] + [qkvPre, qRstd, kRstd].compactMap { $0 }
+            }
+        }
+        let layers: [LayerActivations]
+        let final: Tensor            // (N, C) residual stream after the last layer
+        let hF: Tensor               // (N, C) final norm output (LM head input)
+        let rstdF: Tensor            // (N)
+        let logits: Tensor           // (N, V)
+        let cos, sin: Tensor         // (T, D/2) RoPE tables
+        // Backward scratch, shared by all layers.
+        let dResid: Tensor           // (N, C)
+        let dH: Tensor               // (N, C)
+        let dAttn: Tensor            // (N, H*D)
+        let dQKV: Tensor             // (N, W)
+        let dProbs: Tensor           // (B, H, T, T)
+        let dGateUp: Tensor          // (N, 2F)
+        let dAct: Tensor             // (N, F)
+
+        init(batch: Int, length: Int, config c: ModelConfig, rope: RoPE) {
+            self.batch = batch
+            self.length = length
+            let n = batch * length
+            rows = n
+            let w = (c.numAttentionHeads + 2 * c.numKeyValueHeads) * c.headDim
+            layers = (0..<c.numHiddenLayers).map { _ in LayerActivations(n: n, b: batch, t: length, config: c) }
+            final = Tensor(shape: [n, c.hiddenSize])
+            hF = Tensor(shape: [n, c.hiddenSize])
+            rstdF = Tensor(shape: [n])
+            logits = Tensor(shape: [n, c.vocabSize])
+            let half = c.headDim / 2
+            let cosT = Tensor(shape: [length, half]), sinT = Tensor(shape: [length, half])
+            rope.reserve(length)
+            rope.cosTable.withUnsafeBufferPointer { cosT.ptr.update(from: $0.baseAddress!, count: length * half) }
+            rope.sinTable.withUnsafeBufferPointer { sinT.ptr.update(from: $0.baseAddress!, count: length * half) }
+            cos = cosT
+            sin = sinT
+            dResid = Tensor(shape: [n, c.hiddenSize])
+            dH = Tensor(shape: [n, c.hiddenSize])
+            dAttn = Tensor(shape: [n, c.numAttentionHeads * c.headDim])
+            dQKV = Tensor(shape: [n, w])
+            dProbs = Tensor(shape: [batch, c.numAttentionHeads, length, length])
+            dGateUp = Tensor(shape: [n, 2 * c.intermediateSize])
+            dAct = Tensor(shape: [n, c.intermediateSize])
+        }
+
+        var bytes: Int {
+            let all = layers.flatMap(\.tensors) + [final, hF, rstdF, logits, cos, sin,
+                                                   dResid, dH, dAttn, dQKV, dProbs, dGateUp, dAct]
+            return all.reduce(0) { $0 + $1.count * 4 }
+        }
+    }
+
+    private var store: Store?
+
+    /// Bytes of the activation store for one forward+backward at (batch, length): the saved
+    /// activations of every layer, the logits and the backward scratch. Weights, gradients and
+    /// optimizer state are not included (nor the model's stacked q|k|v and gate|up weight copies,
+    /// which are as large as those weights). Per layer (N = B*T, W = (H+2KV)*D, floats):
+    /// 4 N*C (input, h1, mid, h2) + 2N (rstd) + N*W (qkv) [+ N*W + N*(H+KV) with q/k norms]
+    /// + B*H*T*T (probabilities) + N*H*D + 3 N*F; plus N*(3C + 2 + V) and T*D once, and
+    /// scratch 2N*C + N*H*D + N*W + B*H*T*T + 3N*F.
+    public func activationBytes(batch: Int, length: Int) -> Int {
+        let c = config, n = batch * length
+        let hidden = c.hiddenSize, f = c.intermediateSize, d = c.headDim
+        let h = c.numAttentionHeads, kv = c.numKeyValueHeads
+        let w = (h + 2 * kv) * d
+        let probs = batch * h * length * length
+        var perLayer = 4 * n * hidden + 2 * n + n * w + probs + n * h * d + 3 * n * f
+        if c.usesQKNorm { perLayer += n * w + n * (h + kv) }
+        let once = n * (2 * hidden + 1) + n * c.vocabSize + length * d
+        let scratch = 2 * n * hidden + n * h * d + n * w + probs + 3 * n * f
+        return 4 * (c.numHiddenLayers * perLayer + once + scratch)
+    }
+
+    private func store(batch: Int, length: Int) -> Store {
+        if let s = store, s.batch == batch, s.length == length { return s }
+        store = nil   // free the old one before allocating
+        let s = Store(batch: batch, length: length, config: config, rope: rope)
+        store = s
+        return s
+    }
+
+    /// Bytes held by the current activation store (0 before the first forward); equals
+    /// `activationBytes(batch:length:)` for the shape of the last forward.
+    public var activationStoreBytes: Int { store?.bytes ?? 0 }
+
+    /// Drops the activation store (it is rebuilt by the next forward).
+    public func releaseActivations() { store = nil }
+
+    // MARK: - Forward
+
+    /// Runs `batch` sequences of `length` tokens (row-major: tokens[b * length + t]) and returns
+    /// the logits (B*T, V). The returned tensor belongs to the activation store and is
+    /// overwritten by the next forward.
+    public func forward(tokens: [Int], batch: Int, length: Int) -> Tensor {
+        precondition(batch > 0 && length > 0 && tokens.count == batch * length,
+                     "forward: \(tokens.count) tokens for batch \(batch) x length \(length)")
+        for t in tokens {
+            precondition(t >= 0 && t < config.vocabSize, "token id \(t) outside the vocabulary (\(config.vocabSize))")
+        }
+        let cfg = config
+        let c = cfg.hiddenSize, d = cfg.headDim, f = cfg.intermediateSize, eps = cfg.rmsNormEps
+        let heads = cfg.numAttentionHeads, kvHeads = cfg.numKeyValueHeads
+        let qw = heads * d, kvw = kvHeads * d, w = qw + 2 * kvw
+        let s = store(batch: batch, length: length)
+        let n = s.rows
+        s.tokens = tokens
+        let shape = TrainLayers.AttentionShape(batch: batch, length: length, heads: heads, kvHeads: kvHeads, headDim: d)
+
+        // x: (N, C) = embedding rows
+        tokens.withUnsafeBufferPointer { tok in
+            TrainLayers.embeddingForward(tokens: tok.baseAddress!, table: embedding.value.ptr,
+                                         x: s.layers.first?.input.ptr ?? s.final.ptr, rows: n, dim: c)
+        }
+
+        for (l, p) in layers.enumerated() {
+            let a = s.layers[l]
+            let output = l + 1 < layers.count ? s.layers[l + 1].input : s.final
+            // h1: (N, C) = RMSNorm(input)
+            TrainLayers.rmsNormForward(x: a.input.ptr, ldx: c, w: p.inputNorm.value.ptr, y: a.h1.ptr, ldy: c,
+                                       rstd: a.rstd1.ptr, rows: n, dim: c, eps: eps)
+            // q: (N, H*D), k, v: (N, KV*D), side by side in one (N, W) buffer: one GEMM
+            p.refreshStacked()
+            let proj = a.qkvPre ?? a.qkv
+            TrainLayers.linearForward(x: a.h1.ptr, ldx: c, w: p.qkvStacked.ptr, bias: nil,
+                                      y: proj.ptr, ldy: w, rows: n, inFeatures: c, outFeatures: w)
+            if let qBias = p.qBias, let kBias = p.kBias, let vBias = p.vBias {
+                Threads.parallelFor(n) { rows in
+                    for r in rows {
+                        let y = proj.ptr + r * w
+                        rqat_axpy(1, qBias.value.ptr, y, qw)
+                        rqat_axpy(1, kBias.value.ptr, y + qw, kvw)
+                        rqat_axpy(1, vBias.value.ptr, y + qw + kvw, kvw)
+                    }
+                }
+            }
+            if let pre = a.qkvPre, let qNorm = p.qNorm, let kNorm = p.kNorm {
+                // Qwen3: per-head RMSNorm of q and k (pre → qkv), v copied over.
+                TrainLayers.rmsNormForward(x: pre.ptr, ldx: w, w: qNorm.value.ptr, y: a.qkv.ptr, ldy: w,
+                                           rstd: a.qRstd!.ptr, rows: n, groups: heads, dim: d, eps: eps)
+                TrainLayers.rmsNormForward(x: pre.ptr + qw, ldx: w, w: kNorm.value.ptr, y: a.qkv.ptr + qw, ldy: w,
+                                           rstd: a.kRstd!.ptr, rows: n, groups: kvHeads, dim: d, eps: eps)
+                let qkv = a.qkv
+                Threads.parallelFor(n) { rows in
+                    for r in rows { (qkv.ptr + r * w + qw + kvw).update(from: pre.ptr + r * w + qw + kvw, count: kvw) }
+                }
+            }
+            // RoPE on q and k in place.
+            TrainLayers.ropeForward(x: a.qkv.ptr, ldx: w, rows: n, groups: heads + kvHeads, dim: d,
+                                    length: length, cos: s.cos.ptr, sin: s.sin.ptr)
+            // attn: (N, H*D) = causal softmax(q k^T / sqrt(D)) v
+            TrainLayers.attentionForward(q: a.qkv.ptr, ldq: w, k: a.qkv.ptr + qw, ldk: w, v: a.qkv.ptr + qw + kvw,
+                                         ldv: w, probs: a.probs.ptr, out: a.attn.ptr, ldo: qw, shape: shape)
+            // mid: (N, C) = input + attn o^T
+            a.mid.ptr.update(from: a.input.ptr, count: n * c)
+            TrainLayers.linearForward(x: a.attn.ptr, ldx: qw, w: p.o.value.ptr, bias: nil, y: a.mid.ptr, ldy: c,
+                                      rows: n, inFeatures: qw, outFeatures: c, accumulate: true)
+            // h2: (N, C) = RMSNorm(mid)
+            TrainLayers.rmsNormForward(x: a.mid.ptr, ldx: c, w: p.postNorm.value.ptr, y: a.h2.ptr, ldy: c,
+                                       rstd: a.rstd2.ptr, rows: n, dim: c, eps: eps)
+            // gateUp: (N, 2F); act: (N, F) = silu(gate) * up
+            TrainLayers.linearForward(x: a.h2.ptr, ldx: c, w: p.gateUpStacked.ptr, bias: nil, y: a.gateUp.ptr,
+                                      ldy: 2 * f, rows: n, inFeatures: c, outFeatures: 2 * f)
+            TrainLayers.swigluForward(gateUp: a.gateUp.ptr, out: a.act.ptr, rows: n, width: f)
+            // output: (N, C) = mid + act down^T
+            output.ptr.update(from: a.mid.ptr, count: n * c)
+            TrainLayers.linearForward(x: a.act.ptr, ldx: f, w: p.down.value.ptr, bias: nil, y: output.ptr, ldy: c,
+                                      rows: n, inFeatures: f, outFeatures: c, accumulate: true)
+        }
+
+        // hF: (N, C) = RMSNorm(final); logits: (N, V) = hF lm_head^T
+        TrainLayers.rmsNormForward(x: s.final.ptr, ldx: c, w: finalNorm.value.ptr, y: s.hF.ptr, ldy: c,
+                                   rstd: s.rstdF.ptr, rows: n, dim: c, eps: eps)
+        TrainLayers.linearForward(x: s.hF.ptr, ldx: c, w: lmHead.value.ptr, bias: nil, y: s.logits.ptr,
+                                  ldy: cfg.vocabSize, rows: n, inFeatures: c, outFeatures: cfg.vocabSize)
+        return s.logits
+    }
+
+    // MARK: - Backward
+
+    /// Backpropagates dL/dlogits (B*T, V) through the last forward, ADDING into every
+    /// parameter's `grad`. `dLogits` may be the tensor forward returned (it is not read again).
+    public func backward(dLogits: Tensor) {
+        guard let s = store else { preconditionFailure("backward without a forward") }
+        let cfg = config
+        let n = s.rows, length = s.length
+        precondition(dLogits.count == n * cfg.vocabSize, "dLogits has shape \(dLogits.shape), expected [\(n), \(cfg.vocabSize)]")
+        let c = cfg.hiddenSize, d = cfg.headDim, f = cfg.intermediateSize, v = cfg.vocabSize
+        let heads = cfg.numAttentionHeads, kvHeads = cfg.numKeyValueHeads
+        let qw = heads * d, kvw = kvHeads * d, w = qw + 2 * kvw
+        let shape = TrainLayers.AttentionShape(batch: s.batch, length: length, heads: heads, kvHeads: kvHeads, headDim: d)
+        let dResid = s.dResid.ptr, dH = s.dH.ptr
+
+        // LM head: dhF = dlogits W, dW += dlogits^T hF
+        TrainLayers.linearBackward(dy: dLogits.ptr, ldy: v, x: s.hF.ptr, ldx: c, w: lmHead.value.ptr,
+                                   dx: dH, lddx: c, accumulateDX: false, dw: lmHead.grad.ptr, dbias: nil,
+                                   rows: n, inFeatures: c, outFeatures: v)
+        // Final norm: dResid = dL/d(final residual)
+        TrainLayers.rmsNormBackward(dy: dH, lddy: c, x: s.final.ptr, ldx: c, w: finalNorm.value.ptr, rstd: s.rstdF.ptr,
+                                    dx: dResid, lddx: c, accumulate: false, dw: finalNorm.grad.ptr, rows: n, dim: c)
+
+        for l in stride(from: layers.count - 1, through: 0, by: -1) {
+            let p = layers[l], a = s.layers[l]
+            // MLP. dResid holds dL/d(output); the residual passes it on unchanged to mid.
+            TrainLayers.linearBackward(dy: dResid, ldy: c, x: a.act.ptr, ldx: f, w: p.down.value.ptr,
+                                       dx: s.dAct.ptr, lddx: f, accumulateDX: false, dw: p.down.grad.ptr, dbias: nil,
+                                       rows: n, inFeatures: f, outFeatures: c)
+            TrainLayers.swigluBackward(gateUp: a.gateUp.ptr, dout: s.dAct.ptr, dGateUp: s.dGateUp.ptr, rows: n, width: f)
+            TrainLayers.linearBackwardInput(dy: s.dGateUp.ptr, ldy: 2 * f, w: p.gateUpStacked.ptr, dx: dH, lddx: c,
+                                            accumulate: false, rows: n, inFeatures: c, outFeatures: 2 * f)
+            TrainLayers.linearBackwardWeight(dy: s.dGateUp.ptr, ldy: 2 * f, x: a.h2.ptr, ldx: c, dw: p.gate.grad.ptr,
+                                             dbias: nil, rows: n, inFeatures: c, outFeatures: f)
+            TrainLayers.linearBackwardWeight(dy: s.dGateUp.ptr + f, ldy: 2 * f, x: a.h2.ptr, ldx: c, dw: p.up.grad.ptr,
+                                             dbias: nil, rows: n, inFeatures: c, outFeatures: f)
+            TrainLayers.rmsNormBackward(dy: dH, lddy: c, x: a.mid.ptr, ldx: c, w: p.postNorm.value.ptr, rstd: a.rstd2.ptr,
+                                        dx: dResid, lddx: c, accumulate: true, dw: p.postNorm.grad.ptr, rows: n, dim: c)
+            // Attention. dResid now holds dL/d(mid).
+            TrainLayers.linearBackward(dy: dResid, ldy: c, x: a.attn.ptr, ldx: qw, w: p.o.value.ptr,
+                                       dx: s.dAttn.ptr, lddx: qw, accumulateDX: false, dw: p.o.grad.ptr, dbias: nil,
+                                       rows: n, inFeatures: qw, outFeatures: c)
+            let dqkv = s.dQKV.ptr
+            TrainLayers.attentionBackward(dout: s.dAttn.ptr, lddo: qw, q: a.qkv.ptr, ldq: w, k: a.qkv.ptr + qw, ldk: w,
+                                          v: a.qkv.ptr + qw + kvw, ldv: w, probs: a.probs.ptr,
+                                          dq: dqkv, lddq: w, dk: dqkv + qw, lddk: w, dv: dqkv + qw + kvw, lddv: w,
+                                          scratch: s.dProbs.ptr, shape: shape)
+            TrainLayers.ropeBackward(dx: dqkv, ldx: w, rows: n, groups: heads + kvHeads, dim: d,
+                                     length: length, cos: s.cos.ptr, sin: s.sin.ptr)
+            if let pre = a.qkvPre, let qNorm = p.qNorm, let kNorm = p.kNorm {
+                TrainLayers.rmsNormBackward(dy: dqkv, lddy: w, x: pre.ptr, ldx: w, w: qNorm.value.ptr, rstd: a.qRstd!.ptr,
+                                            dx: dqkv, lddx: w, accumulate: false, dw: qNorm.grad.ptr,
+                                            rows: n, groups: heads, dim: d)
+                TrainLayers.rmsNormBackward(dy: dqkv + qw, lddy: w, x: pre.ptr + qw, ldx: w, w: kNorm.value.ptr,
+                                            rstd: a.kRstd!.ptr, dx: dqkv + qw, lddx: w, accumulate: false,
+                                            dw: kNorm.grad.ptr, rows: n, groups: kvHeads, dim: d)
+            }
+            TrainLayers.linearBackwardInput(dy: dqkv, ldy: w, w: p.qkvStacked.ptr, dx: dH, lddx: c, accumulate: false,
+                                            rows: n, inFeatures: c, outFeatures: w)
+            TrainLayers.linearBackwardWeight(dy: dqkv, ldy: w, x: a.h1.ptr, ldx: c, dw: p.q.grad.ptr,
+                                             dbias: p.qBias?.grad.ptr, rows: n, inFeatures: c, outFeatures: qw)
+            TrainLayers.linearBackwardWeight(dy: dqkv + qw, ldy: w, x: a.h1.ptr, ldx: c, dw: p.k.grad.ptr,
+                                             dbias: p.kBias?.grad.ptr, rows: n, inFeatures: c, outFeatures: kvw)
+            TrainLayers.linearBackwardWeight(dy: dqkv + qw + kvw, ldy: w, x: a.h1.ptr, ldx: c, dw: p.v.grad.ptr,
+                                             dbias: p.vBias?.grad.ptr, rows: n, inFeatures: c, outFeatures: kvw)
+            TrainLayers.rmsNormBackward(dy: dH, lddy: c, x: a.input.ptr, ldx: c, w: p.inputNorm.value.ptr, rstd: a.rstd1.ptr,
+                                        dx: dResid, lddx: c, accumulate: true, dw: p.inputNorm.grad.ptr, rows: n, dim: c)
+        }
+        // Embedding: dE[token] += dL/dx
+        s.tokens.withUnsafeBufferPointer { tok in
+            TrainLayers.embeddingBackward(tokens: tok.baseAddress!, dx: dResid, dTable: embedding.grad.ptr, rows: n, dim: c)
+        }
+    }
+}
