@@ -22,6 +22,15 @@ public enum Threads {
         openblas_set_num_threads(Int32(count))
     }
 
+    /// `parallelFor` whose tasks call BLAS themselves: OpenBLAS runs single-threaded meanwhile,
+    /// so its threads do not compete with ours for the cores.
+    public static func parallelForWithSerialBLAS(_ n: Int, _ body: (Range<Int>) -> Void) {
+        guard count > 1 && n > 1 else { parallelFor(n, body); return }
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(Int32(count)) }
+        parallelFor(n, body)
+    }
+
     private struct Job {
         let n: Int
         let chunks: Int

@@ -250,18 +250,23 @@ public enum TrainLayers {
     /// block [r0, r1) of queries only needs keys [0, r1).
     static let attentionBlock = 64
 
-    /// Runs `body` for every (batch, head) and query block, in order on the calling thread.
-    /// (Spreading the pairs over our threads, each calling single-threaded sgemm, measured 2x
-    /// slower: OpenBLAS's own threads then compete with ours for the cores.)
+    /// Runs `body` for every (batch, head) and query block. Tasks are (batch, KV head) groups
+    /// spread over our threads, each running its query heads and blocks in order with
+    /// single-threaded sgemm: the blocks are small (64 x T x D), and a group owns every output
+    /// it touches, including the dK/dV rows its query heads accumulate into.
     @inline(__always)
     static func forEachHeadBlock(_ s: AttentionShape, _ body: (_ b: Int, _ h: Int, _ r0: Int, _ r1: Int) -> Void) {
-        for b in 0..<s.batch {
-            for h in 0..<s.heads {
-                var r0 = 0
-                while r0 < s.length {
-                    let r1 = min(s.length, r0 + attentionBlock)
-                    body(b, h, r0, r1)
-                    r0 = r1
+        let group = s.heads / s.kvHeads
+        Threads.parallelForWithSerialBLAS(s.batch * s.kvHeads) { tasks in
+            for task in tasks {
+                let b = task / s.kvHeads, kvh = task % s.kvHeads
+                for h in (kvh * group)..<((kvh + 1) * group) {
+                    var r0 = 0
+                    while r0 < s.length {
+                        let r1 = min(s.length, r0 + attentionBlock)
+                        body(b, h, r0, r1)
+                        r0 = r1
+                    }
                 }
             }
         }
