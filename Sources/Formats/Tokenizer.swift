@@ -19,19 +19,24 @@ public final class BPETokenizer: @unchecked Sendable {
     public var eosTokenId: Int?
     public var padTokenId: Int?
 
-    private let tokens: [String]  // by id; "" where a vocabulary leaves an id unused
+    // Internal rather than private where TokenizerExport.swift reads them back.
+    let tokens: [String]  // by id; "" where a vocabulary leaves an id unused
     private let ids: [String: Int]
     /// Merge rank and result, keyed by the pair of ids (`pairKey`).
-    private let merges: [UInt64: (rank: UInt32, id: Int)]
+    let merges: [UInt64: (rank: UInt32, id: Int)]
     /// The id of each single byte's symbol (nil if the vocabulary lacks it: the byte is dropped,
     /// as Hugging Face does without an unknown token).
     private let byteIds: [Int?]
     private let added: AddedTokenMatcher
+    /// The added tokens as loaded, in file order.
+    let addedTokens: [AddedToken]
     public let preTokenizer: PreTokenizer
-    private let normalizesNFC: Bool
-    private let addPrefixSpace: Bool
+    let normalizesNFC: Bool
+    let addPrefixSpace: Bool
     /// Llama 3 style: a piece that is itself a token is not merged.
-    private let ignoreMerges: Bool
+    let ignoreMerges: Bool
+    let byteFallback: Bool
+    let unknownToken: String?
 
     private let cacheLock = NSLock()
     /// Keyed by UTF-8 bytes, not String: Strings compare by canonical equivalence, so "Å"
@@ -70,12 +75,15 @@ public final class BPETokenizer: @unchecked Sendable {
         self.ids = ids
         self.merges = table
         self.added = AddedTokenMatcher(added)
+        self.addedTokens = added
         self.specialTokens = Dictionary(added.filter(\.special).map { ($0.content, $0.id) }, uniquingKeysWith: { $1 })
         self.vocabSize = tokens.count
         self.preTokenizer = preTokenizer
         self.normalizesNFC = normalizesNFC
         self.addPrefixSpace = addPrefixSpace
         self.ignoreMerges = ignoreMerges
+        self.byteFallback = byteFallback
+        self.unknownToken = unknownToken
     }
 
     private static func pairKey(_ a: Int, _ b: Int) -> UInt64 { UInt64(UInt32(a)) << 32 | UInt64(UInt32(b)) }

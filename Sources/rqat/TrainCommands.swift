@@ -81,8 +81,8 @@ struct SFT: ParsableCommand {
             let trainer = try SFTTrainer(model: decoder, dataset: dataset, padId: padId, options: options,
                                          runDir: URL(fileURLWithPath: out))
             let rows = batchTokens / seqLen
-            printErr(String(format: "sft: %d examples, %d steps of %d x %d micro-batch(es) of %d x %d tokens; activations %.0f MB%@",
-                            dataset.examples.count, steps, gradAccum, 1, rows, seqLen,
+            printErr(String(format: "sft: %d examples, %d steps of %d micro-batch(es) of %d x %d tokens (padding included); activations %.0f MB%@",
+                            dataset.examples.count, steps, gradAccum, rows, seqLen,
                             Double(decoder.activationBytes(batch: rows, length: seqLen)) / 1e6,
                             trainer.step > 0 ? "; resuming at step \(trainer.step)" : ""))
             let first = trainer.step
