@@ -108,8 +108,28 @@ final class CLITests: XCTestCase {
         assertOneLineError(r, names: "/nonexistent/model.gguf", contains: "no such file")
     }
 
+    /// Training data problems stop `rqat sft` before any weight is loaded, naming the file and line.
+    func testSFTBadDataNamesFileAndLine() throws {
+        guard FileManager.default.fileExists(atPath: TestPaths.smolLM2GGUF.path) else {
+            throw XCTSkip("assets missing: run scripts/fetch-assets.sh")
+        }
+        let dir = try scratch()
+        let cases: [(String, String)] = [
+            (#"{"prompt": "a", "completion": "b"}"# + "\n" + #"{"prompt": "What is 2+2?"}"#, "line 2"),
+            ("", "no examples"),
+            (#"{"prompt": "a", "completion": "# + "\"" + String(repeating: "word ", count: 400) + "\"}", "longer than"),
+        ]
+        for (i, (content, problem)) in cases.enumerated() {
+            let data = dir.appendingPathComponent("data\(i).jsonl")
+            try Data(content.utf8).write(to: data)
+            let r = try run(["sft", "--model", TestPaths.smolLM2GGUF.path, "--data", data.path,
+                             "--out", dir.appendingPathComponent("run\(i)").path, "--seq-len", "128", "--batch-tokens", "256"])
+            assertOneLineError(r, names: data.path, contains: problem)
+        }
+    }
+
     func testEverySubcommandHasHelp() throws {
-        for command in [["info"], ["tokenize"], ["generate"], ["ppl"], ["bench"], ["bench", "decode"]] {
+        for command in [["info"], ["tokenize"], ["generate"], ["ppl"], ["sft"], ["bench"], ["bench", "decode"], ["bench", "train"]] {
             let r = try run(command + ["--help"])
             XCTAssertEqual(r.status, 0, "\(command): \(r.stderr)")
             XCTAssertTrue(r.stdout.contains("USAGE"), "\(command): \(r.stdout)")
