@@ -26,8 +26,9 @@ let package = Package(
         .target(name: "Formats", dependencies: ["Tensors"]),
         .target(name: "Model", dependencies: ["Tensors", "Formats"]),
         .target(name: "Train", dependencies: ["Tensors", "Formats", "Model"]),
+        .target(name: "Quant", dependencies: ["Tensors", "Formats", "Model", "CKernels"]),
         .executableTarget(name: "rqat", dependencies: [
-            "Tensors", "Formats", "Model", "Train",
+            "Tensors", "Formats", "Model", "Train", "Quant",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -38,6 +39,7 @@ let package = Package(
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "TestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Formats", "TestSupport"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "Formats", "TestSupport"]),
+        .testTarget(name: "QuantTests", dependencies: ["Quant", "Train", "Model", "Formats", "TestSupport"]),
         // Runs the built `rqat` executable as a user would.
         .testTarget(name: "rqatTests", dependencies: ["TestSupport"]),
     ],
