@@ -118,15 +118,16 @@ extension BPETokenizer {
 extension ChatTemplate {
     /// This template as Jinja for transformers' `apply_chat_template`, in the shape of SmolLM2's
     /// own template: the default system message, if any, is added inside the message loop, so
-    /// an empty conversation gets none (as `render` does).
+    /// an empty conversation gets none (as `render` does). Newlines stand in the string
+    /// literals as themselves, as in SmolLM2's file; for `.smolLM2` this is that template exactly.
     public var jinja: String {
         var text = "{% for message in messages %}"
         if let system = defaultSystemPrompt {
-            text += "{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\n"
-                + Self.jinjaEscaped(system) + "<|im_end|>\\n' }}{% endif %}"
+            text += "{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+                + Self.jinjaEscaped(system) + "<|im_end|>\n' }}{% endif %}"
         }
-        text += "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
-        text += "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+        text += "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+        text += "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
         return text
     }
 
@@ -134,7 +135,5 @@ extension ChatTemplate {
     private static func jinjaEscaped(_ s: String) -> String {
         s.replacingOccurrences(of: "\\", with: "\\\\")
             .replacingOccurrences(of: "'", with: "\\'")
-            .replacingOccurrences(of: "\n", with: "\\n")
-            .replacingOccurrences(of: "\r", with: "\\r")
     }
 }
