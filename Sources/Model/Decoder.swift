@@ -2,6 +2,15 @@ import CKernels
 import Formats
 import Tensors
 
+/// The linear layers of a block, by the input they read: q/k/v share the normed input, gate/up
+/// share the normed post-attention input.
+public enum LinearSite: Int, CaseIterable, Sendable {
+    case qkv, output, gateUp, down
+}
+
+/// Sees the input rows (rows x the site's input width) of a linear layer during a forward.
+public typealias LinearInputObserver = (_ layer: Int, _ site: LinearSite, _ input: UnsafePointer<Float>, _ rows: Int) -> Void
+
 /// New tokens of one sequence for a forward pass; their positions continue the sequence's cache.
 public struct SequenceChunk: Sendable {
     public var sequence: Int
@@ -55,16 +64,15 @@ public final class Decoder {
     }
 
     /// A cache sized for `capacities[s]` tokens of sequence s.
-    public func makeCache(capacities: [Int]) -> KVCache { KVCache(config: config, capacities: capacities) }
+    public func makeCache(capacities: [Int], layers: Int? = nil) -> KVCache {
+        KVCache(config: config, capacities: capacities, layers: layers)
+    }
 
     /// Runs the chunks' tokens through the model, appending their keys and values to `cache`.
     /// Returns logits (chunks, V) for the last token of each chunk, or (N, V) for every token
     /// when `allLogits` is set.
     public func forward(_ chunks: [SequenceChunk], cache: KVCache, allLogits: Bool = false) -> Tensor {
-        let c = config.hiddenSize, d = config.headDim
-        let heads = config.numAttentionHeads, kvHeads = config.numKeyValueHeads
-        let qkvWidth = (heads + 2 * kvHeads) * d
-        let f = config.intermediateSize
+        let c = config.hiddenSize
 
         // Row bookkeeping: which sequence and position each stacked token has.
         var rowSequence: [Int] = [], rowPosition: [Int] = [], tokens: [Int] = []
@@ -82,25 +90,14 @@ public final class Decoder {
         let n = tokens.count
         rope.reserve((rowPosition.max() ?? 0) + 1)
 
-        let ws = workspace(rows: n)
-        let x = ws.x, h = ws.h, qkv = ws.qkv, attn = ws.attn, gateUp = ws.gateUp, act = ws.act
+        let x = workspace(rows: n).x
         for (r, t) in tokens.enumerated() {
             x.row(r).update(from: weights.embedding.row(t), count: c)
         }
 
-        for (l, layer) in weights.layers.enumerated() {
-            rmsNormRows(n, x, layer.inputNorm, into: h)
-            linear(n, h, layer.qkv, bias: layer.qkvBias, into: qkv)
-            prepareQK(n, qkv, layer: layer, rowSequence: rowSequence, rowPosition: rowPosition, cache: cache, layerIndex: l)
-            attend(n, qkv, into: attn, rowSequence: rowSequence, rowPosition: rowPosition, cache: cache, layerIndex: l)
-            linear(n, attn, layer.output, bias: nil, into: x, accumulate: true)
-
-            rmsNormRows(n, x, layer.postAttentionNorm, into: h)
-            linear(n, h, layer.gateUp, bias: nil, into: gateUp)
-            Threads.parallelFor(n) { rows in
-                for r in rows { rqat_silu_mul(gateUp.row(r), gateUp.row(r) + f, act.row(r), f) }
-            }
-            linear(n, act, layer.down, bias: nil, into: x, accumulate: true)
+        let layout = RowLayout(sequence: rowSequence, position: rowPosition)
+        for l in weights.layers.indices {
+            runLayer(l, x: x, rows: n, layout: layout, cache: cache, cacheLayer: l, observer: nil)
         }
         for chunk in chunks { cache.advance(sequence: chunk.sequence, by: chunk.tokens.count) }
 
@@ -119,6 +116,61 @@ public final class Decoder {
         let logits = Tensor(shape: [wanted.count, config.vocabSize])
         linear(wanted.count, last, weights.lmHead, bias: nil, into: logits)
         return logits
+    }
+
+    /// Which sequence and position each stacked row belongs to.
+    public struct RowLayout {
+        public var sequence: [Int]
+        public var position: [Int]
+        public init(sequence: [Int], position: [Int]) {
+            self.sequence = sequence
+            self.position = position
+        }
+    }
+
+    /// One decoder block on the first `rows` rows of the residual stream x (updated in place),
+    /// its keys and values going to `cacheLayer` of `cache`. `observer` sees the input of each
+    /// linear layer before it is applied (calibration for PTQ reads activations here).
+    public func runLayer(_ l: Int, x: Tensor, rows n: Int, layout: RowLayout, cache: KVCache, cacheLayer: Int,
+                         observer: LinearInputObserver?) {
+        let layer = weights.layers[l], f = config.intermediateSize
+        let ws = workspace(rows: n)
+        let h = ws.h, qkv = ws.qkv, attn = ws.attn, gateUp = ws.gateUp, act = ws.act
+        rope.reserve((layout.position.max() ?? 0) + 1)
+
+        rmsNormRows(n, x, layer.inputNorm, into: h)
+        observer?(l, .qkv, h.ptr, n)
+        linear(n, h, layer.qkv, bias: layer.qkvBias, into: qkv)
+        prepareQK(n, qkv, layer: layer, rowSequence: layout.sequence, rowPosition: layout.position, cache: cache, layerIndex: cacheLayer)
+        attend(n, qkv, into: attn, rowSequence: layout.sequence, rowPosition: layout.position, cache: cache, layerIndex: cacheLayer)
+        observer?(l, .output, attn.ptr, n)
+        linear(n, attn, layer.output, bias: nil, into: x, accumulate: true)
+
+        rmsNormRows(n, x, layer.postAttentionNorm, into: h)
+        observer?(l, .gateUp, h.ptr, n)
+        linear(n, h, layer.gateUp, bias: nil, into: gateUp)
+        Threads.parallelFor(n) { rows in
+            for r in rows { rqat_silu_mul(gateUp.row(r), gateUp.row(r) + f, act.row(r), f) }
+        }
+        observer?(l, .down, act.ptr, n)
+        linear(n, act, layer.down, bias: nil, into: x, accumulate: true)
+    }
+
+    /// The residual stream after the embedding for these sequences (rows stacked in order,
+    /// positions from 0) and its row layout: the starting point of layer-by-layer calibration.
+    public func embed(_ sequences: [[Int]]) -> (x: Tensor, layout: RowLayout) {
+        let c = config.hiddenSize
+        var layout = RowLayout(sequence: [], position: [])
+        for (s, tokens) in sequences.enumerated() {
+            layout.sequence += Array(repeating: s, count: tokens.count)
+            layout.position += Array(0..<tokens.count)
+        }
+        let x = Tensor(shape: [layout.sequence.count, c])
+        for (r, t) in sequences.joined().enumerated() {
+            precondition(t >= 0 && t < config.vocabSize, "token id \(t) outside the vocabulary (\(config.vocabSize))")
+            x.row(r).update(from: weights.embedding.row(t), count: c)
+        }
+        return (x, layout)
     }
 
     // MARK: - Sublayers

@@ -14,14 +14,16 @@ public final class KVCache {
     public private(set) var length: [Int]
     private var storage: [[Tensor]]     // [sequence][layer]: (2, KV, capacity, D)
 
-    public init(config: ModelConfig, capacities: [Int]) {
-        layers = config.numHiddenLayers
+    /// `layers` defaults to the model's; layer-by-layer calibration needs only one.
+    public init(config: ModelConfig, capacities: [Int], layers: Int? = nil) {
+        let layerCount = layers ?? config.numHiddenLayers
+        self.layers = layerCount
         kvHeads = config.numKeyValueHeads
         headDim = config.headDim
         capacity = capacities
         length = Array(repeating: 0, count: capacities.count)
         storage = capacities.map { cap in
-            (0..<config.numHiddenLayers).map { _ in Tensor(shape: [2, config.numKeyValueHeads, cap, config.headDim]) }
+            (0..<layerCount).map { _ in Tensor(shape: [2, config.numKeyValueHeads, cap, config.headDim]) }
         }
     }
 

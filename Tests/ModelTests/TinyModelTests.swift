@@ -107,3 +107,36 @@ final class TinyModelTests: XCTestCase {
         XCTAssertEqual(result.perplexity, exp(nll / Double(n)), accuracy: 1e-3 * exp(nll / Double(n)))
     }
 }
+
+extension TinyModelTests {
+    /// Embedding then every block through `runLayer` (one-layer caches, as PTQ calibration
+    /// does) reproduces the full forward's final hidden state, and the observer sees every
+    /// linear layer's input once per layer.
+    func testLayerByLayerMatchesForward() throws {
+        let model = try decoder("tiny-qwen3")
+        let ref = try reference().qwen3
+        let (x, layout) = model.embed(ref.input_ids)
+        var seen: [LinearSite: Int] = [:]
+        for l in 0..<model.config.numHiddenLayers {
+            let cache = model.makeCache(capacities: ref.input_ids.map(\.count), layers: 1)
+            model.runLayer(l, x: x, rows: x.shape[0], layout: layout, cache: cache, cacheLayer: 0) { _, site, _, rows in
+                XCTAssertEqual(rows, x.shape[0])
+                seen[site, default: 0] += 1
+            }
+        }
+        XCTAssertEqual(seen, [.qkv: 2, .output: 2, .gateUp: 2, .down: 2])
+        // Final norm + LM head on the last row of sequence 0, compared with the fixture logits.
+        let c = model.config.hiddenSize, last = ref.input_ids[0].count - 1
+        var normed = [Float](repeating: 0, count: c)
+        let w = model.weights.finalNorm
+        var ss: Float = 0
+        for i in 0..<c { ss += x[last, i] * x[last, i] }
+        let r = 1 / (ss / Float(c) + model.config.rmsNormEps).squareRoot()
+        for i in 0..<c { normed[i] = x[last, i] * r * w.ptr[i] }
+        for j in 0..<model.config.vocabSize {
+            var logit: Float = 0
+            for i in 0..<c { logit += normed[i] * model.weights.lmHead[j, i] }
+            XCTAssertEqual(logit, ref.logits[0][last][j], accuracy: 1e-3)
+        }
+    }
+}
