@@ -5,12 +5,26 @@ import Model
 import Tensors
 
 struct Generate: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Generate text from a prompt, streamed to stdout.")
+    static let configuration = CommandConfiguration(
+        abstract: "Generate text from a prompt (streamed to stdout), or for every prompt of a file (JSONL out).",
+        discussion: """
+            With --prompts FILE (one prompt per line, or JSONL with a "prompt" field) and --out FILE, the \
+            prompts are generated in batches and each result is written as a JSON line \
+            {"prompt", "completion", "text", "finish", "prompt_tokens", "completion_tokens"}, where \
+            "text" is the whole sequence as the model saw it (chat template included): the teacher \
+            traces that `rqat ppl` and PTQ calibration (`--calib`) read, and `rqat sft` can train on.
+            """)
 
     @Option(help: "A .gguf file or a Hugging Face model directory.")
     var model: String
     @Option(help: "The prompt text.")
-    var prompt: String
+    var prompt: String?
+    @Option(help: "A file of prompts: one per line, or JSONL with a \"prompt\" field.")
+    var prompts: String?
+    @Option(help: "With --prompts: the JSONL file to write.")
+    var out: String?
+    @Option(help: "With --prompts: sequences generated together.")
+    var batch = 8
     @Flag(help: "Wrap the prompt as a user message in the model's chat template.")
     var chat = false
     @Option(help: "Maximum number of new tokens.")
@@ -30,13 +44,20 @@ struct Generate: ParsableCommand {
         guard temperature >= 0 else { throw ValidationError("--temperature must be >= 0") }
         guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
         guard topK >= 0 else { throw ValidationError("--top-k must be >= 0") }
+        guard (prompt == nil) != (prompts == nil) else { throw ValidationError("give exactly one of --prompt and --prompts") }
+        guard (prompts == nil) == (out == nil) else { throw ValidationError("--prompts and --out go together") }
+        guard batch > 0 else { throw ValidationError("--batch must be positive") }
     }
 
     func run() throws {
         runtime.apply()
         try reportingErrors {
             let lm = try LanguageModel(path: model)
-            let ids = lm.encodePrompt(prompt, chat: chat)
+            if let prompts, let out {
+                try generateFile(lm, promptsPath: prompts, outPath: out)
+                return
+            }
+            let ids = lm.encodePrompt(prompt!, chat: chat)
             guard !ids.isEmpty else { throw CLIError("the prompt is empty after tokenization") }
             guard ids.count + maxTokens <= lm.config.maxPositionEmbeddings else {
                 throw CLIError("prompt (\(ids.count) tokens) + --max-tokens \(maxTokens) exceeds the context of \(lm.config.maxPositionEmbeddings)")
@@ -59,6 +80,61 @@ struct Generate: ParsableCommand {
             printErr(String(format: "[%d prompt tokens, %d generated (%@), %.1f tokens/s]",
                             ids.count, result.tokens.count, result.finish.rawValue,
                             Double(result.tokens.count) / seconds))
+        }
+    }
+}
+
+extension Generate {
+    func readPrompts(_ path: String) throws -> [String] {
+        guard let content = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw FormatError(path, "cannot read the prompts file as UTF-8 text")
+        }
+        let lines = content.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
+        guard path.hasSuffix(".jsonl") else { return lines }
+        return try lines.enumerated().map { (i, line) in
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let text = object["prompt"] as? String else {
+                throw FormatError(path, "line \(i + 1) is not a JSON object with a string field \"prompt\"")
+            }
+            return text
+        }
+    }
+
+    /// Batched generation over a prompt file; each batch's lines are appended as soon as it ends.
+    func generateFile(_ lm: LanguageModel, promptsPath: String, outPath: String) throws {
+        let texts = try readPrompts(promptsPath)
+        guard !texts.isEmpty else { throw FormatError(promptsPath, "no prompts") }
+        let generator = Generator(decoder: lm.decoder, stopTokens: lm.stopTokens)
+        FileManager.default.createFile(atPath: outPath, contents: nil)
+        guard let handle = FileHandle(forWritingAtPath: outPath) else { throw FormatError(outPath, "cannot write") }
+        defer { try? handle.close() }
+        let start = Date()
+        var generated = 0
+        for first in stride(from: 0, to: texts.count, by: batch) {
+            let slice = Array(texts[first..<min(first + batch, texts.count)])
+            let requests = slice.enumerated().map { (i, text) -> GenerationRequest in
+                let ids = lm.encodePrompt(text, chat: chat)
+                // Seeds differ per prompt but do not depend on the batch size.
+                return GenerationRequest(prompt: ids, maxNewTokens: maxTokens,
+                                         sampling: SamplingParams(temperature: temperature, topP: topP, topK: topK,
+                                                                  seed: seed &+ UInt64(first + i)))
+            }
+            let results = generator.generate(requests)
+            for (i, r) in results.enumerated() {
+                let completionIds = r.tokens.filter { !lm.stopTokens.contains($0) }
+                let promptText = chat ? lm.chatTemplate.render([ChatMessage(role: "user", content: slice[i])], addGenerationPrompt: true) : slice[i]
+                let completion = lm.tokenizer.decode(completionIds)
+                let fullText = promptText + lm.tokenizer.decode(r.tokens)
+                let record: [String: Any] = ["prompt": slice[i], "completion": completion, "text": fullText,
+                                             "finish": r.finish.rawValue, "prompt_tokens": requests[i].prompt.count,
+                                             "completion_tokens": r.tokens.count]
+                var line = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
+                line.append(0x0A)
+                try handle.write(contentsOf: line)
+                generated += r.tokens.count
+            }
+            printErr(String(format: "generate: %d/%d prompts, %.1f tokens/s", min(first + batch, texts.count), texts.count,
+                            Double(generated) / Date().timeIntervalSince(start)))
         }
     }
 }
