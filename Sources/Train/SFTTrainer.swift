@@ -61,6 +61,9 @@ public final class SFTTrainer {
     public let runDir: URL
     public let optimizer: AdamW
     public private(set) var state: TrainerState
+    /// Files copied into every checkpoint (tokenizer.json, tokenizer_config.json), so a
+    /// checkpoint directory runs on its own.
+    public var extraCheckpointFiles: [URL] = []
     private let batcher: SFTBatcher
     private let metricsURL: URL
 
@@ -159,7 +162,7 @@ public final class SFTTrainer {
     public func saveCheckpoint() throws {
         let dir = runDir.appendingPathComponent(TrainCheckpoint.name(step: state.step))
         try TrainCheckpoint.save(to: dir, parameters: model.parameters, config: model.config,
-                                 optimizer: optimizer, state: state)
+                                 optimizer: optimizer, state: state, extraFiles: extraCheckpointFiles)
         _ = try TrainCheckpoint.prune(runDir, keepLast: options.keepLast)
     }
 

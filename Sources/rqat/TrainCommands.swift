@@ -80,6 +80,11 @@ struct SFT: ParsableCommand {
             let padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0
             let trainer = try SFTTrainer(model: decoder, dataset: dataset, padId: padId, options: options,
                                          runDir: URL(fileURLWithPath: out))
+            // Tokenizer files go into every checkpoint so `rqat generate --model <checkpoint>` works.
+            let tokenizerDir = URL(fileURLWithPath: out).appendingPathComponent("tokenizer")
+            try tokenizer.writeHuggingFaceFiles(to: tokenizerDir, chatTemplate: template,
+                                                modelMaxLength: checkpoint.config.maxPositionEmbeddings)
+            trainer.extraCheckpointFiles = ["tokenizer.json", "tokenizer_config.json"].map { tokenizerDir.appendingPathComponent($0) }
             let rows = batchTokens / seqLen
             printErr(String(format: "sft: %d examples, %d steps of %d micro-batch(es) of %d x %d tokens (padding included); activations %.0f MB%@",
                             dataset.examples.count, steps, gradAccum, rows, seqLen,
