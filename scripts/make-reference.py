@@ -175,6 +175,44 @@ Fixture groups (``--only NAME``):
     correction at k = 2 and that the moments carry over). A float64
     re-implementation of the formulas above agrees with torch to < 1e-6
     absolute.
+
+``gptq`` -> ``gptq-hessian.safetensors``, ``gptq-reference.json``
+    A reference GPTQ (Frantar et al. 2022) written out in ``gptq_reference``
+    below, on one random layer: W (256 out, 512 in) = 0.02*N(0,1) with input
+    columns 3, 100, 301, 450 scaled x8 (outliers); a fixed Hessian
+    H = 2/n X^T X (float64, then stored as float32; the algorithm uses the
+    stored float32 values), X (n=2048, 512) = Z A D with Z, A ~ N(0,1)
+    (A = I + 0.5 A'/sqrt(512): correlated columns), D = per-column scale
+    exp(N(0, 0.7)) and input column 7 all zero (a dead input, H[7,7] = 0).
+    Seed 3001. ``gptq-hessian.safetensors`` holds ``weight`` (256, 512) and
+    ``hessian`` (512, 512), float32.
+
+    Algorithm (same conventions as rqat's Sources/Quant/GPTQ.swift): dead
+    inputs get H_ii = 1 and W[:, i] = 0; act-order permutes columns by
+    descending diag(H) (stable sort, ties by index); damp = 0.01 *
+    mean(diag H) on the diagonal; Hinv = upper Cholesky factor of H^-1
+    (float64 linear algebra, then float32); W and all quantization in float32;
+    blocks of 128 columns, error propagated column by column inside a block
+    and by one matmul to the columns after it. Group grids (GPTQ
+    convention: range min(x,0)..max(x,0), scale = (max-min)/maxq, zero =
+    floor(-min/scale + 0.5), all-zero group -> range -1..1; then the scale is
+    rounded to fp16, as stored) come from the current, error-updated weights
+    of the group's columns each time the processing position reaches a
+    multiple of the group size. With act-order the groups are therefore runs
+    of 128 consecutive columns in the PERMUTED order ("g_idx" convention):
+    g_idx[perm[j]] = j // 128, dequantization uses scales[g_idx[col]].
+    Codes q = clamp(round_half_even(w/scale) + zero, 0, maxq).
+
+    ``gptq-reference.json``: ``{"cases": [C...]}``, C = ``name``
+    ("w4g128-asym" act_order false; "w3g128-asym-actorder" act_order true),
+    ``bits``, ``group_size``, ``act_order``, ``damp`` (the absolute lambda),
+    ``codes_hex`` (row-major (256, 512) codes in ORIGINAL column order, one
+    hex digit per code), ``scales`` and ``zeros`` (laid out (groups, rows),
+    flattened), ``g_idx`` (512 ints), ``perm`` (processing order),
+    ``loss`` (GPTQ's sum of (w-q)^2/d^2/2), ``rel_error`` =
+    sqrt(tr((W-Q) H (W-Q)^T) / tr(W H W^T)) with the stored H and the original
+    W (float64), and ``rtn_rel_error`` (the same for plain round-to-nearest
+    with the same group grids computed from the original weights).
 """
 
 from __future__ import annotations
@@ -200,7 +238,7 @@ transformers.utils.logging.disable_progress_bar()
 
 REPO = Path(__file__).resolve().parent.parent
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GROUPS = ("smollm2", "tokenizer-gguf", "tiny-models", "tiny-tokenizer", "grads")
+GROUPS = ("smollm2", "tokenizer-gguf", "tiny-models", "tiny-tokenizer", "grads", "gptq")
 
 EDGE_CASES = [
     "Café naïve résumé — 東京タワー 你好 🙂👍🏽 ünïcödé",
@@ -784,6 +822,134 @@ def make_grads(fixtures: Path, assets: Path) -> None:
     write_json(fixtures / "grad-adamw.json", {"adamw": reference["adamw"]})
 
 
+# --------------------------------------------------------------------------- gptq
+
+
+def gptq_grid(x: torch.Tensor, maxq: int):
+    """Per-row grid of x (rows, n), float32: scale (fp16-rounded) and zero (rows,)."""
+    xmin = x.min(1).values.clamp(max=0)
+    xmax = x.max(1).values.clamp(min=0)
+    both0 = (xmin == 0) & (xmax == 0)
+    xmin[both0], xmax[both0] = -1.0, 1.0
+    scale = (xmax - xmin) / maxq
+    zero = torch.floor(-xmin / scale + 0.5)
+    return scale.half().float(), zero
+
+
+def gptq_codes(w: torch.Tensor, scale, zero, maxq: int) -> torch.Tensor:
+    return torch.clamp(torch.round(w / scale) + zero, 0, maxq)
+
+
+def gptq_reference(W, H, bits: int, groupsize: int, actorder: bool,
+                   blocksize: int = 128, percdamp: float = 0.01) -> dict:
+    """GPTQ on W (rows, cols) float32 with Hessian H (cols, cols)."""
+    maxq = 2 ** bits - 1
+    W = W.clone().float()
+    H = H.clone().double()
+    rows, cols = W.shape
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    perm = torch.arange(cols)
+    if actorder:
+        perm = torch.argsort(torch.diag(H), descending=True, stable=True)
+        W, H = W[:, perm], H[perm][:, perm]
+    damp = percdamp * torch.mean(torch.diag(H)).item()
+    H += damp * torch.eye(cols, dtype=torch.float64)
+    L = torch.linalg.cholesky(H)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True).float()
+
+    codes = torch.zeros(rows, cols)
+    ngroups = (cols + groupsize - 1) // groupsize
+    scales, zeros = torch.zeros(ngroups, rows), torch.zeros(ngroups, rows)
+    loss = 0.0
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1 = W[:, i1:i2].clone()
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            j = i1 + i
+            if j % groupsize == 0:  # grid from the current (error-updated) weights
+                end = min(j + groupsize, cols)
+                cur = torch.cat([W1[:, i:], W[:, i2:end]], 1)[:, : end - j]
+                scale, zero = gptq_grid(cur, maxq)
+                scales[j // groupsize], zeros[j // groupsize] = scale, zero
+            w, d = W1[:, i], Hinv1[i, i]
+            q = gptq_codes(w, scale, zero, maxq)
+            dq = scale * (q - zero)
+            codes[:, j] = q
+            loss += (((w - dq) ** 2) / d ** 2 / 2).double().sum().item()
+            err = (w - dq) / d
+            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
+            Err1[:, i] = err
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+
+    g_idx = torch.zeros(cols, dtype=torch.long)
+    g_idx[perm] = torch.arange(cols) // groupsize
+    out = torch.zeros_like(codes)
+    out[:, perm] = codes
+    return {"codes": out.to(torch.long), "scales": scales, "zeros": zeros, "g_idx": g_idx,
+            "perm": perm, "damp": damp, "loss": loss}
+
+
+def gptq_dequant(codes, scales, zeros, g_idx):
+    rows_idx = torch.arange(codes.shape[0]).unsqueeze(1)
+    s = scales[g_idx.unsqueeze(0), rows_idx]
+    z = zeros[g_idx.unsqueeze(0), rows_idx]
+    return s * (codes.float() - z)
+
+
+def gptq_rel_error(W, Q, H) -> float:
+    W, Q, H = W.double(), Q.double(), H.double()
+    D = W - Q
+    return float(torch.sqrt(torch.trace(D @ H @ D.T) / torch.trace(W @ H @ W.T)))
+
+
+def make_gptq(fixtures: Path, assets: Path) -> None:
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(3001)
+    rows, cols, n = 256, 512, 2048
+    W = 0.02 * torch.randn(rows, cols, generator=g)
+    W[:, [3, 100, 301, 450]] *= 8
+    Z = torch.randn(n, cols, generator=g, dtype=torch.float64)
+    A = torch.eye(cols, dtype=torch.float64) + 0.5 * torch.randn(cols, cols, generator=g, dtype=torch.float64) / cols ** 0.5
+    D = torch.exp(0.7 * torch.randn(cols, generator=g, dtype=torch.float64))
+    X = Z @ A * D
+    X[:, 7] = 0
+    H = (2.0 / n * X.T @ X).float()
+    save_file({"weight": W.contiguous(), "hessian": H.contiguous()}, str(fixtures / "gptq-hessian.safetensors"))
+    print(f"wrote {(fixtures / 'gptq-hessian.safetensors').relative_to(REPO)}")
+
+    cases = []
+    for name, bits, actorder in (("w4g128-asym", 4, False), ("w3g128-asym-actorder", 3, True)):
+        r = gptq_reference(W, H, bits, 128, actorder)
+        Q = gptq_dequant(r["codes"], r["scales"], r["zeros"], r["g_idx"])
+        # RTN with the same grids from the original weights, in original column order.
+        maxq = 2 ** bits - 1
+        Wd = W.clone()
+        Wd[:, torch.diag(H) == 0] = 0
+        rtn = torch.zeros_like(W)
+        for c0 in range(0, cols, 128):
+            s, z = gptq_grid(Wd[:, c0:c0 + 128], maxq)
+            q = gptq_codes(Wd[:, c0:c0 + 128], s.unsqueeze(1), z.unsqueeze(1), maxq)
+            rtn[:, c0:c0 + 128] = s.unsqueeze(1) * (q - z.unsqueeze(1))
+        case = {
+            "name": name, "bits": bits, "group_size": 128, "act_order": actorder,
+            "damp": r["damp"],
+            "codes_hex": "".join("0123456789abcdef"[c] for c in r["codes"].flatten().tolist()),
+            "scales": [float(v) for v in r["scales"].flatten().tolist()],
+            "zeros": [int(v) for v in r["zeros"].flatten().tolist()],
+            "g_idx": r["g_idx"].tolist(), "perm": r["perm"].tolist(),
+            "loss": r["loss"], "rel_error": gptq_rel_error(W, Q, H),
+            "rtn_rel_error": gptq_rel_error(W, rtn, H),
+        }
+        print(f"  {name}: rel_error {case['rel_error']:.5f}  rtn {case['rtn_rel_error']:.5f}  loss {r['loss']:.4f}")
+        cases.append(case)
+    write_json(fixtures / "gptq-reference.json", {"cases": cases})
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -805,6 +971,7 @@ def main(argv: list[str] | None = None) -> int:
         "tiny-models": make_tiny_models,
         "tiny-tokenizer": make_tiny_tokenizer,
         "grads": make_grads,
+        "gptq": make_gptq,
     }
     for name in GROUPS:
         if args.only in (None, name):

@@ -164,19 +164,35 @@ public final class SafeTensorsFile: @unchecked Sendable {
         }
         return t
     }
+
+    /// The values of an I32 tensor (packed integer buffers such as GPTQ's qweight), row-major.
+    public func int32s(_ name: String) throws -> [Int32] {
+        let info = try self.info(name)
+        guard info.dtype == .I32 else {
+            throw FormatError(path, "tensor \(name) has dtype \(info.dtype.rawValue), expected I32")
+        }
+        let src = file.base + dataOffset + info.dataRange.lowerBound
+        return [Int32](unsafeUninitializedCapacity: info.count) { buffer, n in
+            if info.count > 0 { UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: src, byteCount: info.count * 4) }
+            n = info.count
+        }.map { Int32(littleEndian: $0) }
+    }
 }
 
 /// Writes `.safetensors` files that Hugging Face `safetensors` and transformers load.
 public enum SafeTensorsWriter {
-    /// Writes the tensors (in the given order) with a header padded to 8 bytes. The file appears
+    /// Writes the tensors (in the given order) with a header padded to 8 bytes. F32 tensors are
+    /// written as they are and F16/BF16 converted from fp32; for I32 the tensor's 4-byte elements
+    /// are written unchanged, so the caller stores Int32 bit patterns in it (`ptr` rebound to
+    /// Int32). The file appears
     /// at `url` only when complete: data goes to a temporary file beside it, which is then renamed.
     public static func write(_ tensors: [(name: String, tensor: Tensor, dtype: SafeTensorsDType)],
                              metadata: [String: String] = [:], to url: URL) throws {
         let path = url.path
         var seen = Set<String>()
         for (name, _, dtype) in tensors {
-            guard [.F32, .F16, .BF16].contains(dtype) else {
-                throw FormatError(path, "cannot write tensor \(name) as \(dtype.rawValue) (only F32, F16, BF16)")
+            guard [.F32, .F16, .BF16, .I32].contains(dtype) else {
+                throw FormatError(path, "cannot write tensor \(name) as \(dtype.rawValue) (only F32, F16, BF16, I32)")
             }
             guard seen.insert(name).inserted, name != "__metadata__" else {
                 throw FormatError(path, "cannot write: tensor name \(name) is repeated or reserved")
@@ -206,7 +222,7 @@ public enum SafeTensorsWriter {
         try put(&length, 8)
         try header.withUnsafeBytes { try put($0.baseAddress!, header.count) }
         for (_, tensor, dtype) in tensors {
-            if dtype == .F32 {
+            if dtype == .F32 || dtype == .I32 {
                 try put(tensor.ptr, tensor.count * 4)
                 continue
             }

@@ -10,8 +10,13 @@ public final class LanguageModel {
     public let chatTemplate: ChatTemplate
 
     /// Opens a GGUF file or a Hugging Face directory (config.json, safetensors, tokenizer.json).
-    public init(path: String) throws {
-        checkpoint = try Checkpoint.open(path)
+    public convenience init(path: String) throws {
+        try self.init(checkpoint: try Checkpoint.open(path))
+    }
+
+    /// Runs an opened checkpoint (e.g. a quantized one, whose weights source dequantizes).
+    public init(checkpoint: Checkpoint) throws {
+        self.checkpoint = checkpoint
         // The tokenizer is checked before the (slower) weight load so a missing one fails fast.
         (tokenizer, chatTemplate) = try checkpoint.loadTokenizer()
         decoder = Decoder(weights: try DecoderWeights(config: checkpoint.config, source: checkpoint.weights))

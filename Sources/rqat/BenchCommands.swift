@@ -57,7 +57,7 @@ struct BenchDecode: ParsableCommand {
     func run() throws {
         runtime.apply()
         try reportingErrors {
-            let lm = try LanguageModel(path: model)
+            let lm = try LanguageModel(checkpoint: try openCheckpoint(model))
             let decoder = lm.decoder
             let threads = Threads.count
             if !output.json {

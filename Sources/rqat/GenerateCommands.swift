@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Formats
+import Quant
 import Model
 import Tensors
 
@@ -52,7 +53,7 @@ struct Generate: ParsableCommand {
     func run() throws {
         runtime.apply()
         try reportingErrors {
-            let lm = try LanguageModel(path: model)
+            let lm = try LanguageModel(checkpoint: try openCheckpoint(model))
             if let prompts, let out {
                 try generateFile(lm, promptsPath: prompts, outPath: out)
                 return
@@ -157,7 +158,7 @@ struct Perplexity: ParsableCommand {
         runtime.apply()
         try reportingErrors {
             let texts = try readTexts(data)
-            let lm = try LanguageModel(path: model)
+            let lm = try LanguageModel(checkpoint: try openCheckpoint(model))
             let limit = maxTokens > 0 ? maxTokens : lm.config.maxPositionEmbeddings
             let sequences = texts.map { Array(lm.tokenizer.encode($0).prefix(limit)) }
             let result = lm.decoder.perplexity(of: sequences)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Formats
+import Quant
 
 struct Info: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -11,7 +12,7 @@ struct Info: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let checkpoint = try Checkpoint.open(path)
+            let checkpoint = try openCheckpoint(path)
             try checkpoint.validateShapes()
             let c = checkpoint.config
             print("path:            \(path) (\(checkpoint.kind))")
@@ -47,7 +48,7 @@ struct Tokenize: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let checkpoint = try Checkpoint.open(model)
+            let checkpoint = try openCheckpoint(model)
             let (tokenizer, template) = try checkpoint.loadTokenizer()
             let rendered = chat ? template.render([ChatMessage(role: "user", content: text)], addGenerationPrompt: true) : text
             let ids = tokenizer.encode(rendered)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Formats
+import Quant
 import Train
 
 @main
@@ -8,7 +9,7 @@ struct RQAT: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rqat",
         abstract: "Low-bit quantization-aware training of reasoning LLMs on CPU clusters.",
-        subcommands: [Info.self, Tokenize.self, Generate.self, Perplexity.self, SFT.self, Bench.self])
+        subcommands: [Info.self, Tokenize.self, Generate.self, Perplexity.self, SFT.self, PTQCommand.self, Bench.self])
 }
 
 /// Options every model-running command shares.
@@ -28,21 +29,25 @@ import Tensors
 func reportingErrors(_ body: () throws -> Void) throws {
     do {
         try body()
-    } catch let error as FormatError {
-        FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
-        throw ExitCode.failure
-    } catch let error as TrainError {
-        FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
-        throw ExitCode.failure
-    } catch let error as CLIError {
-        FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+    } catch let error where isInputError(error) {
+        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
         throw ExitCode.failure
     }
 }
 
-struct CLIError: Error {
+/// Errors about the user's input, each with a one-line description naming the file or option.
+func isInputError(_ error: Error) -> Bool {
+    error is FormatError || error is TrainError || error is CLIError || error is GPTQError
+        || error is PTQError || error is QuantSchemeError
+}
+
+/// Opens any checkpoint the tool runs: GGUF, Hugging Face directory, or a GPTQ-packed directory.
+func openCheckpoint(_ path: String) throws -> Checkpoint { try QuantizedCheckpoint.open(path) }
+
+struct CLIError: Error, CustomStringConvertible {
     let message: String
     init(_ message: String) { self.message = message }
+    var description: String { message }
 }
 
 func printErr(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }

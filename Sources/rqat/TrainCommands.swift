@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Formats
+import Quant
 import Model
 import Tensors
 import Train
@@ -52,7 +53,7 @@ struct SFT: ParsableCommand {
     func run() throws {
         runtime.apply()
         try reportingErrors {
-            let checkpoint = try Checkpoint.open(model)
+            let checkpoint = try openCheckpoint(model)
             let (tokenizer, template) = try checkpoint.loadTokenizer()
             let dataset = try SFTDataset.load(URL(fileURLWithPath: data), tokenizer: tokenizer,
                                               format: SFTFormat(rawValue: format)!, template: template,

@@ -4,6 +4,7 @@
 #include "CKernelsGemv.h"
 #include "CKernelsPool.h"
 #include "CKernelsTrain.h"
+#include "CKernelsLapack.h"
 
 // Small fp32 kernels the model calls per row. Plain C loops written so the compiler
 // vectorises them (restrict pointers, no aliasing).

@@ -1,0 +1,165 @@
+import Foundation
+import Formats
+import Model
+import Tensors
+
+public enum PTQMethod: String, CaseIterable, Sendable { case rtn, gptq }
+
+public struct PTQOptions: Sendable {
+    public var scheme: QuantScheme
+    public var method: PTQMethod
+    /// MSE clip search for the group grids (RTN+clip; GPTQ with clipping).
+    public var clipSearch: ClipSearch?
+    public var gptq = GPTQOptions()
+    /// Calibration sequences run through a block together.
+    public var batchSequences = 4
+
+    public init(scheme: QuantScheme, method: PTQMethod, clipSearch: ClipSearch? = nil) {
+        self.scheme = scheme
+        self.method = method
+        self.clipSearch = clipSearch
+    }
+}
+
+/// One quantized matrix's outcome: its relative output error on the calibration inputs,
+/// ||W X - Q(W) X|| / ||W X|| (from the Hessian: sqrt(tr(D H D^T) / tr(W H W^T))).
+public struct PTQLayerReport: Sendable {
+    public var name: String
+    public var relativeOutputError: Double?
+}
+
+public struct PTQResult {
+    public var quantized: [String: QuantizedMatrix]
+    public var reports: [PTQLayerReport]
+    /// Sum over all matrices of the relative output error (nil without calibration data).
+    public var totalRelativeOutputError: Double? {
+        let errors = reports.compactMap(\.relativeOutputError)
+        return errors.count == reports.count && !errors.isEmpty ? errors.reduce(0, +) : nil
+    }
+}
+
+/// Post-training quantization of every linear layer of the decoder blocks (embeddings, LM head
+/// and norms stay full precision), written back into `decoder`'s weights as their dequantized
+/// values, so the decoder afterwards IS the fake-quant model.
+///
+/// Calibration is sequential, block by block, as GPTQ does: the calibration tokens' residual
+/// stream is kept between blocks; in each block the inputs of each linear site (q/k/v, o,
+/// gate/up, down) are gathered with every earlier matrix already quantized (layers that share an
+/// input share one Hessian), the site is quantized, and only then is the next site observed.
+public enum PTQ {
+    /// The HF names and row ranges of the matrices each site's fused weight holds.
+    static func matrices(of site: LinearSite, layer l: Int, config c: ModelConfig,
+                         weights: DecoderLayerWeights) -> (tensor: Tensor, parts: [(name: String, rowStart: Int, rows: Int)]) {
+        let p = "model.layers.\(l)."
+        let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim, f = c.intermediateSize
+        switch site {
+        case .qkv:
+            return (weights.qkv, [(p + "self_attn.q_proj.weight", 0, q), (p + "self_attn.k_proj.weight", q, kv),
+                                  (p + "self_attn.v_proj.weight", q + kv, kv)])
+        case .output: return (weights.output, [(p + "self_attn.o_proj.weight", 0, c.hiddenSize)])
+        case .gateUp: return (weights.gateUp, [(p + "mlp.gate_proj.weight", 0, f), (p + "mlp.up_proj.weight", f, f)])
+        case .down: return (weights.down, [(p + "mlp.down_proj.weight", 0, c.hiddenSize)])
+        }
+    }
+
+    public static func quantize(decoder: Decoder, calibration: [[Int]], options: PTQOptions,
+                                log: (String) -> Void = { _ in }) throws -> PTQResult {
+        let config = decoder.config
+        if options.method == .gptq && calibration.isEmpty {
+            throw PTQError("GPTQ needs calibration data (--calib): no usable sequence")
+        }
+        var result = PTQResult(quantized: [:], reports: [])
+        // Residual streams of the calibration set, in batches of sequences.
+        var batches: [(x: Tensor, layout: Decoder.RowLayout, lengths: [Int])] = []
+        for start in stride(from: 0, to: calibration.count, by: options.batchSequences) {
+            let seqs = Array(calibration[start..<min(start + options.batchSequences, calibration.count)])
+            let (x, layout) = decoder.embed(seqs)
+            batches.append((x, layout, seqs.map(\.count)))
+        }
+
+        for l in 0..<config.numHiddenLayers {
+            let layer = decoder.weights.layers[l]
+            for site in LinearSite.allCases {
+                let (fused, parts) = matrices(of: site, layer: l, config: config, weights: layer)
+                let width = fused.shape[1]
+                var hessian: Hessian? = nil
+                if !batches.isEmpty {
+                    let h = Hessian(dim: width)
+                    for b in batches {
+                        // Run the block on a copy: the stream itself advances only after every site.
+                        let x = b.x.copy()
+                        let cache = decoder.makeCache(capacities: b.lengths, layers: 1)
+                        decoder.runLayer(l, x: x, rows: x.shape[0], layout: b.layout, cache: cache, cacheLayer: 0) {
+                            layerIndex, observed, input, rows in
+                            if layerIndex == l && observed == site { h.add(rows: input, count: rows) }
+                        }
+                    }
+                    hessian = h
+                }
+                for part in parts {
+                    let w = Tensor(shape: [part.rows, width])
+                    w.ptr.update(from: fused.ptr + part.rowStart * width, count: part.rows * width)
+                    let matrix: QuantizedMatrix
+                    var error: Double? = nil
+                    switch options.method {
+                    case .rtn:
+                        matrix = RTN.quantize(w, scheme: options.scheme, clipSearch: options.clipSearch)
+                        if let hessian {
+                            error = GPTQ.relativeOutputError(weight: w, quantized: matrix.dequantized(), hessian: hessian)
+                        }
+                    case .gptq:
+                        var gptqOptions = options.gptq
+                        gptqOptions.clipSearch = options.clipSearch
+                        let r = try GPTQ.quantize(weight: w, hessian: hessian!, scheme: options.scheme,
+                                                  options: gptqOptions, layerName: part.name)
+                        matrix = r.matrix
+                        error = r.stats.relativeOutputError
+                    }
+                    matrix.fakeQuantized(into: fused.ptr + part.rowStart * width)
+                    result.quantized[part.name] = matrix
+                    result.reports.append(PTQLayerReport(name: part.name, relativeOutputError: error))
+                }
+            }
+            // Advance the calibration stream through the now-quantized block.
+            for b in batches {
+                let cache = decoder.makeCache(capacities: b.lengths, layers: 1)
+                decoder.runLayer(l, x: b.x, rows: b.x.shape[0], layout: b.layout, cache: cache, cacheLayer: 0, observer: nil)
+            }
+            let errors = result.reports.suffix(7).compactMap(\.relativeOutputError)
+            log(String(format: "ptq: block %d/%d quantized%@", l + 1, config.numHiddenLayers,
+                       errors.isEmpty ? "" : String(format: ", mean relative output error %.4f", errors.reduce(0, +) / Double(errors.count))))
+        }
+        return result
+    }
+
+    /// The full-precision tensors of a quantized checkpoint: embeddings, norms, biases, LM head.
+    public static func fullPrecisionTensors(_ w: DecoderWeights) -> [String: Tensor] {
+        let c = w.config
+        var out: [String: Tensor] = ["model.embed_tokens.weight": w.embedding, "model.norm.weight": w.finalNorm]
+        if !c.tieWordEmbeddings { out["lm_head.weight"] = w.lmHead }
+        let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
+        for (l, layer) in w.layers.enumerated() {
+            let p = "model.layers.\(l)."
+            out[p + "input_layernorm.weight"] = layer.inputNorm
+            out[p + "post_attention_layernorm.weight"] = layer.postAttentionNorm
+            if let qn = layer.qNorm, let kn = layer.kNorm {
+                out[p + "self_attn.q_norm.weight"] = qn
+                out[p + "self_attn.k_norm.weight"] = kn
+            }
+            if let bias = layer.qkvBias {
+                for (name, start, count) in [("q", 0, q), ("k", q, kv), ("v", q + kv, kv)] {
+                    let t = Tensor(shape: [count])
+                    t.ptr.update(from: bias.ptr + start, count: count)
+                    out[p + "self_attn.\(name)_proj.bias"] = t
+                }
+            }
+        }
+        return out
+    }
+}
+
+public struct PTQError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
