@@ -48,14 +48,19 @@ public struct Sampler {
             return rqat_softmax(p.baseAddress!, v)
         }
 
-        // Candidates in order of decreasing probability, cut by top-k then top-p.
+        // Candidates in order of decreasing probability, cut by top-k then top-p. Only tokens with
+        // p >= (1 - topP) / V can be in the nucleus: all the others together hold less than
+        // 1 - topP, so the tokens above that bound already reach topP. Sorting just those keeps
+        // sampling exact and cheap (a few hundred candidates instead of the whole vocabulary).
         var candidates: ArraySlice<Int32>
         if params.topK > 0 || params.topP < 1 {
-            if order.count != v { order = (0..<Int32(v)).map { $0 } } else { for i in 0..<v { order[i] = Int32(i) } }
+            let bound: Float = params.topP < 1 ? (1 - params.topP) / Float(v) : 0
+            order.removeAll(keepingCapacity: true)
             probs.withUnsafeBufferPointer { p in
+                for i in 0..<v where p[i] >= bound { order.append(Int32(i)) }
                 order.sort { p[Int($0)] > p[Int($1)] || (p[Int($0)] == p[Int($1)] && $0 < $1) }
             }
-            var keep = params.topK > 0 ? min(params.topK, v) : v
+            var keep = params.topK > 0 ? min(params.topK, order.count) : order.count
             if params.topP < 1 {
                 var cumulative: Float = 0
                 for (i, t) in order.prefix(keep).enumerated() {

@@ -52,12 +52,13 @@ public enum TrainLayers {
                    beta: accumulate ? 1 : 0, c: dx, ldc: lddx)
     }
 
-    /// dW += dy^T x, db += sum over rows of dy. dy: (N, out) stride ldy; x: (N, in) stride ldx.
+    /// dW += dy^T x (dW = dy^T x when `accumulate` is false), db += sum over rows of dy.
+    /// dy: (N, out) stride ldy; x: (N, in) stride ldx.
     public static func linearBackwardWeight(dy: UnsafePointer<Float>, ldy: Int, x: UnsafePointer<Float>, ldx: Int,
                                             dw: UnsafeMutablePointer<Float>, dbias: UnsafeMutablePointer<Float>?,
-                                            rows n: Int, inFeatures: Int, outFeatures: Int) {
+                                            rows n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool = true) {
         Gemm.sgemm(transA: true, m: outFeatures, n: inFeatures, k: n, a: dy, lda: ldy, b: x, ldb: ldx,
-                   beta: 1, c: dw, ldc: inFeatures)
+                   beta: accumulate ? 1 : 0, c: dw, ldc: inFeatures)
         if let dbias {
             // Threads own disjoint column slices, so the sums need no reduction.
             Threads.parallelFor(outFeatures) { cols in

@@ -29,10 +29,19 @@ public final class TrainableDecoder {
         let postNorm: Parameter             // (C)
         let gate, up: Parameter             // (F, C)
         let down: Parameter                 // (C, F)
-        /// Copies of q|k|v and gate|up stacked by rows, refreshed by every forward, so each of
-        /// those groups is one GEMM in forward and in backward's input gradient.
+        /// Copies of q|k|v and gate|up stacked by rows, refreshed by every forward (with a weight
+        /// quantizer: its output, refreshed per quantizer generation), so each of those groups is
+        /// one GEMM in forward and in backward's input gradient.
         let qkvStacked: Tensor              // (W, C), W = (H + 2KV) * D
         let gateUpStacked: Tensor           // (2F, C)
+        /// With a weight quantizer: q|k|v and gate|up above hold the QUANTIZED weights (filled
+        /// when the quantizer's generation changes, not every forward), and these hold o, down.
+        var oQuantized: Tensor?             // (C, H*D)
+        var downQuantized: Tensor?          // (C, F)
+
+        /// The o and down weights the forward uses: quantized when a quantizer is set.
+        var oWeight: UnsafeMutablePointer<Float> { oQuantized?.ptr ?? o.value.ptr }
+        var downWeight: UnsafeMutablePointer<Float> { downQuantized?.ptr ?? down.value.ptr }
 
         init(inputNorm: Parameter, q: Parameter, k: Parameter, v: Parameter, qBias: Parameter?, kBias: Parameter?,
              vBias: Parameter?, qNorm: Parameter?, kNorm: Parameter?, o: Parameter, postNorm: Parameter,
@@ -54,6 +63,28 @@ public final class TrainableDecoder {
             }
             gateUpStacked.ptr.update(from: gate.value.ptr, count: gate.value.count)
             (gateUpStacked.ptr + gate.value.count).update(from: up.value.ptr, count: up.value.count)
+        }
+
+        /// Fills the stacked buffers and the o, down copies with the quantizer's output.
+        func fillQuantized(_ quantizer: TrainingWeightQuantizer) {
+            var offset = 0
+            for p in [q, k, v] {
+                quantizer.forwardWeight(of: p, into: qkvStacked.ptr + offset)
+                offset += p.value.count
+            }
+            quantizer.forwardWeight(of: gate, into: gateUpStacked.ptr)
+            quantizer.forwardWeight(of: up, into: gateUpStacked.ptr + gate.value.count)
+            let oq = oQuantized ?? Tensor(shape: o.value.shape)
+            let dq = downQuantized ?? Tensor(shape: down.value.shape)
+            quantizer.forwardWeight(of: o, into: oq.ptr)
+            quantizer.forwardWeight(of: down, into: dq.ptr)
+            oQuantized = oq
+            downQuantized = dq
+        }
+
+        func dropQuantized() {
+            oQuantized = nil
+            downQuantized = nil
         }
     }
 
@@ -137,6 +168,53 @@ public final class TrainableDecoder {
     }
 
     public func parameter(_ name: String) -> Parameter? { byName[name] }
+
+    // MARK: - Weight quantization (QAT)
+
+    /// The decoder-block linear weights a `weightQuantizer` acts on, per layer q, k, v, o, gate,
+    /// up, down (not the embedding, LM head, norms or biases).
+    public var linearWeights: [Parameter] { layers.flatMap { [$0.q, $0.k, $0.v, $0.o, $0.gate, $0.up, $0.down] } }
+
+    /// When set, forward uses `forwardWeight(of:into:)` of every `linearWeights` entry instead of
+    /// its value, and backward routes their weight gradients through `backward(of:dQuantized:)`.
+    /// The quantized weights are cached and recomputed on the first forward and then only when
+    /// the quantizer's `generation` changes (call its `refresh()` after each optimizer step).
+    /// Setting or clearing it drops the cache; nil is the plain, unquantized decoder.
+    public var weightQuantizer: TrainingWeightQuantizer? {
+        didSet {
+            quantizedGeneration = nil
+            quantGradScratch = nil
+            for l in layers { l.dropQuantized() }
+        }
+    }
+    /// The quantizer generation the cached quantized weights belong to (nil: not filled).
+    private var quantizedGeneration: Int?
+    /// dL/dW_q of one linear weight, before the quantizer's backward (largest linear weight).
+    private var quantGradScratch: Tensor?
+
+    /// Weight gradient of one linear layer: dW += dy^T x into `p.grad` without a quantizer; with
+    /// one, dW_q = dy^T x into scratch, then the quantizer's backward adds into the gradients.
+    @inline(__always)
+    private func linearWeightGradient(_ p: Parameter, _ quantizer: TrainingWeightQuantizer?,
+                                      dy: UnsafePointer<Float>, ldy: Int, x: UnsafePointer<Float>, ldx: Int,
+                                      dbias: UnsafeMutablePointer<Float>?, rows n: Int, inFeatures: Int, outFeatures: Int) {
+        guard let quantizer else {
+            TrainLayers.linearBackwardWeight(dy: dy, ldy: ldy, x: x, ldx: ldx, dw: p.grad.ptr, dbias: dbias,
+                                             rows: n, inFeatures: inFeatures, outFeatures: outFeatures)
+            return
+        }
+        let scratch: Tensor
+        if let s = quantGradScratch, s.count >= p.value.count {
+            scratch = s
+        } else {
+            let largest = linearWeights.map(\.value.count).max() ?? p.value.count
+            scratch = Tensor(shape: [max(largest, p.value.count)])
+            quantGradScratch = scratch
+        }
+        TrainLayers.linearBackwardWeight(dy: dy, ldy: ldy, x: x, ldx: ldx, dw: scratch.ptr, dbias: dbias,
+                                         rows: n, inFeatures: inFeatures, outFeatures: outFeatures, accumulate: false)
+        quantizer.backward(of: p, dQuantized: scratch.ptr)
+    }
 
     /// Sets every gradient to zero.
     public func zeroGradients() { for p in parameters { p.zeroGrad() } }
@@ -296,6 +374,12 @@ public final class TrainableDecoder {
                                          x: s.layers.first?.input.ptr ?? s.final.ptr, rows: n, dim: c)
         }
 
+        let quantizer = weightQuantizer
+        if let quantizer, quantizedGeneration != quantizer.generation {
+            for p in layers { p.fillQuantized(quantizer) }
+            quantizedGeneration = quantizer.generation
+        }
+
         for (l, p) in layers.enumerated() {
             let a = s.layers[l]
             let output = l + 1 < layers.count ? s.layers[l + 1].input : s.final
@@ -303,7 +387,7 @@ public final class TrainableDecoder {
             TrainLayers.rmsNormForward(x: a.input.ptr, ldx: c, w: p.inputNorm.value.ptr, y: a.h1.ptr, ldy: c,
                                        rstd: a.rstd1.ptr, rows: n, dim: c, eps: eps)
             // q: (N, H*D), k, v: (N, KV*D), side by side in one (N, W) buffer: one GEMM
-            p.refreshStacked()
+            if quantizer == nil { p.refreshStacked() }
             let proj = a.qkvPre ?? a.qkv
             TrainLayers.linearForward(x: a.h1.ptr, ldx: c, w: p.qkvStacked.ptr, bias: nil,
                                       y: proj.ptr, ldy: w, rows: n, inFeatures: c, outFeatures: w)
@@ -336,7 +420,7 @@ public final class TrainableDecoder {
                                          ldv: w, probs: a.probs.ptr, out: a.attn.ptr, ldo: qw, shape: shape)
             // mid: (N, C) = input + attn o^T
             a.mid.ptr.update(from: a.input.ptr, count: n * c)
-            TrainLayers.linearForward(x: a.attn.ptr, ldx: qw, w: p.o.value.ptr, bias: nil, y: a.mid.ptr, ldy: c,
+            TrainLayers.linearForward(x: a.attn.ptr, ldx: qw, w: p.oWeight, bias: nil, y: a.mid.ptr, ldy: c,
                                       rows: n, inFeatures: qw, outFeatures: c, accumulate: true)
             // h2: (N, C) = RMSNorm(mid)
             TrainLayers.rmsNormForward(x: a.mid.ptr, ldx: c, w: p.postNorm.value.ptr, y: a.h2.ptr, ldy: c,
@@ -347,7 +431,7 @@ public final class TrainableDecoder {
             TrainLayers.swigluForward(gateUp: a.gateUp.ptr, out: a.act.ptr, rows: n, width: f)
             // output: (N, C) = mid + act down^T
             output.ptr.update(from: a.mid.ptr, count: n * c)
-            TrainLayers.linearForward(x: a.act.ptr, ldx: f, w: p.down.value.ptr, bias: nil, y: output.ptr, ldy: c,
+            TrainLayers.linearForward(x: a.act.ptr, ldx: f, w: p.downWeight, bias: nil, y: output.ptr, ldy: c,
                                       rows: n, inFeatures: f, outFeatures: c, accumulate: true)
         }
 
@@ -373,6 +457,7 @@ public final class TrainableDecoder {
         let qw = heads * d, kvw = kvHeads * d, w = qw + 2 * kvw
         let shape = TrainLayers.AttentionShape(batch: s.batch, length: length, heads: heads, kvHeads: kvHeads, headDim: d)
         let dResid = s.dResid.ptr, dH = s.dH.ptr
+        let quantizer = weightQuantizer
 
         // LM head: dhF = dlogits W, dW += dlogits^T hF
         TrainLayers.linearBackward(dy: dLogits.ptr, ldy: v, x: s.hF.ptr, ldx: c, w: lmHead.value.ptr,
@@ -385,22 +470,24 @@ public final class TrainableDecoder {
         for l in stride(from: layers.count - 1, through: 0, by: -1) {
             let p = layers[l], a = s.layers[l]
             // MLP. dResid holds dL/d(output); the residual passes it on unchanged to mid.
-            TrainLayers.linearBackward(dy: dResid, ldy: c, x: a.act.ptr, ldx: f, w: p.down.value.ptr,
-                                       dx: s.dAct.ptr, lddx: f, accumulateDX: false, dw: p.down.grad.ptr, dbias: nil,
-                                       rows: n, inFeatures: f, outFeatures: c)
+            TrainLayers.linearBackwardInput(dy: dResid, ldy: c, w: p.downWeight, dx: s.dAct.ptr, lddx: f,
+                                            accumulate: false, rows: n, inFeatures: f, outFeatures: c)
+            linearWeightGradient(p.down, quantizer, dy: dResid, ldy: c, x: a.act.ptr, ldx: f, dbias: nil,
+                                 rows: n, inFeatures: f, outFeatures: c)
             TrainLayers.swigluBackward(gateUp: a.gateUp.ptr, dout: s.dAct.ptr, dGateUp: s.dGateUp.ptr, rows: n, width: f)
             TrainLayers.linearBackwardInput(dy: s.dGateUp.ptr, ldy: 2 * f, w: p.gateUpStacked.ptr, dx: dH, lddx: c,
                                             accumulate: false, rows: n, inFeatures: c, outFeatures: 2 * f)
-            TrainLayers.linearBackwardWeight(dy: s.dGateUp.ptr, ldy: 2 * f, x: a.h2.ptr, ldx: c, dw: p.gate.grad.ptr,
-                                             dbias: nil, rows: n, inFeatures: c, outFeatures: f)
-            TrainLayers.linearBackwardWeight(dy: s.dGateUp.ptr + f, ldy: 2 * f, x: a.h2.ptr, ldx: c, dw: p.up.grad.ptr,
-                                             dbias: nil, rows: n, inFeatures: c, outFeatures: f)
+            linearWeightGradient(p.gate, quantizer, dy: s.dGateUp.ptr, ldy: 2 * f, x: a.h2.ptr, ldx: c,
+                                 dbias: nil, rows: n, inFeatures: c, outFeatures: f)
+            linearWeightGradient(p.up, quantizer, dy: s.dGateUp.ptr + f, ldy: 2 * f, x: a.h2.ptr, ldx: c,
+                                 dbias: nil, rows: n, inFeatures: c, outFeatures: f)
             TrainLayers.rmsNormBackward(dy: dH, lddy: c, x: a.mid.ptr, ldx: c, w: p.postNorm.value.ptr, rstd: a.rstd2.ptr,
                                         dx: dResid, lddx: c, accumulate: true, dw: p.postNorm.grad.ptr, rows: n, dim: c)
             // Attention. dResid now holds dL/d(mid).
-            TrainLayers.linearBackward(dy: dResid, ldy: c, x: a.attn.ptr, ldx: qw, w: p.o.value.ptr,
-                                       dx: s.dAttn.ptr, lddx: qw, accumulateDX: false, dw: p.o.grad.ptr, dbias: nil,
-                                       rows: n, inFeatures: qw, outFeatures: c)
+            TrainLayers.linearBackwardInput(dy: dResid, ldy: c, w: p.oWeight, dx: s.dAttn.ptr, lddx: qw,
+                                            accumulate: false, rows: n, inFeatures: qw, outFeatures: c)
+            linearWeightGradient(p.o, quantizer, dy: dResid, ldy: c, x: a.attn.ptr, ldx: qw, dbias: nil,
+                                 rows: n, inFeatures: qw, outFeatures: c)
             let dqkv = s.dQKV.ptr
             TrainLayers.attentionBackward(dout: s.dAttn.ptr, lddo: qw, q: a.qkv.ptr, ldq: w, k: a.qkv.ptr + qw, ldk: w,
                                           v: a.qkv.ptr + qw + kvw, ldv: w, probs: a.probs.ptr,
@@ -418,12 +505,12 @@ public final class TrainableDecoder {
             }
             TrainLayers.linearBackwardInput(dy: dqkv, ldy: w, w: p.qkvStacked.ptr, dx: dH, lddx: c, accumulate: false,
                                             rows: n, inFeatures: c, outFeatures: w)
-            TrainLayers.linearBackwardWeight(dy: dqkv, ldy: w, x: a.h1.ptr, ldx: c, dw: p.q.grad.ptr,
-                                             dbias: p.qBias?.grad.ptr, rows: n, inFeatures: c, outFeatures: qw)
-            TrainLayers.linearBackwardWeight(dy: dqkv + qw, ldy: w, x: a.h1.ptr, ldx: c, dw: p.k.grad.ptr,
-                                             dbias: p.kBias?.grad.ptr, rows: n, inFeatures: c, outFeatures: kvw)
-            TrainLayers.linearBackwardWeight(dy: dqkv + qw + kvw, ldy: w, x: a.h1.ptr, ldx: c, dw: p.v.grad.ptr,
-                                             dbias: p.vBias?.grad.ptr, rows: n, inFeatures: c, outFeatures: kvw)
+            linearWeightGradient(p.q, quantizer, dy: dqkv, ldy: w, x: a.h1.ptr, ldx: c,
+                                 dbias: p.qBias?.grad.ptr, rows: n, inFeatures: c, outFeatures: qw)
+            linearWeightGradient(p.k, quantizer, dy: dqkv + qw, ldy: w, x: a.h1.ptr, ldx: c,
+                                 dbias: p.kBias?.grad.ptr, rows: n, inFeatures: c, outFeatures: kvw)
+            linearWeightGradient(p.v, quantizer, dy: dqkv + qw + kvw, ldy: w, x: a.h1.ptr, ldx: c,
+                                 dbias: p.vBias?.grad.ptr, rows: n, inFeatures: c, outFeatures: kvw)
             TrainLayers.rmsNormBackward(dy: dH, lddy: c, x: a.input.ptr, ldx: c, w: p.inputNorm.value.ptr, rstd: a.rstd1.ptr,
                                         dx: dResid, lddx: c, accumulate: true, dw: p.inputNorm.grad.ptr, rows: n, dim: c)
         }
