@@ -57,6 +57,11 @@ public struct StepReport: Codable, Sendable {
 /// bit for bit (weights, moments, data position, RNG).
 public final class SFTTrainer {
     public let model: TrainableDecoder
+    /// Fake-quant of the block linears for QAT (nil = full-precision training).
+    public let quantizer: TrainingWeightQuantizer?
+    /// What the optimizer updates and checkpoints hold: the model's weights, then the
+    /// quantizer's learnable step sizes and zero points (LSQ).
+    public let parameters: [Parameter]
     public let options: SFTOptions
     public let runDir: URL
     public let optimizer: AdamW
@@ -68,26 +73,32 @@ public final class SFTTrainer {
     private let metricsURL: URL
 
     /// Starts a run in `runDir`, or resumes it from its latest checkpoint when there is one.
-    public init(model: TrainableDecoder, dataset: SFTDataset, padId: Int, options: SFTOptions, runDir: URL) throws {
+    public init(model: TrainableDecoder, dataset: SFTDataset, padId: Int, options: SFTOptions, runDir: URL,
+                quantizer: TrainingWeightQuantizer? = nil) throws {
         self.model = model
+        self.quantizer = quantizer
+        model.weightQuantizer = quantizer
+        let parameters = model.parameters + (quantizer?.parameters ?? [])
+        self.parameters = parameters
         self.options = options
         self.runDir = runDir
         metricsURL = runDir.appendingPathComponent("metrics.jsonl")
         try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
         _ = try TrainCheckpoint.cleanStale(runDir)
-        freeze(model.parameters, matching: options.freeze)
+        freeze(parameters, matching: options.freeze)
 
         let schedule = options.cosine
             ? LRSchedule.cosine(peak: options.lr, warmupSteps: options.warmupSteps, totalSteps: options.steps,
                                 minLRRatio: options.minLRRatio)
             : LRSchedule.constant(options.lr, warmupSteps: options.warmupSteps)
-        optimizer = AdamW(parameters: model.parameters, beta1: options.beta1, beta2: options.beta2,
+        optimizer = AdamW(parameters: parameters, beta1: options.beta1, beta2: options.beta2,
                           eps: options.eps, weightDecay: options.weightDecay)
         var state = TrainerState(step: 0, schedule: schedule, dataPosition: DataPosition(), dataSeed: options.seed,
                                  rng: SeededRNG(seed: options.seed), optimizer: optimizer,
                                  maxGradNorm: options.maxGradNorm)
         if let latest = TrainCheckpoint.latestCheckpoint(in: runDir) {
-            let (config, saved) = try TrainCheckpoint.load(from: latest, into: model.parameters, optimizer: optimizer)
+            let (config, saved) = try TrainCheckpoint.load(from: latest, into: parameters, optimizer: optimizer)
+            quantizer?.refresh()
             guard config == model.config else {
                 throw FormatError(latest.path, "the checkpoint's config.json differs from the model being trained; use a new --out directory")
             }
@@ -148,20 +159,21 @@ public final class SFTTrainer {
             tokens += batch.rows * batch.seqLen
         }
         let lr = state.schedule.lr(step: state.step)
-        if !loss.isFinite || Gradients.hasNonFinite(model.parameters) {
+        if !loss.isFinite || Gradients.hasNonFinite(parameters) {
             optimizer.zeroGrad()
             return (loss, lr, .nan, tokens, true)
         }
-        let norm = options.maxGradNorm.map { Gradients.clipGlobalNorm(model.parameters, maxNorm: $0) }
-            ?? Gradients.globalNorm(model.parameters)
+        let norm = options.maxGradNorm.map { Gradients.clipGlobalNorm(parameters, maxNorm: $0) }
+            ?? Gradients.globalNorm(parameters)
         optimizer.step(lr: lr)
         optimizer.zeroGrad()
+        quantizer?.refresh()   // quantize once per optimizer step, not per micro-batch
         return (loss, lr, norm, tokens, false)
     }
 
     public func saveCheckpoint() throws {
         let dir = runDir.appendingPathComponent(TrainCheckpoint.name(step: state.step))
-        try TrainCheckpoint.save(to: dir, parameters: model.parameters, config: model.config,
+        try TrainCheckpoint.save(to: dir, parameters: parameters, config: model.config,
                                  optimizer: optimizer, state: state, extraFiles: extraCheckpointFiles)
         _ = try TrainCheckpoint.prune(runDir, keepLast: options.keepLast)
     }

@@ -38,7 +38,7 @@ func reportingErrors(_ body: () throws -> Void) throws {
 /// Errors about the user's input, each with a one-line description naming the file or option.
 func isInputError(_ error: Error) -> Bool {
     error is FormatError || error is TrainError || error is CLIError || error is GPTQError
-        || error is PTQError || error is QuantSchemeError
+        || error is PTQError || error is QuantSchemeError || error is FakeQuantError
 }
 
 /// Opens any checkpoint the tool runs: GGUF, Hugging Face directory, or a GPTQ-packed directory.

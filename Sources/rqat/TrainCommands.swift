@@ -41,9 +41,16 @@ struct SFT: ParsableCommand {
     @Option(help: "Checkpoints to keep.") var keepLast = 2
     @Option(parsing: .singleValue, help: "Freeze parameters whose name matches (glob with *, else substring); repeatable.")
     var freeze: [String] = []
+    @Option(help: "QAT: fake-quantize the decoder-block linear layers with this scheme (e.g. w3g128).") var qat: String?
+    @Flag(help: "QAT: learnable step size and zero point per group (LSQ) instead of min/max grids (STE).") var lsq = false
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
+        if let qat {
+            guard let s = try? QuantScheme.parse(qat), s.weightBits != nil else {
+                throw ValidationError("--qat: \((try? QuantScheme.parse(qat)) == nil ? "invalid scheme. Valid: \(QuantScheme.validForms)" : "the scheme needs weight bits")")
+            }
+        }
         guard steps > 0 else { throw ValidationError("--steps must be positive") }
         guard gradAccum > 0 else { throw ValidationError("--grad-accum must be positive") }
         guard lr > 0 && lr.isFinite else { throw ValidationError("--lr must be positive") }
@@ -79,8 +86,12 @@ struct SFT: ParsableCommand {
             options.keepLast = keepLast
             options.freeze = freeze
             let padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0
+            let quantizer = try qat.map { text -> FakeQuantizer in
+                let scheme = try QuantScheme.parse(text)
+                return try FakeQuantizer(decoder: decoder, scheme: scheme, mode: lsq ? .lsq : .ste)
+            }
             let trainer = try SFTTrainer(model: decoder, dataset: dataset, padId: padId, options: options,
-                                         runDir: URL(fileURLWithPath: out))
+                                         runDir: URL(fileURLWithPath: out), quantizer: quantizer)
             // Tokenizer files go into every checkpoint so `rqat generate --model <checkpoint>` works.
             let tokenizerDir = URL(fileURLWithPath: out).appendingPathComponent("tokenizer")
             try tokenizer.writeHuggingFaceFiles(to: tokenizerDir, chatTemplate: template,

@@ -1,0 +1,64 @@
+import Foundation
+import Formats
+import Model
+import Quant
+import Tensors
+import TestSupport
+import Train
+import XCTest
+
+/// QAT through the SFT loop: fake-quant weights train, LSQ grids are optimizer parameters, and a
+/// resumed QAT run is bit-identical to an uninterrupted one.
+final class QATTests: XCTestCase {
+    func run(_ dir: URL, name: String, steps: Int, until: Int? = nil, mode: FakeQuantizer.Mode) throws -> (SFTTrainer, [Double]) {
+        let tok = try BPETokenizer(tokenizerJSON: TestPaths.fixture("tiny-tokenizer/tokenizer.json"))
+        let lines = (0..<8).map { i in #"{"prompt": "What is \#(i) + \#(i)?", "completion": "\#(i) + \#(i) = \#(2 * i)."}"# }
+        let url = dir.appendingPathComponent("data.jsonl")
+        try lines.joined(separator: "\n").write(to: url, atomically: true, encoding: .utf8)
+        let data = try SFTDataset.load(url, tokenizer: tok, format: .chat, template: .chatML, seqLen: 48)
+        let config = ModelConfig(modelType: .llama, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 2,
+                                 numAttentionHeads: 4, numKeyValueHeads: 2, vocabSize: tok.vocabSize,
+                                 maxPositionEmbeddings: 64, tieWordEmbeddings: true)
+        let model = TrainableDecoder(config: config, seed: 3)
+        let quantizer = try FakeQuantizer(decoder: model, scheme: try QuantScheme.parse("w4g16"), mode: mode)
+        var options = SFTOptions()
+        options.steps = steps
+        options.seqLen = 48
+        options.batchTokens = 4 * 48
+        options.lr = 3e-3
+        options.saveEvery = 5
+        let trainer = try SFTTrainer(model: model, dataset: data, padId: 0, options: options,
+                                     runDir: dir.appendingPathComponent(name), quantizer: quantizer)
+        var losses: [Double] = []
+        try trainer.run(untilStep: until) { losses.append($0.loss) }
+        return (trainer, losses)
+    }
+
+    func testLSQTrainingResumesExactly() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rqat-qat-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+
+        let (straight, straightLosses) = try run(dir, name: "a", steps: 10, mode: .lsq)
+        XCTAssertLessThan(straightLosses.last!, straightLosses.first!)
+        XCTAssertTrue(straight.parameters.contains { $0.name.hasSuffix("_scale") })
+        XCTAssertFalse(straight.optimizer.decayed.contains { $0.hasSuffix("_scale") || $0.hasSuffix("_zero") },
+                       "step sizes and zero points are not weight-decayed")
+
+        let (_, firstHalf) = try run(dir, name: "b", steps: 10, until: 5, mode: .lsq)
+        let (resumed, secondHalf) = try run(dir, name: "b", steps: 10, mode: .lsq)
+        XCTAssertEqual(firstHalf + secondHalf, straightLosses)
+        for (a, b) in zip(straight.parameters, resumed.parameters) {
+            XCTAssertEqual(a.name, b.name)
+            XCTAssertTrue(a.value.buffer.elementsEqual(b.value.buffer), "\(a.name) differs after resume")
+        }
+    }
+
+    func testSTETrainingLowersTheLoss() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rqat-qat-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (_, losses) = try run(dir, name: "ste", steps: 30, mode: .ste)
+        XCTAssertLessThan(losses.last!, 0.7 * losses.first!)
+    }
+}
