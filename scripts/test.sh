@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/fetch-assets.sh
-# One OpenBLAS thread per process keeps test timings stable next to other work.
+# Tests run with two OpenBLAS threads (the machine's cores) unless told otherwise.
 export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-2}"
 swift build --build-tests
 # XCTest only: the package has no swift-testing tests, whose empty summary would read as "0 tests".

@@ -25,6 +25,18 @@ public protocol WeightSource {
 }
 
 extension WeightSource {
+    /// The tensor, checked against the shape the config implies (FormatError naming both).
+    public func tensor(_ name: String, expecting shape: [Int]) throws -> Tensor {
+        guard has(name) else {
+            throw FormatError(path, "missing tensor \(name) (expected shape \(shape))")
+        }
+        let t = try tensor(name)
+        guard t.shape == shape else {
+            throw FormatError(path, "tensor \(name) has shape \(t.shape), the config needs \(shape)")
+        }
+        return t
+    }
+
     /// Fallback for sources that cannot tell a shape without decoding.
     public func shape(_ name: String) -> [Int]? { has(name) ? (try? tensor(name))?.shape : nil }
 }

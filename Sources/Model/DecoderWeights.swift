@@ -44,16 +44,7 @@ public final class DecoderWeights {
         let c = config.hiddenSize, d = config.headDim, f = config.intermediateSize
         let qRows = config.numAttentionHeads * d, kvRows = config.numKeyValueHeads * d
 
-        func load(_ name: String, _ shape: [Int]) throws -> Tensor {
-            guard source.has(name) else {
-                throw FormatError(source.path, "missing tensor \(name) (expected shape \(shape))")
-            }
-            let t = try source.tensor(name)
-            guard t.shape == shape else {
-                throw FormatError(source.path, "tensor \(name) has shape \(t.shape), the config needs \(shape)")
-            }
-            return t
-        }
+        func load(_ name: String, _ shape: [Int]) throws -> Tensor { try source.tensor(name, expecting: shape) }
 
         embedding = try load("model.embed_tokens.weight", [config.vocabSize, c])
         finalNorm = try load("model.norm.weight", [c])

@@ -89,15 +89,15 @@ public enum QuantizedCheckpoint {
         let configJSON = try JSONSerialization.data(withJSONObject: configObject,
                                                     options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
 
-        try writeDirectoryAtomically(directory) { temp in
+        try DurableFiles.writeDirectory(directory) { temp in
             try SafeTensorsWriter.write(entries, metadata: ["format": "pt", "quantizer": "rqat", "method": method],
                                         to: temp.appendingPathComponent("model.safetensors"))
-            try writeDurably(configJSON, to: temp.appendingPathComponent("config.json"))
+            try DurableFiles.write(configJSON, to: temp.appendingPathComponent("config.json"))
             for file in extraFiles {
                 guard let data = try? Data(contentsOf: file) else {
                     throw FormatError(file.path, "cannot read (to copy into the quantized checkpoint)")
                 }
-                try writeDurably(data, to: temp.appendingPathComponent(file.lastPathComponent))
+                try DurableFiles.write(data, to: temp.appendingPathComponent(file.lastPathComponent))
             }
         }
     }
@@ -296,57 +296,4 @@ public final class InMemoryWeights: WeightSource {
     }
     public func shape(_ name: String) -> [Int]? { tensors[name]?.shape }
     public func storageType(_ name: String) -> String? { tensors[name] == nil ? nil : "F32" }
-}
-
-// MARK: - Durable, atomic directory writes
-
-/// Builds a directory in a hidden sibling, fsyncs it, then renames it to `directory` (moving an
-/// existing one aside and deleting it after), so a crash never leaves a partial directory there.
-fileprivate func writeDirectoryAtomically(_ directory: URL, _ fill: (URL) throws -> Void) throws {
-    let fm = FileManager.default
-    let parent = directory.deletingLastPathComponent()
-    let finalName = directory.lastPathComponent
-    try fm.createDirectory(at: parent, withIntermediateDirectories: true)
-    let temp = parent.appendingPathComponent(".\(finalName).tmp-\(UUID().uuidString)")
-    try fm.createDirectory(at: temp, withIntermediateDirectories: false)
-    var committed = false
-    defer { if !committed { try? fm.removeItem(at: temp) } }
-    try fill(temp)
-    try syncPath(temp, directory: true)
-
-    var old: URL?
-    if fm.fileExists(atPath: directory.path) {
-        let aside = parent.appendingPathComponent(".\(finalName).old-\(UUID().uuidString)")
-        try renamePath(directory, aside)
-        old = aside
-    }
-    do {
-        try renamePath(temp, directory)
-    } catch {
-        if let old { try? renamePath(old, directory) }
-        throw error
-    }
-    committed = true
-    try? syncPath(parent, directory: true)
-    if let old { try? fm.removeItem(at: old) }
-}
-
-fileprivate func writeDurably(_ data: Data, to url: URL) throws {
-    do { try data.write(to: url) } catch {
-        throw FormatError(url.path, "cannot write: \(error.localizedDescription)")
-    }
-    try syncPath(url, directory: false)
-}
-
-private func syncPath(_ url: URL, directory: Bool) throws {
-    let fd = open(url.path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY)
-    guard fd >= 0 else { throw FormatError(url.path, "cannot open to sync: \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
-    guard fsync(fd) == 0 else { throw FormatError(url.path, "cannot sync: \(String(cString: strerror(errno)))") }
-}
-
-private func renamePath(_ from: URL, _ to: URL) throws {
-    guard rename(from.path, to.path) == 0 else {
-        throw FormatError(to.path, "cannot rename \(from.lastPathComponent) to it: \(String(cString: strerror(errno)))")
-    }
 }

@@ -91,52 +91,28 @@ public enum TrainCheckpoint {
     /// model is the whole model.
     public static func save(to directory: URL, parameters: [Parameter], config: ModelConfig,
                             optimizer: AdamW, state: TrainerState, extraFiles: [URL] = []) throws {
-        let fm = FileManager.default
-        let parent = directory.deletingLastPathComponent()
-        let finalName = directory.lastPathComponent
-        try fm.createDirectory(at: parent, withIntermediateDirectories: true)
-        let temp = parent.appendingPathComponent(".\(finalName).tmp-\(UUID().uuidString)")
-        try fm.createDirectory(at: temp, withIntermediateDirectories: false)
-        var committed = false
-        defer { if !committed { try? fm.removeItem(at: temp) } }
+        try DurableFiles.writeDirectory(directory) { temp in
+            // transformers refuses safetensors whose metadata lacks format "pt".
+            try SafeTensorsWriter.write(parameters.map { ($0.name, $0.value, .F32) }, metadata: ["format": "pt"],
+                                        to: temp.appendingPathComponent("model.safetensors"))
+            var moments: [(name: String, tensor: Tensor, dtype: SafeTensorsDType)] = []
+            for p in parameters {
+                guard let pair = optimizer.moments[p.name] else { continue }
+                moments.append((p.name + ".exp_avg", pair.m, .F32))
+                moments.append((p.name + ".exp_avg_sq", pair.v, .F32))
+            }
+            try SafeTensorsWriter.write(moments, metadata: ["format": "pt", "step": String(optimizer.stepCount)],
+                                        to: temp.appendingPathComponent("optimizer.safetensors"))
 
-        // transformers refuses safetensors whose metadata lacks format "pt".
-        try SafeTensorsWriter.write(parameters.map { ($0.name, $0.value, .F32) }, metadata: ["format": "pt"],
-                                    to: temp.appendingPathComponent("model.safetensors"))
-        var moments: [(name: String, tensor: Tensor, dtype: SafeTensorsDType)] = []
-        for p in parameters {
-            guard let pair = optimizer.moments[p.name] else { continue }
-            moments.append((p.name + ".exp_avg", pair.m, .F32))
-            moments.append((p.name + ".exp_avg_sq", pair.v, .F32))
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            try DurableFiles.write(try encoder.encode(config), to: temp.appendingPathComponent("config.json"))
+            try DurableFiles.write(try encoder.encode(state), to: temp.appendingPathComponent("trainer_state.json"))
+            for file in extraFiles {
+                guard let data = try? Data(contentsOf: file) else { throw FormatError(file.path, "cannot read (to copy into the checkpoint)") }
+                try DurableFiles.write(data, to: temp.appendingPathComponent(file.lastPathComponent))
+            }
         }
-        try SafeTensorsWriter.write(moments, metadata: ["format": "pt", "step": String(optimizer.stepCount)],
-                                    to: temp.appendingPathComponent("optimizer.safetensors"))
-
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try writeDurably(try encoder.encode(config), to: temp.appendingPathComponent("config.json"))
-        try writeDurably(try encoder.encode(state), to: temp.appendingPathComponent("trainer_state.json"))
-        for file in extraFiles {
-            guard let data = try? Data(contentsOf: file) else { throw FormatError(file.path, "cannot read (to copy into the checkpoint)") }
-            try writeDurably(data, to: temp.appendingPathComponent(file.lastPathComponent))
-        }
-        try syncDirectory(temp)
-
-        var old: URL?
-        if fm.fileExists(atPath: directory.path) {
-            let aside = parent.appendingPathComponent(".\(finalName).old-\(UUID().uuidString)")
-            try renameOrThrow(directory, aside)
-            old = aside
-        }
-        do {
-            try renameOrThrow(temp, directory)
-        } catch {
-            if let old { try? renameOrThrow(old, directory) }
-            throw error
-        }
-        committed = true
-        try syncDirectory(parent)
-        if let old { try? fm.removeItem(at: old) }
     }
 
     /// Loads a checkpoint: copies the weights into `parameters` (every one must be present with
@@ -232,7 +208,7 @@ public enum TrainCheckpoint {
                 let finalName = String(name[name.index(after: name.startIndex)..<range.lowerBound])
                 let final = runDir.appendingPathComponent(finalName)
                 if !fm.fileExists(atPath: final.path) {
-                    try renameOrThrow(url, final)
+                    try DurableFiles.rename(url, final)
                     touched.append(name)
                     continue
                 }
@@ -244,46 +220,4 @@ public enum TrainCheckpoint {
         }
         return touched
     }
-
-    // MARK: - Durable file operations
-
-    /// Writes `data` and fsyncs it, so after a crash the file is either whole or absent from the
-    /// (still temporary) checkpoint directory.
-    static func writeDurably(_ data: Data, to url: URL) throws {
-        let fd = open(url.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw FormatError(url.path, "cannot write: \(String(cString: strerror(errno)))") }
-        var ok = true
-        data.withUnsafeBytes { raw in
-            var done = 0
-            while ok && done < raw.count {
-                let n = posixWrite(fd, raw.baseAddress! + done, raw.count - done)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { ok = false } else { done += n }
-            }
-        }
-        let why = String(cString: strerror(errno))
-        let synced = ok && fsync(fd) == 0
-        let closed = close(fd) == 0
-        guard ok, synced, closed else { throw FormatError(url.path, "cannot write: \(why)") }
-    }
-
-    /// Makes entries created or renamed inside `url` durable.
-    static func syncDirectory(_ url: URL) throws {
-        let fd = open(url.path, O_RDONLY)
-        guard fd >= 0 else { throw FormatError(url.path, "cannot open directory: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw FormatError(url.path, "cannot sync directory: \(String(cString: strerror(errno)))") }
-    }
-
-    static func renameOrThrow(_ from: URL, _ to: URL) throws {
-        guard rename(from.path, to.path) == 0 else {
-            throw FormatError(to.path, "cannot rename \(from.lastPathComponent) to it: \(String(cString: strerror(errno)))")
-        }
-    }
 }
-
-#if canImport(Glibc)
-private let posixWrite = Glibc.write
-#else
-private let posixWrite = Darwin.write
-#endif

@@ -98,16 +98,7 @@ public final class TrainableDecoder {
 
     /// Loads every parameter by its Hugging Face name, checking shapes (FormatError otherwise).
     public convenience init(config: ModelConfig, source: any WeightSource) throws {
-        try self.init(config: config) { name, shape, _ in
-            guard source.has(name) else {
-                throw FormatError(source.path, "missing tensor \(name) (expected shape \(shape))")
-            }
-            let t = try source.tensor(name)
-            guard t.shape == shape else {
-                throw FormatError(source.path, "tensor \(name) has shape \(t.shape), the config needs \(shape)")
-            }
-            return t
-        }
+        try self.init(config: config) { name, shape, _ in try source.tensor(name, expecting: shape) }
     }
 
     /// Random initialisation: matrices and embedding ~ N(0, 0.02^2), norm weights 1, biases 0.
