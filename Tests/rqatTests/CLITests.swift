@@ -128,8 +128,24 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// `rqat ptq` refuses an unknown scheme (listing the valid forms) and a calibration file
+    /// with no usable sequence (naming it).
+    func testPTQBadSchemeAndEmptyCalibration() throws {
+        guard FileManager.default.fileExists(atPath: TestPaths.smolLM2GGUF.path) else {
+            throw XCTSkip("assets missing: run scripts/fetch-assets.sh")
+        }
+        let dir = try scratch()
+        let bad = try run(["ptq", "--model", TestPaths.smolLM2GGUF.path, "--scheme", "w5g100", "--out", dir.appendingPathComponent("q").path])
+        assertOneLineError(bad, names: "w5g100", contains: "Valid:")
+        let calib = dir.appendingPathComponent("empty.txt")
+        try Data("hi\n".utf8).write(to: calib)
+        let empty = try run(["ptq", "--model", TestPaths.smolLM2GGUF.path, "--scheme", "w3g128", "--method", "gptq",
+                             "--calib", calib.path, "--out", dir.appendingPathComponent("q").path])
+        assertOneLineError(empty, names: calib.path, contains: "no usable calibration sequence")
+    }
+
     func testEverySubcommandHasHelp() throws {
-        for command in [["info"], ["tokenize"], ["generate"], ["ppl"], ["sft"], ["bench"], ["bench", "decode"], ["bench", "train"]] {
+        for command in [["info"], ["tokenize"], ["generate"], ["ppl"], ["sft"], ["ptq"], ["bench"], ["bench", "decode"], ["bench", "train"]] {
             let r = try run(command + ["--help"])
             XCTAssertEqual(r.status, 0, "\(command): \(r.stderr)")
             XCTAssertTrue(r.stdout.contains("USAGE"), "\(command): \(r.stdout)")
