@@ -1,20 +1,71 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, from a fresh Debian/Ubuntu machine: installs the
-# system libraries, fetches the real SmolLM2-135M-Instruct model and GSM8K problems,
-# builds rqat in release mode, then answers a real GSM8K test question with the model.
-# (The full Reasoning-QAT pipeline replaces this job as it lands; see docs/ and the issues.)
+# The main job on the embedded default, from a fresh Debian/Ubuntu machine: the Reasoning-QAT
+# workflow in miniature on the real SmolLM2-135M-Instruct and real GSM8K problems, with the
+# stages that exist today (the KD loss, GRPO and the MPI cluster runtime follow in the issues):
+#   1. the full-precision teacher writes reasoning traces for GSM8K questions;
+#   2. PTQ init: GPTQ at W3G128, calibrated on those traces (reasoning domain);
+#   3. QAT: fine-tuning of the fake-quant W3G128 student on the traces (straight-through);
+#   4. evaluation: perplexity of FP, PTQ and QAT models on held-out teacher traces, and each
+#      model's answer to a held-out question.
+# Everything goes to runs/demo (re-running reuses finished stages). Small sizes keep it to a few
+# minutes on 2 cores; scale them with the variables below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TRAIN_QUESTIONS="${TRAIN_QUESTIONS:-24}"; HELDOUT_QUESTIONS="${HELDOUT_QUESTIONS:-8}"
+TRACE_TOKENS="${TRACE_TOKENS:-192}"; QAT_STEPS="${QAT_STEPS:-12}"
 bash scripts/setup.sh
 bash scripts/fetch-assets.sh
 swift build -c release --product rqat >&2
-model=assets/SmolLM2-135M-Instruct.Q4_1.gguf
-question="$(python3 -c 'import tomllib,sys; print(tomllib.load(open(sys.argv[1],"rb"))["question"])' \
-            assets/gsm-symbolic/eng/symbolic/0001.toml)"
-.build/release/rqat info "$model"
+R=.build/release/rqat
+M=assets/SmolLM2-135M-Instruct.Q4_1.gguf
+W=runs/demo
+mkdir -p "$W"
+
+python3 - "$W" "$TRAIN_QUESTIONS" "$HELDOUT_QUESTIONS" <<'PY'
+import glob, json, sys, tomllib
+work, n_train, n_held = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+items = [tomllib.load(open(f, "rb")) for f in sorted(glob.glob("assets/gsm-symbolic/eng/symbolic/*.toml"))]
+with open(f"{work}/train-prompts.jsonl", "w") as f:
+    for it in items[:n_train]:
+        f.write(json.dumps({"prompt": it["question"]}) + "\n")
+with open(f"{work}/heldout-prompts.jsonl", "w") as f:
+    for it in items[-n_held:]:
+        f.write(json.dumps({"prompt": it["question"]}) + "\n")
+with open(f"{work}/question.txt", "w") as f:
+    f.write(items[-1]["question"] + "\n" + items[-1]["answer"].split("####")[-1].strip() + "\n")
+PY
+
+echo "== 1. teacher traces (FP model, temperature 0.6, top-p 0.95)"
+for split in train heldout; do
+  [ -s "$W/$split-traces.jsonl" ] || $R generate --model $M --chat --prompts "$W/$split-prompts.jsonl" \
+      --out "$W/$split-traces.jsonl" --max-tokens "$TRACE_TOKENS" --temperature 0.6 --top-p 0.95 --seed 42
+done
+
+echo "== 2. PTQ init: GPTQ W3G128 calibrated on the teacher's traces"
+[ -s "$W/gptq-w3g128/config.json" ] || $R ptq --model $M --scheme w3g128 --method gptq \
+    --calib "$W/train-traces.jsonl" --calib-samples 32 --seq-len 256 --out "$W/gptq-w3g128"
+
+echo "== 3. QAT: fake-quant W3G128 fine-tuning on the traces, from the GPTQ weights"
+python3 - "$W" <<'PY'
+import json, sys
+w = sys.argv[1]
+with open(f"{w}/train-sft.jsonl", "w") as out:
+    for line in open(f"{w}/train-traces.jsonl"):
+        r = json.loads(line)
+        out.write(json.dumps({"prompt": r["prompt"], "completion": r["completion"]}) + "\n")
+PY
+$R sft --model "$W/gptq-w3g128" --qat w3g128 --data "$W/train-sft.jsonl" --out "$W/qat" \
+    --steps "$QAT_STEPS" --seq-len 384 --batch-tokens 1536 --lr 2e-5 --warmup 2 --drop-long
+QAT="$W/qat/quantized"   # the QAT result, exported in the packed W3G128 format
+
+echo "== 4. evaluation on held-out teacher traces"
+for model in "$M" "$W/gptq-w3g128" "$QAT"; do
+  printf '%-48s ' "$model"; $R ppl --model "$model" --data "$W/heldout-traces.jsonl"
+done
+question="$(head -1 "$W/question.txt")"; answer="$(sed -n 2p "$W/question.txt")"
 echo
-echo "Q: $question"
-echo -n "A: "
-.build/release/rqat generate --model "$model" --chat --prompt "$question" --max-tokens 200 --temperature 0
-echo "Reference answer: $(python3 -c 'import tomllib,sys; print(tomllib.load(open(sys.argv[1],"rb"))["answer"].split("####")[-1].strip())' \
-        assets/gsm-symbolic/eng/symbolic/0001.toml)"
+echo "Q: $question  (reference answer: $answer)"
+for model in "$M" "$W/gptq-w3g128" "$QAT"; do
+  echo "-- $model:"
+  $R generate --model "$model" --chat --prompt "$question" --max-tokens 160 --temperature 0 2>/dev/null
+done

@@ -155,6 +155,12 @@ public final class FakeQuantizer: TrainingWeightQuantizer {
     /// Names of the quantized weights, in the order given.
     public var weightNames: [String] { entries.map(\.weight.name) }
 
+    /// The latent (full-precision) weight `name`.
+    public func weight(named name: String) -> Parameter {
+        guard let e = byName[name] else { preconditionFailure("\(name) is not quantized by this FakeQuantizer") }
+        return e.weight
+    }
+
     /// The current scales and zeros of weight `name`, each (groups, rows) row-major.
     public func grid(of name: String) -> (scales: [Float], zeros: [Float]) {
         guard let e = byName[name] else { preconditionFailure("\(name) is not quantized by this FakeQuantizer") }

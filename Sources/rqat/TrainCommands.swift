@@ -112,6 +112,17 @@ struct SFT: ParsableCommand {
                                 r.skipped ? "  (skipped: non-finite)" : ""))
             }
             printErr("sft: done; final checkpoint \(TrainCheckpoint.latestCheckpoint(in: URL(fileURLWithPath: out))?.path ?? "-")")
+            if let quantizer {
+                // The QAT result in the packed low-bit format, runnable by every rqat command.
+                let exportDir = URL(fileURLWithPath: out).appendingPathComponent("quantized")
+                let quantized = quantizer.exportQuantized()
+                var fullPrecision: [String: Tensor] = [:]
+                for p in decoder.parameters where quantized[p.name] == nil { fullPrecision[p.name] = p.value }
+                try QuantizedCheckpoint.save(directory: exportDir, config: decoder.config, fullPrecision: fullPrecision,
+                                             quantized: quantized, scheme: quantizer.scheme, method: "qat-\(quantizer.mode.rawValue)",
+                                             extraFiles: trainer.extraCheckpointFiles)
+                printErr("sft: quantized model written to \(exportDir.path)")
+            }
         }
     }
 }

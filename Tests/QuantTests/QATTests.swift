@@ -62,3 +62,37 @@ final class QATTests: XCTestCase {
         XCTAssertLessThan(losses.last!, 0.7 * losses.first!)
     }
 }
+
+extension QATTests {
+    /// The packed export of a trained quantizer reproduces its fake-quant weights up to the fp16
+    /// rounding of the scales (and the integer rounding of LSQ zero points).
+    func testExportMatchesFakeQuantWeights() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rqat-qat-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for mode in [FakeQuantizer.Mode.ste, .lsq] {
+            let (trainer, _) = try run(dir, name: "export-\(mode)", steps: 5, mode: mode)
+            let quantizer = try XCTUnwrap(trainer.quantizer as? FakeQuantizer)
+            let exported = quantizer.exportQuantized()
+            XCTAssertEqual(exported.count, 2 * 7)
+            for name in quantizer.weightNames {
+                let weight = quantizer.weight(named: name)
+                let fake = Tensor(shape: weight.value.shape)
+                quantizer.forwardWeight(of: weight, into: fake.ptr)
+                let packed = try XCTUnwrap(exported[name]).dequantized()
+                // Rounding the scale to fp16 (and an LSQ zero to an integer) can move a weight
+                // that sat near a rounding boundary by one step; nothing may move further, and
+                // such weights must be rare.
+                let step = quantizer.grid(of: name).scales.max() ?? 1
+                var worst: Float = 0, moved = 0
+                for i in 0..<fake.count {
+                    let d = abs(fake.ptr[i] - packed.ptr[i])
+                    worst = max(worst, d)
+                    if d > 0.5 * step { moved += 1 }   // a changed code, not just the fp16 scale
+                }
+                XCTAssertLessThanOrEqual(worst, 1.01 * step, "\(mode) \(name): export differs by \(worst)")
+                XCTAssertLessThan(Double(moved) / Double(fake.count), 0.05, "\(mode) \(name): \(moved) of \(fake.count) weights moved")
+            }
+        }
+    }
+}
