@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Formats
+import Quant
 import Model
 import Tensors
 import Train
@@ -22,6 +23,8 @@ struct BenchTrain: ParsableCommand {
 
     @Option(help: "tiny, smol or both.") var shape: Shape = .both
     @Option(help: "Timed steps; the median is reported.") var steps = 5
+    @Option(help: "Also time the step with fake-quant weights (QAT) at this scheme, e.g. w3g128, and report the overhead.")
+    var qat: String?
     @OptionGroup var runtime: RuntimeOptions
     @OptionGroup var output: BenchOutput
 
@@ -38,11 +41,16 @@ struct BenchTrain: ParsableCommand {
 
     func run() throws {
         runtime.apply()
+        try reportingErrors { try measure() }
+    }
+
+    func measure() throws {
         let threads = Threads.count
         let cases = shape == .both ? [Self.tiny, Self.smol] : shape == .tiny ? [Self.tiny] : [Self.smol]
+        let qatScheme = try qat.map { try QuantScheme.parse($0) }
         for c in cases {
             let sgemm = sgemmRate(m: c.batch * c.length, n: c.config.intermediateSize, k: c.config.hiddenSize)
-            let (tokensPerSecond, memory) = stepRate(c)
+            let (tokensPerSecond, memory) = try stepRate(c, qat: nil)
             let flopsPerToken = trainingFLOPsPerToken(c.config, length: c.length)
             let achieved = tokensPerSecond * flopsPerToken
             output.emit("train_step",
@@ -54,13 +62,28 @@ struct BenchTrain: ParsableCommand {
                                      c.name, c.batch, c.length, tokensPerSecond, achieved / 1e9, 100 * achieved / sgemm,
                                      sgemm / 1e9, c.batch * c.length, c.config.intermediateSize, c.config.hiddenSize,
                                      Double(memory) / 1e6))
+            if let qatScheme {
+                for mode in [FakeQuantizer.Mode.ste, .lsq] {
+                    let (qatRate, _) = try stepRate(c, qat: (qatScheme, mode))
+                    output.emit("train_step_qat",
+                                [("shape", c.name), ("batch", c.batch), ("seq_len", c.length), ("scheme", qatScheme.description),
+                                 ("mode", mode.rawValue), ("tokens_per_s", qatRate),
+                                 ("overhead_fraction", tokensPerSecond / qatRate - 1), ("threads", threads)],
+                                text: String(format: "%@ QAT %@ %@: %7.0f tokens/s  (fake-quant costs %+.1f%% of the step)",
+                                             c.name, qatScheme.description, mode.rawValue, qatRate,
+                                             100 * (tokensPerSecond / qatRate - 1)))
+                }
+            }
         }
     }
 
     /// Median tokens/s of `steps` full steps after one warm-up step.
-    func stepRate(_ c: Case) -> (Double, Int) {
+    func stepRate(_ c: Case, qat: (QuantScheme, FakeQuantizer.Mode)?) throws -> (Double, Int) {
         let model = TrainableDecoder(config: c.config, seed: 1)
-        let optimizer = AdamW(parameters: model.parameters, beta1: 0.9, beta2: 0.95, weightDecay: 0.1)
+        let quantizer = try qat.map { try FakeQuantizer(decoder: model, scheme: $0.0, mode: $0.1) }
+        model.weightQuantizer = quantizer
+        let parameters = model.parameters + (quantizer?.parameters ?? [])
+        let optimizer = AdamW(parameters: parameters, beta1: 0.9, beta2: 0.95, weightDecay: 0.1)
         var rng = SeededRNG(seed: 2)
         let n = c.batch * c.length
         let tokens = (0..<n).map { _ in Int(rng.next() % UInt64(c.config.vocabSize)) }
@@ -73,9 +96,10 @@ struct BenchTrain: ParsableCommand {
                 _ = CrossEntropy.forwardBackward(logits: logits.ptr, vocab: c.config.vocabSize, targets: targets,
                                                  weights: weights, normalizer: Double(n), gradient: logits.ptr)
                 model.backward(dLogits: logits)
-                Gradients.clipGlobalNorm(model.parameters, maxNorm: 1)
+                Gradients.clipGlobalNorm(parameters, maxNorm: 1)
                 optimizer.step(lr: 1e-4)
                 optimizer.zeroGrad()
+                quantizer?.refresh()
             }
             if i > 0 { times.append(t) }
         }
