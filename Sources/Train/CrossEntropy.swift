@@ -16,33 +16,18 @@ public enum CrossEntropy {
                                        gradient: UnsafeMutablePointer<Float>?) -> Double {
         let n = targets.count
         precondition(weights.count == n, "one weight per target")
-        var rowLoss = [Double](repeating: 0, count: n)
-        rowLoss.withUnsafeMutableBufferPointer { losses in
-            Threads.parallelFor(n) { rows in
-                for r in rows {
-                    let z = logits + r * v
-                    let w = weights[r]
-                    guard w > 0 else {
-                        if let g = gradient { (g + r * v).update(repeating: 0, count: v) }
-                        continue
-                    }
-                    let t = targets[r]
-                    precondition(t >= 0 && t < v, "target id \(t) outside the vocabulary (\(v))")
-                    var m = -Float.infinity
-                    for j in 0..<v { m = max(m, z[j]) }
-                    var s: Float = 0
-                    for j in 0..<v { s += expf(z[j] - m) }
-                    let logZ = m + logf(s)
-                    losses[r] = Double(w) * Double(logZ - z[t])
-                    if let g = gradient {
-                        let gr = g + r * v
-                        let scale = Float(Double(w) / normalizer)
-                        for j in 0..<v { gr[j] = expf(z[j] - logZ) * scale }
-                        gr[t] -= scale
-                    }
-                }
+        return RowLosses.sum(rows: n, vocab: v, weights: weights, normalizer: normalizer, gradient: gradient) { r, w, gr in
+            let z = logits + r * v
+            let t = targets[r]
+            precondition(t >= 0 && t < v, "target id \(t) outside the vocabulary (\(v))")
+            let (_, logZ) = RowLosses.logSumExp(z, v)
+            let loss = Double(w) * Double(logZ - z[t])
+            if let gr {
+                let scale = Float(Double(w) / normalizer)
+                for j in 0..<v { gr[j] = expf(z[j] - logZ) * scale }
+                gr[t] -= scale
             }
+            return loss
         }
-        return rowLoss.reduce(0, +) / normalizer
     }
 }

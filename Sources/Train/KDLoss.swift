@@ -42,16 +42,6 @@ public enum KDLoss {
         }
     }
 
-    /// Max and log-sum-exp of z = x / T over one row (stable: max subtracted, sum in fp32).
-    @inline(__always)
-    static func logSumExp(_ x: UnsafePointer<Float>, _ v: Int, invT: Float) -> (max: Float, logZ: Float) {
-        var m = -Float.infinity
-        for j in 0..<v { m = max(m, x[j] * invT) }
-        var s: Float = 0
-        for j in 0..<v { s += expf(x[j] * invT - m) }
-        return (m, m + logf(s))
-    }
-
     // MARK: - Full teacher logits
 
     /// KL(softmax(t/T) || softmax(s/T)) per row, weighted, summed, divided by `normalizer`
@@ -68,38 +58,26 @@ public enum KDLoss {
         let n = weights.count
         let invT = 1 / options.temperature
         let lossScale = options.lossScale
-        var rowLoss = [Double](repeating: 0, count: n)
-        rowLoss.withUnsafeMutableBufferPointer { losses in
-            Threads.parallelFor(n) { rows in
-                for r in rows {
-                    let s = student + r * v, t = teacher + r * v
-                    let w = weights[r]
-                    guard w > 0 else {
-                        if let g = gradient { (g + r * v).update(repeating: 0, count: v) }
-                        continue
-                    }
-                    let (_, logZs) = logSumExp(s, v, invT: invT)
-                    let (_, logZt) = logSumExp(t, v, invT: invT)
-                    var kl: Double = 0
-                    for j in 0..<v {
-                        let logP = t[j] * invT - logZt
-                        let p = expf(logP)
-                        if p > 0 { kl += Double(p) * Double(logP - (s[j] * invT - logZs)) }
-                    }
-                    losses[r] = Double(w) * kl
-                    if let g = gradient {
-                        let gr = g + r * v
-                        let scale = Float(Double(w) / normalizer * lossScale) * invT
-                        for j in 0..<v {
-                            let q = expf(s[j] * invT - logZs)
-                            let p = expf(t[j] * invT - logZt)
-                            gr[j] = (q - p) * scale
-                        }
-                    }
+        return RowLosses.sum(rows: n, vocab: v, weights: weights, normalizer: normalizer, gradient: gradient) { r, w, gr in
+            let s = student + r * v, t = teacher + r * v
+            let (_, logZs) = RowLosses.logSumExp(s, v, invT: invT)
+            let (_, logZt) = RowLosses.logSumExp(t, v, invT: invT)
+            var kl: Double = 0
+            for j in 0..<v {
+                let logP = t[j] * invT - logZt
+                let p = expf(logP)
+                if p > 0 { kl += Double(p) * Double(logP - (s[j] * invT - logZs)) }
+            }
+            if let gr {
+                let scale = Float(Double(w) / normalizer * lossScale) * invT
+                for j in 0..<v {
+                    let q = expf(s[j] * invT - logZs)
+                    let p = expf(t[j] * invT - logZt)
+                    gr[j] = (q - p) * scale
                 }
             }
-        }
-        return rowLoss.reduce(0, +) / normalizer * lossScale
+            return Double(w) * kl
+        } * lossScale
     }
 
     // MARK: - Top-k + tail
@@ -153,7 +131,7 @@ public enum KDLoss {
                             precondition(slot[id] == 0, "duplicate top-k id \(id) in row \(r)")
                             slot[id] = Int32(kk + 1)
                         }
-                        let (m, logZ) = logSumExp(s, v, invT: invT)
+                        let (m, logZ) = RowLosses.logSumExp(s, v, invT: invT)
                         // Tail of the student: sum over tokens outside the top-k.
                         var tailSum: Double = 0
                         for j in 0..<v where slot[j] == 0 { tailSum += Double(expf(s[j] * invT - m)) }
@@ -220,40 +198,28 @@ public enum KDLoss {
         precondition(draws.count == n, "one list of draws per row")
         let invT = 1 / options.temperature
         let lossScale = options.lossScale
-        var rowLoss = [Double](repeating: 0, count: n)
-        rowLoss.withUnsafeMutableBufferPointer { losses in
-            Threads.parallelFor(n) { rows in
-                for r in rows {
-                    let s = student + r * v
-                    let w = weights[r]
-                    guard w > 0 else {
-                        if let g = gradient { (g + r * v).update(repeating: 0, count: v) }
-                        continue
-                    }
-                    let row = draws[r]
-                    var m = 0
-                    for d in row {
-                        precondition(d.id >= 0 && d.id < v, "drawn id \(d.id) outside the vocabulary (\(v))")
-                        precondition(d.count >= 0, "negative draw count")
-                        m += d.count
-                    }
-                    precondition(m > 0, "row \(r) has weight > 0 but no draws")
-                    let (_, logZ) = logSumExp(s, v, invT: invT)
-                    var ce: Double = 0
-                    for d in row where d.count > 0 {
-                        ce -= Double(d.count) * Double(s[d.id] * invT - logZ)
-                    }
-                    losses[r] = Double(w) * ce / Double(m)
-                    if let g = gradient {
-                        let gr = g + r * v
-                        let scale = Float(Double(w) / normalizer * lossScale) * invT
-                        for j in 0..<v { gr[j] = expf(s[j] * invT - logZ) * scale }
-                        let perDraw = scale / Float(m)
-                        for d in row where d.count > 0 { gr[d.id] -= Float(d.count) * perDraw }
-                    }
-                }
+        return RowLosses.sum(rows: n, vocab: v, weights: weights, normalizer: normalizer, gradient: gradient) { r, w, gr in
+            let s = student + r * v
+            let row = draws[r]
+            var m = 0
+            for d in row {
+                precondition(d.id >= 0 && d.id < v, "drawn id \(d.id) outside the vocabulary (\(v))")
+                precondition(d.count >= 0, "negative draw count")
+                m += d.count
             }
-        }
-        return rowLoss.reduce(0, +) / normalizer * lossScale
+            precondition(m > 0, "row \(r) has weight > 0 but no draws")
+            let (_, logZ) = RowLosses.logSumExp(s, v, invT: invT)
+            var ce: Double = 0
+            for d in row where d.count > 0 {
+                ce -= Double(d.count) * Double(s[d.id] * invT - logZ)
+            }
+            if let gr {
+                let scale = Float(Double(w) / normalizer * lossScale) * invT
+                for j in 0..<v { gr[j] = expf(s[j] * invT - logZ) * scale }
+                let perDraw = scale / Float(m)
+                for d in row where d.count > 0 { gr[d.id] -= Float(d.count) * perDraw }
+            }
+            return Double(w) * ce / Double(m)
+        } * lossScale
     }
 }
