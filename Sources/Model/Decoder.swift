@@ -130,9 +130,10 @@ public final class Decoder {
 
     /// One decoder block on the first `rows` rows of the residual stream x (updated in place),
     /// its keys and values going to `cacheLayer` of `cache`. `observer` sees the input of each
-    /// linear layer before it is applied (calibration for PTQ reads activations here).
+    /// linear layer before it is applied (calibration for PTQ reads activations here); with
+    /// `stopAfter`, the block stops once that site's input has been observed (x is then partial).
     public func runLayer(_ l: Int, x: Tensor, rows n: Int, layout: RowLayout, cache: KVCache, cacheLayer: Int,
-                         observer: LinearInputObserver?) {
+                         stopAfter: LinearSite? = nil, observer: LinearInputObserver?) {
         let layer = weights.layers[l], f = config.intermediateSize
         let ws = workspace(rows: n)
         let h = ws.h, qkv = ws.qkv, attn = ws.attn, gateUp = ws.gateUp, act = ws.act
@@ -140,19 +141,23 @@ public final class Decoder {
 
         rmsNormRows(n, x, layer.inputNorm, into: h)
         observer?(l, .qkv, h.ptr, n)
+        if stopAfter == .qkv { return }
         linear(n, h, layer.qkv, bias: layer.qkvBias, into: qkv)
         prepareQK(n, qkv, layer: layer, rowSequence: layout.sequence, rowPosition: layout.position, cache: cache, layerIndex: cacheLayer)
         attend(n, qkv, into: attn, rowSequence: layout.sequence, rowPosition: layout.position, cache: cache, layerIndex: cacheLayer)
         observer?(l, .output, attn.ptr, n)
+        if stopAfter == .output { return }
         linear(n, attn, layer.output, bias: nil, into: x, accumulate: true)
 
         rmsNormRows(n, x, layer.postAttentionNorm, into: h)
         observer?(l, .gateUp, h.ptr, n)
+        if stopAfter == .gateUp { return }
         linear(n, h, layer.gateUp, bias: nil, into: gateUp)
         Threads.parallelFor(n) { rows in
             for r in rows { rqat_silu_mul(gateUp.row(r), gateUp.row(r) + f, act.row(r), f) }
         }
         observer?(l, .down, act.ptr, n)
+        if stopAfter == .down { return }
         linear(n, act, layer.down, bias: nil, into: x, accumulate: true)
     }
 

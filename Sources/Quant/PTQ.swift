@@ -86,10 +86,12 @@ public enum PTQ {
                 if !batches.isEmpty {
                     let h = Hessian(dim: width)
                     for b in batches {
-                        // Run the block on a copy: the stream itself advances only after every site.
+                        // Run the block on a copy, only as far as this site: the stream itself
+                        // advances only after every site.
                         let x = b.x.copy()
                         let cache = decoder.makeCache(capacities: b.lengths, layers: 1)
-                        decoder.runLayer(l, x: x, rows: x.shape[0], layout: b.layout, cache: cache, cacheLayer: 0) {
+                        decoder.runLayer(l, x: x, rows: x.shape[0], layout: b.layout, cache: cache, cacheLayer: 0,
+                                         stopAfter: site) {
                             layerIndex, observed, input, rows in
                             if layerIndex == l && observed == site { h.add(rows: input, count: rows) }
                         }
