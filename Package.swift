@@ -27,8 +27,9 @@ let package = Package(
         .target(name: "Model", dependencies: ["Tensors", "Formats"]),
         .target(name: "Train", dependencies: ["Tensors", "Formats", "Model"]),
         .target(name: "Quant", dependencies: ["Tensors", "Formats", "Model", "CKernels"]),
+        .target(name: "Cluster", dependencies: ["CMPI", "CZstd", "CKernels", "Tensors", "Formats", "Model", "Train", "Quant"]),
         .executableTarget(name: "rqat", dependencies: [
-            "Tensors", "Formats", "Model", "Train", "Quant",
+            "Tensors", "Formats", "Model", "Train", "Quant", "Cluster",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -40,6 +41,9 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["Model", "Formats", "TestSupport"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "Formats", "TestSupport"]),
         .testTarget(name: "QuantTests", dependencies: ["Quant", "Train", "Model", "Formats", "TestSupport"]),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Train", "Model", "Formats", "TestSupport"]),
+        // Multi-rank checks of the MPI layer; ClusterTests starts it under mpirun (XCTest is one process).
+        .executableTarget(name: "rqat-mpi-check", dependencies: ["Cluster", "Tensors"], path: "Tests/MPICheck"),
         // Runs the built `rqat` executable as a user would.
         .testTarget(name: "rqatTests", dependencies: ["TestSupport"]),
     ],
