@@ -45,7 +45,7 @@ let package = Package(
         // Multi-rank checks of the MPI layer; ClusterTests starts it under mpirun (XCTest is one process).
         .executableTarget(name: "rqat-mpi-check", dependencies: ["Cluster", "Tensors"], path: "Tests/MPICheck"),
         // Runs the built `rqat` executable as a user would.
-        .testTarget(name: "rqatTests", dependencies: ["TestSupport"]),
+        .testTarget(name: "rqatTests", dependencies: ["TestSupport", "Formats", "Tensors"]),
     ],
     // Numerical kernels share raw pointers across threads on purpose (disjoint ranges);
     // Swift 5 mode keeps that readable without wrapping every pointer in a Sendable box.

@@ -18,6 +18,16 @@ public final class BPETokenizer: @unchecked Sendable {
     public var bosTokenId: Int?
     public var eosTokenId: Int?
     public var padTokenId: Int?
+    /// A hash of every token string by id: two tokenizers with equal fingerprints give the
+    /// same ids, which is what a teacher and its student must share.
+    public var vocabularyFingerprint: UInt64 {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for token in tokens {
+            for byte in token.utf8 { h = (h ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+            h = (h ^ 0xFF) &* 0x0000_0100_0000_01B3   // separator: "ab","c" differs from "a","bc"
+        }
+        return h
+    }
 
     // Internal rather than private where TokenizerExport.swift reads them back.
     let tokens: [String]  // by id; "" where a vocabulary leaves an id unused

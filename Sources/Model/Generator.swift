@@ -17,6 +17,12 @@ public struct GenerationResult: Sendable {
     /// Log-probability of each generated token (see `Sampler`).
     public var logprobs: [Float]
     public var finish: Finish
+
+    public init(tokens: [Int], logprobs: [Float], finish: Finish) {
+        self.tokens = tokens
+        self.logprobs = logprobs
+        self.finish = finish
+    }
 }
 
 /// Batched generation: all prompts are prefilled in one pass, then every running sequence

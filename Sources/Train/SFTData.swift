@@ -153,6 +153,12 @@ public struct SFTBatch: Equatable, Sendable {
     /// Examples in the batch and positions with mask 1 (the loss normaliser's share).
     public var exampleCount: Int
     public var predictedTokens: Int { lossMask.reduce(0) { $0 + ($1 > 0 ? 1 : 0) } }
+    /// For a data-parallel shard: the predicted tokens of the whole micro-batch it was cut from.
+    public var wholeBatchPredictedTokens: Int? = nil
+    /// For a data-parallel shard: the index of its first row in the whole micro-batch.
+    public var firstRow = 0
+    /// The loss normaliser's share: the whole micro-batch's predicted tokens.
+    public var globalPredictedTokens: Int { wholeBatchPredictedTokens ?? predictedTokens }
 }
 
 /// Cuts a dataset into batches of a fixed token budget, in a shuffled order fixed by the seed.

@@ -3,8 +3,8 @@ import Formats
 import Model
 import Tensors
 
-/// Settings of a supervised fine-tuning run (what `rqat sft` exposes).
-public struct SFTOptions: Codable, Equatable, Sendable {
+/// Settings of a training run (what `rqat sft` and `rqat train` expose).
+public struct TrainOptions: Codable, Equatable, Sendable {
     public var steps = 100
     /// Tokens per micro-batch (rows x seqLen).
     public var batchTokens = 2048
@@ -52,39 +52,117 @@ public struct StepReport: Codable, Sendable {
     }
 }
 
-/// Single-process SFT: micro-batches -> forward -> masked cross-entropy -> backward, summed over
-/// `gradAccumulation` micro-batches, clipped, AdamW with warmup + cosine; checkpoints that resume
-/// bit for bit (weights, moments, data position, RNG).
-public final class SFTTrainer {
+/// What a training step minimises on one micro-batch: cross-entropy on the data (SFT) or a
+/// divergence to a teacher (KD). The objective sees every micro-batch `lookahead` micro-batches
+/// before it is trained on, so a remote teacher can work ahead.
+public protocol TrainingObjective: AnyObject {
+    /// How many micro-batches ahead of their use `prepare` is called (0 = just in time).
+    var lookahead: Int { get }
+    /// Called once per micro-batch, in order, `lookahead` micro-batches before `lossAndGradient`.
+    func prepare(_ batch: SFTBatch, id: Int) throws
+    /// Loss of micro-batch `id` (weighted sum / `normalizer`); its gradient with respect to the
+    /// logits (rows x V) overwrites `logits` in place.
+    func lossAndGradient(_ batch: SFTBatch, id: Int, logits: Tensor, vocab: Int, normalizer: Double) throws -> Double
+}
+
+/// Masked cross-entropy on the batch's targets: supervised fine-tuning.
+public final class CrossEntropyObjective: TrainingObjective {
+    public init() {}
+    public var lookahead: Int { 0 }
+    public func prepare(_ batch: SFTBatch, id: Int) {}
+    public func lossAndGradient(_ batch: SFTBatch, id: Int, logits: Tensor, vocab: Int, normalizer: Double) -> Double {
+        CrossEntropy.forwardBackward(logits: logits.ptr, vocab: vocab, targets: batch.targets, weights: batch.lossMask,
+                                     normalizer: normalizer, gradient: logits.ptr)
+    }
+}
+
+/// How a rank takes part in data-parallel training: which rows of every micro-batch it trains
+/// on, and how gradients and scalars are summed over the ranks. The trainer calls `reduce`
+/// after the last backward of a step; after it every rank holds the same gradient.
+public protocol DataParallelGroup: AnyObject {
+    /// This rank's index among the ranks that train, and their number.
+    var index: Int { get }
+    var count: Int { get }
+    /// Called before the last micro-batch's backward of a step, so the group can start
+    /// reducing gradients while backward still runs.
+    func beginReduction(_ parameters: [Parameter], model: TrainableDecoder) throws
+    /// Sums the parameters' gradients over the ranks (in place).
+    func finishReduction(_ parameters: [Parameter]) throws
+    /// Sums scalars over the ranks.
+    func sum(_ values: [Double]) throws -> [Double]
+    /// Stops the run when the ranks' weights differ (called every `syncCheckEvery` steps).
+    func checkIdentical(_ parameters: [Parameter], step: Int) throws
+    /// Only one rank writes checkpoints and metrics.
+    var writesCheckpoints: Bool { get }
+}
+
+extension SFTBatch {
+    /// Rows [rows.lowerBound, rows.upperBound) of the batch.
+    public func rows(_ range: Range<Int>) -> SFTBatch {
+        let t = range.lowerBound * seqLen..<range.upperBound * seqLen
+        return SFTBatch(rows: range.count, seqLen: seqLen, tokens: Array(tokens[t]), targets: Array(targets[t]),
+                        lossMask: Array(lossMask[t]), documentStarts: Array(documentStarts[range]),
+                        exampleCount: exampleCount, wholeBatchPredictedTokens: globalPredictedTokens,
+                        firstRow: firstRow + range.lowerBound)
+    }
+
+    /// The rows rank `index` of `count` trains on: a contiguous, near-equal share.
+    public func shard(_ index: Int, of count: Int) -> SFTBatch {
+        rows(rows * index / count..<rows * (index + 1) / count)
+    }
+}
+
+/// The training loop: micro-batches -> forward -> objective (loss and dL/dlogits) -> backward,
+/// summed over `gradAccumulation` micro-batches (and over data-parallel ranks), clipped, AdamW
+/// with warmup + cosine; checkpoints that resume bit for bit (weights, moments, data position,
+/// RNG).
+///
+/// Data parallel: every rank draws the same global micro-batches (same seed) and trains on its
+/// shard of rows; the loss is normalised by the global count of predicted tokens, so the summed
+/// gradient equals the single-process gradient of the whole batch.
+public final class Trainer {
     public let model: TrainableDecoder
     /// Fake-quant of the block linears for QAT (nil = full-precision training).
     public let quantizer: TrainingWeightQuantizer?
     /// What the optimizer updates and checkpoints hold: the model's weights, then the
     /// quantizer's learnable step sizes and zero points (LSQ).
     public let parameters: [Parameter]
-    public let options: SFTOptions
+    public let options: TrainOptions
     public let runDir: URL
     public let optimizer: AdamW
+    public let objective: TrainingObjective
+    public let group: DataParallelGroup?
+    /// Check that all data-parallel ranks hold identical weights every this many steps.
+    public var syncCheckEvery = 10
     public private(set) var state: TrainerState
     /// Files copied into every checkpoint (tokenizer.json, tokenizer_config.json), so a
     /// checkpoint directory runs on its own.
     public var extraCheckpointFiles: [URL] = []
     private let batcher: SFTBatcher
     private let metricsURL: URL
+    /// Micro-batches drawn and handed to the objective but not trained on yet, with the data
+    /// position after each (what a checkpoint records once it is consumed).
+    private var upcoming: [(batch: SFTBatch, id: Int, position: DataPosition)] = []
+    private var nextBatchId = 0
 
     /// Starts a run in `runDir`, or resumes it from its latest checkpoint when there is one.
-    public init(model: TrainableDecoder, dataset: SFTDataset, padId: Int, options: SFTOptions, runDir: URL,
-                quantizer: TrainingWeightQuantizer? = nil) throws {
+    public init(model: TrainableDecoder, dataset: SFTDataset, padId: Int, options: TrainOptions, runDir: URL,
+                quantizer: TrainingWeightQuantizer? = nil, objective: TrainingObjective = CrossEntropyObjective(),
+                group: DataParallelGroup? = nil) throws {
         self.model = model
         self.quantizer = quantizer
+        self.objective = objective
+        self.group = group
         model.weightQuantizer = quantizer
         let parameters = model.parameters + (quantizer?.parameters ?? [])
         self.parameters = parameters
         self.options = options
         self.runDir = runDir
         metricsURL = runDir.appendingPathComponent("metrics.jsonl")
-        try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
-        _ = try TrainCheckpoint.cleanStale(runDir)
+        if group?.writesCheckpoints ?? true {
+            try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
+            _ = try TrainCheckpoint.cleanStale(runDir)
+        }
         freeze(parameters, matching: options.freeze)
 
         let schedule = options.cosine
@@ -108,6 +186,11 @@ public final class SFTTrainer {
         batcher = try SFTBatcher(dataset: dataset, seqLen: options.seqLen, batchTokens: options.batchTokens,
                                  packing: options.packing, padId: padId, seed: state.dataSeed,
                                  position: state.dataPosition)
+        if let group, batcher.rowsPerBatch < group.count {
+            throw TrainError("a micro-batch has \(batcher.rowsPerBatch) rows but there are \(group.count) data-parallel ranks; raise --batch-tokens to at least \(group.count) x --seq-len")
+        }
+        // Batch ids continue across a resume so a teacher's seeds (sampled encoding) do not repeat.
+        nextBatchId = state.step * options.gradAccumulation
     }
 
     public var step: Int { state.step }
@@ -119,20 +202,22 @@ public final class SFTTrainer {
         var badSteps = 0
         while state.step < last {
             let stepStart = Date()
-            let result = trainStep()
+            let result = try trainStep(prefetchUntil: last)
             badSteps = result.skipped ? badSteps + 1 : 0
             state.step += 1
-            state.dataPosition = batcher.position
             state.appendLoss(LossRecord(step: state.step, loss: result.loss, lr: result.lr, gradNorm: result.gradNorm))
             let seconds = Date().timeIntervalSince(stepStart)
             let line = StepReport(step: state.step, loss: result.loss, lr: result.lr, gradNorm: result.gradNorm,
                                   tokens: result.tokens, tokensPerSecond: Double(result.tokens) / seconds,
                                   elapsedSeconds: Date().timeIntervalSince(start), skipped: result.skipped)
-            try appendMetrics(line)
+            if group?.writesCheckpoints ?? true { try appendMetrics(line) }
             report(line)
             if badSteps >= options.maxBadSteps {
                 let good = TrainCheckpoint.latestCheckpoint(in: runDir)?.path ?? "none written yet"
                 throw TrainError("\(badSteps) steps in a row had a non-finite loss or gradient (the last was step \(state.step)); stopping. Last good checkpoint: \(good). Lower --lr or check the data.")
+            }
+            if let group, syncCheckEvery > 0, state.step % syncCheckEvery == 0 || state.step == last {
+                try group.checkIdentical(parameters, step: state.step)
             }
             // Never checkpoint during a run of skipped steps: the last good checkpoint must survive
             // pruning if the run is about to stop.
@@ -142,23 +227,45 @@ public final class SFTTrainer {
         }
     }
 
+    /// The next micro-batch (this rank's shard), topping up the objective's look-ahead window
+    /// without drawing past the last step of the run.
+    private func nextMicroBatch(prefetchUntil lastStep: Int) throws -> (batch: SFTBatch, id: Int, position: DataPosition) {
+        let available = lastStep * options.gradAccumulation
+        while upcoming.count <= objective.lookahead && nextBatchId < available {
+            var batch = batcher.nextBatch()
+            if let group { batch = batch.shard(group.index, of: group.count) }
+            try objective.prepare(batch, id: nextBatchId)
+            upcoming.append((batch, nextBatchId, batcher.position))
+            nextBatchId += 1
+        }
+        return upcoming.removeFirst()
+    }
+
     /// One optimizer step over `gradAccumulation` micro-batches.
-    private func trainStep() -> (loss: Double, lr: Double, gradNorm: Double, tokens: Int, skipped: Bool) {
-        let batches = (0..<options.gradAccumulation).map { _ in batcher.nextBatch() }
-        // Normalise by the predicted tokens of the whole step, so accumulated micro-batches
-        // give the same gradient as one large batch.
-        let predicted = max(1, batches.reduce(0) { $0 + $1.predictedTokens })
+    private func trainStep(prefetchUntil lastStep: Int) throws -> (loss: Double, lr: Double, gradNorm: Double, tokens: Int, skipped: Bool) {
+        let batches = try (0..<options.gradAccumulation).map { _ in try nextMicroBatch(prefetchUntil: lastStep) }
+        state.dataPosition = batches.last!.position
+        // Normalise by the predicted tokens of the whole step (all micro-batches, all ranks), so
+        // accumulated micro-batches and data-parallel shards give the gradient of one large batch.
+        let predicted = max(1, batches.reduce(0) { $0 + $1.batch.globalPredictedTokens })
         var loss = 0.0, tokens = 0
-        for batch in batches {
+        for (i, (batch, id, _)) in batches.enumerated() {
             // The gradient overwrites the logits in place: (B*T, V) is the largest buffer of a step.
             let logits = model.forward(tokens: batch.tokens, batch: batch.rows, length: batch.seqLen)
-            loss += CrossEntropy.forwardBackward(logits: logits.ptr, vocab: model.config.vocabSize,
-                                                 targets: batch.targets, weights: batch.lossMask,
-                                                 normalizer: Double(predicted), gradient: logits.ptr)
+            loss += try objective.lossAndGradient(batch, id: id, logits: logits, vocab: model.config.vocabSize,
+                                                  normalizer: Double(predicted))
+            if i == batches.count - 1 { try group?.beginReduction(parameters, model: model) }
             model.backward(dLogits: logits)
             tokens += batch.rows * batch.seqLen
         }
+        if let group {
+            try group.finishReduction(parameters)
+            let sums = try group.sum([loss, Double(tokens)])
+            loss = sums[0]
+            tokens = Int(sums[1])
+        }
         let lr = state.schedule.lr(step: state.step)
+        // Every rank sees the same summed loss and gradients, so every rank skips alike.
         if !loss.isFinite || Gradients.hasNonFinite(parameters) {
             optimizer.zeroGrad()
             return (loss, lr, .nan, tokens, true)
@@ -172,6 +279,7 @@ public final class SFTTrainer {
     }
 
     public func saveCheckpoint() throws {
+        guard group?.writesCheckpoints ?? true else { return }
         let dir = runDir.appendingPathComponent(TrainCheckpoint.name(step: state.step))
         try TrainCheckpoint.save(to: dir, parameters: parameters, config: model.config,
                                  optimizer: optimizer, state: state, extraFiles: extraCheckpointFiles)

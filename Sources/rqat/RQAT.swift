@@ -3,13 +3,14 @@ import Foundation
 import Formats
 import Quant
 import Train
+import Cluster
 
 @main
 struct RQAT: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rqat",
         abstract: "Low-bit quantization-aware training of reasoning LLMs on CPU clusters.",
-        subcommands: [Info.self, Tokenize.self, Generate.self, Perplexity.self, SFT.self, PTQCommand.self, Bench.self])
+        subcommands: [Info.self, Tokenize.self, Generate.self, Perplexity.self, SFT.self, TrainCommand.self, PTQCommand.self, Bench.self])
 }
 
 /// Options every model-running command shares.
@@ -38,7 +39,7 @@ func reportingErrors(_ body: () throws -> Void) throws {
 /// Errors about the user's input, each with a one-line description naming the file or option.
 func isInputError(_ error: Error) -> Bool {
     error is FormatError || error is TrainError || error is CLIError || error is GPTQError
-        || error is PTQError || error is QuantSchemeError || error is FakeQuantError
+        || error is PTQError || error is QuantSchemeError || error is FakeQuantError || error is ClusterError
 }
 
 /// Opens any checkpoint the tool runs: GGUF, Hugging Face directory, or a GPTQ-packed directory.

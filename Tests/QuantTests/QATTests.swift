@@ -10,7 +10,7 @@ import XCTest
 /// QAT through the SFT loop: fake-quant weights train, LSQ grids are optimizer parameters, and a
 /// resumed QAT run is bit-identical to an uninterrupted one.
 final class QATTests: XCTestCase {
-    func run(_ dir: URL, name: String, steps: Int, until: Int? = nil, mode: FakeQuantizer.Mode) throws -> (SFTTrainer, [Double]) {
+    func run(_ dir: URL, name: String, steps: Int, until: Int? = nil, mode: FakeQuantizer.Mode) throws -> (Trainer, [Double]) {
         let tok = try BPETokenizer(tokenizerJSON: TestPaths.fixture("tiny-tokenizer/tokenizer.json"))
         let lines = (0..<8).map { i in #"{"prompt": "What is \#(i) + \#(i)?", "completion": "\#(i) + \#(i) = \#(2 * i)."}"# }
         let url = dir.appendingPathComponent("data.jsonl")
@@ -21,13 +21,13 @@ final class QATTests: XCTestCase {
                                  maxPositionEmbeddings: 64, tieWordEmbeddings: true)
         let model = TrainableDecoder(config: config, seed: 3)
         let quantizer = try FakeQuantizer(decoder: model, scheme: try QuantScheme.parse("w4g16"), mode: mode)
-        var options = SFTOptions()
+        var options = TrainOptions()
         options.steps = steps
         options.seqLen = 48
         options.batchTokens = 4 * 48
         options.lr = 3e-3
         options.saveEvery = 5
-        let trainer = try SFTTrainer(model: model, dataset: data, padId: 0, options: options,
+        let trainer = try Trainer(model: model, dataset: data, padId: 0, options: options,
                                      runDir: dir.appendingPathComponent(name), quantizer: quantizer)
         var losses: [Double] = []
         try trainer.run(untilStep: until) { losses.append($0.loss) }

@@ -38,17 +38,17 @@ final class SFTTrainerTests: XCTestCase {
         return dir
     }
 
-    func makeTrainer(_ dir: URL, options: SFTOptions, runName: String = "run") throws -> SFTTrainer {
+    func makeTrainer(_ dir: URL, options: TrainOptions, runName: String = "run") throws -> Trainer {
         let tok = try tokenizer()
         let data = try dataset(tok, in: dir)
         let model = TrainableDecoder(config: tinyConfig(vocab: tok.vocabSize), seed: 7)
-        return try SFTTrainer(model: model, dataset: data, padId: tok.id(of: "<|endoftext|>") ?? 0,
+        return try Trainer(model: model, dataset: data, padId: tok.id(of: "<|endoftext|>") ?? 0,
                               options: options, runDir: dir.appendingPathComponent(runName))
     }
 
     /// SFT on 16 examples drives the completion loss below 0.05.
     func testOverfitsSixteenExamples() throws {
-        var options = SFTOptions()
+        var options = TrainOptions()
         options.steps = 200
         options.seqLen = 64
         options.batchTokens = 16 * 64
@@ -66,7 +66,7 @@ final class SFTTrainerTests: XCTestCase {
     /// 20 uninterrupted steps equal 10 steps, a stop, a resume from the checkpoint and 10 more:
     /// same losses, bit-identical weights.
     func testResumeIsExact() throws {
-        var options = SFTOptions()
+        var options = TrainOptions()
         options.steps = 20
         options.seqLen = 64
         options.batchTokens = 4 * 64          // 4 batches an epoch: resuming crosses an epoch boundary
@@ -100,7 +100,7 @@ final class SFTTrainerTests: XCTestCase {
     /// A non-finite loss skips the step; three in a row stop the run naming the last good
     /// checkpoint, which stays loadable and finite.
     func testNonFiniteLossStopsAfterThreeSkippedSteps() throws {
-        var options = SFTOptions()
+        var options = TrainOptions()
         options.steps = 10
         options.seqLen = 64
         options.batchTokens = 4 * 64

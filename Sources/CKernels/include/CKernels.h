@@ -5,6 +5,8 @@
 #include "CKernelsPool.h"
 #include "CKernelsTrain.h"
 #include "CKernelsLapack.h"
+#include "CKernelsChecksum.h"
+#include "CKernelsShuffle.h"
 
 // Small fp32 kernels the model calls per row. Plain C loops written so the compiler
 // vectorises them (restrict pointers, no aliasing).

@@ -131,7 +131,7 @@ public final class TrainableDecoder {
         embedding = try param("model.embed_tokens.weight", [config.vocabSize, c], .matrix)
         var layers: [Layer] = []
         for i in 0..<config.numHiddenLayers {
-            let p = "model.layers.\(i)."
+            let p = Self.layerPrefix(i)
             let bias = config.attentionBias
             let q = try param(p + "self_attn.q_proj.weight", [qRows, c], .matrix)
             let qBias = bias ? try param(p + "self_attn.q_proj.bias", [qRows], .bias) : nil
@@ -209,6 +209,13 @@ public final class TrainableDecoder {
 
     /// Sets every gradient to zero.
     public func zeroGradients() { for p in parameters { p.zeroGrad() } }
+
+    /// Called by `backward` as soon as layer l's parameter gradients are complete (layers run
+    /// last to first), so data-parallel training can start summing them while backward goes on.
+    public var layerGradientsReady: ((Int) -> Void)?
+
+    /// The parameters of decoder layer l (weights and the quantizer's, by name prefix).
+    public static func layerPrefix(_ l: Int) -> String { "model.layers.\(l)." }
 
     // MARK: - Activation store
 
@@ -504,6 +511,7 @@ public final class TrainableDecoder {
                                  dbias: p.vBias?.grad.ptr, rows: n, inFeatures: c, outFeatures: kvw)
             TrainLayers.rmsNormBackward(dy: dH, lddy: c, x: a.input.ptr, ldx: c, w: p.inputNorm.value.ptr, rstd: a.rstd1.ptr,
                                         dx: dResid, lddx: c, accumulate: true, dw: p.inputNorm.grad.ptr, rows: n, dim: c)
+            layerGradientsReady?(l)
         }
         // Embedding: dE[token] += dL/dx
         s.tokens.withUnsafeBufferPointer { tok in

@@ -1,0 +1,36 @@
+import Foundation
+import Tensors
+import Train
+
+/// Knowledge distillation as a training objective: each micro-batch is sent to the teacher
+/// when it is drawn (`lookahead` micro-batches before it is trained on), and its loss is the
+/// forward KL to the teacher's signal at the completion positions (where the loss mask is > 0).
+public final class KDObjective: TrainingObjective {
+    public let link: TeacherLink
+    public let lossOptions: KDLoss.Options
+    public let lookahead: Int
+
+    public init(link: TeacherLink, lossOptions: KDLoss.Options, lookahead: Int) {
+        self.link = link
+        self.lossOptions = lossOptions
+        self.lookahead = lookahead
+    }
+
+    public func prepare(_ batch: SFTBatch, id: Int) throws {
+        try link.submit(SignalRequest(batchId: id, batch: batch))
+    }
+
+    public func lossAndGradient(_ batch: SFTBatch, id: Int, logits: Tensor, vocab v: Int, normalizer: Double) throws -> Double {
+        let positions = batch.lossMask.indices.filter { batch.lossMask[$0] > 0 }
+        let signal = try link.signal(batchId: id, rows: positions.count)
+        // The loss runs on the trained positions only, gathered into (M, V); the gradient of
+        // every other position is zero.
+        let student = Tensor(shape: [max(positions.count, 1), v])
+        for (i, p) in positions.enumerated() { student.row(i).update(from: logits.row(p), count: v) }
+        let loss = signal.kdLoss(student: student.ptr, vocab: v, weights: positions.map { batch.lossMask[$0] },
+                                 normalizer: normalizer, options: lossOptions, gradient: true)
+        logits.fill(0)
+        for (i, p) in positions.enumerated() { logits.row(p).update(from: student.row(i), count: v) }
+        return loss
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import Model
+import Tensors
+
+/// Generation on teacher ranks: prompts with sampling parameters and per-prompt seeds go out;
+/// completions come back as token ids with their log-probabilities (traces for KD, rollouts
+/// for RL).
+struct GenerationMessage {
+    static func requestFrames(id: Int, _ requests: [GenerationRequest], vocab: Int) -> [TensorFrame] {
+        let maxNew = requests.map(\.maxNewTokens)
+        let prompts = requests.flatMap(\.prompt)
+        var sampling: [Float] = [], seeds: [Int] = [], topK: [Int] = []
+        for r in requests {
+            sampling += [r.sampling.temperature, r.sampling.topP]
+            topK.append(r.sampling.topK)
+            seeds += [Int(r.sampling.seed >> 32), Int(r.sampling.seed & 0xFFFF_FFFF)]
+        }
+        return [
+            TensorFrame(kind: FrameKind.generateHeader, ints: [id, requests.count], as: .int32, shape: [2]),
+            TensorFrame(kind: FrameKind.lengths, ints: requests.map(\.prompt.count) + maxNew + topK, as: .int32, shape: [3, requests.count]),
+            TensorFrame(kind: FrameKind.tokens, ints: prompts, as: .tokenIds(vocabSize: vocab), shape: [prompts.count]),
+            TensorFrame(kind: FrameKind.sampling, floats: sampling, as: .float32, shape: [requests.count, 2]),
+            TensorFrame(kind: FrameKind.seeds, ints: seeds.map { Int(Int32(bitPattern: UInt32($0))) }, as: .int32, shape: [requests.count, 2]),
+        ]
+    }
+
+    static func requests(from list: [TensorFrame], rank: Int) throws -> (id: Int, requests: [GenerationRequest]) {
+        let frames = try FrameSet(list, from: rank, what: "generation request")
+        let header = try frames.ints(FrameKind.generateHeader, count: 2)
+        let n = header[1]
+        let lengths = try frames.ints(FrameKind.lengths, count: 3 * n)
+        let tokens = try frames.ints(FrameKind.tokens, count: lengths[0..<n].reduce(0, +))
+        let sampling = try frames.frame(FrameKind.sampling).floats()
+        let seeds = try frames.ints(FrameKind.seeds, count: 2 * n).map { UInt64(UInt32(truncatingIfNeeded: $0)) }
+        guard sampling.count == 2 * n else { throw ClusterError("generation request from rank \(rank): \(sampling.count / 2) sampling settings for \(n) prompts") }
+        var requests: [GenerationRequest] = []
+        var offset = 0
+        for i in 0..<n {
+            let params = SamplingParams(temperature: sampling[2 * i], topP: sampling[2 * i + 1], topK: lengths[2 * n + i],
+                                        seed: seeds[2 * i] << 32 | seeds[2 * i + 1])
+            requests.append(GenerationRequest(prompt: Array(tokens[offset..<offset + lengths[i]]), maxNewTokens: lengths[n + i], sampling: params))
+            offset += lengths[i]
+        }
+        return (header[0], requests)
+    }
+
+    static func responseFrames(id: Int, _ results: [GenerationResult], vocab: Int) -> [TensorFrame] {
+        let tokens = results.flatMap(\.tokens)
+        return [
+            TensorFrame(kind: FrameKind.generateHeader, ints: [id, results.count], as: .int32, shape: [2]),
+            TensorFrame(kind: FrameKind.lengths, ints: results.map(\.tokens.count), as: .int32, shape: [results.count]),
+            TensorFrame(kind: FrameKind.tokens, ints: tokens, as: .tokenIds(vocabSize: vocab), shape: [tokens.count]),
+            TensorFrame(kind: FrameKind.logProbs, floats: results.flatMap(\.logprobs), as: .float32, shape: [tokens.count]),
+            TensorFrame(kind: FrameKind.finish, codes: results.map { $0.finish == .eos ? 1 : 0 }, bits: 1, shape: [results.count]),
+        ]
+    }
+
+    static func results(from list: [TensorFrame], id: Int, count n: Int, rank: Int) throws -> [GenerationResult] {
+        let frames = try FrameSet(list, from: rank, what: "generation response")
+        let header = try frames.ints(FrameKind.generateHeader, count: 2)
+        guard header == [id, n] else { throw ClusterError("teacher rank \(rank) answered generation \(header[0]) (\(header[1]) prompts) where \(id) (\(n)) was expected") }
+        let lengths = try frames.ints(FrameKind.lengths, count: n)
+        let tokens = try frames.ints(FrameKind.tokens, count: lengths.reduce(0, +))
+        let logprobs = try frames.frame(FrameKind.logProbs).floats()
+        let finish = try frames.frame(FrameKind.finish).codes()
+        guard logprobs.count == tokens.count, finish.count == n else { throw ClusterError("generation response from rank \(rank) is inconsistent") }
+        var results: [GenerationResult] = []
+        var offset = 0
+        for i in 0..<n {
+            let range = offset..<offset + lengths[i]
+            results.append(GenerationResult(tokens: Array(tokens[range]), logprobs: Array(logprobs[range]),
+                                            finish: finish[i] == 1 ? .eos : .length))
+            offset += lengths[i]
+        }
+        return results
+    }
+}
+
+extension TeacherService {
+    /// Bytes of a generation request in, bytes of the completions out.
+    public func respond(toGenerateRequest bytes: [UInt8], from rank: Int) throws -> [UInt8] {
+        let (id, requests) = try GenerationMessage.requests(from: try TensorFrame.decodeMessage(bytes, from: rank), rank: rank)
+        let start = Date()
+        let results = Generator(decoder: decoder, stopTokens: stopTokens).generate(requests)
+        busySeconds += Date().timeIntervalSince(start)
+        tokensProcessed += results.reduce(0) { $0 + $1.tokens.count }
+        return TensorFrame.encodeMessage(GenerationMessage.responseFrames(id: id, results, vocab: vocab), codec: options.codec)
+    }
+}
+
+/// Generation spread over teacher ranks: the prompts are cut into one contiguous share per
+/// teacher, sent at once, and the completions gathered back in prompt order.
+public func generateOnTeachers(_ requests: [GenerationRequest], world: Communicator, teacherRanks: [Int],
+                               vocab: Int, codec: FrameCodec) throws -> [GenerationResult] {
+    let shares = teacherRanks.indices.map { t in
+        requests.count * t / teacherRanks.count..<requests.count * (t + 1) / teacherRanks.count
+    }
+    var sends: [Request] = []
+    for (t, share) in shares.enumerated() where !share.isEmpty {
+        let frames = GenerationMessage.requestFrames(id: t, Array(requests[share]), vocab: vocab)
+        sends.append(try world.sendNonBlocking(TensorFrame.encodeMessage(frames, codec: codec), to: teacherRanks[t], tag: Tag.generateRequest))
+    }
+    var results: [GenerationResult] = []
+    for (t, share) in shares.enumerated() where !share.isEmpty {
+        let message = try world.receive(from: teacherRanks[t], tag: Tag.generateResponse)
+        results += try GenerationMessage.results(from: try TensorFrame.decodeMessage(message.bytes, from: teacherRanks[t]),
+                                                 id: t, count: share.count, rank: teacherRanks[t])
+    }
+    for s in sends { try s.wait() }
+    return results
+}
