@@ -6,7 +6,7 @@ import Tensors
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print ratios measured side by side in one run (release builds only).",
-        subcommands: [BenchDecode.self, BenchTrain.self])
+        subcommands: [BenchDecode.self, BenchTrain.self, BenchWire.self, BenchCluster.self])
 }
 
 /// Options every bench subcommand shares.

@@ -91,4 +91,27 @@ final class DistributedTrainTests: XCTestCase {
             XCTAssertLessThan(try maxRelativeDifference(try finalWeights("t2s2-\(signal)"), single), 1e-5, "2 teachers + 2 students, \(signal)")
         }
     }
+
+    // MARK: - Layouts and inputs that must fail before any training, on every rank, without a hang
+
+    func testTooFewRanksForTheTeachersFailsBeforeWork() throws {
+        let r = try MPIRun.run(executable: "rqat", ranks: 2, arguments: trainArguments(out: "o", signal: "top-8") + ["--teachers", "2"])
+        XCTAssertEqual(r.status, 2, r.output)
+        XCTAssertTrue(r.stderr.contains("--teachers 2 leaves no student among the 2 ranks"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("o").path))
+    }
+
+    func testVocabularyMismatchNamesBothModels() throws {
+        // A teacher whose tokenizer differs: one token string changed.
+        let teacherTokenizer = dir.appendingPathComponent("teacher/tokenizer.json")
+        let text = try String(contentsOf: teacherTokenizer, encoding: .utf8)
+        try text.replacingOccurrences(of: "\"<|im_end|>\"", with: "\"<|im_stop|>\"")
+            .write(to: teacherTokenizer, atomically: true, encoding: .utf8)
+        for (ranks, extra) in [(nil, [String]()), (Optional(3), ["--teachers", "1"])] {
+            let r = try MPIRun.run(executable: "rqat", ranks: ranks, arguments: trainArguments(out: "o", signal: "top-8") + extra)
+            XCTAssertNotEqual(r.status, 0, r.output)
+            XCTAssertTrue(r.stderr.contains("different vocabularies"), r.stderr)
+            XCTAssertTrue(r.stderr.contains(dir.appendingPathComponent("teacher").path), r.stderr)
+        }
+    }
 }
