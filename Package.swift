@@ -41,7 +41,7 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["Model", "Formats", "TestSupport"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "Formats", "TestSupport"]),
         .testTarget(name: "QuantTests", dependencies: ["Quant", "Train", "Model", "Formats", "TestSupport"]),
-        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Train", "Model", "Formats", "TestSupport"]),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Train", "Model", "Formats", "Quant", "Tensors", "TestSupport"]),
         // Multi-rank checks of the MPI layer; ClusterTests starts it under mpirun (XCTest is one process).
         .executableTarget(name: "rqat-mpi-check", dependencies: ["Cluster", "Tensors"], path: "Tests/MPICheck"),
         // Runs the built `rqat` executable as a user would.

@@ -16,7 +16,7 @@ public enum FrameDType: Equatable, Hashable, Sendable, CustomStringConvertible {
     /// Unsigned codes of `bits` (1...8) bits each, packed LSB first into consecutive bytes.
     case packed(bits: Int)
 
-    /// The smallest unsigned type that holds every token id of a vocabulary.
+    /// uint16 when every token id of the vocabulary fits in it, else uint32.
     public static func tokenIds(vocabSize: Int) -> FrameDType {
         vocabSize <= 1 << 16 ? .uint16 : .uint32
     }
@@ -246,12 +246,9 @@ extension TensorFrame {
             case .int32:
                 return bytes.withMemoryRebound(to: Int32.self) { Array($0) }
             case .uint32:
-                return bytes.withMemoryRebound(to: UInt32.self) { values in
-                    values.map { value -> Int32 in
-                        guard let narrow = Int32(exactly: value) else { preconditionFailure("uint32 value \(value) exceeds Int32.max") }
-                        return narrow
-                    }
-                }
+                // Values above Int32.max (never encoded by rqat) come out negative, so a receiver's
+                // range check (e.g. 0 <= id < vocab) rejects them instead of the process trapping.
+                return bytes.withMemoryRebound(to: UInt32.self) { $0.map { Int32(truncatingIfNeeded: $0) } }
             case .uint16:
                 return bytes.withMemoryRebound(to: UInt16.self) { $0.map { Int32($0) } }
             case .uint8:

@@ -10,7 +10,8 @@ import Foundation
 /// that a payload which does not shrink is sent raw (the header records what was done).
 public enum FrameCodec: Equatable, Sendable {
     case raw
-    /// zstd at `level` (1...19; 3 is zstd's own default and a good speed/size balance).
+    /// zstd at `level` (ZSTD_minCLevel()...ZSTD_maxCLevel(), i.e. up to 22; 3, zstd's own
+    /// default, balances speed and size).
     case zstd(level: Int = 3)
     /// Byte planes first (all byte 0s of the values, then all byte 1s, ...), then zstd: the
     /// repetitive sign/exponent bytes of fp16/fp32 values become long runs zstd can use.
@@ -146,13 +147,14 @@ private struct MessageDecoder {
 
     /// The frame starting at `start` and the offset just past it.
     private func decodeFrame(at start: Int, name: String) throws -> (TensorFrame, Int) {
-        let remaining = bytes.count - start
-        guard remaining >= Wire.frameHeaderSize(rank: 0) else {
-            throw error("truncated (\(name) needs a \(Wire.frameHeaderSize(rank: 0))-byte header, \(remaining) bytes remain)")
-        }
         // The message header vouched for the size that arrived and for the format version, so a
         // frame running past the end has a corrupt length; find the end from the unchecked
         // lengths, bounding them first, and let the checksum judge the rest.
+        let remaining = bytes.count - start
+        guard remaining >= Wire.frameHeaderSize(rank: 0) else {
+            throw error("\(name) runs past the end of the message (\(remaining) bytes remain for a "
+                        + "\(Wire.frameHeaderSize(rank: 0))-byte header; corrupt data on the wire)")
+        }
         let rank = Int(bytes[start + 11])
         let headerSize = Wire.frameHeaderSize(rank: rank)
         let encodedSize = u64(at: start + 24)

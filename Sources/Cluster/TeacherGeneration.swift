@@ -30,7 +30,7 @@ struct GenerationMessage {
         let n = header[1]
         let lengths = try frames.ints(FrameKind.lengths, count: 3 * n)
         let tokens = try frames.ints(FrameKind.tokens, count: lengths[0..<n].reduce(0, +))
-        let sampling = try frames.frame(FrameKind.sampling).floats()
+        let sampling = try frames.floatFrame(FrameKind.sampling).floats()
         let seeds = try frames.ints(FrameKind.seeds, count: 2 * n).map { UInt64(UInt32(truncatingIfNeeded: $0)) }
         guard sampling.count == 2 * n else { throw ClusterError("generation request from rank \(rank): \(sampling.count / 2) sampling settings for \(n) prompts") }
         var requests: [GenerationRequest] = []
@@ -51,7 +51,7 @@ struct GenerationMessage {
             TensorFrame(kind: FrameKind.lengths, ints: results.map(\.tokens.count), as: .int32, shape: [results.count]),
             TensorFrame(kind: FrameKind.tokens, ints: tokens, as: .tokenIds(vocabSize: vocab), shape: [tokens.count]),
             TensorFrame(kind: FrameKind.logProbs, floats: results.flatMap(\.logprobs), as: .float32, shape: [tokens.count]),
-            TensorFrame(kind: FrameKind.finish, codes: results.map { $0.finish == .eos ? 1 : 0 }, bits: 1, shape: [results.count]),
+            TensorFrame(kind: FrameKind.finish, ints: results.map { $0.finish == .eos ? 1 : 0 }, as: .uint8, shape: [results.count]),
         ]
     }
 
@@ -61,8 +61,8 @@ struct GenerationMessage {
         guard header == [id, n] else { throw ClusterError("teacher rank \(rank) answered generation \(header[0]) (\(header[1]) prompts) where \(id) (\(n)) was expected") }
         let lengths = try frames.ints(FrameKind.lengths, count: n)
         let tokens = try frames.ints(FrameKind.tokens, count: lengths.reduce(0, +))
-        let logprobs = try frames.frame(FrameKind.logProbs).floats()
-        let finish = try frames.frame(FrameKind.finish).codes()
+        let logprobs = try frames.floatFrame(FrameKind.logProbs).floats()
+        let finish = try frames.intFrame(FrameKind.finish).ints()
         guard logprobs.count == tokens.count, finish.count == n else { throw ClusterError("generation response from rank \(rank) is inconsistent") }
         var results: [GenerationResult] = []
         var offset = 0
@@ -108,4 +108,16 @@ public func generateOnTeachers(_ requests: [GenerationRequest], world: Communica
     }
     for s in sends { try s.wait() }
     return results
+}
+
+/// Generation by a teacher in this process, through the same bytes as `generateOnTeachers`.
+public func generateLocally(_ requests: [GenerationRequest], service: TeacherService, codec: FrameCodec = .shuffledZstd(level: 3)) throws -> [GenerationResult] {
+    let request = TensorFrame.encodeMessage(GenerationMessage.requestFrames(id: 0, requests, vocab: service.vocab), codec: codec)
+    let response = try service.respond(toGenerateRequest: request, from: 0)
+    return try GenerationMessage.results(from: try TensorFrame.decodeMessage(response, from: 0), id: 0, count: requests.count, rank: 0)
+}
+
+/// Tells teacher ranks this client is finished; each teacher stops once all its clients have.
+public func releaseTeachers(world: Communicator, teacherRanks: [Int]) throws {
+    for teacher in teacherRanks { try world.send([], to: teacher, tag: Tag.done) }
 }

@@ -62,7 +62,7 @@ public struct SignalRequest: Equatable {
         positions = batch.lossMask.indices.filter { batch.lossMask[$0] > 0 }
     }
 
-    func frames(vocab: Int) -> [TensorFrame] {
+    public func frames(vocab: Int) -> [TensorFrame] {
         [TensorFrame(kind: FrameKind.requestHeader, ints: [batchId, rows, seqLen, firstRow], as: .int32, shape: [4]),
          TensorFrame(kind: FrameKind.tokens, ints: tokens, as: .tokenIds(vocabSize: vocab), shape: [rows, seqLen]),
          TensorFrame(kind: FrameKind.positions, ints: positions, as: .int32, shape: [positions.count])]
@@ -99,8 +99,24 @@ struct FrameSet {
         return f
     }
 
+    /// A frame of floats (fp32/fp16/bf16), checked before it is read.
+    func floatFrame(_ kind: UInt16) throws -> TensorFrame {
+        let f = try frame(kind)
+        guard f.dtype.isFloatingPoint else { throw ClusterError("\(what) from rank \(rank): frame kind \(kind) holds \(f.dtype), expected floats") }
+        return f
+    }
+
+    /// A frame of integers (int32/uint8/uint16/uint32), checked before it is read.
+    func intFrame(_ kind: UInt16) throws -> TensorFrame {
+        let f = try frame(kind)
+        guard [.int32, .uint8, .uint16, .uint32].contains(f.dtype) else {
+            throw ClusterError("\(what) from rank \(rank): frame kind \(kind) holds \(f.dtype), expected integers")
+        }
+        return f
+    }
+
     func ints(_ kind: UInt16, count: Int?) throws -> [Int] {
-        let values = try frame(kind).ints().map(Int.init)
+        let values = try intFrame(kind).ints().map(Int.init)
         if let count, values.count != count {
             throw ClusterError("\(what) from rank \(rank): frame kind \(kind) has \(values.count) values, expected \(count)")
         }
@@ -123,13 +139,13 @@ extension TeacherSignal {
             frames.append(TensorFrame(kind: FrameKind.tailMass, floats: tail, as: .float32, shape: [rows]))
         case .sampled(let m, let ids, let counts):
             frames.append(TensorFrame(kind: FrameKind.sampledIds, ints: ids, as: idType, shape: [rows, m]))
-            frames.append(TensorFrame(kind: FrameKind.sampledCounts, codes: counts, bits: 8, shape: [rows, m]))
+            frames.append(TensorFrame(kind: FrameKind.sampledCounts, ints: counts.map(Int.init), as: .uint8, shape: [rows, m]))
         }
         return frames
     }
 
     /// The signal in a response message; checks it answers `batchId` with `rows` rows.
-    init(frames list: [TensorFrame], batchId: Int, rows: Int, vocab: Int, encoding: SignalEncoding, from rank: Int) throws {
+    public init(frames list: [TensorFrame], batchId: Int, rows: Int, vocab: Int, encoding: SignalEncoding, from rank: Int) throws {
         let frames = try FrameSet(list, from: rank, what: "teacher signal")
         let header = try frames.ints(FrameKind.responseHeader, count: 2)
         guard header[0] == batchId, header[1] == rows else {
@@ -137,14 +153,14 @@ extension TeacherSignal {
         }
         switch encoding {
         case .full:
-            let logits = try frames.frame(FrameKind.fullLogits)
+            let logits = try frames.floatFrame(FrameKind.fullLogits)
             guard logits.shape == [rows, vocab] else {
                 throw ClusterError("teacher rank \(rank) sent logits of shape \(logits.shape); the student expects [\(rows), \(vocab)]: teacher and student vocabularies differ")
             }
             self = .full(logits: logits.floats(), vocab: vocab)
         case .topK(let k):
-            let ids = try frames.frame(FrameKind.topKIds), lp = try frames.frame(FrameKind.topKLogProbs)
-            let tail = try frames.frame(FrameKind.tailMass)
+            let ids = try frames.intFrame(FrameKind.topKIds), lp = try frames.floatFrame(FrameKind.topKLogProbs)
+            let tail = try frames.floatFrame(FrameKind.tailMass)
             guard ids.shape == [rows, k], lp.shape == [rows, k], tail.shape == [rows] else {
                 throw ClusterError("teacher rank \(rank) sent top-k frames of shapes \(ids.shape), \(lp.shape), \(tail.shape); expected [\(rows), \(k)]")
             }
@@ -154,7 +170,7 @@ extension TeacherSignal {
             }
             self = .topK(k: k, ids: idValues, logProbs: lp.floats(), tailMass: tail.floats())
         case .sampled(let m):
-            let ids = try frames.frame(FrameKind.sampledIds), counts = try frames.frame(FrameKind.sampledCounts)
+            let ids = try frames.intFrame(FrameKind.sampledIds), counts = try frames.intFrame(FrameKind.sampledCounts)
             guard ids.shape == [rows, m], counts.shape == [rows, m] else {
                 throw ClusterError("teacher rank \(rank) sent sampled frames of shapes \(ids.shape), \(counts.shape); expected [\(rows), \(m)]")
             }
@@ -162,7 +178,7 @@ extension TeacherSignal {
             guard idValues.allSatisfy({ $0 >= 0 && Int($0) < vocab }) else {
                 throw ClusterError("teacher rank \(rank) sent a token id outside the student's vocabulary of \(vocab): teacher and student vocabularies differ")
             }
-            self = .sampled(draws: m, ids: idValues, counts: counts.codes())
+            self = .sampled(draws: m, ids: idValues, counts: counts.ints().map { UInt8(clamping: $0) })
         }
     }
 }
@@ -343,6 +359,6 @@ public final class RemoteTeacherLink: TeacherLink {
     public func close() throws {
         for request in sends { try request.wait() }
         sends = []
-        for teacher in teacherRanks { try world.send([], to: teacher, tag: Tag.done) }
+        try releaseTeachers(world: world, teacherRanks: teacherRanks)
     }
 }

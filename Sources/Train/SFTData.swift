@@ -159,6 +159,21 @@ public struct SFTBatch: Equatable, Sendable {
     public var firstRow = 0
     /// The loss normaliser's share: the whole micro-batch's predicted tokens.
     public var globalPredictedTokens: Int { wholeBatchPredictedTokens ?? predictedTokens }
+
+    public init(rows: Int, seqLen: Int, tokens: [Int], targets: [Int], lossMask: [Float], documentStarts: [[Int]],
+                exampleCount: Int, wholeBatchPredictedTokens: Int? = nil, firstRow: Int = 0) {
+        precondition(tokens.count == rows * seqLen && targets.count == tokens.count && lossMask.count == tokens.count,
+                     "a batch of \(rows) x \(seqLen) needs that many tokens, targets and mask entries")
+        self.rows = rows
+        self.seqLen = seqLen
+        self.tokens = tokens
+        self.targets = targets
+        self.lossMask = lossMask
+        self.documentStarts = documentStarts
+        self.exampleCount = exampleCount
+        self.wholeBatchPredictedTokens = wholeBatchPredictedTokens
+        self.firstRow = firstRow
+    }
 }
 
 /// Cuts a dataset into batches of a fixed token budget, in a shuffled order fixed by the seed.

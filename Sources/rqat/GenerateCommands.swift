@@ -1,4 +1,5 @@
 import ArgumentParser
+import Cluster
 import Foundation
 import Formats
 import Quant
@@ -58,6 +59,7 @@ struct Generate: ParsableCommand {
                 try generateFile(lm, promptsPath: prompts, outPath: out)
                 return
             }
+            guard !MPI.isInitialized else { throw CLIError("under mpirun, generate takes --prompts FILE --out FILE") }
             let ids = lm.encodePrompt(prompt!, chat: chat)
             guard !ids.isEmpty else { throw CLIError("the prompt is empty after tokenization") }
             guard ids.count + maxTokens <= lm.config.maxPositionEmbeddings else {
@@ -101,18 +103,44 @@ extension Generate {
         }
     }
 
-    /// Batched generation over a prompt file; each batch's lines are appended as soon as it ends.
+    /// Batched generation over a prompt file; each round's lines are appended as soon as it ends.
+    ///
+    /// Under mpirun (more than one rank), rank 0 reads the prompts and writes the file while
+    /// ranks 1... serve as teachers: each round of `batch` prompts per teacher is split into one
+    /// batch per teacher. Seeds are per prompt, so the output is the same as a single process's.
     func generateFile(_ lm: LanguageModel, promptsPath: String, outPath: String) throws {
+        let world = try MPI.initialize()
+        defer { MPI.finalize() }
+        let teacherRanks = Array(1..<max(world.size, 1))
+        if world.rank > 0 {
+            let service = TeacherService(decoder: lm.decoder, options: SignalOptions(), stopTokens: lm.stopTokens)
+            try service.serve(world: world, students: 1)
+            return
+        }
+        let generator = Generator(decoder: lm.decoder, stopTokens: lm.stopTokens)
+        let generate: ([GenerationRequest]) throws -> [GenerationResult] = teacherRanks.isEmpty
+            ? { generator.generate($0) }
+            : { try generateOnTeachers($0, world: world, teacherRanks: teacherRanks, vocab: lm.config.vocabSize, codec: .shuffledZstd(level: 3)) }
+        do {
+            try writeCompletions(lm, promptsPath: promptsPath, outPath: outPath, round: batch * max(teacherRanks.count, 1), generate: generate)
+        } catch {
+            if world.size > 1 { MPI.abort("error: \(error)") }
+            throw error
+        }
+        try releaseTeachers(world: world, teacherRanks: teacherRanks)
+    }
+
+    private func writeCompletions(_ lm: LanguageModel, promptsPath: String, outPath: String, round: Int,
+                                  generate: ([GenerationRequest]) throws -> [GenerationResult]) throws {
         let texts = try readPrompts(promptsPath)
         guard !texts.isEmpty else { throw FormatError(promptsPath, "no prompts") }
-        let generator = Generator(decoder: lm.decoder, stopTokens: lm.stopTokens)
         FileManager.default.createFile(atPath: outPath, contents: nil)
         guard let handle = FileHandle(forWritingAtPath: outPath) else { throw FormatError(outPath, "cannot write") }
         defer { try? handle.close() }
         let start = Date()
         var generated = 0
-        for first in stride(from: 0, to: texts.count, by: batch) {
-            let slice = Array(texts[first..<min(first + batch, texts.count)])
+        for first in stride(from: 0, to: texts.count, by: round) {
+            let slice = Array(texts[first..<min(first + round, texts.count)])
             let requests = slice.enumerated().map { (i, text) -> GenerationRequest in
                 let ids = lm.encodePrompt(text, chat: chat)
                 // Seeds differ per prompt but do not depend on the batch size.
@@ -120,7 +148,7 @@ extension Generate {
                                          sampling: SamplingParams(temperature: temperature, topP: topP, topK: topK,
                                                                   seed: seed &+ UInt64(first + i)))
             }
-            let results = generator.generate(requests)
+            let results = try generate(requests)
             for (i, r) in results.enumerated() {
                 let completionIds = r.tokens.filter { !lm.stopTokens.contains($0) }
                 let promptText = chat ? lm.chatTemplate.render([ChatMessage(role: "user", content: slice[i])], addGenerationPrompt: true) : slice[i]
@@ -134,7 +162,7 @@ extension Generate {
                 try handle.write(contentsOf: line)
                 generated += r.tokens.count
             }
-            printErr(String(format: "generate: %d/%d prompts, %.1f tokens/s", min(first + batch, texts.count), texts.count,
+            printErr(String(format: "generate: %d/%d prompts, %.1f tokens/s", min(first + round, texts.count), texts.count,
                             Double(generated) / Date().timeIntervalSince(start)))
         }
     }

@@ -114,4 +114,22 @@ final class DistributedTrainTests: XCTestCase {
             XCTAssertTrue(r.stderr.contains(dir.appendingPathComponent("teacher").path), r.stderr)
         }
     }
+
+    /// `rqat generate --prompts` under mpirun: rank 0 hands each teacher rank a batch of the
+    /// round; the completions (sampled, seeded per prompt) equal a single process's.
+    func testDistributedGenerationMatchesSingleProcess() throws {
+        let prompts = dir.appendingPathComponent("prompts.txt")
+        try (0..<7).map { "What is \($0) + \($0 + 2)?" }.joined(separator: "\n").write(to: prompts, atomically: true, encoding: .utf8)
+        func arguments(_ out: String) -> [String] {
+            ["generate", "--model", dir.appendingPathComponent("teacher").path, "--prompts", prompts.path,
+             "--out", dir.appendingPathComponent(out).path, "--batch", "2", "--temperature", "0.8", "--max-tokens", "12",
+             "--seed", "5", "--threads", "1"]
+        }
+        _ = try runRQAT(arguments("single.jsonl"), ranks: nil)
+        _ = try runRQAT(arguments("three.jsonl"), ranks: 3)
+        let single = try String(contentsOf: dir.appendingPathComponent("single.jsonl"), encoding: .utf8)
+        let three = try String(contentsOf: dir.appendingPathComponent("three.jsonl"), encoding: .utf8)
+        XCTAssertEqual(single.split(separator: "\n").count, 7)
+        XCTAssertEqual(three, single)
+    }
 }
