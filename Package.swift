@@ -43,7 +43,7 @@ let package = Package(
         .testTarget(name: "QuantTests", dependencies: ["Quant", "Train", "Model", "Formats", "TestSupport"]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Train", "Model", "Formats", "Quant", "Tensors", "TestSupport"]),
         // Multi-rank checks of the MPI layer; ClusterTests starts it under mpirun (XCTest is one process).
-        .executableTarget(name: "rqat-mpi-check", dependencies: ["Cluster", "Tensors"], path: "Tests/MPICheck"),
+        .executableTarget(name: "rqat-mpi-check", dependencies: ["Cluster", "Tensors", "Train"], path: "Tests/MPICheck"),
         // Runs the built `rqat` executable as a user would.
         .testTarget(name: "rqatTests", dependencies: ["TestSupport", "Formats", "Tensors"]),
     ],

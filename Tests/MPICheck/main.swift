@@ -3,6 +3,7 @@
 import Cluster
 import Foundation
 import Tensors
+import Train
 
 func require(_ condition: Bool, _ message: @autoclosure () -> String, rank: Int) {
     if !condition { MPI.abort("mpi-check rank \(rank): \(message())", code: 3) }
@@ -53,6 +54,19 @@ do {
     try send.wait()
     require(got.source == left && got.tag == 7 && got.bytes.count == 100_000 + left && got.bytes.allSatisfy { $0 == UInt8(left) },
             "ring message from \(left)", rank: r)
+
+    // The students' weight check: equal weights pass; a rank whose weights differ is named.
+    let students = StudentGroup(comm: world)
+    let weight = Parameter(name: "w", value: Tensor(shape: [5]))
+    weight.value.fill(0.25)
+    try students.checkIdentical([weight], step: 1)
+    if r == n - 1 { weight.value.ptr[3] += 1e-6 }
+    do {
+        try students.checkIdentical([weight], step: 2)
+        require(n == 1, "differing weights went unnoticed", rank: r)
+    } catch {
+        require("\(error)".contains("student(s) \(n - 1) differ"), "unexpected error: \(error)", rank: r)
+    }
 
     try world.barrier()
     if r == 0 { print("mpi-check ok: \(n) ranks") }
