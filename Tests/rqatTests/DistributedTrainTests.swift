@@ -14,42 +14,22 @@ final class DistributedTrainTests: XCTestCase {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try writeTinyModel(named: "teacher", seed: 11)
         try writeTinyModel(named: "student", seed: 7)
-        var lines: [String] = []
-        for i in 0..<16 {
-            let a = 3 + i, b = 2 * i + 1
-            let record = ["prompt": "What is \(a) + \(b)?", "completion": "\(a) + \(b) = \(a + b). The answer is \(a + b)."]
-            lines.append(String(decoding: try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]), as: UTF8.self))
-        }
-        try lines.joined(separator: "\n").write(to: dir.appendingPathComponent("train.jsonl"), atomically: true, encoding: .utf8)
+        try TinyModels.writeArithmeticData(to: dir.appendingPathComponent("train.jsonl"), count: 16)
     }
 
     override func tearDown() { if ProcessInfo.processInfo.environment["RQAT_KEEP_TEST_DIRS"] == nil { try? FileManager.default.removeItem(at: dir) } }
 
     /// A random tiny Qwen3 with the tiny BPE tokenizer, as a Hugging Face directory.
     func writeTinyModel(named name: String, seed: UInt64, vocabOverride: Int? = nil) throws {
-        let model = dir.appendingPathComponent(name)
-        try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
-        let tokenizer = TestPaths.fixture("tiny-tokenizer/tokenizer.json")
-        try FileManager.default.copyItem(at: tokenizer, to: model.appendingPathComponent("tokenizer.json"))
-        let vocab = try vocabOverride ?? BPETokenizer(tokenizerJSON: tokenizer).vocabSize
-        let config = ModelConfig(modelType: .qwen3, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 2,
-                                 numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, vocabSize: vocab,
-                                 rmsNormEps: 1e-6, ropeTheta: 10_000, maxPositionEmbeddings: 128, tieWordEmbeddings: true)
-        try JSONEncoder().encode(config).write(to: model.appendingPathComponent("config.json"))
-        var rng = SeededRNG(seed: seed)
-        let tensors = Checkpoint.expectedShapes(config).map { entry -> (name: String, tensor: Tensor, dtype: SafeTensorsDType) in
-            let t = Tensor(shape: entry.shape)
-            if entry.shape.count == 1 { t.fill(1) } else { rng.fillNormal(t, std: 0.2) }
-            return (entry.name, t, .F32)
-        }
-        try SafeTensorsWriter.write(tensors, to: model.appendingPathComponent("model.safetensors"))
+        try TinyModels.writeModel(at: dir.appendingPathComponent(name), seed: seed, vocabOverride: vocabOverride)
     }
 
-    func trainArguments(out: String, signal: String, steps: Int = 3) -> [String] {
+    /// `threads: false` leaves the thread count to the launcher (cluster/launch.sh sets it per role).
+    func trainArguments(out: String, signal: String, steps: Int = 3, threads: Bool = true) -> [String] {
         ["train", "--teacher", dir.appendingPathComponent("teacher").path, "--student", dir.appendingPathComponent("student").path,
          "--data", dir.appendingPathComponent("train.jsonl").path, "--out", dir.appendingPathComponent(out).path,
          "--steps", "\(steps)", "--batch-tokens", "256", "--seq-len", "64", "--grad-accum", "2", "--signal", signal,
-         "--kd-temperature", "2", "--lr", "1e-2", "--warmup", "0", "--threads", "1", "--bucket-mb", "0.01"]
+         "--kd-temperature", "2", "--lr", "1e-2", "--warmup", "0", "--bucket-mb", "0.01"] + (threads ? ["--threads", "1"] : [])
     }
 
     func finalWeights(_ out: String, step: Int = 3) throws -> SafeTensorsFile {
@@ -132,4 +112,68 @@ final class DistributedTrainTests: XCTestCase {
         XCTAssertEqual(single.split(separator: "\n").count, 7)
         XCTAssertEqual(three, single)
     }
+
+    // MARK: - A rank dies
+
+    /// The pid of the process whose command line mentions `marker` and whose MPI world rank is `rank`.
+    func pid(ofRank rank: Int, marker: String) -> Int32? {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        for entry in entries {
+            guard let pid = Int32(entry),
+                  let cmdline = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")),
+                  String(decoding: cmdline, as: UTF8.self).contains(marker),
+                  let environ = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ")) else { continue }
+            let variables = environ.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            if variables.contains("OMPI_COMM_WORLD_RANK=\(rank)") && !String(decoding: cmdline, as: UTF8.self).hasPrefix("mpirun") {
+                return pid
+            }
+        }
+        return nil
+    }
+
+    /// Kills world rank `victim` of a 1 teacher + 2 students run once a checkpoint exists: every
+    /// other rank is gone within 30 s, launch.sh names the dead rank and its role, and the
+    /// checkpoint resumes.
+    func killRankAndResume(victim: Int, role: String) throws {
+        let out = "killed-\(victim)"
+        let launch = TestPaths.root.appendingPathComponent("cluster/launch.sh")
+        let arguments = ["--teachers", "1", "--students", "2", "--", try BuiltProducts.executable("rqat").path]
+            + trainArguments(out: out, signal: "top-8", steps: 100_000, threads: false)
+            + ["--save-every", "20", "--keep-last", "2"]
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [launch.path] + arguments
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let runDir = dir.appendingPathComponent(out)
+        let deadline = Date().addingTimeInterval(60)
+        while !((try? FileManager.default.contentsOfDirectory(atPath: runDir.path)) ?? []).contains(where: { $0.hasPrefix("checkpoint-") }) {
+            guard Date() < deadline, process.isRunning else { process.terminate(); return XCTFail("no checkpoint within 60 s") }
+            usleep(100_000)
+        }
+        guard let victimPid = pid(ofRank: victim, marker: runDir.path) else { process.terminate(); return XCTFail("rank \(victim) not found") }
+        let killed = Date()
+        kill(victimPid, SIGKILL)
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let seconds = Date().timeIntervalSince(killed)
+        let stderr = String(decoding: errData, as: UTF8.self)
+        print(String(format: "killed rank %d: launch.sh exited after %.1f s", victim, seconds))
+        XCTAssertLessThan(seconds, 30, stderr)
+        XCTAssertNotEqual(process.terminationStatus, 0)
+        XCTAssertTrue(stderr.contains("rank \(victim) (\(role))"), stderr)
+        // No rank of the run is left.
+        for rank in 0..<3 { XCTAssertNil(pid(ofRank: rank, marker: runDir.path), "rank \(rank) still running") }
+        // The last checkpoint is intact: a resumed run starts from it and trains on.
+        let last = try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: runDir.path)
+            .filter { $0.hasPrefix("checkpoint-") }.compactMap { Int($0.dropFirst("checkpoint-".count)) }.max())
+        let resumed = try runRQAT(trainArguments(out: out, signal: "top-8", steps: last + 2), ranks: nil)
+        XCTAssertTrue(resumed.stderr.contains("resuming at step \(last)"), resumed.stderr)
+        XCTAssertNoThrow(try finalWeights(out, step: last + 2))
+    }
+
+    func testKilledStudentStopsEveryRankAndIsNamed() throws { try killRankAndResume(victim: 2, role: "student 1 of 2") }
+    func testKilledTeacherStopsEveryRankAndIsNamed() throws { try killRankAndResume(victim: 0, role: "teacher 0 of 1") }
 }
