@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The main job on the embedded default, from a fresh Debian/Ubuntu machine: the Reasoning-QAT
 # workflow in miniature on the real SmolLM2-135M-Instruct and real GSM8K problems, with the
-# stages that exist today (the KD loss, GRPO and the MPI cluster runtime follow in the issues):
+# stages that exist today (GRPO and GSM8K accuracy evaluation follow in the issues):
 #   1. the full-precision teacher writes reasoning traces for GSM8K questions;
 #   2. PTQ init: GPTQ at W3G128, calibrated on those traces (reasoning domain);
-#   3. QAT: fine-tuning of the fake-quant W3G128 student on the traces (straight-through);
-#   4. evaluation: perplexity of FP, PTQ and QAT models on held-out teacher traces, and each
-#      model's answer to a held-out question.
+#   3. QAT of the fake-quant W3G128 student (straight-through) from the GPTQ weights, twice with
+#      the same steps: (a) SFT on the traces; (b) knowledge distillation from the FP teacher,
+#      run on the cluster runtime: cluster/launch.sh starts 1 teacher rank and 1 student rank
+#      under mpirun, the teacher sends its top-64 log-probabilities as compressed frames;
+#   4. evaluation: perplexity of FP, PTQ and both QAT models on held-out teacher traces, and
+#      each model's answer to a held-out question.
 # Everything goes to runs/demo (re-running reuses finished stages). Small sizes keep it to a few
 # minutes on 2 cores; scale them with the variables below.
 set -euo pipefail
@@ -54,18 +57,23 @@ with open(f"{w}/train-sft.jsonl", "w") as out:
         r = json.loads(line)
         out.write(json.dumps({"prompt": r["prompt"], "completion": r["completion"]}) + "\n")
 PY
-$R sft --model "$W/gptq-w3g128" --qat w3g128 --data "$W/train-sft.jsonl" --out "$W/qat" \
-    --steps "$QAT_STEPS" --seq-len 384 --batch-tokens 1536 --lr 2e-5 --warmup 2 --drop-long
-QAT="$W/qat/quantized"   # the QAT result, exported in the packed W3G128 format
+QAT_ARGS=(--qat w3g128 --data "$W/train-sft.jsonl" --steps "$QAT_STEPS" --seq-len 384 --batch-tokens 1536
+          --lr 2e-5 --warmup 2 --drop-long)
+echo "-- 3a. SFT (cross-entropy on the traces)"
+$R sft --model "$W/gptq-w3g128" --out "$W/qat" "${QAT_ARGS[@]}"
+echo "-- 3b. KD (forward KL to the FP teacher's top-64 signal), 1 teacher + 1 student rank under mpirun"
+bash cluster/launch.sh --teachers 1 --students 1 -- "$R" train --teacher $M --student "$W/gptq-w3g128" \
+    --loss kd --signal top-64 --out "$W/qat-kd" "${QAT_ARGS[@]}"
+QAT="$W/qat/quantized"; QAT_KD="$W/qat-kd/quantized"   # results in the packed W3G128 format
 
 echo "== 4. evaluation on held-out teacher traces"
-for model in "$M" "$W/gptq-w3g128" "$QAT"; do
+for model in "$M" "$W/gptq-w3g128" "$QAT" "$QAT_KD"; do
   printf '%-48s ' "$model"; $R ppl --model "$model" --data "$W/heldout-traces.jsonl"
 done
 question="$(head -1 "$W/question.txt")"; answer="$(sed -n 2p "$W/question.txt")"
 echo
 echo "Q: $question  (reference answer: $answer)"
-for model in "$M" "$W/gptq-w3g128" "$QAT"; do
+for model in "$M" "$W/gptq-w3g128" "$QAT" "$QAT_KD"; do
   echo "-- $model:"
   $R generate --model "$model" --chat --prompt "$question" --max-tokens 160 --temperature 0 2>/dev/null
 done
