@@ -127,7 +127,7 @@ struct FrameSet {
 // MARK: - Responses
 
 extension TeacherSignal {
-    func frames(batchId: Int, vocab: Int, options: SignalOptions) -> [TensorFrame] {
+    public func frames(batchId: Int, vocab: Int, options: SignalOptions) -> [TensorFrame] {
         var frames = [TensorFrame(kind: FrameKind.responseHeader, ints: [batchId, rows], as: .int32, shape: [2])]
         let idType = FrameDType.tokenIds(vocabSize: vocab)
         switch self {
@@ -212,9 +212,8 @@ public final class TeacherService {
         // Each row is its own sequence from position 0, as the student sees it.
         let cache = decoder.makeCache(capacities: Array(repeating: t, count: request.rows))
         let chunks = (0..<request.rows).map { SequenceChunk(sequence: $0, tokens: Array(request.tokens[$0 * t..<($0 + 1) * t])) }
-        let all = decoder.forward(chunks, cache: cache, allLogits: true)     // (rows * T, V)
-        let picked = Tensor(shape: [max(request.positions.count, 1), v])
-        for (i, p) in request.positions.enumerated() { picked.row(i).update(from: all.row(p), count: v) }
+        // The LM head runs on the trained positions only: (M, V).
+        let picked = decoder.forward(chunks, cache: cache, logitRows: request.positions)
         let seed = options.seed, batch = UInt64(request.batchId), base = request.firstRow * t
         return picked.ptr.withMemoryRebound(to: Float.self, capacity: picked.count) { logits in
             TeacherSignal.make(logits: logits, rows: request.positions.count, vocab: v, encoding: options.encoding,

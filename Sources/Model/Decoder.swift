@@ -70,8 +70,10 @@ public final class Decoder {
 
     /// Runs the chunks' tokens through the model, appending their keys and values to `cache`.
     /// Returns logits (chunks, V) for the last token of each chunk, or (N, V) for every token
-    /// when `allLogits` is set.
-    public func forward(_ chunks: [SequenceChunk], cache: KVCache, allLogits: Bool = false) -> Tensor {
+    /// when `allLogits` is set, or for the stacked token rows `logitRows` (in that order) when
+    /// given — the LM head is then computed for those rows only.
+    public func forward(_ chunks: [SequenceChunk], cache: KVCache, allLogits: Bool = false,
+                        logitRows: [Int]? = nil) -> Tensor {
         let c = config.hiddenSize
 
         // Row bookkeeping: which sequence and position each stacked token has.
@@ -103,7 +105,10 @@ public final class Decoder {
 
         // Final norm and LM head on the rows whose logits are wanted.
         var wanted: [Int] = []
-        if allLogits {
+        if let logitRows {
+            precondition(logitRows.allSatisfy { $0 >= 0 && $0 < n }, "logit rows outside the \(n) token rows")
+            wanted = logitRows
+        } else if allLogits {
             wanted = Array(0..<n)
         } else {
             var end = 0
