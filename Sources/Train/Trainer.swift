@@ -191,6 +191,14 @@ public final class Trainer {
         }
         // Batch ids continue across a resume so a teacher's seeds (sampled encoding) do not repeat.
         nextBatchId = state.step * options.gradAccumulation
+        if let group {
+            // Every student must start from the same checkpoint, or the run would silently diverge.
+            let steps = try group.sum([Double(state.step)])[0]
+            guard steps == Double(state.step * group.count) else {
+                throw TrainError("the data-parallel ranks start at different steps (rank \(group.index) at step \(state.step)): every machine must see the same run directory \(runDir.path) (a shared filesystem, or copy it to each machine before resuming)")
+            }
+            try group.checkIdentical(parameters, step: state.step)
+        }
     }
 
     public var step: Int { state.step }
