@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# Checks the cost model of docs/SCALING.md on throttled links, on one machine: every MPI rank of
+# `rqat bench cluster` runs in its own network namespace, the namespaces hang on a bridge through
+# veth pairs, and the students' links are shaped with tc (tbf) to each rate in turn. No traffic
+# leaves the machine; everything is removed on exit.
+#
+#   bash scripts/bench-cluster-netns.sh [--rates "unlimited 10gbit 1gbit"] [--scenarios "allreduce signal"]
+#                                       [--repeats N] [--rqat PATH] [--out FILE] [--extra-mpirun-args "..."]
+#
+# Needs root (ip netns, tc), Open MPI (mpirun, orted), python3 (link probe and summary) and a
+# release build (swift build -c release). Output: one JSON line per measurement in --out (default
+# runs/bench-cluster-netns/results.jsonl), each with "scenario" and "link" added, then a table of
+# measured vs predicted step times.
+#
+# How ranks get into namespaces: mpirun runs in the hub namespace (the one with the bridge, address
+# .1) and starts its daemons (orted) through `--mca plm_rsh_agent`, a script that, given a "host"
+# 10.213.0.(10+i), runs the daemon's command with `ip netns exec rqc-r<i>` instead of ssh. The daemon
+# starts its rank in the same namespace, so each rank sees only its veth; `--mca btl self,tcp` keeps
+# ranks off shared memory and `btl_tcp_if_include`/`oob_tcp_if_include` put all traffic on the veths.
+# Ranks 0..T-1 are the teachers, their links stay unshaped; the students' veths are shaped on both
+# ends (tbf shapes egress only: the namespace end shapes uploads, the hub end downloads).
+set -euo pipefail
+
+RATES="unlimited 10gbit 1gbit"
+SCENARIOS="allreduce signal"
+REPEATS=1
+RQAT=""
+OUT=""
+EXTRA_MPI=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rates) RATES="$2"; shift 2 ;;
+        --scenarios) SCENARIOS="$2"; shift 2 ;;
+        --repeats) REPEATS="$2"; shift 2 ;;
+        --rqat) RQAT="$2"; shift 2 ;;
+        --out) OUT="$2"; shift 2 ;;
+        --extra-mpirun-args) EXTRA_MPI="$2"; shift 2 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+# Paths given on the command line are relative to where the script was started.
+[ -n "$RQAT" ] && RQAT=$(readlink -f "$RQAT")
+[ -n "$OUT" ] && OUT=$(readlink -m "$OUT")
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/bench-cluster-netns/results.jsonl}
+[ "$(id -u)" = 0 ] || { echo "needs root (ip netns, tc); run: sudo bash $0" >&2; exit 1; }
+for tool in ip tc mpirun orted python3; do
+    command -v "$tool" >/dev/null || { echo "missing $tool (iproute2, openmpi-bin, python3)" >&2; exit 1; }
+done
+if [ -z "$RQAT" ]; then
+    RQAT=$(swift build -c release --show-bin-path 2>/dev/null)/rqat
+fi
+[ -x "$RQAT" ] || { echo "no rqat at $RQAT: swift build -c release (or pass --rqat)" >&2; exit 1; }
+RQAT=$(readlink -f "$RQAT")
+
+P=rqc                 # prefix of every namespace and link this script creates
+NET=10.213.0          # private /24 for the veths
+RANKS=3               # namespaces for ranks (the largest scenario: 1 teacher + 2 students)
+TMP=$(mktemp -d /tmp/rqc-netns.XXXXXX)
+
+cleanup() {
+    for i in $(seq 0 $((RANKS - 1))); do ip netns del "$P-r$i" 2>/dev/null || true; done
+    ip netns del "$P-hub" 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+for ns in $(ip netns list | awk '{print $1}' | grep "^$P-" || true); do
+    echo "removing namespace $ns left by an earlier run" >&2
+    ip netns del "$ns"
+done
+
+# --- Topology: hub namespace with a bridge; one namespace per rank, joined by a veth pair. ---
+ip netns add "$P-hub"
+ip -n "$P-hub" link set lo up
+ip -n "$P-hub" link add "${P}br" type bridge
+ip -n "$P-hub" addr add "$NET.1/24" dev "${P}br"
+ip -n "$P-hub" link set "${P}br" up
+ip netns exec "$P-hub" sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+for i in $(seq 0 $((RANKS - 1))); do
+    ns="$P-r$i"
+    ip netns add "$ns"
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+    ip link add "${P}${i}a" netns "$ns" type veth peer name "${P}${i}b" netns "$P-hub"
+    ip -n "$ns" addr add "$NET.$((10 + i))/24" dev "${P}${i}a"
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link set "${P}${i}a" up
+    ip -n "$P-hub" link set "${P}${i}b" master "${P}br"
+    ip -n "$P-hub" link set "${P}${i}b" up
+    echo "$NET.$((10 + i)) slots=1" >> "$TMP/hosts"
+done
+
+cat > "$TMP/agent.sh" <<EOF
+#!/bin/sh
+# plm_rsh_agent: "agent [ssh options] HOST COMMAND..." -> COMMAND in HOST's namespace.
+while [ \$# -gt 0 ]; do case "\$1" in -*) shift ;; *) break ;; esac; done
+host="\$1"; shift
+exec ip netns exec "$P-r\$(( \${host##*.} - 10 ))" /bin/sh -c "\$*"
+EOF
+chmod +x "$TMP/agent.sh"
+
+MPI_ARGS="--hostfile $TMP/hosts --mca plm_rsh_agent $TMP/agent.sh --mca btl self,tcp --mca btl_tcp_if_include $NET.0/24 --mca oob_tcp_if_include $NET.0/24 --mca btl_tcp_disable_family 6 --mca oob_tcp_disable_ipv6_family 1 $EXTRA_MPI"
+
+# Shape (or unshape) the links of ranks $2.. to rate $1. tbf needs a bucket of at least rate/HZ
+# and of a GSO packet (64 KB); the queue holds 50 ms.
+shape() {
+    local rate=$1; shift
+    for i in "$@"; do
+        for side in "$P-r$i ${P}${i}a" "$P-hub ${P}${i}b"; do
+            set -- $side
+            if [ "$rate" = unlimited ]; then
+                ip netns exec "$1" tc qdisc del dev "$2" root 2>/dev/null || true
+            else
+                local burst=256kb
+                case "$rate" in *gbit) [ "${rate%gbit}" -ge 4 ] 2>/dev/null && burst=2mb ;; esac
+                ip netns exec "$1" tc qdisc replace dev "$2" root tbf rate "$rate" burst "$burst" latency 50ms
+            fi
+        done
+    done
+}
+
+# Goodput of one TCP stream from the teacher's namespace to student $1's (what the link gives).
+cat > "$TMP/probe.py" <<'EOF'
+import socket, sys, time
+mode, host, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if mode == "server":
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((host, 5999)); s.listen(1)
+    c, _ = s.accept(); got = 0; t0 = time.time()
+    while True:
+        b = c.recv(1 << 20)
+        if not b: break
+        got += len(b)
+    print("%.3f" % (got * 8 / (time.time() - t0) / 1e9))
+else:
+    time.sleep(0.3); c = socket.create_connection((host, 5999)); buf = b"x" * (1 << 20); sent = 0
+    while sent < n: c.sendall(buf); sent += len(buf)
+    c.close()
+EOF
+probe() {   # $1 = student rank, $2 = bytes
+    ip netns exec "$P-r0" python3 "$TMP/probe.py" client "$NET.$((10 + $1))" "$2" &
+    local client=$!
+    ip netns exec "$P-r$1" python3 "$TMP/probe.py" server "$NET.$((10 + $1))" "$2"
+    wait "$client"
+}
+
+SMOL=assets/SmolLM2-135M-Instruct.Q4_1.gguf
+scenario_args() {
+    case "$1" in
+        # A realistic QAT student: SmolLM2-135M fake-quantized at W3G128, 2 data-parallel students,
+        # 538 MB of fp32 gradients per step to allreduce; top-64 signal (small).
+        allreduce) echo "--teacher $SMOL --student $SMOL --qat w3g128 --students 2 --signal top-64 --seq-len 256 --batch-tokens 512 --steps 4 --lookahead 2" ;;
+        # The signal dominates: small random teacher and student with SmolLM2's vocabulary of
+        # 49152, full fp32 logits on the wire (~165 KB per trained token), one student.
+        signal) echo "--teacher small --student small --small-hidden 32 --qat none --students 1 --signal full --seq-len 256 --batch-tokens 1024 --steps 8 --lookahead 2" ;;
+        *) echo "unknown scenario $1" >&2; exit 2 ;;
+    esac
+}
+students_of() { case "$1" in allreduce) echo "1 2" ;; signal) echo "1" ;; esac; }
+
+mkdir -p "$(dirname "$OUT")"
+: > "$OUT"
+echo "rqat $RQAT; results in $OUT"
+for rep in $(seq 1 "$REPEATS"); do
+    for scenario in $SCENARIOS; do
+        for rate in $RATES; do
+            # shellcheck disable=SC2046
+            shape "$rate" $(students_of "$scenario")
+            case "$rate" in *mbit) bytes=50000000 ;; unlimited) bytes=1000000000 ;; *) bytes=300000000 ;; esac
+            goodput=$(probe 1 "$bytes")
+            echo "== $scenario, student links $rate (probe: $goodput Gbit/s), repeat $rep"
+            args=$(scenario_args "$scenario")
+            # shellcheck disable=SC2086
+            if ! ip netns exec "$P-hub" "$RQAT" bench cluster --json --teacher-counts 1 $args \
+                    --extra-mpirun-args "$MPI_ARGS" > "$TMP/run.jsonl" 2> "$TMP/run.err"; then
+                echo "run failed:" >&2; tail -30 "$TMP/run.err" >&2; exit 1
+            fi
+            sed "s/^{/{\"scenario\":\"$scenario\",\"link\":\"$rate\",\"probe_gbit_per_s\":$goodput,\"repeat\":$rep,/" "$TMP/run.jsonl" >> "$OUT"
+            grep '"name":"cluster"' "$TMP/run.jsonl" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    d = json.loads(line)
+    print("   step %.2f s (median %.2f), student compute %.2f s, wait for teacher %.2f s, allreduce wait %.2f s per step; signal %.1f MB, allreduce %.0f MB per step"
+          % (d["step_s"], d["step_s_median"], d["student_compute_s_per_step"], d["student_wait_s_per_step"],
+             d.get("allreduce_wait_s_per_step", 0), d["signal_bytes_per_step"] / 1e6, d.get("allreduce_bytes_per_step", 0) / 1e6))'
+        done
+    done
+done
+shape unlimited 1 2
+
+# --- Measured vs predicted (docs/SCALING.md, "Checking the model"). ---
+ALLREDUCE_ALGORITHM=$(echo "$EXTRA_MPI" | sed -n 's/.*coll_libnbc_iallreduce_algorithm[ =]*\([0-9]\).*/\1/p')
+python3 - "$OUT" "${ALLREDUCE_ALGORITHM:-0}" <<'PY'
+import json, math, sys
+from collections import defaultdict
+runs = defaultdict(list)
+for line in open(sys.argv[1]):
+    d = json.loads(line)
+    if d["name"] == "cluster":
+        runs[(d["scenario"], d["link"])].append(d)
+algorithm = int(sys.argv[2])
+def mean(xs): return sum(xs) / len(xs)
+def spread(xs): return "%.2f" % mean(xs) if len(xs) == 1 else "%.2f-%.2f" % (min(xs), max(xs))
+def link_bytes_per_s(link, probe_gbit):
+    # Nominal rate of a shaped link; the probe's goodput for the unshaped veth.
+    if link == "unlimited": return probe_gbit * 1e9 / 8
+    for unit, scale in (("gbit", 1e9), ("mbit", 1e6)):
+        if link.endswith(unit): return float(link[:-len(unit)]) * scale / 8
+    raise ValueError(link)
+def allreduce_factor(S):
+    # Gradient buffers that cross the busiest student link one after the other.
+    if S < 2: return 0
+    if algorithm in (1, 3): return 2 * (S - 1) / S          # ring, reduce-scatter + allgather
+    if algorithm == 4: return math.ceil(math.log2(S))         # recursive doubling
+    return 2 * math.ceil(math.log2(S))                        # binomial reduce, then binomial bcast
+print()
+print("allreduce algorithm: %s" % {0: "libnbc default (binomial, as chosen for MPI_IN_PLACE)", 1: "ring", 2: "binomial",
+                                   3: "reduce-scatter + allgather", 4: "recursive doubling"}[algorithm])
+print("%-9s %-9s %6s | %-11s %7s %7s | %-11s %7s | %-11s %7s" % ("scenario", "link", "probe", "step", "serial", "overlap",
+                                                              "ar wait", "model", "wait", "model"))
+for scenario in sorted({s for s, _ in runs}):
+    base = runs.get((scenario, "unlimited"))
+    if not base: continue
+    s0 = mean([d["step_s"] for d in base]); w0 = mean([d["student_wait_s_per_step"] for d in base])
+    a0 = mean([d.get("allreduce_wait_s_per_step", 0) for d in base])
+    W0 = link_bytes_per_s("unlimited", mean([d["probe_gbit_per_s"] for d in base]))
+    for link in sorted({l for s, l in runs if s == scenario}, key=lambda l: -link_bytes_per_s(l, 100)):
+        ds = runs[(scenario, link)]
+        S = ds[0]["students"]
+        G = mean([d["signal_bytes_per_step"] for d in ds])
+        A = allreduce_factor(S) * mean([d.get("allreduce_bytes_per_step", 0) for d in ds])
+        W = min(link_bytes_per_s(link, 0), W0) if link != "unlimited" else W0   # a veth gives no more than unshaped
+        delta = 1 / W - 1 / W0   # seconds per byte the slower link adds
+        serial = s0 + (G + A) * delta
+        overlap = max(s0 + A * delta, (G + A) / W)
+        print("%-9s %-9s %6.2f | %-11s %7.2f %7.2f | %-11s %7.2f | %-11s %7.2f" % (
+            scenario, link, mean([d["probe_gbit_per_s"] for d in ds]),
+            spread([d["step_s"] for d in ds]), serial, overlap,
+            spread([d.get("allreduce_wait_s_per_step", 0) for d in ds]), a0 + A * delta,
+            spread([d["student_wait_s_per_step"] for d in ds]), w0 + G * delta))
+print("Seconds per optimizer step. probe: Gbit/s of one TCP stream teacher -> student 1 over that link.")
+print("step: measured (range over repeats); serial: unshaped step + every byte of the step (signal and allreduce)")
+print("at the lower rate; overlap: the signal hidden behind compute by the look-ahead, the allreduce exposed.")
+print("ar wait / wait: measured allreduce wait after backward and wait for the teacher; model: the unshaped")
+print("figure + the allreduce bytes (resp. signal bytes) at the lower rate.")
+PY
