@@ -18,6 +18,11 @@ public enum MPI {
     /// aborting, so every failure becomes a `ClusterError` naming the rank.
     public static func initialize() throws -> Communicator {
         if let world = worldCommunicator { return world }
+        // Open MPI's non-blocking allreduce (libnbc) picks a binomial tree for in-place sums,
+        // which sends each gradient bucket twice over a rank's link one after the other;
+        // Rabenseifner's reduce-scatter + all-gather moves 2(p-1)/p of it, both directions at
+        // once (docs/SCALING.md). Set before MPI_Init, and only when the user has not chosen.
+        setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "3", 0)
         var provided: Int32 = 0
         let rc = MPI_Init_thread(nil, nil, Int32(MPI_THREAD_FUNNELED), &provided)
         guard rc == rqat_mpi_success() else { throw ClusterError("MPI_Init_thread failed (code \(rc)); is Open MPI installed and is the job started by mpirun?") }

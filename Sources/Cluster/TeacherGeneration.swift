@@ -79,12 +79,13 @@ struct GenerationMessage {
 extension TeacherService {
     /// Bytes of a generation request in, bytes of the completions out.
     public func respond(toGenerateRequest bytes: [UInt8], from rank: Int) throws -> [UInt8] {
-        let (id, requests) = try GenerationMessage.requests(from: try TensorFrame.decodeMessage(bytes, from: rank), rank: rank)
         let start = Date()
+        let (id, requests) = try GenerationMessage.requests(from: try TensorFrame.decodeMessage(bytes, from: rank), rank: rank)
         let results = Generator(decoder: decoder, stopTokens: stopTokens).generate(requests)
+        let response = TensorFrame.encodeMessage(GenerationMessage.responseFrames(id: id, results, vocab: vocab), codec: options.codec)
         busySeconds += Date().timeIntervalSince(start)
         tokensProcessed += results.reduce(0) { $0 + $1.tokens.count }
-        return TensorFrame.encodeMessage(GenerationMessage.responseFrames(id: id, results, vocab: vocab), codec: options.codec)
+        return response
     }
 }
 

@@ -205,8 +205,6 @@ public final class TeacherService {
 
     /// The signal at the requested positions.
     public func signal(for request: SignalRequest) -> TeacherSignal {
-        let start = Date()
-        defer { busySeconds += Date().timeIntervalSince(start); tokensProcessed += request.tokens.count }
         let v = vocab, t = request.seqLen
         if request.positions.isEmpty { return TeacherSignal.make(logits: [], rows: 0, vocab: v, encoding: options.encoding, temperature: options.temperature) { _ in 0 } }
         // Each row is its own sequence from position 0, as the student sees it.
@@ -226,11 +224,17 @@ public final class TeacherService {
     }
 
     /// Bytes of a signal request in, bytes of the response out (the wire form on both sides).
+    /// Busy time counts decoding, the forward pass and encoding (compression is a real share of
+    /// a teacher's work for full logits).
     public func respond(toSignalRequest bytes: [UInt8], from rank: Int) throws -> [UInt8] {
+        let start = Date()
         let request = try SignalRequest(frames: try TensorFrame.decodeMessage(bytes, from: rank), from: rank)
         let signal = signal(for: request)
-        return TensorFrame.encodeMessage(signal.frames(batchId: request.batchId, vocab: vocab, options: options),
-                                         codec: options.codec)
+        let response = TensorFrame.encodeMessage(signal.frames(batchId: request.batchId, vocab: vocab, options: options),
+                                                 codec: options.codec)
+        busySeconds += Date().timeIntervalSince(start)
+        tokensProcessed += request.tokens.count
+        return response
     }
 
     /// Serves students until each of them has sent `done`. Responses go out with non-blocking

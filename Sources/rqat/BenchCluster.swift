@@ -190,14 +190,14 @@ struct BenchCluster: ParsableCommand {
     func parse(_ text: String, runDir: URL, teachers: Int) throws -> RunResult {
         var r = RunResult()
         let teacherLine = try Regex(#"teacher rank (\d+) served (\d+) tokens in ([0-9.]+) s busy of ([0-9.]+) s"#)
-        let studentLine = try Regex(#"student waited ([0-9.]+) s for the teacher of ([0-9.]+) s \([0-9]+%\); ([0-9.]+) MB of teacher signal received"#)
+        let studentLine = try Regex(#"student waited ([0-9.]+) s for the teacher of ([0-9.]+) s \([0-9.]+%\); ([0-9]+) bytes of teacher signal received"#)
         let reduceLine = try Regex(#"gradient allreduce: ([0-9.]+) MB per rank, ([0-9.]+) s waiting after backward"#)
         func number(_ m: Regex<AnyRegexOutput>.Match, _ i: Int) -> Double { m.output[i].substring.flatMap { Double($0) } ?? .nan }
         for line in text.split(separator: "\n") {
             if let m = try teacherLine.firstMatch(in: line) {
                 r.teachers.append(.init(rank: Int(number(m, 1)), tokens: Int(number(m, 2)), busy: number(m, 3), wall: number(m, 4)))
             } else if let m = try studentLine.firstMatch(in: line) {
-                (r.waitSeconds, r.studentSeconds, r.signalMB) = (number(m, 1), number(m, 2), number(m, 3))
+                (r.waitSeconds, r.studentSeconds, r.signalMB) = (number(m, 1), number(m, 2), number(m, 3) / 1e6)
             } else if let m = try reduceLine.firstMatch(in: line) {
                 (r.allreduceMB, r.allreduceWait) = (number(m, 1), number(m, 2))
             }

@@ -260,7 +260,7 @@ struct TrainCommand: ParsableCommand {
             let start = Date()
             try service.serve(world: world, students: roles.students)
             let seconds = Date().timeIntervalSince(start)
-            printErr(String(format: "train: teacher rank %d served %d tokens in %.1f s busy of %.1f s (%.0f tok/s while busy)",
+            printErr(String(format: "train: teacher rank %d served %d tokens in %.3f s busy of %.3f s (%.0f tok/s while busy)",
                             world.rank, service.tokensProcessed, service.busySeconds, seconds,
                             Double(service.tokensProcessed) / max(service.busySeconds, 1e-9)))
             return
@@ -283,11 +283,11 @@ struct TrainCommand: ParsableCommand {
         try s.train(trainer, flags: flags, log: log)
         let seconds = Date().timeIntervalSince(start)
         if loss == "kd" {
-            log(String(format: "student waited %.2f s for the teacher of %.1f s (%.0f%%); %.1f MB of teacher signal received",
-                       link.waitSeconds, seconds, 100 * link.waitSeconds / max(seconds, 1e-9), Double(link.bytesReceived) / 1e6))
+            log(String(format: "student waited %.3f s for the teacher of %.3f s (%.1f%%); %d bytes of teacher signal received",
+                       link.waitSeconds, seconds, 100 * link.waitSeconds / max(seconds, 1e-9), link.bytesReceived))
         }
         try link.close()   // remote teachers stop once every student has closed
-        if let group { log(String(format: "gradient allreduce: %.1f MB per rank, %.2f s waiting after backward", Double(group.bytesReduced) / 1e6, group.reduceWaitSeconds)) }
+        if let group { log(String(format: "gradient allreduce: %.3f MB per rank, %.3f s waiting after backward", Double(group.bytesReduced) / 1e6, group.reduceWaitSeconds)) }
     }
 
     private func checkVocabularies(world: Communicator, teacher teacherTokenizer: BPETokenizer?, student studentTokenizer: BPETokenizer?) throws {
