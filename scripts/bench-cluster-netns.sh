@@ -191,7 +191,8 @@ shape unlimited 1 2
 
 # --- Measured vs predicted (docs/SCALING.md, "Checking the model"). ---
 ALLREDUCE_ALGORITHM=$(echo "$EXTRA_MPI" | sed -n 's/.*coll_libnbc_iallreduce_algorithm[ =]*\([0-9]\).*/\1/p')
-python3 - "$OUT" "${ALLREDUCE_ALGORITHM:-0}" <<'PY'
+# rqat sets OMPI_MCA_coll_libnbc_iallreduce_algorithm=3 (Rabenseifner) unless told otherwise.
+python3 - "$OUT" "${ALLREDUCE_ALGORITHM:-${OMPI_MCA_coll_libnbc_iallreduce_algorithm:-3}}" <<'PY'
 import json, math, sys
 from collections import defaultdict
 runs = defaultdict(list)
@@ -216,7 +217,7 @@ def allreduce_factor(S):
     return 2 * math.ceil(math.log2(S))                        # binomial reduce, then binomial bcast
 print()
 print("allreduce algorithm: %s" % {0: "libnbc default (binomial, as chosen for MPI_IN_PLACE)", 1: "ring", 2: "binomial",
-                                   3: "reduce-scatter + allgather", 4: "recursive doubling"}[algorithm])
+                                   3: "reduce-scatter + allgather (rqat's default)", 4: "recursive doubling"}[algorithm])
 print("%-9s %-9s %6s | %-11s %7s %7s | %-11s %7s | %-11s %7s" % ("scenario", "link", "probe", "step", "serial", "overlap",
                                                               "ar wait", "model", "wait", "model"))
 for scenario in sorted({s for s, _ in runs}):
