@@ -26,26 +26,37 @@ public struct ProcessResult {
     public var output: String { stdout + stderr }
 }
 
-/// Runs a program to completion and captures both streams.
-public func runProcess(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil) throws -> ProcessResult {
+/// Runs a program to completion and captures both streams (through files, so neither can fill
+/// up and block the child). `environment` replaces the inherited one when given; after `timeout`
+/// seconds the program is terminated and the test fails.
+public func runProcess(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil,
+                       directory: URL? = nil, timeout: TimeInterval = 600,
+                       file: StaticString = #filePath, line: UInt = #line) throws -> ProcessResult {
     let process = Process()
     process.executableURL = executable
     process.arguments = arguments
-    if let environment { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
+    if let environment { process.environment = environment }
+    if let directory { process.currentDirectoryURL = directory }
+    let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("rqat-run-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: scratch) }
+    let out = scratch.appendingPathComponent("stdout"), err = scratch.appendingPathComponent("stderr")
+    _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: err.path, contents: nil)
+    process.standardOutput = try FileHandle(forWritingTo: out)
+    process.standardError = try FileHandle(forWritingTo: err)
+    process.standardInput = FileHandle.nullDevice
     try process.run()
-    // Read stderr on another thread so neither pipe can fill up and block the child.
-    nonisolated(unsafe) var errData = Data()
-    let reader = Thread { errData = err.fileHandleForReading.readDataToEndOfFile() }
-    reader.start()
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    let deadline = Date().addingTimeInterval(timeout)
+    while process.isRunning && Date() < deadline { usleep(20_000) }
+    if process.isRunning {
+        process.terminate()
+        XCTFail("\(executable.lastPathComponent) \(arguments) did not finish in \(timeout) s", file: file, line: line)
+    }
     process.waitUntilExit()
-    while !reader.isFinished { usleep(1000) }
     return ProcessResult(status: process.terminationStatus,
-                         stdout: String(decoding: outData, as: UTF8.self),
-                         stderr: String(decoding: errData, as: UTF8.self),
+                         stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "",
+                         stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? "",
                          crashed: process.terminationReason == .uncaughtSignal)
 }
 
@@ -67,7 +78,10 @@ public enum MPIRun {
     /// `ranks` nil runs the program directly (a one-rank world without mpirun).
     public static func run(executable name: String, ranks: Int?, arguments: [String]) throws -> ProcessResult {
         let program = try BuiltProducts.executable(name)
-        guard let ranks else { return try runProcess(program, arguments, environment: ["OPENBLAS_NUM_THREADS": "1"]) }
+        guard let ranks else {
+            let environment = ProcessInfo.processInfo.environment.merging(["OPENBLAS_NUM_THREADS": "1"]) { $1 }
+            return try runProcess(program, arguments, environment: environment)
+        }
         guard let mpirun else { throw XCTSkip("mpirun not installed (scripts/setup.sh installs openmpi-bin)") }
         return try runProcess(mpirun, launcherArguments(ranks: ranks) + [program.path] + arguments)
     }

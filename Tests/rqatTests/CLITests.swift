@@ -5,36 +5,8 @@ import TestSupport
 /// The `rqat` executable end to end: bad input gives one line on stderr naming the file and a
 /// non-zero exit (never a crash), and every subcommand answers --help.
 final class CLITests: XCTestCase {
-    struct Run { let status: Int32; let stdout: String; let stderr: String; let crashed: Bool }
-
-    /// The rqat binary built next to this test bundle (`swift build --build-tests` builds both).
-    func binary() throws -> URL {
-        let candidates = [
-            Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("rqat"),
-            Bundle.main.bundleURL.appendingPathComponent("rqat"),
-            TestPaths.root.appendingPathComponent(".build/debug/rqat"),
-        ]
-        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
-            throw XCTSkip("rqat binary not built next to the tests (run swift build --build-tests)")
-        }
-        return found
-    }
-
-    func run(_ arguments: [String]) throws -> Run {
-        let process = Process()
-        process.executableURL = try binary()
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus,
-                   stdout: String(decoding: outData, as: UTF8.self),
-                   stderr: String(decoding: errData, as: UTF8.self),
-                   crashed: process.terminationReason == .uncaughtSignal)
+    func run(_ arguments: [String]) throws -> ProcessResult {
+        try runProcess(try BuiltProducts.executable("rqat"), arguments)
     }
 
     func scratch() throws -> URL {
@@ -45,7 +17,7 @@ final class CLITests: XCTestCase {
     }
 
     /// Exit 1, no crash, exactly one stderr line that names `path` and contains `problem`.
-    func assertOneLineError(_ r: Run, names path: String, contains problem: String,
+    func assertOneLineError(_ r: ProcessResult, names path: String, contains problem: String,
                             file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertFalse(r.crashed, "crashed: \(r.stderr)", file: file, line: line)
         XCTAssertEqual(r.status, 1, r.stderr, file: file, line: line)

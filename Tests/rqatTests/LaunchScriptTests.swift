@@ -7,7 +7,6 @@ import TestSupport
 /// Fake `mpirun`, `ssh` and `id` scripts placed first in PATH stand in for the real ones where a
 /// test needs to see or steer what the scripts call; one test uses the real mpirun.
 final class LaunchScriptTests: XCTestCase {
-    struct Run { let status: Int32; let stdout: String; let stderr: String }
 
     static let launch = TestPaths.root.appendingPathComponent("cluster/launch.sh").path
     static let preflight = TestPaths.root.appendingPathComponent("cluster/preflight.sh").path
@@ -46,34 +45,12 @@ final class LaunchScriptTests: XCTestCase {
     }
 
     /// Runs a script with `bin/` first in PATH and no SLURM variables (they change the defaults).
-    func run(_ path: String, _ arguments: [String], timeout: TimeInterval = 20) throws -> Run {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = [path] + arguments
+    func run(_ path: String, _ arguments: [String], timeout: TimeInterval = 20) throws -> ProcessResult {
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SLURM_") }
         env["PATH"] = bin.path + ":" + (env["PATH"] ?? "/usr/bin:/bin")
         env["PREFLIGHT_SSH_TIMEOUT"] = "2"
-        process.environment = env
-        process.currentDirectoryURL = dir
-        let out = dir.appendingPathComponent("stdout-\(UUID().uuidString)")
-        let err = dir.appendingPathComponent("stderr-\(UUID().uuidString)")
-        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: err.path, contents: nil)
-        process.standardOutput = try FileHandle(forWritingTo: out)
-        process.standardError = try FileHandle(forWritingTo: err)
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-            XCTFail("\(path) \(arguments) did not finish in \(timeout) s")
-        }
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus,
-                   stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "",
-                   stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? "")
+        return try runProcess(URL(fileURLWithPath: "/bin/bash"), [path] + arguments, environment: env,
+                              directory: dir, timeout: timeout)
     }
 
     var isRoot: Bool { getuid() == 0 }
@@ -139,7 +116,7 @@ final class LaunchScriptTests: XCTestCase {
     // MARK: - checks that stop the run before mpirun (exit 2)
 
     /// Exit 2, the stderr names every `expected` fragment, and the fake mpirun never ran.
-    func assertStopsBeforeMpirun(_ r: Run, _ expected: [String], file: StaticString = #filePath, line: UInt = #line) {
+    func assertStopsBeforeMpirun(_ r: ProcessResult, _ expected: [String], file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(r.status, 2, "stdout: \(r.stdout)\nstderr: \(r.stderr)", file: file, line: line)
         for fragment in expected {
             XCTAssertTrue(r.stderr.contains(fragment), "\(r.stderr) does not contain \(fragment)", file: file, line: line)
@@ -236,7 +213,7 @@ final class LaunchScriptTests: XCTestCase {
 
     /// A fake mpirun printing Open MPI 4.1's own wording (as observed with 4.1.4) and exiting with
     /// its status; launch.sh must pass the output on, add the role line and keep the status.
-    func runWithFakeMpirun(stderr text: String, status: Int32, teachers: Int = 1, students: Int = 2) throws -> Run {
+    func runWithFakeMpirun(stderr text: String, status: Int32, teachers: Int = 1, students: Int = 2) throws -> ProcessResult {
         let body = dir.appendingPathComponent("mpirun-says.txt")
         try text.write(to: body, atomically: true, encoding: .utf8)
         try script("mpirun", "#!/bin/sh\necho 'step 12 loss 3.1'\ncat '\(body.path)' >&2\nexit \(status)\n")
