@@ -1,5 +1,23 @@
 #include "CKernelsGemv.h"
 
+// Decode multiplies 1..8 activation rows by every weight matrix of the model (538 MB of fp32
+// weights per step for SmolLM2-135M), so these kernels must stream W at memory speed for every
+// n. Per 16 weight floats (one 64-byte line) n FMAs are needed; a Zen 4 core retires one
+// 512-bit FMA per cycle, so at n = 8 the FMA ceiling of one core (about 28 GB/s of weights) is
+// only about twice the share of memory bandwidth a core gets. The kernel therefore has to keep
+// the FMA units busy and the loads in flight at the same time:
+//   - each loaded weight vector feeds the accumulators of all n activation rows (register
+//     blocking: R weight rows x n activation rows of accumulators);
+//   - R weight rows side by side, as many as the 32 AVX-512 registers allow, so each activation
+//     vector loaded from L1 serves R FMAs (loads per FMA fall from 1 + 1/n to 1/R + 1/n);
+//   - the n x R accumulators are reduced eight at a time by a transposing add tree (about 3
+//     instructions per sum instead of 8 for a separate horizontal sum of each);
+//   - with n > 2 the next block of weight rows is prefetched while the current one is
+//     multiplied (the hardware prefetcher alone falls behind when FMA work per byte is high);
+//   - column tails run under a mask, so odd widths need no scalar loop.
+// AVX2 machines get the same structure with 8-float vectors and 16 registers (fewer rows at
+// once); anything else the portable C loop.
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -11,7 +29,105 @@
 #define UNROLL _Pragma("GCC unroll 32")
 #endif
 
-__attribute__((target("avx2,fma")))
+#define AVX512 "avx512f,avx512vl,avx512dq,avx2,fma"
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512
+
+// Eight vectors -> one 8-lane vector of their horizontal sums, in order.
+__attribute__((target(AVX512), always_inline))
+static inline __m256 reduce8_avx512(const __m512 *v) {
+    __m256 h[8];
+    UNROLL for (int j = 0; j < 8; j++)
+        h[j] = _mm256_add_ps(_mm512_castps512_ps256(v[j]), _mm512_extractf32x8_ps(v[j], 1));
+    __m256 a0 = _mm256_hadd_ps(h[0], h[1]), a1 = _mm256_hadd_ps(h[2], h[3]);
+    __m256 a2 = _mm256_hadd_ps(h[4], h[5]), a3 = _mm256_hadd_ps(h[6], h[7]);
+    __m256 b0 = _mm256_hadd_ps(a0, a1), b1 = _mm256_hadd_ps(a2, a3);
+    // b0 = [sums of h0..h3 over the low 128-bit halves | over the high halves], b1 for h4..h7.
+    return _mm256_add_ps(_mm256_permute2f128_ps(b0, b1, 0x20), _mm256_permute2f128_ps(b0, b1, 0x31));
+}
+
+// Weight rows r .. r+R-1 against activation rows 0 .. N-1 (N, R constants after inlining).
+// prefetch: distance in floats of the prefetches (0: none).
+__attribute__((target(AVX512), always_inline))
+static inline void gemv_block_avx512(const float *x, size_t ldx, const float *w, size_t cols,
+                                     float *y, size_t ldy, int accumulate, size_t r,
+                                     const int N, const int R, size_t prefetch) {
+    __m512 acc[RQAT_GEMV_MAX_ROWS * 4];
+    UNROLL for (int j = 0; j < N * R; j++) acc[j] = _mm512_setzero_ps();
+    const float *wr = w + r * cols;
+    size_t c = 0;
+    for (; c + 16 <= cols; c += 16) {
+        // The R rows of a block are contiguous: while this block is read R lines per step,
+        // fetch the block `prefetch` floats ahead in address order, R lines per step too.
+        if (prefetch)
+            UNROLL for (int k = 0; k < R; k++) {
+                const char *p = (const char *)(wr + prefetch + c * R + k * 16);
+                if (N <= 2) _mm_prefetch(p, _MM_HINT_T0); else _mm_prefetch(p, _MM_HINT_T1);
+            }
+        __m512 wv[4];
+        UNROLL for (int k = 0; k < R; k++) wv[k] = _mm512_loadu_ps(wr + k * cols + c);
+        UNROLL for (int i = 0; i < N; i++) {
+            __m512 xv = _mm512_loadu_ps(x + i * ldx + c);
+            UNROLL for (int k = 0; k < R; k++) acc[i * R + k] = _mm512_fmadd_ps(wv[k], xv, acc[i * R + k]);
+        }
+    }
+    if (c < cols) {
+        __mmask16 m = (__mmask16)((1u << (cols - c)) - 1);
+        __m512 wv[4];
+        UNROLL for (int k = 0; k < R; k++) wv[k] = _mm512_maskz_loadu_ps(m, wr + k * cols + c);
+        UNROLL for (int i = 0; i < N; i++) {
+            __m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + c);
+            UNROLL for (int k = 0; k < R; k++) acc[i * R + k] = _mm512_fmadd_ps(wv[k], xv, acc[i * R + k]);
+        }
+    }
+    // Reduce in unrolled loops: a run-time index into acc would force it into memory.
+    float s[RQAT_GEMV_MAX_ROWS * 4];
+    int j = 0;
+    UNROLL for (; j + 8 <= N * R; j += 8) _mm256_storeu_ps(s + j, reduce8_avx512(acc + j));
+    UNROLL for (; j < N * R; j++) s[j] = _mm512_reduce_add_ps(acc[j]);
+    UNROLL for (int i = 0; i < N; i++)
+        UNROLL for (int k = 0; k < R; k++) {
+            float *o = y + i * ldy + r + k;
+            if (accumulate) *o += s[i * R + k]; else *o = s[i * R + k];
+        }
+}
+
+// Weight rows side by side: N*R accumulators + R weight vectors + 1 activation vector within
+// the 32 registers (N = 8, R = 3: 28).
+#define AVX512_ROWS_AT_ONCE(n) ((n) <= 6 ? 4 : 3)
+
+__attribute__((target(AVX512), always_inline))
+static inline void gemv_rows_n_avx512(const float *x, size_t ldx, const float *w, size_t cols,
+                                      float *y, size_t ldy, int accumulate, size_t r0, size_t r1,
+                                      const int N) {
+    const int R = AVX512_ROWS_AT_ONCE(N);
+    // Prefetch one block (R rows) ahead.
+    size_t prefetch = (size_t)R * cols;
+    size_t r = r0;
+    for (; r + R <= r1; r += R) gemv_block_avx512(x, ldx, w, cols, y, ldy, accumulate, r, N, R, prefetch);
+    for (; r < r1; r++) gemv_block_avx512(x, ldx, w, cols, y, ldy, accumulate, r, N, 1, 0);
+}
+
+__attribute__((target(AVX512)))
+static void gemv_rows_avx512(const float *x, size_t n, size_t ldx, const float *w, size_t cols,
+                             float *y, size_t ldy, int accumulate, size_t r0, size_t r1) {
+    switch (n) {
+    case 1: gemv_rows_n_avx512(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 1); break;
+    case 2: gemv_rows_n_avx512(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 2); break;
+    case 3: gemv_rows_n_avx512(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 3); break;
+    case 4: gemv_rows_n_avx512(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 4); break;
+    case 5: gemv_rows_n_avx512(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 5); break;
+    case 6: gemv_rows_n_avx512(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 6); break;
+    case 7: gemv_rows_n_avx512(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 7); break;
+    default: gemv_rows_n_avx512(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 8); break;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX2 + FMA (machines without AVX-512): same scheme, 8-float vectors, 16 registers.
+
+__attribute__((target("avx2,fma"), always_inline))
 static inline float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -19,80 +135,70 @@ static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-// One kernel body for both instruction sets. Each weight row is loaded WIDTH floats at a time
-// and multiplied into the accumulators of all n activation rows; R weight rows run side by
-// side so more independent loads and FMA chains are in flight. Bodies are inlined with
-// constant n and R (the switch at the end) so the accumulators live in registers.
-//   ROWS_AT_ONCE(n): the largest R with n*R accumulators + R weights + 1 activation fitting the
-//   register file (16 for AVX2, 32 for AVX-512).
-#define DEFINE_GEMV_KERNEL(NAME, TARGET, VEC, WIDTH, LOAD, ZERO, FMA, REDUCE, ROWS_AT_ONCE)          \
-__attribute__((target(TARGET), always_inline))                                                        \
-static inline void NAME##_block(const float *x, const size_t n, size_t ldx, const float *w,           \
-                                size_t cols, float *y, size_t ldy, int accumulate, size_t r,          \
-                                const size_t R) {                                                     \
-    size_t vec = cols - cols % WIDTH;                                                                 \
-    VEC acc[RQAT_GEMV_MAX_ROWS][4];                                                                   \
-    UNROLL for (size_t i = 0; i < n; i++)                                                             \
-        UNROLL for (size_t k = 0; k < R; k++) acc[i][k] = ZERO();                                     \
-    for (size_t c = 0; c < vec; c += WIDTH) {                                                         \
-        /* With much FMA work per weight byte (n > 2) the hardware prefetcher falls behind. */        \
-        if (n > 2)                                                                                    \
-            UNROLL for (size_t k = 0; k < R; k++)                                                     \
-                _mm_prefetch((const char *)(w + (r + k) * cols + c + 512), _MM_HINT_T0);              \
-        VEC wv[4];                                                                                    \
-        UNROLL for (size_t k = 0; k < R; k++) wv[k] = LOAD(w + (r + k) * cols + c);                   \
-        UNROLL for (size_t i = 0; i < n; i++) {                                                       \
-            VEC xv = LOAD(x + i * ldx + c);                                                           \
-            UNROLL for (size_t k = 0; k < R; k++) acc[i][k] = FMA(wv[k], xv, acc[i][k]);              \
-        }                                                                                             \
-    }                                                                                                 \
-    /* Reduce in unrolled loops: a run-time index into acc would force it into memory. */           \
-    float sums[RQAT_GEMV_MAX_ROWS][4];                                                                \
-    UNROLL for (size_t i = 0; i < n; i++)                                                             \
-        UNROLL for (size_t k = 0; k < R; k++) sums[i][k] = REDUCE(acc[i][k]);                         \
-    for (size_t i = 0; i < n; i++)                                                                    \
-        for (size_t k = 0; k < R; k++) {                                                              \
-            const float *wr = w + (r + k) * cols;                                                     \
-            float s = sums[i][k];                                                                     \
-            for (size_t c = vec; c < cols; c++) s += wr[c] * x[i * ldx + c];                          \
-            if (accumulate) y[i * ldy + r + k] += s; else y[i * ldy + r + k] = s;                     \
-        }                                                                                             \
-}                                                                                                     \
-                                                                                                      \
-__attribute__((target(TARGET), always_inline))                                                        \
-static inline void NAME##_rows_n(const float *x, const size_t n, size_t ldx, const float *w,          \
-                                 size_t cols, float *y, size_t ldy, int accumulate,                   \
-                                 size_t r0, size_t r1) {                                              \
-    const size_t R = ROWS_AT_ONCE(n);                                                                 \
-    size_t r = r0;                                                                                    \
-    for (; r + R <= r1; r += R) NAME##_block(x, n, ldx, w, cols, y, ldy, accumulate, r, R);           \
-    for (; r < r1; r++) NAME##_block(x, n, ldx, w, cols, y, ldy, accumulate, r, 1);                   \
-}                                                                                                     \
-                                                                                                      \
-__attribute__((target(TARGET)))                                                                       \
-static void NAME(const float *x, size_t n, size_t ldx, const float *w, size_t cols,                  \
-                 float *y, size_t ldy, int accumulate, size_t r0, size_t r1) {                        \
-    switch (n) {                                                                                      \
-    case 1: NAME##_rows_n(x, 1, ldx, w, cols, y, ldy, accumulate, r0, r1); break;                     \
-    case 2: NAME##_rows_n(x, 2, ldx, w, cols, y, ldy, accumulate, r0, r1); break;                     \
-    case 3: NAME##_rows_n(x, 3, ldx, w, cols, y, ldy, accumulate, r0, r1); break;                     \
-    case 4: NAME##_rows_n(x, 4, ldx, w, cols, y, ldy, accumulate, r0, r1); break;                     \
-    case 5: NAME##_rows_n(x, 5, ldx, w, cols, y, ldy, accumulate, r0, r1); break;                     \
-    case 6: NAME##_rows_n(x, 6, ldx, w, cols, y, ldy, accumulate, r0, r1); break;                     \
-    case 7: NAME##_rows_n(x, 7, ldx, w, cols, y, ldy, accumulate, r0, r1); break;                     \
-    default: NAME##_rows_n(x, 8, ldx, w, cols, y, ldy, accumulate, r0, r1); break;                    \
-    }                                                                                                 \
+__attribute__((target("avx2,fma"), always_inline))
+static inline void gemv_block_avx2(const float *x, size_t ldx, const float *w, size_t cols,
+                                   float *y, size_t ldy, int accumulate, size_t r,
+                                   const int N, const int R, size_t prefetch) {
+    __m256 acc[RQAT_GEMV_MAX_ROWS * 4];
+    UNROLL for (int j = 0; j < N * R; j++) acc[j] = _mm256_setzero_ps();
+    const float *wr = w + r * cols;
+    size_t vec = cols - cols % 8;
+    for (size_t c = 0; c < vec; c += 8) {
+        if (prefetch)
+            UNROLL for (int k = 0; k < R; k++) {
+                const char *p = (const char *)(wr + prefetch + c * R + k * 8);
+                if (N <= 2) _mm_prefetch(p, _MM_HINT_T0); else _mm_prefetch(p, _MM_HINT_T1);
+            }
+        __m256 wv[4];
+        UNROLL for (int k = 0; k < R; k++) wv[k] = _mm256_loadu_ps(wr + k * cols + c);
+        UNROLL for (int i = 0; i < N; i++) {
+            __m256 xv = _mm256_loadu_ps(x + i * ldx + c);
+            UNROLL for (int k = 0; k < R; k++) acc[i * R + k] = _mm256_fmadd_ps(wv[k], xv, acc[i * R + k]);
+        }
+    }
+    float s[RQAT_GEMV_MAX_ROWS * 4];
+    UNROLL for (int j = 0; j < N * R; j++) s[j] = hsum256(acc[j]);
+    for (int i = 0; i < N; i++)
+        for (int k = 0; k < R; k++) {
+            const float *wk = wr + k * cols;
+            float t = s[i * R + k];
+            for (size_t c = vec; c < cols; c++) t += wk[c] * x[i * ldx + c];
+            float *o = y + i * ldy + r + k;
+            if (accumulate) *o += t; else *o = t;
+        }
 }
 
+// N*R accumulators + R weights + 1 activation within 16 registers.
 #define AVX2_ROWS_AT_ONCE(n) ((n) == 1 ? 4 : (n) <= 4 ? 2 : 1)
-#define AVX512_ROWS_AT_ONCE(n) ((n) <= 5 ? 4 : 3)
 
-DEFINE_GEMV_KERNEL(gemv_rows_avx2, "avx2,fma", __m256, 8, _mm256_loadu_ps, _mm256_setzero_ps,
-                   _mm256_fmadd_ps, hsum256, AVX2_ROWS_AT_ONCE)
-DEFINE_GEMV_KERNEL(gemv_rows_avx512, "avx512f", __m512, 16, _mm512_loadu_ps, _mm512_setzero_ps,
-                   _mm512_fmadd_ps, _mm512_reduce_add_ps, AVX512_ROWS_AT_ONCE)
+__attribute__((target("avx2,fma"), always_inline))
+static inline void gemv_rows_n_avx2(const float *x, size_t ldx, const float *w, size_t cols,
+                                    float *y, size_t ldy, int accumulate, size_t r0, size_t r1,
+                                    const int N) {
+    const int R = AVX2_ROWS_AT_ONCE(N);
+    size_t prefetch = (size_t)R * cols;
+    size_t r = r0;
+    for (; r + R <= r1; r += R) gemv_block_avx2(x, ldx, w, cols, y, ldy, accumulate, r, N, R, prefetch);
+    for (; r < r1; r++) gemv_block_avx2(x, ldx, w, cols, y, ldy, accumulate, r, N, 1, 0);
+}
+
+__attribute__((target("avx2,fma")))
+static void gemv_rows_avx2(const float *x, size_t n, size_t ldx, const float *w, size_t cols,
+                           float *y, size_t ldy, int accumulate, size_t r0, size_t r1) {
+    switch (n) {
+    case 1: gemv_rows_n_avx2(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 1); break;
+    case 2: gemv_rows_n_avx2(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 2); break;
+    case 3: gemv_rows_n_avx2(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 3); break;
+    case 4: gemv_rows_n_avx2(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 4); break;
+    case 5: gemv_rows_n_avx2(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 5); break;
+    case 6: gemv_rows_n_avx2(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 6); break;
+    case 7: gemv_rows_n_avx2(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 7); break;
+    default: gemv_rows_n_avx2(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 8); break;
+    }
+}
 #endif
 
+// ---------------------------------------------------------------------------------------------
 // Portable version for machines without AVX2.
 static void gemv_rows_generic(const float *x, size_t n, size_t ldx, const float *w, size_t cols,
                               float *y, size_t ldy, int accumulate, size_t r0, size_t r1) {
@@ -111,17 +217,33 @@ static void gemv_rows_generic(const float *x, size_t n, size_t ldx, const float 
     }
 }
 
-void rqat_gemv_rows(const float *x, size_t n, size_t ldx, const float *w, size_t cols,
-                    float *y, size_t ldy, int accumulate, size_t row_begin, size_t row_end) {
+int rqat_gemv_best_isa(void) {
 #if defined(__x86_64__)
-    static int level = -1;   // 2: AVX-512, 1: AVX2 + FMA, 0: portable C
+    static int level = -1;
     if (level < 0)
-        level = __builtin_cpu_supports("avx512f") ? 2
-              : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
-    // Measured on Zen 4: AVX-512 streams fastest for 1-4 activation rows, AVX2 for 5-8
-    // (its narrower FMAs keep more loads in flight per cycle when the FMA work per byte is high).
-    if (level == 2 && n <= 4) { gemv_rows_avx512(x, n, ldx, w, cols, y, ldy, accumulate, row_begin, row_end); return; }
-    if (level >= 1) { gemv_rows_avx2(x, n, ldx, w, cols, y, ldy, accumulate, row_begin, row_end); return; }
+        level = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+                        && __builtin_cpu_supports("avx512dq") ? RQAT_GEMV_AVX512
+              : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? RQAT_GEMV_AVX2
+              : RQAT_GEMV_PORTABLE;
+    return level;
+#else
+    return RQAT_GEMV_PORTABLE;
+#endif
+}
+
+void rqat_gemv_rows_isa(int isa, const float *x, size_t n, size_t ldx, const float *w, size_t cols,
+                        float *y, size_t ldy, int accumulate, size_t row_begin, size_t row_end) {
+    if (n == 0 || row_begin >= row_end) return;
+    int best = rqat_gemv_best_isa();
+    if (isa > best) isa = best;
+#if defined(__x86_64__)
+    if (isa == RQAT_GEMV_AVX512) { gemv_rows_avx512(x, n, ldx, w, cols, y, ldy, accumulate, row_begin, row_end); return; }
+    if (isa == RQAT_GEMV_AVX2) { gemv_rows_avx2(x, n, ldx, w, cols, y, ldy, accumulate, row_begin, row_end); return; }
 #endif
     gemv_rows_generic(x, n, ldx, w, cols, y, ldy, accumulate, row_begin, row_end);
+}
+
+void rqat_gemv_rows(const float *x, size_t n, size_t ldx, const float *w, size_t cols,
+                    float *y, size_t ldy, int accumulate, size_t row_begin, size_t row_end) {
+    rqat_gemv_rows_isa(rqat_gemv_best_isa(), x, n, ldx, w, cols, y, ldy, accumulate, row_begin, row_end);
 }

@@ -37,7 +37,13 @@ func seconds(_ body: () -> Void) -> Double {
 struct BenchDecode: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "decode",
-        abstract: "Prefill and decode speed of the fp32 model, and the memory bandwidth it implies.")
+        abstract: "Prefill and decode speed of the fp32 model, and the memory bandwidth it implies.",
+        discussion: """
+            Memory bandwidth, batch-1 decode and batched decode are measured in turn in each of \
+            --repeats rounds (the order of the two decodes alternates), so slow phases of a shared \
+            machine hit all three alike; each figure is the median over the rounds with its min and \
+            max, and the ratios are ratios of medians.
+            """)
 
     @Option(help: "A .gguf file or a Hugging Face model directory.")
     var model = "assets/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -49,10 +55,35 @@ struct BenchDecode: ParsableCommand {
     var batch = 8
     @Option(help: "Prompt for the decode measurements (the one scripts/bench-transformers.py uses).")
     var prompt = "The capital of France is"
-    @Option(help: "Repetitions; the fastest is reported.")
-    var repeats = 3
+    @Option(help: "Rounds of (bandwidth, batch-1 decode, batched decode); medians are reported.")
+    var repeats = 7
     @OptionGroup var runtime: RuntimeOptions
     @OptionGroup var output: BenchOutput
+
+    /// Median, min and max of some measurements.
+    struct Spread {
+        let median: Double, min: Double, max: Double
+        init(_ values: [Double]) {
+            let v = values.sorted()
+            median = v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2
+            min = v.first!
+            max = v.last!
+        }
+        /// JSON fields `name` (the median), `name_min`, `name_max`.
+        func fields(_ name: String, scale: Double = 1) -> [(String, Any)] {
+            [(name, median * scale), (name + "_min", min * scale), (name + "_max", max * scale)]
+        }
+        func text(_ format: String, scale: Double = 1) -> String {
+            String(format: format, median * scale) + " [" + String(format: format, min * scale)
+                + "-" + String(format: format, max * scale) + "]"
+        }
+    }
+
+    func validate() throws {
+        guard repeats >= 1, batch >= 1, decodeTokens >= 1, promptTokens >= 1 else {
+            throw ValidationError("--repeats, --batch, --decode-tokens and --prompt-tokens must be at least 1")
+        }
+    }
 
     func run() throws {
         runtime.apply()
@@ -61,14 +92,8 @@ struct BenchDecode: ParsableCommand {
             let decoder = lm.decoder
             let threads = Threads.count
             if !output.json {
-                print("model \(model): \(lm.config.parameterCount) parameters, fp32, \(threads) threads")
+                print("model \(model): \(lm.config.parameterCount) parameters, fp32, \(threads) threads, median [min-max] of \(repeats) rounds")
             }
-
-            // Memory bandwidth of this machine, measured now so the ratio is like for like.
-            let bandwidth = MemoryBandwidth.measure(bytes: 512 << 20, repeats: 8)
-            output.emit("memory_bandwidth",
-                        [("copy_gb_per_s", bandwidth.copy / 1e9), ("read_gb_per_s", bandwidth.read / 1e9), ("threads", threads)],
-                        text: String(format: "memory: copy %.1f GB/s (read+write), read %.1f GB/s", bandwidth.copy / 1e9, bandwidth.read / 1e9))
 
             // A prompt of real text, repeated to the wanted length.
             let text = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May? "
@@ -76,37 +101,66 @@ struct BenchDecode: ParsableCommand {
             while prefillPrompt.count < promptTokens { prefillPrompt += lm.tokenizer.encode(text) }
             prefillPrompt = Array(prefillPrompt.prefix(promptTokens))
 
-            // Prefill: one forward over the whole prompt.
-            var best = Double.infinity
-            for _ in 0..<repeats {
+            // Prefill: one forward over the whole prompt, one untimed first.
+            var prefillRates: [Double] = []
+            for round in 0...repeats {
                 let cache = decoder.makeCache(capacities: [prefillPrompt.count])
-                best = min(best, seconds { _ = decoder.forward([SequenceChunk(sequence: 0, tokens: prefillPrompt)], cache: cache) })
+                let t = seconds { _ = decoder.forward([SequenceChunk(sequence: 0, tokens: prefillPrompt)], cache: cache) }
+                if round > 0 { prefillRates.append(Double(prefillPrompt.count) / t) }
             }
-            let prefill = Double(prefillPrompt.count) / best
-            output.emit("prefill", [("batch", 1), ("prompt_tokens", prefillPrompt.count), ("tokens_per_s", prefill), ("threads", threads)],
-                        text: String(format: "prefill  %4d tokens        %8.1f tokens/s", prefillPrompt.count, prefill))
+            let prefill = Spread(prefillRates)
 
-            // Decode: time only the steps after the prompt, greedy, never stopping early.
+            // Rounds of: memory bandwidth (best of 3 copies and 3 sums of 512 MiB, buffers kept
+            // between rounds), batch-1 decode, batched decode (the two decodes in alternating order).
             let decodePrompt = lm.tokenizer.encode(self.prompt)
             let weightBytes = Double(decodeWeightBytes(lm.decoder.weights))
-            var single = 0.0
-            for b in [1, batch] {
-                var bestRate = 0.0
-                for _ in 0..<repeats {
-                    bestRate = max(bestRate, decodeRate(decoder, prompt: decodePrompt, batch: b))
+            let meter = MemoryBandwidth.Meter(bytes: 512 << 20)
+            let batches = batch == 1 ? [1] : [1, batch]
+            for b in batches { _ = decodeRate(decoder, prompt: decodePrompt, batch: b, steps: 4) }  // warm-up
+            var copy: [Double] = [], read: [Double] = []
+            var rates: [Int: [Double]] = [:]
+            for round in 0..<repeats {
+                let bw = meter.measure(repeats: 3)
+                copy.append(bw.copy)
+                read.append(bw.read)
+                for b in (round % 2 == 0 ? batches : batches.reversed()) {
+                    rates[b, default: []].append(decodeRate(decoder, prompt: decodePrompt, batch: b, steps: decodeTokens))
                 }
-                if b == 1 { single = bestRate }
-                let steps = bestRate / Double(b)
-                let implied = steps * weightBytes
-                var fields: [(String, Any)] = [("batch", b), ("tokens_per_s", bestRate), ("decode_tokens", decodeTokens),
+            }
+
+            let copySpread = Spread(copy), readSpread = Spread(read)
+            output.emit("memory_bandwidth",
+                        copySpread.fields("copy_gb_per_s", scale: 1e-9) + readSpread.fields("read_gb_per_s", scale: 1e-9)
+                            + [("repeats", repeats), ("threads", threads)],
+                        text: "memory   copy " + copySpread.text("%.1f", scale: 1e-9) + " GB/s (read+write), read "
+                            + readSpread.text("%.1f", scale: 1e-9) + " GB/s")
+            output.emit("prefill", [("batch", 1), ("prompt_tokens", prefillPrompt.count), ("repeats", repeats), ("threads", threads)]
+                            + prefill.fields("tokens_per_s"),
+                        text: String(format: "prefill  %4d tokens     ", prefillPrompt.count) + prefill.text("%.1f") + " tokens/s")
+
+            let single = Spread(rates[1]!)
+            for b in batches {
+                let r = Spread(rates[b]!)
+                let implied = r.median / Double(b) * weightBytes
+                // Per round: this round's decode against this round's bandwidth and batch-1 rate.
+                let perRoundCopy = Spread(zip(rates[b]!, copy).map { $0 / Double(b) * weightBytes / $1 })
+                var fields: [(String, Any)] = [("batch", b), ("decode_tokens", decodeTokens), ("repeats", repeats),
                                                ("threads", threads), ("implied_gb_per_s", implied / 1e9),
-                                               ("fraction_of_copy_bandwidth", implied / bandwidth.copy),
-                                               ("fraction_of_read_bandwidth", implied / bandwidth.read)]
-                var line = String(format: "decode   batch %-2d            %8.1f tokens/s   weights streamed at %.1f GB/s = %.0f%% of copy, %.0f%% of read bandwidth",
-                                  b, bestRate, implied / 1e9, 100 * implied / bandwidth.copy, 100 * implied / bandwidth.read)
+                                               ("fraction_of_copy_bandwidth", implied / copySpread.median),
+                                               ("fraction_of_read_bandwidth", implied / readSpread.median),
+                                               ("fraction_of_copy_bandwidth_per_round_min", perRoundCopy.min),
+                                               ("fraction_of_copy_bandwidth_per_round_max", perRoundCopy.max)]
+                fields += r.fields("tokens_per_s")
+                var line = String(format: "decode   batch %-2d          ", b) + r.text("%.1f")
+                    + String(format: " tokens/s   weights streamed at %.1f GB/s = %.0f%% of copy (per round %.0f-%.0f%%), %.0f%% of read bandwidth",
+                             implied / 1e9, 100 * implied / copySpread.median, 100 * perRoundCopy.min, 100 * perRoundCopy.max,
+                             100 * implied / readSpread.median)
                 if b > 1 {
-                    fields.append(("speedup_over_batch_1", bestRate / single))
-                    line += String(format: "   (%.1fx batch 1)", bestRate / single)
+                    let perRound = Spread(zip(rates[b]!, rates[1]!).map { $0 / $1 })
+                    fields += [("speedup_over_batch_1", r.median / single.median),
+                               ("speedup_over_batch_1_per_round_min", perRound.min),
+                               ("speedup_over_batch_1_per_round_max", perRound.max)]
+                    line += String(format: "   (%.2fx batch 1; per round %.2f-%.2fx)", r.median / single.median, perRound.min, perRound.max)
                 }
                 output.emit("decode", fields, text: line)
             }
@@ -116,13 +170,13 @@ struct BenchDecode: ParsableCommand {
         }
     }
 
-    /// Tokens per second over `decodeTokens` steps of `batch` sequences after a short prefill.
-    func decodeRate(_ decoder: Decoder, prompt: [Int], batch: Int) -> Double {
-        let cache = decoder.makeCache(capacities: Array(repeating: prompt.count + decodeTokens + 1, count: batch))
+    /// Tokens per second over `steps` decode steps of `batch` sequences after a short prefill.
+    func decodeRate(_ decoder: Decoder, prompt: [Int], batch: Int, steps: Int) -> Double {
+        let cache = decoder.makeCache(capacities: Array(repeating: prompt.count + steps + 1, count: batch))
         var logits = decoder.forward((0..<batch).map { SequenceChunk(sequence: $0, tokens: prompt) }, cache: cache)
         let v = decoder.config.vocabSize
         let time = seconds {
-            for _ in 0..<decodeTokens {
+            for _ in 0..<steps {
                 let next = (0..<batch).map { s -> SequenceChunk in
                     let row = logits.row(s)
                     var best = 0
@@ -132,7 +186,7 @@ struct BenchDecode: ParsableCommand {
                 logits = decoder.forward(next, cache: cache)
             }
         }
-        return Double(batch * decodeTokens) / time
+        return Double(batch * steps) / time
     }
 
     /// Bytes of weights a decode step must read: every matrix and norm, and the LM head

@@ -14,4 +14,16 @@ void rqat_gemv_rows(const float *x, size_t n, size_t ldx,
                     float *y, size_t ldy, int accumulate,
                     size_t row_begin, size_t row_end);
 
+// Instruction-set levels of the kernel; rqat_gemv_rows uses the best this CPU supports.
+#define RQAT_GEMV_PORTABLE 0
+#define RQAT_GEMV_AVX2 1
+#define RQAT_GEMV_AVX512 2
+int rqat_gemv_best_isa(void);
+// rqat_gemv_rows on a given level (capped at the best supported one), so tests and
+// benchmarks can check every code path.
+void rqat_gemv_rows_isa(int isa, const float *x, size_t n, size_t ldx,
+                        const float *w, size_t cols,
+                        float *y, size_t ldy, int accumulate,
+                        size_t row_begin, size_t row_end);
+
 #endif
