@@ -277,6 +277,8 @@ struct BenchWire: ParsableCommand {
         var estimate = 0.0, reference = 0.0, diffSquares = 0.0, diffs: [Double] = []
         var dot = 0.0, normSquared = 0.0, referenceNormSquared = 0.0
         var rowCosineSum = 0.0, rows = 0
+        /// top-k: the teacher's mass outside the top-k; sampled: distinct ids drawn; summed over rows.
+        var tailMass = 0.0, distinctIds = 0
     }
 
     struct WireResult {
@@ -392,6 +394,11 @@ struct BenchWire: ParsableCommand {
     /// Per-row estimate against the exact KL, and the gradient against the exact gradient.
     func accumulateBias(_ acc: inout BiasAccumulator, signal: TeacherSignal, student: Tensor, vocab v: Int, rows n: Int,
                         reference: [Double], entropy: [Double], referenceGradient: Tensor, options: KDLoss.Options) {
+        switch signal {
+        case .topK(_, _, _, let tail): acc.tailMass += tail.reduce(0) { $0 + Double($1) }
+        case .sampled(_, _, let counts): acc.distinctIds += counts.reduce(0) { $0 + ($1 > 0 ? 1 : 0) }
+        case .full: break
+        }
         for r in 0..<n {
             var estimate = Self.row(r, of: signal).kdLoss(student: student.row(r), vocab: v, weights: [1], normalizer: 1,
                                                           options: options, gradient: false)
@@ -541,7 +548,7 @@ struct BenchWire: ParsableCommand {
                          kdTemperature, wire.positions, fullMean))
             say("sampled: estimate = cross-entropy on the draws - teacher entropy; ± is one standard error over positions")
             say(pad("encoding", 16) + pad("values", 8) + pad("estimate", 12, right: true) + pad("bias", 20, right: true)
-                  + pad("grad cosine", 14, right: true) + pad("row mean", 12, right: true))
+                  + pad("grad cosine", 14, right: true) + pad("row mean", 12, right: true) + "   per position")
         }
         for variant in wire.variants {
             let a = wire.bias[variant]!
@@ -556,12 +563,22 @@ struct BenchWire: ParsableCommand {
             fields += [("value_type", typeName(variant.valueType)), ("kd_estimate", a.estimate / n), ("kd_full", a.reference / n),
                        ("bias", relative), ("bias_se", relativeSE), ("bias_nats", meanDiff), ("grad_cosine", cosine),
                        ("grad_cosine_row_mean", rowCosine), ("positions", Int(n)), ("temperature", Double(kdTemperature))]
+            var extra = ""
+            switch variant.encoding {
+            case .topK:
+                fields.append(("tail_mass", a.tailMass / n))
+                extra = String(format: "tail mass %.4f", a.tailMass / n)
+            case .sampled:
+                fields.append(("distinct_ids", Double(a.distinctIds) / n))
+                extra = String(format: "%.2f distinct ids", Double(a.distinctIds) / n)
+            case .full: break
+            }
             emit("kd_bias", fields,
                         text: pad(variant.encoding.description, 16) + pad(valueLabel(variant), 8)
                             + pad(String(format: "%.4f", a.estimate / n), 12, right: true)
                             + pad(String(format: "%+.2f%% ± %.2f%%", 100 * relative, 100 * relativeSE), 20, right: true)
                             + pad(String(format: "%.4f", cosine), 14, right: true)
-                            + pad(String(format: "%.4f", rowCosine), 12, right: true))
+                            + pad(String(format: "%.4f", rowCosine), 12, right: true) + "   " + extra)
         }
     }
 

@@ -73,8 +73,12 @@ final class BenchWireTests: XCTestCase {
             if encoding.hasPrefix("top-") {
                 XCTAssertLessThanOrEqual(b, 0.01, "\(o)")
                 XCTAssertGreaterThan(number(o, "grad_cosine"), 0.5, "\(o)")
+                let tail = number(o, "tail_mass")
+                XCTAssertTrue(tail >= 0 && tail < 1, "\(o)")
             } else if encoding.hasPrefix("sampled-") {
                 XCTAssertLessThanOrEqual(abs(b), 4 * se + 1e-3, "\(o)")
+                let distinct = number(o, "distinct_ids")
+                XCTAssertTrue(distinct >= 1 && distinct <= Double(o["m"] as? Int ?? 0), "\(o)")
                 XCTAssertGreaterThan(number(o, "grad_cosine"), 0, "\(o)")
             } else if o["value_type"] as? String == "fp32" {
                 XCTAssertEqual(b, 0, accuracy: 1e-6, "\(o)")
