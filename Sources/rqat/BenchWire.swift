@@ -99,7 +99,7 @@ struct BenchWire: ParsableCommand {
             handle.write(Data(line.utf8))
             handle.closeFile()
         } else {
-            FileManager.default.createFile(atPath: jsonOut, contents: Data(line.utf8))
+            _ = FileManager.default.createFile(atPath: jsonOut, contents: Data(line.utf8))
         }
     }
 
@@ -257,12 +257,6 @@ struct BenchWire: ParsableCommand {
         /// full: the logits' type; top-k: the log-probabilities' type; sampled: unused (uint8 counts).
         let valueType: FrameDType
         func hash(into hasher: inout Hasher) { hasher.combine(encoding.description); hasher.combine(valueType) }
-        var label: String {
-            switch encoding {
-            case .sampled: return encoding.description
-            default: return "\(encoding) \(typeName(valueType))"
-            }
-        }
         func signalOptions(temperature: Float, seed: UInt64) -> SignalOptions {
             var o = SignalOptions()
             o.encoding = encoding
