@@ -62,8 +62,7 @@ static inline void gemv_block_avx512(const float *x, size_t ldx, const float *w,
         // fetch the block `prefetch` floats ahead in address order, R lines per step too.
         if (prefetch)
             UNROLL for (int k = 0; k < R; k++) {
-                const char *p = (const char *)(wr + prefetch + c * R + k * 16);
-                if (N <= 2) _mm_prefetch(p, _MM_HINT_T0); else _mm_prefetch(p, _MM_HINT_T1);
+                _mm_prefetch((const char *)(wr + prefetch + c * R + k * 16), _MM_HINT_T1);
             }
         __m512 wv[4];
         UNROLL for (int k = 0; k < R; k++) wv[k] = _mm512_loadu_ps(wr + k * cols + c);
@@ -146,8 +145,7 @@ static inline void gemv_block_avx2(const float *x, size_t ldx, const float *w, s
     for (size_t c = 0; c < vec; c += 8) {
         if (prefetch)
             UNROLL for (int k = 0; k < R; k++) {
-                const char *p = (const char *)(wr + prefetch + c * R + k * 8);
-                if (N <= 2) _mm_prefetch(p, _MM_HINT_T0); else _mm_prefetch(p, _MM_HINT_T1);
+                _mm_prefetch((const char *)(wr + prefetch + c * R + k * 8), _MM_HINT_T1);
             }
         __m256 wv[4];
         UNROLL for (int k = 0; k < R; k++) wv[k] = _mm256_loadu_ps(wr + k * cols + c);
