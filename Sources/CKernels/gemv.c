@@ -1,22 +1,25 @@
 #include "CKernelsGemv.h"
 
 // Decode multiplies 1..8 activation rows by every weight matrix of the model (538 MB of fp32
-// weights per step for SmolLM2-135M), so these kernels must stream W at memory speed for every
-// n. Per 16 weight floats (one 64-byte line) n FMAs are needed; a Zen 4 core retires one
-// 512-bit FMA per cycle, so at n = 8 the FMA ceiling of one core (about 28 GB/s of weights) is
-// only about twice the share of memory bandwidth a core gets. The kernel therefore has to keep
-// the FMA units busy and the loads in flight at the same time:
-//   - each loaded weight vector feeds the accumulators of all n activation rows (register
-//     blocking: R weight rows x n activation rows of accumulators);
-//   - R weight rows side by side, as many as the 32 AVX-512 registers allow, so each activation
-//     vector loaded from L1 serves R FMAs (loads per FMA fall from 1 + 1/n to 1/R + 1/n);
+// weights per step for SmolLM2-135M), so this kernel must stream W at memory speed for every n.
+// Per 64-byte line of weights it needs n FMAs; a Zen 4 core retires one 512-bit FMA per cycle,
+// so at n = 8 one core tops out near 28 GB/s of weights (measured with W in L2), not far above
+// the share of memory bandwidth it gets. Hence (numbers: /tmp microbenchmarks on the project
+// machine, docs/PERFORMANCE.md):
+//   - register blocking: each loaded weight vector feeds the accumulators of all n activation
+//     rows, and R weight rows run side by side (R = 4, or 3 for n = 7..8: n*R accumulators + R
+//     weights + 1 activation within the 32 AVX-512 registers) so each activation vector loaded
+//     from L1 serves R FMAs;
+//   - software prefetch into L2 (not L1, where the activations live and where fewer misses can
+//     be outstanding) of the block of R rows one block ahead, in address order. This is what
+//     makes streaming fast for every n: with two threads about 1.4x the rate of the hardware
+//     prefetcher alone (n = 1) and 1.5-1.9x for n = 5..8;
 //   - the n x R accumulators are reduced eight at a time by a transposing add tree (about 3
 //     instructions per sum instead of 8 for a separate horizontal sum of each);
-//   - with n > 2 the next block of weight rows is prefetched while the current one is
-//     multiplied (the hardware prefetcher alone falls behind when FMA work per byte is high);
 //   - column tails run under a mask, so odd widths need no scalar loop.
-// AVX2 machines get the same structure with 8-float vectors and 16 registers (fewer rows at
-// once); anything else the portable C loop.
+// Machines with AVX2 but no AVX-512 get the same scheme with 8-float vectors and 16 registers
+// (fewer rows at once); others a portable C loop. rqat_gemv_rows_isa picks a path explicitly
+// (tests cover all three).
 
 #if defined(__x86_64__)
 #include <immintrin.h>
