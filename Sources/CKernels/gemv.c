@@ -4,22 +4,25 @@
 // weights per step for SmolLM2-135M), so this kernel must stream W at memory speed for every n.
 // Per 64-byte line of weights it needs n FMAs; a Zen 4 core retires one 512-bit FMA per cycle,
 // so at n = 8 one core tops out near 28 GB/s of weights (measured with W in L2), not far above
-// the share of memory bandwidth it gets. Hence (numbers: /tmp microbenchmarks on the project
-// machine, docs/PERFORMANCE.md):
+// the share of memory bandwidth it gets. Hence (measured on the project machine with a
+// standalone microbenchmark, see docs/PERFORMANCE.md):
 //   - register blocking: each loaded weight vector feeds the accumulators of all n activation
 //     rows, and R weight rows run side by side (R = 4, or 3 for n = 7..8: n*R accumulators + R
 //     weights + 1 activation within the 32 AVX-512 registers) so each activation vector loaded
 //     from L1 serves R FMAs;
 //   - software prefetch into L2 (not L1, where the activations live and where fewer misses can
 //     be outstanding) of the block of R rows one block ahead, in address order. This is what
-//     makes streaming fast for every n: with two threads about 1.4x the rate of the hardware
-//     prefetcher alone (n = 1) and 1.5-1.9x for n = 5..8;
+//     makes streaming fast for every n: with two threads about 1.5x (n = 1) to 1.9x (n = 8)
+//     the rate of the same kernel without it, which leaves the stream to the hardware
+//     prefetcher;
 //   - the n x R accumulators are reduced eight at a time by a transposing add tree (about 3
 //     instructions per sum instead of 8 for a separate horizontal sum of each);
 //   - column tails run under a mask, so odd widths need no scalar loop.
 // Machines with AVX2 but no AVX-512 get the same scheme with 8-float vectors and 16 registers
 // (fewer rows at once); others a portable C loop. rqat_gemv_rows_isa picks a path explicitly
 // (tests cover all three).
+
+#include <stdint.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -63,10 +66,11 @@ static inline void gemv_block_avx512(const float *x, size_t ldx, const float *w,
     for (; c + 16 <= cols; c += 16) {
         // The R rows of a block are contiguous: while this block is read R lines per step,
         // fetch the block `prefetch` floats ahead in address order, R lines per step too.
+        // (Past the last block this touches addresses beyond W: prefetches never fault, and the
+        // address is formed as an integer.)
         if (prefetch)
-            UNROLL for (int k = 0; k < R; k++) {
-                _mm_prefetch((const char *)(wr + prefetch + c * R + k * 16), _MM_HINT_T1);
-            }
+            UNROLL for (int k = 0; k < R; k++)
+                _mm_prefetch((const char *)((uintptr_t)wr + 4 * (prefetch + c * R + k * 16)), _MM_HINT_T1);
         __m512 wv[4];
         UNROLL for (int k = 0; k < R; k++) wv[k] = _mm512_loadu_ps(wr + k * cols + c);
         UNROLL for (int i = 0; i < N; i++) {
@@ -147,9 +151,8 @@ static inline void gemv_block_avx2(const float *x, size_t ldx, const float *w, s
     size_t vec = cols - cols % 8;
     for (size_t c = 0; c < vec; c += 8) {
         if (prefetch)
-            UNROLL for (int k = 0; k < R; k++) {
-                _mm_prefetch((const char *)(wr + prefetch + c * R + k * 8), _MM_HINT_T1);
-            }
+            UNROLL for (int k = 0; k < R; k++)
+                _mm_prefetch((const char *)((uintptr_t)wr + 4 * (prefetch + c * R + k * 8)), _MM_HINT_T1);
         __m256 wv[4];
         UNROLL for (int k = 0; k < R; k++) wv[k] = _mm256_loadu_ps(wr + k * cols + c);
         UNROLL for (int i = 0; i < N; i++) {

@@ -149,18 +149,21 @@ struct BenchDecode: ParsableCommand {
                                                ("fraction_of_copy_bandwidth", implied / copySpread.median),
                                                ("fraction_of_read_bandwidth", implied / readSpread.median),
                                                ("fraction_of_copy_bandwidth_per_round_min", perRoundCopy.min),
+                                               ("fraction_of_copy_bandwidth_per_round_median", perRoundCopy.median),
                                                ("fraction_of_copy_bandwidth_per_round_max", perRoundCopy.max)]
                 fields += r.fields("tokens_per_s")
                 var line = String(format: "decode   batch %-2d          ", b) + r.text("%.1f")
-                    + String(format: " tokens/s   weights streamed at %.1f GB/s = %.0f%% of copy (per round %.0f-%.0f%%), %.0f%% of read bandwidth",
-                             implied / 1e9, 100 * implied / copySpread.median, 100 * perRoundCopy.min, 100 * perRoundCopy.max,
+                    + String(format: " tokens/s   weights streamed at %.1f GB/s = %.0f%% of copy (per round %.0f/%.0f/%.0f%% min/median/max), %.0f%% of read bandwidth",
+                             implied / 1e9, 100 * implied / copySpread.median, 100 * perRoundCopy.min, 100 * perRoundCopy.median, 100 * perRoundCopy.max,
                              100 * implied / readSpread.median)
                 if b > 1 {
                     let perRound = Spread(zip(rates[b]!, rates[1]!).map { $0 / $1 })
                     fields += [("speedup_over_batch_1", r.median / single.median),
                                ("speedup_over_batch_1_per_round_min", perRound.min),
+                               ("speedup_over_batch_1_per_round_median", perRound.median),
                                ("speedup_over_batch_1_per_round_max", perRound.max)]
-                    line += String(format: "   (%.2fx batch 1; per round %.2f-%.2fx)", r.median / single.median, perRound.min, perRound.max)
+                    line += String(format: "   (%.2fx batch 1; per round %.2f/%.2f/%.2fx min/median/max)", r.median / single.median,
+                                          perRound.min, perRound.median, perRound.max)
                 }
                 output.emit("decode", fields, text: line)
             }
