@@ -65,8 +65,7 @@ public final class HeldoutDistillation {
             let logits = student.forward(tokens: tokens, batch: rows, length: length)
             for (r, e) in batch.enumerated() where !positions[e].isEmpty {
                 let n = positions[e].count
-                let gathered = Tensor(shape: [n, vocab])
-                for (i, p) in positions[e].enumerated() { gathered.row(i).update(from: logits.row(r * length + p), count: vocab) }
+                let gathered = logits.gatherRows(positions[e].map { r * length + $0 })
                 sums[e] = KDLoss.fullLogits(student: gathered.ptr, vocab: vocab, teacher: teacherLogits[e].ptr,
                                             weights: [Float](repeating: 1, count: n), normalizer: 1,
                                             options: options, gradient: nil)

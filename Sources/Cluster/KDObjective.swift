@@ -25,8 +25,7 @@ public final class KDObjective: TrainingObjective {
         let signal = try link.signal(batchId: id, rows: positions.count)
         // The loss runs on the trained positions only, gathered into (M, V); the gradient of
         // every other position is zero.
-        let student = Tensor(shape: [max(positions.count, 1), v])
-        for (i, p) in positions.enumerated() { student.row(i).update(from: logits.row(p), count: v) }
+        let student = logits.gatherRows(positions)
         let loss = signal.kdLoss(student: student.ptr, vocab: v, weights: positions.map { batch.lossMask[$0] },
                                  normalizer: normalizer, options: lossOptions, gradient: true)
         logits.fill(0)

@@ -205,22 +205,24 @@ public final class TeacherService {
 
     /// The signal at the requested positions.
     public func signal(for request: SignalRequest) -> TeacherSignal {
-        let v = vocab, t = request.seqLen
-        if request.positions.isEmpty { return TeacherSignal.make(logits: [], rows: 0, vocab: v, encoding: options.encoding, temperature: options.temperature) { _ in 0 } }
-        // Each row is its own sequence from position 0, as the student sees it.
+        let logits = logits(for: request)
+        let seed = options.seed, batch = UInt64(request.batchId), base = request.firstRow * request.seqLen
+        return TeacherSignal.make(logits: logits.ptr, rows: request.positions.count, vocab: vocab,
+                                  encoding: options.encoding, temperature: options.temperature) { i in
+            // The draw seed of a position depends only on the run seed, the micro-batch and the
+            // position in the whole micro-batch, never on which rank or shard asked.
+            SeededRNG.mix(seed, batch, UInt64(base + request.positions[i]))
+        }
+    }
+
+    /// The teacher's logits at the requested positions, (M, V). Each row is its own sequence
+    /// from position 0, as the student sees it; the LM head runs on those positions only.
+    public func logits(for request: SignalRequest) -> Tensor {
+        guard !request.positions.isEmpty else { return Tensor(shape: [0, vocab]) }
+        let t = request.seqLen
         let cache = decoder.makeCache(capacities: Array(repeating: t, count: request.rows))
         let chunks = (0..<request.rows).map { SequenceChunk(sequence: $0, tokens: Array(request.tokens[$0 * t..<($0 + 1) * t])) }
-        // The LM head runs on the trained positions only: (M, V).
-        let picked = decoder.forward(chunks, cache: cache, logitRows: request.positions)
-        let seed = options.seed, batch = UInt64(request.batchId), base = request.firstRow * t
-        return picked.ptr.withMemoryRebound(to: Float.self, capacity: picked.count) { logits in
-            TeacherSignal.make(logits: logits, rows: request.positions.count, vocab: v, encoding: options.encoding,
-                               temperature: options.temperature) { i in
-                // The draw seed of a position depends only on the run seed, the micro-batch and the
-                // position in the whole micro-batch, never on which rank or shard asked.
-                SeededRNG.mix(seed, batch, UInt64(base + request.positions[i]))
-            }
-        }
+        return decoder.forward(chunks, cache: cache, logitRows: request.positions)
     }
 
     /// Bytes of a signal request in, bytes of the response out (the wire form on both sides).

@@ -64,6 +64,15 @@ public final class Tensor: @unchecked Sendable {
 
     /// Pointer to row `i` when the tensor is viewed as (count / lastDim, lastDim).
     public func row(_ i: Int) -> UnsafeMutablePointer<Float> { ptr + i * (shape.last ?? 1) }
+
+    /// The rows `indices` (of the (count / lastDim, lastDim) view) copied into a new
+    /// (indices.count, lastDim) tensor, in that order.
+    public func gatherRows(_ indices: [Int]) -> Tensor {
+        let width = shape.last ?? 1
+        let out = Tensor(shape: [indices.count, width])
+        for (i, r) in indices.enumerated() { out.row(i).update(from: row(r), count: width) }
+        return out
+    }
 }
 
 extension Tensor: CustomStringConvertible {

@@ -307,6 +307,7 @@ struct BenchWire: ParsableCommand {
         let lossOptions = KDLoss.Options(temperature: kdTemperature, scaleByTemperatureSquared: false)
         let invT = 1 / kdTemperature
 
+        let teacher = TeacherService(decoder: setup.teacher.decoder, options: SignalOptions())
         // The same micro-batches the first steps of every run train on.
         let batcher = try SFTBatcher(dataset: setup.train, seqLen: seqLen, batchTokens: rows * seqLen, packing: false,
                                      padId: setup.padId, seed: seed)
@@ -318,14 +319,10 @@ struct BenchWire: ParsableCommand {
             result.positions += n
             result.batches += 1
 
-            // Teacher logits at the trained positions, computed as TeacherService.signal does.
-            let cache = setup.teacher.decoder.makeCache(capacities: Array(repeating: seqLen, count: rows))
-            let chunks = (0..<rows).map { SequenceChunk(sequence: $0, tokens: Array(batch.tokens[$0 * seqLen..<($0 + 1) * seqLen])) }
-            let teacherLogits = setup.teacher.decoder.forward(chunks, cache: cache, logitRows: request.positions)   // (n, V)
+            // Teacher logits at the trained positions, as the teacher service computes them: (n, V).
+            let teacherLogits = teacher.logits(for: request)
             // The untrained student's logits at the same positions.
-            let studentAll = student.forward(tokens: batch.tokens, batch: rows, length: seqLen)
-            let studentLogits = Tensor(shape: [n, v])
-            for (i, p) in request.positions.enumerated() { studentLogits.row(i).update(from: studentAll.row(p), count: v) }
+            let studentLogits = student.forward(tokens: batch.tokens, batch: rows, length: seqLen).gatherRows(request.positions)
 
             // Exact reference: per-row KL, teacher entropy, and the full-logit gradient.
             var klRow = [Double](repeating: 0, count: n), entropyRow = [Double](repeating: 0, count: n)
@@ -349,7 +346,7 @@ struct BenchWire: ParsableCommand {
                 for (c, codec) in result.codecs.enumerated() {
                     var message: [UInt8] = []
                     let time = seconds {
-                        let signal = TeacherSignal.make(logits: UnsafePointer(teacherLogits.ptr), rows: n, vocab: v,
+                        let signal = TeacherSignal.make(logits: teacherLogits.ptr, rows: n, vocab: v,
                                                         encoding: variant.encoding, temperature: kdTemperature) { i in
                             SeededRNG.mix(runSeed, UInt64(b), UInt64(base + request.positions[i]))
                         }
