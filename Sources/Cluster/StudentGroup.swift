@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Model
 import Tensors
@@ -115,15 +116,10 @@ public final class StudentGroup: DataParallelGroup {
     /// Compares a hash of every weight across the students; a mismatch stops the run naming
     /// the ranks that differ from student 0.
     public func checkIdentical(_ parameters: [Parameter], step: Int) throws {
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
-        for p in parameters {
-            p.value.ptr.withMemoryRebound(to: UInt32.self, capacity: p.value.count) { bits in
-                for i in 0..<p.value.count { h = (h ^ UInt64(bits[i])) &* 0x0000_0100_0000_01B3 }
-            }
-        }
-        var mine = [UInt8](repeating: 0, count: 8)
-        withUnsafeBytes(of: h.littleEndian) { mine = Array($0) }
-        let all = try comm.allGather(mine)
+        // The frames' CRC-32C (hardware, several GB/s) over every weight's bytes.
+        var crc: UInt32 = 0
+        for p in parameters { crc = rqat_crc32c(crc, p.value.ptr, 4 * p.value.count) }
+        let all = try comm.allGather(withUnsafeBytes(of: crc.littleEndian) { Array($0) })
         let differing = all.indices.filter { all[$0] != all[0] }
         if !differing.isEmpty {
             throw ClusterError("after step \(step) the weights of student(s) \(differing.map(String.init).joined(separator: ", ")) differ from student 0's: the data-parallel ranks went out of sync (a rank with different inputs or a faulty machine); stopping. Resume from the last checkpoint.")
