@@ -1,4 +1,5 @@
 import Foundation
+import XCTest
 
 /// Where tests find committed golden files and fetched assets, independent of the working directory.
 public enum TestPaths {
@@ -25,4 +26,17 @@ public enum TestPaths {
 public struct FixtureMissing: Error, CustomStringConvertible {
     public let path: String
     public var description: String { "\(path) missing: run scripts/make-reference.py" }
+}
+
+extension XCTestCase {
+    /// A fresh directory under the system's temporary directory, removed when the test ends
+    /// unless the environment has RQAT_KEEP_TEST_DIRS (to look at what a failing run wrote).
+    public func makeScratchDirectory(_ prefix: String) throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        addTeardownBlock {
+            if ProcessInfo.processInfo.environment["RQAT_KEEP_TEST_DIRS"] == nil { try? FileManager.default.removeItem(at: dir) }
+        }
+        return dir
+    }
 }

@@ -8,14 +8,11 @@ final class BenchClusterTests: XCTestCase {
     var dir: URL!
 
     override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("rqat-bench-cluster-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        dir = try makeScratchDirectory("rqat-bench-cluster")
         try TinyModels.writeModel(at: dir.appendingPathComponent("teacher"), seed: 11)
         try TinyModels.writeModel(at: dir.appendingPathComponent("student"), seed: 7)
         try TinyModels.writeArithmeticData(to: dir.appendingPathComponent("train.jsonl"), count: 16)
     }
-
-    override func tearDown() { if ProcessInfo.processInfo.environment["RQAT_KEEP_TEST_DIRS"] == nil { try? FileManager.default.removeItem(at: dir) } }
 
     func testOneAndTwoTeachersReportPositiveFiniteFigures() throws {
         guard MPIRun.mpirun != nil else { throw XCTSkip("mpirun not installed (scripts/setup.sh installs openmpi-bin)") }

@@ -7,13 +7,10 @@ final class BenchWireTests: XCTestCase {
     var dir: URL!
 
     override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("rqat-bench-wire-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        dir = try makeScratchDirectory("rqat-bench-wire")
         try TinyModels.writeModel(at: dir.appendingPathComponent("teacher"), seed: 11)
         try TinyModels.writeArithmeticData(to: dir.appendingPathComponent("train.jsonl"), count: 16)
     }
-
-    override func tearDown() { if ProcessInfo.processInfo.environment["RQAT_KEEP_TEST_DIRS"] == nil { try? FileManager.default.removeItem(at: dir) } }
 
     func testEveryEncodingIsMeasuredWithSaneFigures() throws {
         let rqat = try BuiltProducts.executable("rqat")

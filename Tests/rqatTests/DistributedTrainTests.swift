@@ -10,14 +10,11 @@ final class DistributedTrainTests: XCTestCase {
     var dir: URL!
 
     override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("rqat-kd-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        dir = try makeScratchDirectory("rqat-kd")
         try writeTinyModel(named: "teacher", seed: 11)
         try writeTinyModel(named: "student", seed: 7)
         try TinyModels.writeArithmeticData(to: dir.appendingPathComponent("train.jsonl"), count: 16)
     }
-
-    override func tearDown() { if ProcessInfo.processInfo.environment["RQAT_KEEP_TEST_DIRS"] == nil { try? FileManager.default.removeItem(at: dir) } }
 
     /// A random tiny Qwen3 with the tiny BPE tokenizer, as a Hugging Face directory.
     func writeTinyModel(named name: String, seed: UInt64, vocabOverride: Int? = nil) throws {
