@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # rqat's decode speed next to transformers' generate on the same model, prompt and thread
 # count, measured in one run, with the ratios the targets are stated in.
-# rqat measures memory bandwidth, batch-1 and batch-8 decode interleaved over REPEATS rounds
-# (default 7) and reports medians with their min-max spread; the ratios are ratios of medians.
+# rqat measures batch-1 and batch-8 decode over REPEATS rounds (default 7), each decode between two
+# memory-bandwidth measurements, and reports medians with their min-max spread.
 # Needs the reference Python environment for the transformers side (see scripts/make-reference.py);
 # without it only rqat's figures are printed.
 #   THREADS (2), REPEATS (7), REF_PYTHON (/opt/rqat-ref/bin/python), SCRATCH_PATH (.build)
@@ -40,9 +40,9 @@ if tf:
     print(f"batch-1 decode: rqat {b1:.1f} tok/s [{d1['tokens_per_s_min']:.1f}-{d1['tokens_per_s_max']:.1f}]"
           f" vs transformers {tf1:.1f} tok/s = {b1 / tf1:.2f}x (target >= 2x)")
 print(f"batch-1 decode streams weights at {d1['implied_gb_per_s']:.1f} GB/s = "
-      f"{100 * d1['fraction_of_copy_bandwidth']:.0f}% of copy bandwidth "
-      f"(per round min/median/max {100 * d1['fraction_of_copy_bandwidth_per_round_min']:.0f}/"
-      f"{100 * d1['fraction_of_copy_bandwidth_per_round_median']:.0f}/{100 * d1['fraction_of_copy_bandwidth_per_round_max']:.0f}%) (target >= 60%)")
+      f"{100 * d1['fraction_of_copy_bandwidth']:.0f}% of the copy bandwidth measured around each decode "
+      f"(median of {n}, min-max {100 * d1['fraction_of_copy_bandwidth_min']:.0f}-{100 * d1['fraction_of_copy_bandwidth_max']:.0f}%; "
+      f"{100 * d1['fraction_of_copy_bandwidth_of_medians']:.0f}% of the median copy) (target >= 60%)")
 bn = max(dec)
 if bn > 1:
     d = dec[bn]

@@ -39,10 +39,11 @@ struct BenchDecode: ParsableCommand {
         commandName: "decode",
         abstract: "Prefill and decode speed of the fp32 model, and the memory bandwidth it implies.",
         discussion: """
-            Memory bandwidth, batch-1 decode and batched decode are measured in turn in each of \
-            --repeats rounds (the order of the two decodes alternates), so slow phases of a shared \
-            machine hit all three alike; each figure is the median over the rounds with its min and \
-            max, and the ratios are ratios of medians.
+            Batch-1 and batched decode are measured in each of --repeats rounds (in alternating \
+            order), every decode between two memory-bandwidth measurements; a decode's share of the \
+            bandwidth is taken against the mean of the two around it, since a shared machine's \
+            bandwidth drifts. Each figure is the median over the rounds with its min and max; the \
+            speedup of the batch is the ratio of the medians.
             """)
 
     @Option(help: "A .gguf file or a Hugging Face model directory.")
@@ -55,7 +56,7 @@ struct BenchDecode: ParsableCommand {
     var batch = 8
     @Option(help: "Prompt for the decode measurements (the one scripts/bench-transformers.py uses).")
     var prompt = "The capital of France is"
-    @Option(help: "Rounds of (bandwidth, batch-1 decode, batched decode); medians are reported.")
+    @Option(help: "Rounds of (batch-1 decode, batched decode), each decode followed by a bandwidth measurement; medians are reported.")
     var repeats = 7
     @OptionGroup var runtime: RuntimeOptions
     @OptionGroup var output: BenchOutput
@@ -110,28 +111,30 @@ struct BenchDecode: ParsableCommand {
             }
             let prefill = Spread(prefillRates)
 
-            // Rounds of: memory bandwidth (best of 3 copies and 3 sums of 512 MiB, buffers kept
-            // between rounds), batch-1 decode, batched decode (the two decodes in alternating order).
+            // Rounds of batch-1 and batched decode (in alternating order), every decode between
+            // two memory-bandwidth measurements (best of 3 copies and 3 sums of 512 MiB, buffers
+            // kept): a shared machine's bandwidth drifts by tens of percent within a minute, so
+            // each decode is compared with the bandwidth measured around it.
             let decodePrompt = lm.tokenizer.encode(self.prompt)
             let weightBytes = Double(decodeWeightBytes(lm.decoder.weights))
             let meter = MemoryBandwidth.Meter(bytes: 512 << 20)
             let batches = batch == 1 ? [1] : [1, batch]
             for b in batches { _ = decodeRate(decoder, prompt: decodePrompt, batch: b, steps: 4) }  // warm-up
-            var copy: [Double] = [], read: [Double] = []
+            var bandwidth = [meter.measure(repeats: 3)]
             var rates: [Int: [Double]] = [:]
+            var copyAround: [Int: [Double]] = [:]   // mean copy bandwidth before and after each decode
             for round in 0..<repeats {
-                let bw = meter.measure(repeats: 3)
-                copy.append(bw.copy)
-                read.append(bw.read)
                 for b in (round % 2 == 0 ? batches : batches.reversed()) {
                     rates[b, default: []].append(decodeRate(decoder, prompt: decodePrompt, batch: b, steps: decodeTokens))
+                    bandwidth.append(meter.measure(repeats: 3))
+                    copyAround[b, default: []].append((bandwidth[bandwidth.count - 2].copy + bandwidth.last!.copy) / 2)
                 }
             }
 
-            let copySpread = Spread(copy), readSpread = Spread(read)
+            let copySpread = Spread(bandwidth.map(\.copy)), readSpread = Spread(bandwidth.map(\.read))
             output.emit("memory_bandwidth",
                         copySpread.fields("copy_gb_per_s", scale: 1e-9) + readSpread.fields("read_gb_per_s", scale: 1e-9)
-                            + [("repeats", repeats), ("threads", threads)],
+                            + [("measurements", bandwidth.count), ("repeats", repeats), ("threads", threads)],
                         text: "memory   copy " + copySpread.text("%.1f", scale: 1e-9) + " GB/s (read+write), read "
                             + readSpread.text("%.1f", scale: 1e-9) + " GB/s")
             output.emit("prefill", [("batch", 1), ("prompt_tokens", prefillPrompt.count), ("repeats", repeats), ("threads", threads)]
@@ -142,20 +145,18 @@ struct BenchDecode: ParsableCommand {
             for b in batches {
                 let r = Spread(rates[b]!)
                 let implied = r.median / Double(b) * weightBytes
-                // Per round: this round's decode against this round's bandwidth and batch-1 rate.
-                let perRoundCopy = Spread(zip(rates[b]!, copy).map { $0 / Double(b) * weightBytes / $1 })
+                // Each decode's weight stream over the copy bandwidth measured around it.
+                let share = Spread(zip(rates[b]!, copyAround[b]!).map { $0 / Double(b) * weightBytes / $1 })
                 var fields: [(String, Any)] = [("batch", b), ("decode_tokens", decodeTokens), ("repeats", repeats),
                                                ("threads", threads), ("implied_gb_per_s", implied / 1e9),
-                                               ("fraction_of_copy_bandwidth", implied / copySpread.median),
                                                ("fraction_of_read_bandwidth", implied / readSpread.median),
-                                               ("fraction_of_copy_bandwidth_per_round_min", perRoundCopy.min),
-                                               ("fraction_of_copy_bandwidth_per_round_median", perRoundCopy.median),
-                                               ("fraction_of_copy_bandwidth_per_round_max", perRoundCopy.max)]
+                                               ("fraction_of_copy_bandwidth_of_medians", implied / copySpread.median)]
+                fields += share.fields("fraction_of_copy_bandwidth")
                 fields += r.fields("tokens_per_s")
                 var line = String(format: "decode   batch %-2d          ", b) + r.text("%.1f")
-                    + String(format: " tokens/s   weights streamed at %.1f GB/s = %.0f%% of copy (per round %.0f/%.0f/%.0f%% min/median/max), %.0f%% of read bandwidth",
-                             implied / 1e9, 100 * implied / copySpread.median, 100 * perRoundCopy.min, 100 * perRoundCopy.median, 100 * perRoundCopy.max,
-                             100 * implied / readSpread.median)
+                    + String(format: " tokens/s   weights streamed at %.1f GB/s = ", implied / 1e9) + share.text("%.0f", scale: 100)
+                    + String(format: "%% of the copy bandwidth measured around each decode (%.0f%% of the median copy), %.0f%% of read bandwidth",
+                             100 * implied / copySpread.median, 100 * implied / readSpread.median)
                 if b > 1 {
                     let perRound = Spread(zip(rates[b]!, rates[1]!).map { $0 / $1 })
                     fields += [("speedup_over_batch_1", r.median / single.median),
