@@ -1,4 +1,5 @@
 #include "CKernels.h"
+#include "fast_exp.h"
 #include <math.h>
 
 float rqat_rmsnorm(const float *restrict x, const float *restrict w, float *restrict y,
@@ -27,30 +28,12 @@ float rqat_softmax(float *restrict x, size_t n) {
 void rqat_silu_mul(const float *restrict gate, const float *restrict up, float *restrict out, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
+        out[i] = g / (1.0f + fast_expf(-g)) * up[i];
     }
-}
-
-float rqat_dot(const float *restrict a, const float *restrict b, size_t n) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
-    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
 }
 
 void rqat_axpy(float alpha, const float *restrict x, float *restrict y, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += alpha * x[i];
-}
-
-void rqat_attend_row(const float *restrict q, const float *restrict keys, const float *restrict values,
-                     size_t L, size_t D, float scale, float *restrict scores, float *restrict out) {
-    for (size_t j = 0; j < L; j++) scores[j] = scale * rqat_dot(q, keys + j * D, D);
-    rqat_softmax(scores, L);
-    for (size_t d = 0; d < D; d++) out[d] = 0.0f;
-    for (size_t j = 0; j < L; j++) rqat_axpy(scores[j], values + j * D, out, D);
 }
 
 void rqat_rope_rotate_half(float *restrict x, const float *restrict cos, const float *restrict sin, size_t D) {

@@ -237,25 +237,25 @@ public final class Decoder {
         }
     }
 
-    /// Causal attention of every (row, head) against the cache up to the row's own position.
-    /// Query head h reads KV head h / (H / KV) (grouped-query attention).
+    /// Causal attention of every row against the cache up to the row's own position, one
+    /// (row, KV head) item at a time: query heads g*G ..< (g+1)*G share KV head g (grouped-query
+    /// attention, G = H / KV), so each item reads its keys and values once for its G heads.
     /// qkv: (N, H*D + ...), out: (N, H*D).
     func attend(_ n: Int, _ qkv: Tensor, into out: Tensor, rowSequence: [Int], rowPosition: [Int],
                 cache: KVCache, layerIndex l: Int) {
-        let d = config.headDim, heads = config.numAttentionHeads
-        let group = heads / config.numKeyValueHeads
+        let d = config.headDim, kvHeads = config.numKeyValueHeads
+        let group = config.numAttentionHeads / kvHeads
         let scale = 1 / Float(d).squareRoot()
         let maxLength = (rowPosition.max() ?? 0) + 1
-        Threads.parallelFor(n * heads) { items in
-            let scores = UnsafeMutablePointer<Float>.allocate(capacity: maxLength)
+        Threads.parallelFor(n * kvHeads) { items in
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: group * maxLength)
             defer { scores.deallocate() }
             for item in items {
-                let r = item / heads, hd = item % heads
+                let r = item / kvHeads, g = item % kvHeads
                 let s = rowSequence[r], length = rowPosition[r] + 1
-                rqat_attend_row(qkv.row(r) + hd * d,
-                                cache.keys(sequence: s, layer: l, head: hd / group),
-                                cache.values(sequence: s, layer: l, head: hd / group),
-                                length, d, scale, scores, out.row(r) + hd * d)
+                rqat_attend_group(qkv.row(r) + g * group * d, group,
+                                  cache.keys(sequence: s, layer: l, head: g), cache.values(sequence: s, layer: l, head: g),
+                                  length, d, scale, scores, out.row(r) + g * group * d)
             }
         }
     }

@@ -85,3 +85,41 @@ final class GemvKernelTests: XCTestCase {
         for i in 0..<32 { XCTAssertEqual(y.ptr[i], -3) }
     }
 }
+
+/// Grouped-query attention of one KV head against a plain softmax(q K^T * scale) V in Double, on
+/// every instruction-set path, for group sizes 1, 3 and 9 (more than one gemv pass over the
+/// keys), lengths from one position up, and head sizes with and without a vector tail.
+final class AttentionKernelTests: XCTestCase {
+    func testAttendGroupMatchesNaiveOnEveryPath() {
+        var rng = SeededRNG(seed: 21)
+        let best = rqat_gemv_best_isa()
+        let paths = [RQAT_GEMV_PORTABLE, RQAT_GEMV_AVX2, RQAT_GEMV_AVX512].filter { $0 <= best }
+        for d in [8, 48, 64, 72] {
+            for length in [1, 2, 17, 130] {
+                for heads in [1, 3, 9] {
+                    let q = Tensor(shape: [heads, d]), k = Tensor(shape: [length, d]), v = Tensor(shape: [length, d])
+                    rng.fillNormal(q)
+                    rng.fillNormal(k)
+                    rng.fillNormal(v)
+                    let scale = 1 / Float(d).squareRoot()
+                    var expected = [Double](repeating: 0, count: heads * d)
+                    for h in 0..<heads {
+                        var s = (0..<length).map { j in (0..<d).reduce(0.0) { $0 + Double(q[h, $1]) * Double(k[j, $1]) } * Double(scale) }
+                        let m = s.max()!
+                        s = s.map { Foundation.exp($0 - m) }
+                        let total = s.reduce(0, +)
+                        for j in 0..<length {
+                            for c in 0..<d { expected[h * d + c] += s[j] / total * Double(v[j, c]) }
+                        }
+                    }
+                    for isa in paths {
+                        let scores = Tensor(shape: [heads, length]), out = Tensor(shape: [heads, d])
+                        rqat_attend_group_isa(isa, q.ptr, heads, k.ptr, v.ptr, length, d, scale, scores.ptr, out.ptr)
+                        let worst = (0..<heads * d).map { abs(Double(out.ptr[$0]) - expected[$0]) }.max()!
+                        XCTAssertLessThan(worst, 2e-5, "isa \(isa) d \(d) length \(length) heads \(heads)")
+                    }
+                }
+            }
+        }
+    }
+}

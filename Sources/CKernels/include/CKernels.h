@@ -7,6 +7,7 @@
 #include "CKernelsLapack.h"
 #include "CKernelsChecksum.h"
 #include "CKernelsShuffle.h"
+#include "CKernelsAttention.h"
 
 // Small fp32 kernels the model calls per row. Plain C loops written so the compiler
 // vectorises them (restrict pointers, no aliasing).
@@ -19,19 +20,11 @@ float rqat_rmsnorm(const float *restrict x, const float *restrict w, float *rest
 // (max + log(sum(exp(x - max)))), i.e. the log-sum-exp.
 float rqat_softmax(float *restrict x, size_t n);
 
-// out[i] = silu(gate[i]) * up[i].
+// out[i] = silu(gate[i]) * up[i], with a vectorisable exp (within ~2 ulp of expf).
 void rqat_silu_mul(const float *restrict gate, const float *restrict up, float *restrict out, size_t n);
-
-// Dot product in fp32 with several accumulators.
-float rqat_dot(const float *restrict a, const float *restrict b, size_t n);
 
 // y += alpha * x.
 void rqat_axpy(float alpha, const float *restrict x, float *restrict y, size_t n);
-
-// One query row of causal attention against a cache of L keys and values (each row D wide,
-// contiguous): out = softmax(scale * q . K^T) V. `scores` is scratch of at least L floats.
-void rqat_attend_row(const float *restrict q, const float *restrict keys, const float *restrict values,
-                     size_t L, size_t D, float scale, float *restrict scores, float *restrict out);
 
 // RoPE, rotate-half convention (as transformers): for i < D/2 the pair (x[i], x[i + D/2]) is
 // rotated by the angle whose cosine and sine are cos[i], sin[i].

@@ -279,7 +279,7 @@ public enum TrainLayers {
     public static func swigluForward(gateUp: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                                      rows n: Int, width f: Int) {
         Threads.parallelFor(n) { rows in
-            for r in rows { rqat_silu_mul_fast(gateUp + r * 2 * f, gateUp + r * 2 * f + f, out + r * f, f) }
+            for r in rows { rqat_silu_mul(gateUp + r * 2 * f, gateUp + r * 2 * f + f, out + r * f, f) }
         }
     }
 
