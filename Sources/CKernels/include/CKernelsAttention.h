@@ -2,8 +2,8 @@
 #define RQAT_CKERNELS_ATTENTION_H
 #include <stddef.h>
 
-// Decode-time attention of the query heads that share one key/value head (grouped-query
-// attention) against L cached positions:
+// Inference attention (one token row of a prefill or decode step) of the query heads that share
+// one key/value head (grouped-query attention) against the row's L cached positions:
 //   out[h] = softmax(scale * q[h] . K^T) V      for h < heads
 //   q: (heads, D) and out: (heads, D), both with row stride D;  keys, values: (L, D) row-major;
 //   scores: scratch of heads * L floats.

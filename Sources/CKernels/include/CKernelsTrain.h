@@ -24,10 +24,10 @@ void rqat_silu_mul_backward(const float *restrict gate, const float *restrict up
 // the backward of the rotation (the transpose of a rotation is its inverse).
 void rqat_rope_rotate_half_inverse(float *restrict x, const float *restrict cos, const float *restrict sin, size_t D);
 
-// A training-side variant of rqat_softmax with an inlined, vectorisable exp (range reduction +
-// degree-6 polynomial, within ~2 ulp of expf over the float range) instead of a scalar libm
-// call per element; same results to ~1e-7 relative. (rqat_silu_mul uses the same exp.)
-// In place softmax over n entries (n >= 1).
+// In place softmax over n entries (n >= 1): the training-side variant of rqat_softmax, with an
+// inlined, vectorisable exp (range reduction + degree-6 polynomial, within ~2 ulp of expf over
+// the float range; rqat_silu_mul and attention use it too) instead of a scalar libm call per
+// element. Same results as rqat_softmax to ~1e-7 relative.
 void rqat_softmax_fast(float *restrict x, size_t n);
 
 #endif
