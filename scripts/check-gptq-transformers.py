@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import reference_env  # noqa: F401  (sets the environment)
 
 
 def main() -> int:

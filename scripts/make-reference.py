@@ -255,24 +255,18 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import random
 import sys
 import tomllib
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")
+from reference_env import GGUF_NAME, REPO  # noqa: E402  (sets the environment first)
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
 transformers.utils.logging.disable_progress_bar()
 
-REPO = Path(__file__).resolve().parent.parent
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GROUPS = ("smollm2", "tokenizer-gguf", "tiny-models", "tiny-tokenizer", "grads", "gptq", "kd")
 
 EDGE_CASES = [
