@@ -40,6 +40,20 @@
 
 #define AVX512 "avx512f,avx512vl,avx512dq,avx2,fma"
 
+// Calls fn(args..., N) with N the constant equal to n (1..8, larger n as 8), so each row count
+// gets its own fully unrolled instance of fn.
+#define FOR_CONSTANT_ROWS(n, fn, ...)                          \
+    switch (n) {                                               \
+    case 1: fn(__VA_ARGS__, 1); break;                         \
+    case 2: fn(__VA_ARGS__, 2); break;                         \
+    case 3: fn(__VA_ARGS__, 3); break;                         \
+    case 4: fn(__VA_ARGS__, 4); break;                         \
+    case 5: fn(__VA_ARGS__, 5); break;                         \
+    case 6: fn(__VA_ARGS__, 6); break;                         \
+    case 7: fn(__VA_ARGS__, 7); break;                         \
+    default: fn(__VA_ARGS__, 8); break;                        \
+    }
+
 // ---------------------------------------------------------------------------------------------
 // AVX-512
 
@@ -132,16 +146,7 @@ static inline void gemv_rows_n_avx512(const float *x, size_t ldx, const float *w
 __attribute__((target(AVX512)))
 static void gemv_rows_avx512(const float *x, size_t n, size_t ldx, const float *w, size_t cols,
                              float *y, size_t ldy, int accumulate, size_t r0, size_t r1) {
-    switch (n) {
-    case 1: gemv_rows_n_avx512(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 1); break;
-    case 2: gemv_rows_n_avx512(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 2); break;
-    case 3: gemv_rows_n_avx512(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 3); break;
-    case 4: gemv_rows_n_avx512(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 4); break;
-    case 5: gemv_rows_n_avx512(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 5); break;
-    case 6: gemv_rows_n_avx512(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 6); break;
-    case 7: gemv_rows_n_avx512(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 7); break;
-    default: gemv_rows_n_avx512(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 8); break;
-    }
+    FOR_CONSTANT_ROWS(n, gemv_rows_n_avx512, x, ldx, w, cols, y, ldy, accumulate, r0, r1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -203,16 +208,7 @@ static inline void gemv_rows_n_avx2(const float *x, size_t ldx, const float *w, 
 __attribute__((target("avx2,fma")))
 static void gemv_rows_avx2(const float *x, size_t n, size_t ldx, const float *w, size_t cols,
                            float *y, size_t ldy, int accumulate, size_t r0, size_t r1) {
-    switch (n) {
-    case 1: gemv_rows_n_avx2(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 1); break;
-    case 2: gemv_rows_n_avx2(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 2); break;
-    case 3: gemv_rows_n_avx2(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 3); break;
-    case 4: gemv_rows_n_avx2(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 4); break;
-    case 5: gemv_rows_n_avx2(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 5); break;
-    case 6: gemv_rows_n_avx2(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 6); break;
-    case 7: gemv_rows_n_avx2(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 7); break;
-    default: gemv_rows_n_avx2(x, ldx, w, cols, y, ldy, accumulate, r0, r1, 8); break;
-    }
+    FOR_CONSTANT_ROWS(n, gemv_rows_n_avx2, x, ldx, w, cols, y, ldy, accumulate, r0, r1);
 }
 #endif
 
