@@ -171,14 +171,9 @@ final class BackwardTests: XCTestCase {
             // A few spread-out entries of each tensor.
             let picks = Set([0, p.value.count / 3, p.value.count / 2 + 1, p.value.count - 1])
             for i in picks.sorted() {
-                let saved = p.value.ptr[i]
-                p.value.ptr[i] = saved + eps
-                let plus = Self.loss(model, tokens: tokens, batch: batch, length: length, mask: mask)
-                p.value.ptr[i] = saved - eps
-                let minus = Self.loss(model, tokens: tokens, batch: batch, length: length, mask: mask)
-                p.value.ptr[i] = saved
-                let h = Double(saved + eps) - Double(saved - eps)
-                let numeric = (plus - minus) / h
+                let numeric = Self.centralDifference(p.value, at: i, eps: eps) {
+                    Self.loss(model, tokens: tokens, batch: batch, length: length, mask: mask)
+                }
                 let analytic = Double(p.grad.ptr[i])
                 let tolerance = 2e-4 + 1e-2 * max(abs(numeric), abs(analytic))
                 XCTAssertLessThan(abs(numeric - analytic), tolerance, "\(name)[\(i)]: analytic \(analytic), numeric \(numeric)")
@@ -228,15 +223,18 @@ final class BackwardTests: XCTestCase {
 
     /// Central differences of `loss` with respect to every entry of `x` (or `limit` of them).
     static func numericGradient(_ x: Tensor, eps: Float = 1e-2, loss: () -> Double) -> [Double] {
-        (0..<x.count).map { i in
-            let saved = x.ptr[i]
-            x.ptr[i] = saved + eps
-            let plus = loss()
-            x.ptr[i] = saved - eps
-            let minus = loss()
-            x.ptr[i] = saved
-            return (plus - minus) / (Double(saved + eps) - Double(saved - eps))
-        }
+        (0..<x.count).map { centralDifference(x, at: $0, eps: eps, loss: loss) }
+    }
+
+    /// d loss / d x[i] by central differences (the step as actually represented in Float).
+    static func centralDifference(_ x: Tensor, at i: Int, eps: Float, loss: () -> Double) -> Double {
+        let saved = x.ptr[i]
+        x.ptr[i] = saved + eps
+        let plus = loss()
+        x.ptr[i] = saved - eps
+        let minus = loss()
+        x.ptr[i] = saved
+        return (plus - minus) / (Double(saved + eps) - Double(saved - eps))
     }
 
     func assertClose(_ analytic: UnsafePointer<Float>, _ numeric: [Double], _ what: String, file: StaticString = #filePath, line: UInt = #line) {
@@ -353,13 +351,7 @@ final class BackwardTests: XCTestCase {
             for (b, t) in [(0, 3), (0, 70), (0, 140), (1, 64), (1, 128), (1, 149)] {
                 for e in [0, width - 1] {
                     let i = (b * length + t) * width + e
-                    let saved = x.ptr[i]
-                    x.ptr[i] = saved + eps
-                    let plus = loss()
-                    x.ptr[i] = saved - eps
-                    let minus = loss()
-                    x.ptr[i] = saved
-                    let numeric = (plus - minus) / (Double(saved + eps) - Double(saved - eps))
+                    let numeric = Self.centralDifference(x, at: i, eps: eps, loss: loss)
                     let analytic = Double(dx.ptr[i])
                     XCTAssertLessThan(abs(numeric - analytic), 2e-3 + 1e-2 * abs(numeric), "row \(b * length + t) entry \(e): analytic \(analytic), numeric \(numeric)")
                 }
