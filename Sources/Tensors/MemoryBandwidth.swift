@@ -3,14 +3,9 @@ import Foundation
 /// Measures this machine's memory bandwidth with all threads, the ceiling for any kernel that
 /// streams weights (decode reads every weight once per step).
 public enum MemoryBandwidth {
-    /// Bytes per second: `copy` counts bytes read plus bytes written (as STREAM does);
-    /// `read` counts bytes summed. The best of `repeats` runs.
-    public static func measure(bytes: Int, repeats: Int) -> (copy: Double, read: Double) {
-        Meter(bytes: bytes).measure(repeats: repeats)
-    }
-
-    /// Keeps its buffers (already paged in) so it can measure again and again, e.g. between
-    /// the runs of a benchmark it is compared with.
+    /// Bytes per second: `copy` counts bytes read plus bytes written (as STREAM does); `read`
+    /// counts bytes summed. Keeps its buffers (already paged in) so it can measure again and
+    /// again, e.g. between the runs of a benchmark it is compared with.
     public final class Meter {
         let n: Int
         let src: Tensor, dst: Tensor
