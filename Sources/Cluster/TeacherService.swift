@@ -62,6 +62,13 @@ public struct SignalRequest: Equatable {
         positions = batch.lossMask.indices.filter { batch.lossMask[$0] > 0 }
     }
 
+    /// The seed of the sampled draws at the request's i-th trained position. It depends only on
+    /// the run seed, the micro-batch and the position in the whole micro-batch, never on which
+    /// rank or shard asked.
+    public func drawSeed(runSeed: UInt64, position i: Int) -> UInt64 {
+        SeededRNG.mix(runSeed, UInt64(batchId), UInt64(firstRow * seqLen + positions[i]))
+    }
+
     public func frames(vocab: Int) -> [TensorFrame] {
         [TensorFrame(kind: FrameKind.requestHeader, ints: [batchId, rows, seqLen, firstRow], as: .int32, shape: [4]),
          TensorFrame(kind: FrameKind.tokens, ints: tokens, as: .tokenIds(vocabSize: vocab), shape: [rows, seqLen]),
@@ -206,12 +213,10 @@ public final class TeacherService {
     /// The signal at the requested positions.
     public func signal(for request: SignalRequest) -> TeacherSignal {
         let logits = logits(for: request)
-        let seed = options.seed, batch = UInt64(request.batchId), base = request.firstRow * request.seqLen
+        let seed = options.seed
         return TeacherSignal.make(logits: logits.ptr, rows: request.positions.count, vocab: vocab,
                                   encoding: options.encoding, temperature: options.temperature) { i in
-            // The draw seed of a position depends only on the run seed, the micro-batch and the
-            // position in the whole micro-batch, never on which rank or shard asked.
-            SeededRNG.mix(seed, batch, UInt64(base + request.positions[i]))
+            request.drawSeed(runSeed: seed, position: i)
         }
     }
 

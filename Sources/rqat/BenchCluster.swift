@@ -349,14 +349,9 @@ struct BenchCluster: ParsableCommand {
         }
     }
 
-    /// A measurement as one JSON line (the table is printed at the end instead); JSON has no
-    /// NaN or infinity, such values become null.
+    /// A measurement as one JSON line (the table is printed at the end instead).
     func emitJSON(_ name: String, _ fields: [(String, Any)]) {
-        guard output.json else { return }
-        output.emit(name, fields.map { field in
-            if let d = field.1 as? Double, !d.isFinite { return (field.0, NSNull()) }
-            return field
-        }, text: "")
+        if output.json { output.emit(name, fields, text: "") }
     }
 
     // MARK: - Inputs

@@ -16,15 +16,18 @@ struct BenchOutput: ParsableArguments {
 
     /// Prints a measurement as a table line, or as JSON with its defining parameters.
     func emit(_ name: String, _ fields: [(String, Any)], text: String) {
-        if json {
-            var object: [String: Any] = ["name": name]
-            for (k, v) in fields { object[k] = v }
-            let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
-        } else {
-            print(text)
-        }
+        print(json ? Self.jsonLine(name, fields) : text)
         fflush(stdout)
+    }
+
+    /// A measurement as one JSON object: `name` and the fields, keys sorted. JSON has no NaN or
+    /// infinity: such a value becomes null.
+    static func jsonLine(_ name: String, _ fields: [(String, Any)]) -> String {
+        var object: [String: Any] = ["name": name]
+        for (k, v) in fields {
+            if let d = v as? Double, !d.isFinite { object[k] = NSNull() } else { object[k] = v }
+        }
+        return String(decoding: try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
     }
 }
 

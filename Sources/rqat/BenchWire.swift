@@ -69,31 +69,19 @@ struct BenchWire: ParsableCommand {
 
     /// `output.emit`, and the JSON line to --json-out as well.
     func emit(_ name: String, _ fields: [(String, Any)], text: String) {
-        let fields = Self.finite(fields)
         output.emit(name, fields, text: text)
         writeJSON(name, fields)
     }
 
     /// A measurement without a line of its own in the table (the table prints it in a combined row).
     func emitJSONOnly(_ name: String, _ fields: [(String, Any)]) {
-        let fields = Self.finite(fields)
         if output.json { output.emit(name, fields, text: "") }
         writeJSON(name, fields)
     }
 
-    /// JSON has no NaN or infinity: such a value becomes null.
-    static func finite(_ fields: [(String, Any)]) -> [(String, Any)] {
-        fields.map { key, value in
-            if let d = value as? Double, !d.isFinite { return (key, NSNull()) }
-            return (key, value)
-        }
-    }
-
     func writeJSON(_ name: String, _ fields: [(String, Any)]) {
         guard let jsonOut else { return }
-        var object: [String: Any] = ["name": name]
-        for (k, v) in fields { object[k] = v }
-        let line = String(decoding: try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self) + "\n"
+        let line = BenchOutput.jsonLine(name, fields) + "\n"
         if let handle = FileHandle(forWritingAtPath: jsonOut) {
             handle.seekToEndOfFile()
             handle.write(Data(line.utf8))
@@ -338,7 +326,6 @@ struct BenchWire: ParsableCommand {
             _ = KDLoss.fullLogits(student: referenceGradient.ptr, vocab: v, teacher: teacherLogits.ptr, weights: ones,
                                   normalizer: Double(n), options: lossOptions, gradient: referenceGradient.ptr)
 
-            let base = request.firstRow * request.seqLen
             let runSeed = seed
             for variant in result.variants {
                 let options = variant.signalOptions(temperature: kdTemperature, seed: runSeed)
@@ -348,7 +335,7 @@ struct BenchWire: ParsableCommand {
                     let time = seconds {
                         let signal = TeacherSignal.make(logits: teacherLogits.ptr, rows: n, vocab: v,
                                                         encoding: variant.encoding, temperature: kdTemperature) { i in
-                            SeededRNG.mix(runSeed, UInt64(b), UInt64(base + request.positions[i]))
+                            request.drawSeed(runSeed: runSeed, position: i)
                         }
                         message = TensorFrame.encodeMessage(signal.frames(batchId: b, vocab: v, options: options), codec: codec)
                     }
