@@ -9,12 +9,7 @@ final class CLITests: XCTestCase {
         try runProcess(try BuiltProducts.executable("rqat"), arguments)
     }
 
-    func scratch() throws -> URL {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rqat-cli-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-        return dir
-    }
+    func scratch() throws -> URL { try makeScratchDirectory("rqat-cli") }
 
     /// Exit 1, no crash, exactly one stderr line that names `path` and contains `problem`.
     func assertOneLineError(_ r: ProcessResult, names path: String, contains problem: String,

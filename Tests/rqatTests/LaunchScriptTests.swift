@@ -18,11 +18,9 @@ final class LaunchScriptTests: XCTestCase {
     var marker: String { dir.appendingPathComponent("mpirun-was-called").path }
 
     override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("rqat-launch-\(UUID().uuidString)")
+        dir = try makeScratchDirectory("rqat-launch")
         try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
         try script("rqat", "#!/bin/sh\nexit 0\n", in: dir)
-        let dir = self.dir!
-        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
     }
 
     @discardableResult
