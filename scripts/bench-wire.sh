@@ -18,13 +18,7 @@ R="$SCRATCH/release/rqat"
 mkdir -p "$W"
 
 if [ ! -s "$W/traces.jsonl" ]; then
-  python3 - "$W" <<'PY'
-import glob, json, sys, tomllib
-items = [tomllib.load(open(f, "rb")) for f in sorted(glob.glob("assets/gsm-symbolic/eng/symbolic/*.toml"))]
-with open(f"{sys.argv[1]}/prompts.jsonl", "w") as f:
-    for it in items:
-        f.write(json.dumps({"prompt": it["question"]}) + "\n")
-PY
+  python3 scripts/gsm-prompts.py "$W/prompts.jsonl" 0
   $R generate --model $M --chat --prompts "$W/prompts.jsonl" --out "$W/traces.jsonl.part" \
       --max-tokens 200 --temperature 0.6 --top-p 0.95 --seed 42 --batch 8
   mv "$W/traces.jsonl.part" "$W/traces.jsonl"

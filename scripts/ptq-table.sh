@@ -18,18 +18,12 @@ R=.build/release/rqat
 M=assets/SmolLM2-135M-Instruct.Q4_1.gguf
 swift build -c release --product rqat >&2
 
+python3 scripts/gsm-prompts.py "$work/calib-prompts.jsonl" 0 64 --repeat 2
+python3 scripts/gsm-prompts.py "$work/heldout-prompts.jsonl" 64
 python3 - "$work" <<'PY'
-import glob, json, sys, tomllib
-work = sys.argv[1]
-files = sorted(glob.glob("assets/gsm-symbolic/eng/symbolic/*.toml"))
-q = [tomllib.load(open(f, "rb"))["question"] for f in files]
-with open(f"{work}/calib-prompts.jsonl", "w") as f:
-    for text in q[:64] * 2:
-        f.write(json.dumps({"prompt": text}) + "\n")
-with open(f"{work}/heldout-prompts.jsonl", "w") as f:
-    for text in q[64:]:
-        f.write(json.dumps({"prompt": text}) + "\n")
+import sys
 import pydoc_data.topics as topics
+work = sys.argv[1]
 with open(f"{work}/plain.txt", "w") as f:
     for key in sorted(topics.topics):
         for para in topics.topics[key].split("\n\n"):

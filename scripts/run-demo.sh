@@ -24,16 +24,12 @@ M=assets/SmolLM2-135M-Instruct.Q4_1.gguf
 W=runs/demo
 mkdir -p "$W"
 
-python3 - "$W" "$TRAIN_QUESTIONS" "$HELDOUT_QUESTIONS" <<'PY'
-import glob, json, sys, tomllib
-work, n_train, n_held = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+python3 scripts/gsm-prompts.py "$W/train-prompts.jsonl" 0 "$TRAIN_QUESTIONS"
+python3 scripts/gsm-prompts.py "$W/heldout-prompts.jsonl" "-$HELDOUT_QUESTIONS"
+python3 - "$W" <<'PY'
+import glob, sys, tomllib
+work = sys.argv[1]
 items = [tomllib.load(open(f, "rb")) for f in sorted(glob.glob("assets/gsm-symbolic/eng/symbolic/*.toml"))]
-with open(f"{work}/train-prompts.jsonl", "w") as f:
-    for it in items[:n_train]:
-        f.write(json.dumps({"prompt": it["question"]}) + "\n")
-with open(f"{work}/heldout-prompts.jsonl", "w") as f:
-    for it in items[-n_held:]:
-        f.write(json.dumps({"prompt": it["question"]}) + "\n")
 with open(f"{work}/question.txt", "w") as f:
     f.write(items[-1]["question"] + "\n" + items[-1]["answer"].split("####")[-1].strip() + "\n")
 PY
