@@ -213,7 +213,7 @@ elif [[ $text =~ $improper_re ]]; then
 elif ((interrupted)); then
     msg="interrupted; mpirun stopped the ranks (status $status). $resume"
 elif [[ $text == *"process returned a non-zero exit code"* ]]; then
-    msg="a rank exited with status $status (Open MPI did not say which; its own message is above); the other ranks were stopped. $resume"
+    msg="a rank exited with status $status (Open MPI did not say which, as it sometimes does when a rank dies while the job starts; its own message is above); the other ranks were stopped. $resume"
 else
     msg="mpirun failed with status $status and named no rank (see its messages above)."
 fi
