@@ -25,7 +25,8 @@
 #
 # Before mpirun starts, cluster/preflight.sh checks the rank counts, the hostfile, the remote
 # hosts and the command (exit 2 on any problem). When mpirun fails, the rank that died is named
-# with its role and host on one last line. The exit status is mpirun's.
+# with its role and host on one last line. The exit status is mpirun's. (Open MPI 4.1 sometimes
+# names no rank when one dies while the job is still starting; the last line then says so.)
 set -euo pipefail
 
 prog="launch.sh"
