@@ -14,11 +14,7 @@ static inline void attend_group(int isa, const float *q, size_t heads, const flo
     }
     for (size_t h = 0; h < heads; h++) {
         float *restrict p = scores + h * L;
-        float m = p[0];
-        for (size_t j = 1; j < L; j++) m = p[j] > m ? p[j] : m;
-        float sum = 0.0f;
-        for (size_t j = 0; j < L; j++) { float e = fast_expf(scale * (p[j] - m)); p[j] = e; sum += e; }
-        float inv = 1.0f / sum;
+        float inv = 1.0f / exp_shifted_by_max(p, L, scale);
         // out[h] = sum_j p[j] V[j], normalised once at the end.
         float *restrict o = out + h * D;
         for (size_t d = 0; d < D; d++) o[d] = 0.0f;

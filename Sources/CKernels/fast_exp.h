@@ -1,7 +1,8 @@
 #ifndef RQAT_CKERNELS_FAST_EXP_H
 #define RQAT_CKERNELS_FAST_EXP_H
-// Internal to CKernels: an exp that loops can vectorise (shared by the training kernels and
-// attention).
+// Internal to CKernels: an exp that loops can vectorise, and the softmax core built on it (shared
+// by the training kernels, silu and attention).
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -25,6 +26,16 @@ static inline float fast_expf(float x) {
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;
+}
+
+// The unnormalised core of a softmax: x[i] = exp(scale * (x[i] - max x)) for i < n (n >= 1);
+// returns their sum. Callers divide by it where it costs least.
+__attribute__((always_inline)) static inline float exp_shifted_by_max(float *restrict x, size_t n, float scale) {
+    float m = x[0];
+    for (size_t i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    float sum = 0.0f;
+    for (size_t i = 0; i < n; i++) { float e = fast_expf(scale * (x[i] - m)); x[i] = e; sum += e; }
+    return sum;
 }
 
 #endif

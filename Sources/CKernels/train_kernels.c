@@ -5,11 +5,7 @@
 #include <string.h>
 
 void rqat_softmax_fast(float *restrict x, size_t n) {
-    float m = x[0];
-    for (size_t i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
-    float s = 0.0f;
-    for (size_t i = 0; i < n; i++) { float e = fast_expf(x[i] - m); x[i] = e; s += e; }
-    float inv = 1.0f / s;
+    float inv = 1.0f / exp_shifted_by_max(x, n, 1.0f);
     for (size_t i = 0; i < n; i++) x[i] *= inv;
 }
 
