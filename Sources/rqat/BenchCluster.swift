@@ -248,7 +248,7 @@ struct BenchCluster: ParsableCommand {
                 let signalBytes = r.signalMB * 1e6
                 let reduceWait = r.allreduceWait ?? 0
                 for teacher in r.teachers {
-                    emitJSON("cluster_teacher", common + [
+                    output.emitJSONOnly("cluster_teacher", common + [
                         ("teachers", t), ("repeat", rep), ("rank", teacher.rank), ("tokens", teacher.tokens), ("busy_s", teacher.busy),
                         ("wall_s", teacher.wall), ("tokens_per_s", busyRate(teacher)),
                         ("tokens_per_s_wall", Double(teacher.tokens) / max(teacher.wall, 1e-9)),
@@ -279,7 +279,7 @@ struct BenchCluster: ParsableCommand {
                     fields += [("allreduce_mb_per_rank", mb), ("allreduce_bytes_per_step", mb * 1e6 / stepsDone),
                                ("allreduce_wait_s", reduceWait), ("allreduce_wait_s_per_step", reduceWait / stepsDone)]
                 }
-                emitJSON("cluster", fields)
+                output.emitJSONOnly("cluster", fields)
             }
 
             // The table shows the fastest run of this teacher count (the least disturbed on a shared machine).
@@ -315,7 +315,7 @@ struct BenchCluster: ParsableCommand {
         if let (t0, a0, b0) = baseline {
             for t in counts.dropFirst() {
                 guard let a = bestRate[t], let b = bestBusy[t] else { continue }
-                emitJSON("cluster_scaling", common + [
+                output.emitJSONOnly("cluster_scaling", common + [
                     ("teachers", t), ("baseline_teachers", t0), ("ranks", t + students), ("repeats", repeats),
                     ("tokens_per_s", a), ("baseline_tokens_per_s", a0),
                     ("speedup", a / a0), ("ideal_speedup", Double(t) / Double(t0)),
@@ -347,11 +347,6 @@ struct BenchCluster: ParsableCommand {
                 }
             }
         }
-    }
-
-    /// A measurement as one JSON line (the table is printed at the end instead).
-    func emitJSON(_ name: String, _ fields: [(String, Any)]) {
-        if output.json { output.emit(name, fields, text: "") }
     }
 
     // MARK: - Inputs

@@ -20,6 +20,12 @@ struct BenchOutput: ParsableArguments {
         fflush(stdout)
     }
 
+    /// A measurement that has no table line of its own (the table shows it in a combined row or
+    /// at the end): printed with --json only.
+    func emitJSONOnly(_ name: String, _ fields: [(String, Any)]) {
+        if json { emit(name, fields, text: "") }
+    }
+
     /// A measurement as one JSON object: `name` and the fields, keys sorted. JSON has no NaN or
     /// infinity: such a value becomes null.
     static func jsonLine(_ name: String, _ fields: [(String, Any)]) -> String {

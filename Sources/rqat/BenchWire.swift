@@ -75,7 +75,7 @@ struct BenchWire: ParsableCommand {
 
     /// A measurement without a line of its own in the table (the table prints it in a combined row).
     func emitJSONOnly(_ name: String, _ fields: [(String, Any)]) {
-        if output.json { output.emit(name, fields, text: "") }
+        output.emitJSONOnly(name, fields)
         writeJSON(name, fields)
     }
 
