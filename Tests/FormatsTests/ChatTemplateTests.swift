@@ -22,10 +22,7 @@ final class ChatTemplateTests: XCTestCase {
     }
 
     func testDetectsSmolLM2FromTheGGUFTemplate() throws {
-        guard FileManager.default.fileExists(atPath: TestPaths.smolLM2GGUF.path) else {
-            throw XCTSkip("\(TestPaths.smolLM2GGUF.path) missing: run scripts/fetch-assets.sh")
-        }
-        let jinja = try GGUFFile(url: TestPaths.smolLM2GGUF).metadata["tokenizer.chat_template"]?.string
+        let jinja = try GGUFFile(url: TestPaths.require(TestPaths.smolLM2GGUF)).metadata["tokenizer.chat_template"]?.string
         XCTAssertEqual(ChatTemplate.detect(chatTemplateJinja: jinja), .smolLM2)
     }
 

@@ -5,12 +5,6 @@ import TestSupport
 @testable import Formats
 
 final class CheckpointTests: XCTestCase {
-    func requireAsset(_ url: URL) throws {
-        guard FileManager.default.fileExists(atPath: url.path) else {
-            throw XCTSkip("\(url.path) missing: run scripts/fetch-assets.sh or scripts/make-reference.py")
-        }
-    }
-
     func ramp(_ shape: [Int], seed: Float = 0) -> Tensor {
         let n = shape.reduce(1, *)
         return Tensor(shape: shape, values: (0..<n).map { Float($0) * 0.01 + seed })
@@ -154,7 +148,7 @@ final class CheckpointTests: XCTestCase {
     // MARK: real checkpoints
 
     func testSmolLM2GGUF() throws {
-        try requireAsset(TestPaths.smolLM2GGUF)
+        try TestPaths.require(TestPaths.smolLM2GGUF)
         let ckpt = try Checkpoint.open(TestPaths.smolLM2GGUF.path)
         XCTAssertEqual(ckpt.kind, .gguf)
         XCTAssertNotNil(ckpt.gguf)
@@ -180,7 +174,7 @@ final class CheckpointTests: XCTestCase {
     func testTinySafetensorsCheckpoints() throws {
         for (dir, family, tied) in [("tiny-qwen3", ModelConfig.Family.qwen3, false), ("tiny-qwen2", .qwen2, true)] {
             let url = TestPaths.fixture(dir)
-            try requireAsset(url.appendingPathComponent("model.safetensors"))
+            try TestPaths.require(url.appendingPathComponent("model.safetensors"))
             let ckpt = try Checkpoint.open(url.path)
             XCTAssertEqual(ckpt.kind, .safetensors)
             XCTAssertNil(ckpt.gguf)
@@ -196,7 +190,7 @@ final class CheckpointTests: XCTestCase {
 
     func testValidateShapesNamesMismatch() throws {
         let url = TestPaths.fixture("tiny-qwen3")
-        try requireAsset(url.appendingPathComponent("model.safetensors"))
+        try TestPaths.require(url.appendingPathComponent("model.safetensors"))
         let ckpt = try Checkpoint.open(url.path)
         var config = ckpt.config
         config.intermediateSize = 96

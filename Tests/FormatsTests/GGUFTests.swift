@@ -75,10 +75,7 @@ func expectFormatError<T>(_ body: @autoclosure () throws -> T, contains fragment
 
 final class GGUFTests: XCTestCase {
     func realFile() throws -> GGUFFile {
-        guard FileManager.default.fileExists(atPath: TestPaths.smolLM2GGUF.path) else {
-            throw XCTSkip("\(TestPaths.smolLM2GGUF.path) missing: run scripts/fetch-assets.sh")
-        }
-        return try GGUFFile(url: TestPaths.smolLM2GGUF)
+        try GGUFFile(url: TestPaths.require(TestPaths.smolLM2GGUF))
     }
 
     // MARK: the real SmolLM2 file

@@ -11,10 +11,7 @@ private struct ExportCases: Decodable {
 /// A tokenizer written as Hugging Face files reads back as the same tokenizer.
 final class TokenizerExportTests: XCTestCase {
     private static let smolLM2: Result<(BPETokenizer, String?), Error> = Result {
-        guard FileManager.default.fileExists(atPath: TestPaths.smolLM2GGUF.path) else {
-            throw XCTSkip("\(TestPaths.smolLM2GGUF.path) missing: run scripts/fetch-assets.sh")
-        }
-        let file = try GGUFFile(url: TestPaths.smolLM2GGUF)
+        let file = try GGUFFile(url: TestPaths.require(TestPaths.smolLM2GGUF))
         return (try BPETokenizer(ggufMetadata: file.metadata, path: file.path), file.metadata["tokenizer.chat_template"]?.string)
     }
 

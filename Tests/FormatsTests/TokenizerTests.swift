@@ -29,10 +29,7 @@ private struct ReferencePrompts: Decodable {
 final class TokenizerTests: XCTestCase {
     /// The SmolLM2 GGUF is read once for all tests (parsing 49k tokens and merges takes a moment).
     private static let smolLM2: Result<BPETokenizer, Error> = Result {
-        guard FileManager.default.fileExists(atPath: TestPaths.smolLM2GGUF.path) else {
-            throw XCTSkip("\(TestPaths.smolLM2GGUF.path) missing: run scripts/fetch-assets.sh")
-        }
-        let file = try GGUFFile(url: TestPaths.smolLM2GGUF)
+        let file = try GGUFFile(url: TestPaths.require(TestPaths.smolLM2GGUF))
         return try BPETokenizer(ggufMetadata: file.metadata, path: file.path)
     }
 
@@ -113,10 +110,7 @@ final class TokenizerTests: XCTestCase {
     /// empty cache, from a cache filled by the same texts, and from a cache filled by other texts.
     /// (Encoding speed is not a unit test's business; it used to be timed here.)
     func testCacheChangesNoIds() throws {
-        let file = try { () throws -> GGUFFile in
-            guard FileManager.default.fileExists(atPath: TestPaths.smolLM2GGUF.path) else { throw XCTSkip("no GGUF asset") }
-            return try GGUFFile(url: TestPaths.smolLM2GGUF)
-        }()
+        let file = try GGUFFile(url: TestPaths.require(TestPaths.smolLM2GGUF))
         let texts = try TestPaths.loadJSON(GGUFTokenizerFixture.self, fixture: "tokenizer-gguf.json").cases.map(\.text)
         let fresh = try BPETokenizer(ggufMetadata: file.metadata, path: file.path)
         let cold = texts.map { fresh.encode($0) }

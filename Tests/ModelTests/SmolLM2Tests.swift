@@ -27,9 +27,7 @@ final class SmolLM2Tests: XCTestCase {
     nonisolated(unsafe) static var shared: LanguageModel?
 
     func model() throws -> LanguageModel {
-        guard FileManager.default.fileExists(atPath: TestPaths.smolLM2GGUF.path) else {
-            throw XCTSkip("assets missing: run scripts/fetch-assets.sh")
-        }
+        try TestPaths.require(TestPaths.smolLM2GGUF)
         if let m = Self.shared { return m }
         let m = try LanguageModel(path: TestPaths.smolLM2GGUF.path)
         Self.shared = m

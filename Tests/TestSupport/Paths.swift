@@ -13,6 +13,17 @@ public enum TestPaths {
 
     public static func fixture(_ name: String) -> URL { fixtures.appendingPathComponent(name) }
 
+    /// `url` when the file exists; otherwise the calling test is skipped, naming the script that
+    /// makes the file (scripts/fetch-assets.sh for assets/, scripts/make-reference.py otherwise).
+    @discardableResult
+    public static func require(_ url: URL) throws -> URL {
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            let script = url.path.hasPrefix(assets.path) ? "scripts/fetch-assets.sh" : "scripts/make-reference.py"
+            throw XCTSkip("\(url.path) missing: run \(script)")
+        }
+        return url
+    }
+
     /// Decodes a JSON fixture; the error names the script that writes it.
     public static func loadJSON<T: Decodable>(_ type: T.Type, fixture name: String) throws -> T {
         let url = fixture(name)

@@ -23,8 +23,8 @@ final class CLITests: XCTestCase {
     }
 
     func testTruncatedGGUF() throws {
-        let real = TestPaths.smolLM2GGUF
-        guard let handle = try? FileHandle(forReadingFrom: real) else { throw XCTSkip("assets missing: run scripts/fetch-assets.sh") }
+        let real = try TestPaths.require(TestPaths.smolLM2GGUF)
+        let handle = try FileHandle(forReadingFrom: real)
         let cut = try scratch().appendingPathComponent("cut.gguf")
         // Inside the metadata (the tokenizer arrays), and inside the tensor data.
         for size in [1 << 20, 50 << 20] {
@@ -77,9 +77,7 @@ final class CLITests: XCTestCase {
 
     /// Training data problems stop `rqat sft` before any weight is loaded, naming the file and line.
     func testSFTBadDataNamesFileAndLine() throws {
-        guard FileManager.default.fileExists(atPath: TestPaths.smolLM2GGUF.path) else {
-            throw XCTSkip("assets missing: run scripts/fetch-assets.sh")
-        }
+        try TestPaths.require(TestPaths.smolLM2GGUF)
         let dir = try scratch()
         let cases: [(String, String)] = [
             (#"{"prompt": "a", "completion": "b"}"# + "\n" + #"{"prompt": "What is 2+2?"}"#, "line 2"),
@@ -98,9 +96,7 @@ final class CLITests: XCTestCase {
     /// `rqat ptq` refuses an unknown scheme (listing the valid forms) and a calibration file
     /// with no usable sequence (naming it).
     func testPTQBadSchemeAndEmptyCalibration() throws {
-        guard FileManager.default.fileExists(atPath: TestPaths.smolLM2GGUF.path) else {
-            throw XCTSkip("assets missing: run scripts/fetch-assets.sh")
-        }
+        try TestPaths.require(TestPaths.smolLM2GGUF)
         let dir = try scratch()
         let bad = try run(["ptq", "--model", TestPaths.smolLM2GGUF.path, "--scheme", "w5g100", "--out", dir.appendingPathComponent("q").path])
         assertOneLineError(bad, names: "w5g100", contains: "Valid:")
@@ -121,9 +117,7 @@ final class CLITests: XCTestCase {
 
     /// `rqat tokenize` prints the same ids as transformers' GGUF tokenizer.
     func testTokenizePrintsJSONIds() throws {
-        guard FileManager.default.fileExists(atPath: TestPaths.smolLM2GGUF.path) else {
-            throw XCTSkip("assets missing: run scripts/fetch-assets.sh")
-        }
+        try TestPaths.require(TestPaths.smolLM2GGUF)
         struct Cases: Decodable { struct Case: Decodable { let text: String; let ids: [Int] }; let cases: [Case] }
         let fixture = try TestPaths.loadJSON(Cases.self, fixture: "tokenizer-gguf.json")
         let sample = fixture.cases.last!
