@@ -46,6 +46,8 @@ let package = Package(
         .executableTarget(name: "rqat-mpi-check", dependencies: ["Cluster", "Tensors", "Train"], path: "Tests/MPICheck"),
         // Runs the built `rqat` executable as a user would.
         .testTarget(name: "rqatTests", dependencies: ["TestSupport", "Formats", "Tensors"]),
+        // The bit-exact reference set recorded before the architecture change (scripts/record-reference-set.sh).
+        .testTarget(name: "ReferenceSetTests", dependencies: ["TestSupport", "CKernels", "Formats", "Model", "Tensors"]),
     ],
     // Numerical kernels share raw pointers across threads on purpose (disjoint ranges);
     // Swift 5 mode keeps that readable without wrapping every pointer in a Sendable box.
