@@ -102,6 +102,7 @@ public final class FakeQuantizer: TrainingWeightQuantizer {
                 initialGrids: [String: (scales: [Float], zeros: [Float])] = [:],
                 gradientScale: Bool = true) throws {
         guard let bits = scheme.weightBits else { throw FakeQuantError("scheme \(scheme) has no weight bits") }
+        try scheme.requireImplemented(for: "QAT")
         self.scheme = scheme
         self.mode = mode
         self.bits = bits

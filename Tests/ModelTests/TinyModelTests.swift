@@ -110,19 +110,24 @@ final class TinyModelTests: XCTestCase {
 
 extension TinyModelTests {
     /// Embedding then every block through `runLayer` (one-layer caches, as PTQ calibration
-    /// does) reproduces the full forward's final hidden state, and the observer sees every
-    /// linear layer's input once per layer.
+    /// does) reproduces the full forward's final hidden state, and an input hook on every
+    /// linear layer sees its input once per layer.
     func testLayerByLayerMatchesForward() throws {
         let model = try decoder("tiny-qwen3")
         let ref = try reference().qwen3
         let (x, layout) = model.embed(ref.input_ids)
         var seen: [LinearSite: Int] = [:]
+        for layer in model.weights.layers {
+            for site in LinearSite.allCases {
+                layer.linear(site).inputHooks.append { _, rows in
+                    XCTAssertEqual(rows, x.shape[0])
+                    seen[site, default: 0] += 1
+                }
+            }
+        }
         for l in 0..<model.config.numHiddenLayers {
             let cache = model.makeCache(capacities: ref.input_ids.map(\.count), layers: 1)
-            model.runLayer(l, x: x, rows: x.shape[0], layout: layout, cache: cache, cacheLayer: 0) { _, site, _, rows in
-                XCTAssertEqual(rows, x.shape[0])
-                seen[site, default: 0] += 1
-            }
+            model.runLayer(l, x: x, rows: x.shape[0], layout: layout, cache: cache, cacheLayer: 0)
         }
         XCTAssertEqual(seen, [.qkv: 2, .output: 2, .gateUp: 2, .down: 2])
         // Final norm + LM head on the last row of sequence 0, compared with the fixture logits.
@@ -135,7 +140,7 @@ extension TinyModelTests {
         for i in 0..<c { normed[i] = x[last, i] * r * w.ptr[i] }
         for j in 0..<model.config.vocabSize {
             var logit: Float = 0
-            for i in 0..<c { logit += normed[i] * model.weights.lmHead[j, i] }
+            for i in 0..<c { logit += normed[i] * model.weights.lmHead.weight.dense[j, i] }
             XCTAssertEqual(logit, ref.logits[0][last][j], accuracy: 1e-3)
         }
     }

@@ -115,50 +115,86 @@ public final class TrainableDecoder {
         }
     }
 
-    enum Kind { case matrix, norm, bias }
-
-    private init(config: ModelConfig, make: (String, [Int], Kind) throws -> Tensor) throws {
+    private init(config: ModelConfig, make: (String, [Int], TensorRole.Kind) throws -> Tensor) throws {
         self.config = config
-        let c = config.hiddenSize, d = config.headDim, f = config.intermediateSize
-        let qRows = config.numAttentionHeads * d, kvRows = config.numKeyValueHeads * d
+        let architecture = DecoderArchitecture(config)
+        // Created in the architecture's (transformers') order, which `parameters` keeps.
+        var byRole: [TensorRole: [Parameter]] = [:]
         var all: [Parameter] = []
-        func param(_ name: String, _ shape: [Int], _ kind: Kind) throws -> Parameter {
-            let p = Parameter(name: name, value: try make(name, shape, kind))
+        for spec in architecture.tensors {
+            let p = Parameter(name: spec.name, value: try make(spec.name, spec.shape, spec.role.kind))
             all.append(p)
-            return p
+            byRole[spec.role, default: []].append(p)
         }
+        func perLayer(_ role: TensorRole, _ l: Int) -> Parameter { byRole[role]![l] }
+        func optional(_ role: TensorRole, _ l: Int) -> Parameter? { architecture.has(role) ? perLayer(role, l) : nil }
 
-        embedding = try param("model.embed_tokens.weight", [config.vocabSize, c], .matrix)
-        var layers: [Layer] = []
-        for i in 0..<config.numHiddenLayers {
-            let p = Self.layerPrefix(i)
-            let bias = config.attentionBias
-            let q = try param(p + "self_attn.q_proj.weight", [qRows, c], .matrix)
-            let qBias = bias ? try param(p + "self_attn.q_proj.bias", [qRows], .bias) : nil
-            let k = try param(p + "self_attn.k_proj.weight", [kvRows, c], .matrix)
-            let kBias = bias ? try param(p + "self_attn.k_proj.bias", [kvRows], .bias) : nil
-            let v = try param(p + "self_attn.v_proj.weight", [kvRows, c], .matrix)
-            let vBias = bias ? try param(p + "self_attn.v_proj.bias", [kvRows], .bias) : nil
-            let o = try param(p + "self_attn.o_proj.weight", [c, qRows], .matrix)
-            let qNorm = config.usesQKNorm ? try param(p + "self_attn.q_norm.weight", [d], .norm) : nil
-            let kNorm = config.usesQKNorm ? try param(p + "self_attn.k_norm.weight", [d], .norm) : nil
-            let gate = try param(p + "mlp.gate_proj.weight", [f, c], .matrix)
-            let up = try param(p + "mlp.up_proj.weight", [f, c], .matrix)
-            let down = try param(p + "mlp.down_proj.weight", [c, f], .matrix)
-            let inputNorm = try param(p + "input_layernorm.weight", [c], .norm)
-            let postNorm = try param(p + "post_attention_layernorm.weight", [c], .norm)
-            layers.append(Layer(inputNorm: inputNorm, q: q, k: k, v: v, qBias: qBias, kBias: kBias, vBias: vBias,
-                                qNorm: qNorm, kNorm: kNorm, o: o, postNorm: postNorm, gate: gate, up: up, down: down))
+        embedding = byRole[.embedding]![0]
+        layers = (0..<config.numHiddenLayers).map { l in
+            Layer(inputNorm: perLayer(.inputNorm, l), q: perLayer(.q, l), k: perLayer(.k, l), v: perLayer(.v, l),
+                  qBias: optional(.qBias, l), kBias: optional(.kBias, l), vBias: optional(.vBias, l),
+                  qNorm: optional(.qNorm, l), kNorm: optional(.kNorm, l), o: perLayer(.o, l),
+                  postNorm: perLayer(.postAttentionNorm, l), gate: perLayer(.gate, l), up: perLayer(.up, l),
+                  down: perLayer(.down, l))
         }
-        self.layers = layers
-        finalNorm = try param("model.norm.weight", [c], .norm)
-        lmHead = config.tieWordEmbeddings ? embedding : try param("lm_head.weight", [config.vocabSize, c], .matrix)
+        finalNorm = byRole[.finalNorm]![0]
+        lmHead = architecture.has(.lmHead) ? byRole[.lmHead]![0] : embedding
         parameters = all
         byName = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
-        rope = RoPE(headDim: d, theta: Double(config.ropeTheta))
+        rope = RoPE(headDim: config.headDim, theta: Double(config.ropeTheta))
     }
 
     public func parameter(_ name: String) -> Parameter? { byName[name] }
+
+    /// Recomputes the quantized weights when the quantizer has moved on since they were filled.
+    private func fillQuantizedIfStale() {
+        guard let quantizer = weightQuantizer, quantizedGeneration != quantizer.generation else { return }
+        for p in layers { p.fillQuantized(quantizer) }
+        quantizedGeneration = quantizer.generation
+    }
+
+    // MARK: - The inference decoder's view (rollouts, evaluation during training)
+
+    /// Weights for the inference `Decoder` that ARE this model's current weights, as the
+    /// training forward uses them: with a weight quantizer Q(W), else W. Embedding, norms and
+    /// the fp32 matrices are the parameters' own tensors, and the stacked q|k|v and gate|up
+    /// layers are the training forward's own stacked buffers, so nothing is reloaded or laid out
+    /// again. After an optimizer step call `syncInferenceWeights()` before decoding with them.
+    public func inferenceWeights() -> DecoderWeights {
+        if let view = inferenceView { syncInferenceWeights(); return view }
+        let architecture = DecoderArchitecture(config)
+        let view = DecoderWeights(config: config, embedding: embedding.value, finalNorm: finalNorm.value,
+                                  lmHead: LinearLayer(dense: lmHead.value), layers: layers.map { p in
+            DecoderLayerWeights(
+                inputNorm: p.inputNorm.value,
+                qkv: LinearLayer(dense: p.qkvStacked, bias: architecture.has(.qBias) ? Tensor(shape: [p.qkvStacked.shape[0]]) : nil),
+                qNorm: p.qNorm?.value, kNorm: p.kNorm?.value,
+                output: LinearLayer(dense: p.o.value), postAttentionNorm: p.postNorm.value,
+                gateUp: LinearLayer(dense: p.gateUpStacked), down: LinearLayer(dense: p.down.value))
+        })
+        inferenceView = view
+        syncInferenceWeights()
+        return view
+    }
+    private var inferenceView: DecoderWeights?
+
+    /// Brings the view of `inferenceWeights()` up to the current parameters (and quantizer).
+    public func syncInferenceWeights() {
+        guard let view = inferenceView else { return }
+        fillQuantizedIfStale()
+        for (p, v) in zip(layers, view.layers) {
+            if weightQuantizer == nil { p.refreshStacked() }
+            v.output.weight = .dense(p.oQuantized ?? p.o.value)
+            v.down.weight = .dense(p.downQuantized ?? p.down.value)
+            if let bias = v.qkv.bias, let qb = p.qBias, let kb = p.kBias, let vb = p.vBias {
+                var offset = 0
+                for b in [qb, kb, vb] {
+                    (bias.ptr + offset).update(from: b.value.ptr, count: b.value.count)
+                    offset += b.value.count
+                }
+            }
+        }
+    }
 
     // MARK: - Weight quantization (QAT)
 
@@ -215,7 +251,7 @@ public final class TrainableDecoder {
     public var layerGradientsReady: ((Int) -> Void)?
 
     /// The parameters of decoder layer l (weights and the quantizer's, by name prefix).
-    public static func layerPrefix(_ l: Int) -> String { "model.layers.\(l)." }
+    public static func layerPrefix(_ l: Int) -> String { DecoderArchitecture.layerPrefix(l) }
 
     // MARK: - Activation store
 
@@ -373,10 +409,7 @@ public final class TrainableDecoder {
         }
 
         let quantizer = weightQuantizer
-        if let quantizer, quantizedGeneration != quantizer.generation {
-            for p in layers { p.fillQuantized(quantizer) }
-            quantizedGeneration = quantizer.generation
-        }
+        fillQuantizedIfStale()
 
         for (l, p) in layers.enumerated() {
             let a = s.layers[l]
