@@ -149,8 +149,8 @@ public final class Trainer {
     public let model: TrainableDecoder
     /// Fake-quant of the block linears for QAT (nil = full-precision training).
     public let quantizer: TrainingWeightQuantizer?
-    /// What the optimizer updates and checkpoints hold: the model's weights, then the
-    /// quantizer's learnable step sizes and zero points (LSQ).
+    /// What the optimizer updates and checkpoints hold: the model's weights, its input
+    /// transforms' parameters, then the quantizer's learnable step sizes and zero points (LSQ).
     public let parameters: [Parameter]
     public let options: TrainOptions
     public let runDir: URL
@@ -192,7 +192,7 @@ public final class Trainer {
         self.objective = objective
         self.group = group
         model.weightQuantizer = quantizer
-        let parameters = model.parameters + (quantizer?.parameters ?? [])
+        let parameters = model.parameters + model.transformParameters + (quantizer?.parameters ?? [])
         self.parameters = parameters
         self.options = options
         self.runDir = runDir

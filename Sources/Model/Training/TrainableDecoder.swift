@@ -153,6 +153,44 @@ public final class TrainableDecoder {
         quantizedGeneration = quantizer.generation
     }
 
+    // MARK: - Input transforms at linear sites
+
+    /// Learnable changes of linear layers' inputs, by block and site (an activation quantizer
+    /// with a learnable clip, a learnable scale or rotation). Their parameters train with the
+    /// model's (the trainer adds `transformParameters`).
+    public var inputTransforms: [LinearSiteKey: any TrainableInputTransform] = [:] {
+        didSet { transformed = [:] }
+    }
+
+    /// The transforms' learnable parameters, in block and site order.
+    public var transformParameters: [Parameter] {
+        inputTransforms.sorted { $0.key < $1.key }.flatMap { $0.value.parameters }
+    }
+
+    /// Each transform's output of the last forward (the product's input), by site.
+    private var transformed: [LinearSiteKey: Tensor] = [:]
+    private var transformScratch: Tensor?
+
+    /// The input the site's product reads: x itself, or its transform (kept for backward).
+    private func siteInput(_ l: Int, _ site: LinearSite, _ x: UnsafeMutablePointer<Float>, rows n: Int, width: Int) -> UnsafeMutablePointer<Float> {
+        let key = LinearSiteKey(layer: l, site: site)
+        guard let transform = inputTransforms[key] else { return x }
+        let out: Tensor
+        if let t = transformed[key], t.count == n * width { out = t } else { out = Tensor(shape: [n, width]); transformed[key] = out }
+        transform.forward(x, into: out.ptr, rows: n, width: width)
+        return out.ptr
+    }
+
+    /// dx holds dL/d(transformed input) and becomes dL/d(input); the transform's parameter
+    /// gradients are added. x is the input forward transformed.
+    private func transformBackward(_ l: Int, _ site: LinearSite, x: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, rows n: Int, width: Int) {
+        guard let transform = inputTransforms[LinearSiteKey(layer: l, site: site)] else { return }
+        let scratch: Tensor
+        if let t = transformScratch, t.count >= n * width { scratch = t } else { scratch = Tensor(shape: [n * width]); transformScratch = scratch }
+        transform.backward(x: x, dy: dx, dx: scratch.ptr, rows: n, width: width)
+        dx.update(from: scratch.ptr, count: n * width)
+    }
+
     // MARK: - The inference decoder's view (rollouts, evaluation during training)
 
     /// Weights for the inference `Decoder` that ARE this model's current weights, as the
@@ -182,7 +220,10 @@ public final class TrainableDecoder {
     public func syncInferenceWeights() {
         guard let view = inferenceView else { return }
         fillQuantizedIfStale()
-        for (p, v) in zip(layers, view.layers) {
+        for (l, (p, v)) in zip(layers, view.layers).enumerated() {
+            for site in LinearSite.allCases {
+                v.linear(site).inputTransforms = inputTransforms[LinearSiteKey(layer: l, site: site)].map { [InPlace($0)] } ?? []
+            }
             if weightQuantizer == nil { p.refreshStacked() }
             v.output.weight = .dense(p.oQuantized ?? p.o.value)
             v.down.weight = .dense(p.downQuantized ?? p.down.value)
@@ -420,7 +461,8 @@ public final class TrainableDecoder {
             // q: (N, H*D), k, v: (N, KV*D), side by side in one (N, W) buffer: one GEMM
             if quantizer == nil { p.refreshStacked() }
             let proj = a.qkvPre ?? a.qkv
-            TrainLayers.linearForward(x: a.h1.ptr, ldx: c, w: p.qkvStacked.ptr, bias: nil,
+            let qkvIn = siteInput(l, .qkv, a.h1.ptr, rows: n, width: c)
+            TrainLayers.linearForward(x: qkvIn, ldx: c, w: p.qkvStacked.ptr, bias: nil,
                                       y: proj.ptr, ldy: w, rows: n, inFeatures: c, outFeatures: w)
             if let qBias = p.qBias, let kBias = p.kBias, let vBias = p.vBias {
                 Threads.parallelFor(n) { rows in
@@ -451,18 +493,21 @@ public final class TrainableDecoder {
                                          ldv: w, probs: a.probs.ptr, out: a.attn.ptr, ldo: qw, shape: shape)
             // mid: (N, C) = input + attn o^T
             a.mid.ptr.update(from: a.input.ptr, count: n * c)
-            TrainLayers.linearForward(x: a.attn.ptr, ldx: qw, w: p.oWeight, bias: nil, y: a.mid.ptr, ldy: c,
+            let oIn = siteInput(l, .output, a.attn.ptr, rows: n, width: qw)
+            TrainLayers.linearForward(x: oIn, ldx: qw, w: p.oWeight, bias: nil, y: a.mid.ptr, ldy: c,
                                       rows: n, inFeatures: qw, outFeatures: c, accumulate: true)
             // h2: (N, C) = RMSNorm(mid)
             TrainLayers.rmsNormForward(x: a.mid.ptr, ldx: c, w: p.postNorm.value.ptr, y: a.h2.ptr, ldy: c,
                                        rstd: a.rstd2.ptr, rows: n, dim: c, eps: eps)
             // gateUp: (N, 2F); act: (N, F) = silu(gate) * up
-            TrainLayers.linearForward(x: a.h2.ptr, ldx: c, w: p.gateUpStacked.ptr, bias: nil, y: a.gateUp.ptr,
+            let gateUpIn = siteInput(l, .gateUp, a.h2.ptr, rows: n, width: c)
+            TrainLayers.linearForward(x: gateUpIn, ldx: c, w: p.gateUpStacked.ptr, bias: nil, y: a.gateUp.ptr,
                                       ldy: 2 * f, rows: n, inFeatures: c, outFeatures: 2 * f)
             TrainLayers.swigluForward(gateUp: a.gateUp.ptr, out: a.act.ptr, rows: n, width: f)
             // output: (N, C) = mid + act down^T
             output.ptr.update(from: a.mid.ptr, count: n * c)
-            TrainLayers.linearForward(x: a.act.ptr, ldx: f, w: p.downWeight, bias: nil, y: output.ptr, ldy: c,
+            let downIn = siteInput(l, .down, a.act.ptr, rows: n, width: f)
+            TrainLayers.linearForward(x: downIn, ldx: f, w: p.downWeight, bias: nil, y: output.ptr, ldy: c,
                                       rows: n, inFeatures: f, outFeatures: c, accumulate: true)
         }
 
@@ -500,25 +545,32 @@ public final class TrainableDecoder {
 
         for l in stride(from: layers.count - 1, through: 0, by: -1) {
             let p = layers[l], a = s.layers[l]
+            // The inputs the products read: transformed where a site has an input transform.
+            func input(_ site: LinearSite, _ x: Tensor) -> UnsafeMutablePointer<Float> {
+                transformed[LinearSiteKey(layer: l, site: site)]?.ptr ?? x.ptr
+            }
             // MLP. dResid holds dL/d(output); the residual passes it on unchanged to mid.
             TrainLayers.linearBackwardInput(dy: dResid, ldy: c, w: p.downWeight, dx: s.dAct.ptr, lddx: f,
                                             accumulate: false, rows: n, inFeatures: f, outFeatures: c)
-            linearWeightGradient(p.down, quantizer, dy: dResid, ldy: c, x: a.act.ptr, ldx: f, dbias: nil,
+            linearWeightGradient(p.down, quantizer, dy: dResid, ldy: c, x: input(.down, a.act), ldx: f, dbias: nil,
                                  rows: n, inFeatures: f, outFeatures: c)
+            transformBackward(l, .down, x: a.act.ptr, dx: s.dAct.ptr, rows: n, width: f)
             TrainLayers.swigluBackward(gateUp: a.gateUp.ptr, dout: s.dAct.ptr, dGateUp: s.dGateUp.ptr, rows: n, width: f)
             TrainLayers.linearBackwardInput(dy: s.dGateUp.ptr, ldy: 2 * f, w: p.gateUpStacked.ptr, dx: dH, lddx: c,
                                             accumulate: false, rows: n, inFeatures: c, outFeatures: 2 * f)
-            linearWeightGradient(p.gate, quantizer, dy: s.dGateUp.ptr, ldy: 2 * f, x: a.h2.ptr, ldx: c,
+            linearWeightGradient(p.gate, quantizer, dy: s.dGateUp.ptr, ldy: 2 * f, x: input(.gateUp, a.h2), ldx: c,
                                  dbias: nil, rows: n, inFeatures: c, outFeatures: f)
-            linearWeightGradient(p.up, quantizer, dy: s.dGateUp.ptr + f, ldy: 2 * f, x: a.h2.ptr, ldx: c,
+            linearWeightGradient(p.up, quantizer, dy: s.dGateUp.ptr + f, ldy: 2 * f, x: input(.gateUp, a.h2), ldx: c,
                                  dbias: nil, rows: n, inFeatures: c, outFeatures: f)
+            transformBackward(l, .gateUp, x: a.h2.ptr, dx: dH, rows: n, width: c)
             TrainLayers.rmsNormBackward(dy: dH, lddy: c, x: a.mid.ptr, ldx: c, w: p.postNorm.value.ptr, rstd: a.rstd2.ptr,
                                         dx: dResid, lddx: c, accumulate: true, dw: p.postNorm.grad.ptr, rows: n, dim: c)
             // Attention. dResid now holds dL/d(mid).
             TrainLayers.linearBackwardInput(dy: dResid, ldy: c, w: p.oWeight, dx: s.dAttn.ptr, lddx: qw,
                                             accumulate: false, rows: n, inFeatures: qw, outFeatures: c)
-            linearWeightGradient(p.o, quantizer, dy: dResid, ldy: c, x: a.attn.ptr, ldx: qw, dbias: nil,
+            linearWeightGradient(p.o, quantizer, dy: dResid, ldy: c, x: input(.output, a.attn), ldx: qw, dbias: nil,
                                  rows: n, inFeatures: qw, outFeatures: c)
+            transformBackward(l, .output, x: a.attn.ptr, dx: s.dAttn.ptr, rows: n, width: qw)
             let dqkv = s.dQKV.ptr
             TrainLayers.attentionBackward(dout: s.dAttn.ptr, lddo: qw, q: a.qkv.ptr, ldq: w, k: a.qkv.ptr + qw, ldk: w,
                                           v: a.qkv.ptr + qw + kvw, ldv: w, probs: a.probs.ptr,
@@ -536,12 +588,14 @@ public final class TrainableDecoder {
             }
             TrainLayers.linearBackwardInput(dy: dqkv, ldy: w, w: p.qkvStacked.ptr, dx: dH, lddx: c, accumulate: false,
                                             rows: n, inFeatures: c, outFeatures: w)
-            linearWeightGradient(p.q, quantizer, dy: dqkv, ldy: w, x: a.h1.ptr, ldx: c,
+            let qkvIn = input(.qkv, a.h1)
+            linearWeightGradient(p.q, quantizer, dy: dqkv, ldy: w, x: qkvIn, ldx: c,
                                  dbias: p.qBias?.grad.ptr, rows: n, inFeatures: c, outFeatures: qw)
-            linearWeightGradient(p.k, quantizer, dy: dqkv + qw, ldy: w, x: a.h1.ptr, ldx: c,
+            linearWeightGradient(p.k, quantizer, dy: dqkv + qw, ldy: w, x: qkvIn, ldx: c,
                                  dbias: p.kBias?.grad.ptr, rows: n, inFeatures: c, outFeatures: kvw)
-            linearWeightGradient(p.v, quantizer, dy: dqkv + qw + kvw, ldy: w, x: a.h1.ptr, ldx: c,
+            linearWeightGradient(p.v, quantizer, dy: dqkv + qw + kvw, ldy: w, x: qkvIn, ldx: c,
                                  dbias: p.vBias?.grad.ptr, rows: n, inFeatures: c, outFeatures: kvw)
+            transformBackward(l, .qkv, x: a.h1.ptr, dx: dH, rows: n, width: c)
             TrainLayers.rmsNormBackward(dy: dH, lddy: c, x: a.input.ptr, ldx: c, w: p.inputNorm.value.ptr, rstd: a.rstd1.ptr,
                                         dx: dResid, lddx: c, accumulate: true, dw: p.inputNorm.grad.ptr, rows: n, dim: c)
             layerGradientsReady?(l)
@@ -551,4 +605,42 @@ public final class TrainableDecoder {
             TrainLayers.embeddingBackward(tokens: tok.baseAddress!, dx: dResid, dTable: embedding.grad.ptr, rows: n, dim: c)
         }
     }
+}
+
+/// A training input transform run in place, as the inference decoder's layers run theirs.
+private final class InPlace: LinearInputTransform {
+    let transform: any TrainableInputTransform
+    private var scratch: [Float] = []
+    init(_ transform: any TrainableInputTransform) { self.transform = transform }
+    func transform(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        if scratch.count < rows * width { scratch = [Float](repeating: 0, count: rows * width) }
+        scratch.withUnsafeMutableBufferPointer { y in
+            transform.forward(x, into: y.baseAddress!, rows: rows, width: width)
+            x.update(from: y.baseAddress!, count: rows * width)
+        }
+    }
+}
+
+/// A linear layer of the model: block `layer`, site `site`.
+public struct LinearSiteKey: Hashable, Comparable, Sendable {
+    public var layer: Int
+    public var site: LinearSite
+    public init(layer: Int, site: LinearSite) {
+        self.layer = layer
+        self.site = site
+    }
+    public static func < (a: Self, b: Self) -> Bool { (a.layer, a.site.rawValue) < (b.layer, b.site.rawValue) }
+}
+
+/// A learnable change of a linear site's input during training, x' = T(x; θ), with its backward:
+/// an activation fake-quantizer with a learnable clip (straight-through inside the clip), a
+/// learnable per-channel scale (SmoothQuant-like), a learnable affine transform (FlatQuant).
+public protocol TrainableInputTransform: AnyObject {
+    /// θ, trained with the model.
+    var parameters: [Parameter] { get }
+    /// x: (rows, width) -> y: (rows, width).
+    func forward(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, rows: Int, width: Int)
+    /// Given the x forward saw and dy = dL/dy, writes dx = dL/dx and ADDS dL/dθ into the
+    /// parameters' gradients.
+    func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, rows: Int, width: Int)
 }
