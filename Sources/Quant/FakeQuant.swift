@@ -335,7 +335,7 @@ public final class FakeQuantizer: TrainingWeightQuantizer {
     }
 }
 
-public struct FakeQuantError: Error, CustomStringConvertible, Equatable {
+public struct FakeQuantError: UserFacingError, Equatable {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }

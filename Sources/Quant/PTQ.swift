@@ -156,7 +156,7 @@ public enum PTQ {
     }
 }
 
-public struct PTQError: Error, CustomStringConvertible {
+public struct PTQError: UserFacingError {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }

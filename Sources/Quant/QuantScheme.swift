@@ -1,3 +1,5 @@
+import Tensors
+
 /// A quantization scheme written the way the field writes it: `w3g128` (3-bit weights in
 /// groups of 128 along the input dimension), `w4` (one group per output channel), `w8`,
 /// `w2g64`, each `-sym` or `-asym` (default asymmetric, as the paper's W3G128), and activation /
@@ -115,7 +117,7 @@ extension QuantScheme {
     }
 }
 
-public struct QuantSchemeError: Error, CustomStringConvertible, Equatable {
+public struct QuantSchemeError: UserFacingError, Equatable {
     public let message: String
     public var description: String { message }
 }

@@ -35,6 +35,7 @@ struct PTQCommand: ParsableCommand {
             let parsed: QuantScheme
             do { parsed = try QuantScheme.parse(scheme) } catch { throw CLIError("\(error)") }
             guard parsed.weightBits != nil else { throw CLIError("ptq quantizes weights: the scheme needs w<bits>") }
+            try parsed.requireImplemented(for: "ptq")
             guard let method = PTQMethod(rawValue: method) else { throw CLIError("--method must be rtn or gptq") }
             let lm = try LanguageModel(checkpoint: try openCheckpoint(model))
 
