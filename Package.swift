@@ -27,9 +27,11 @@ let package = Package(
         .target(name: "Model", dependencies: ["Tensors", "Formats"]),
         .target(name: "Train", dependencies: ["Tensors", "Formats", "Model"]),
         .target(name: "Quant", dependencies: ["Tensors", "Formats", "Model", "CKernels"]),
-        .target(name: "Cluster", dependencies: ["CMPI", "CZstd", "CKernels", "Tensors", "Formats", "Model", "Train", "Quant"]),
+        .target(name: "Cluster", dependencies: ["CMPI", "CZstd", "CKernels", "Tensors", "Formats", "Model", "Train"]),
+        // Evaluations returning Codable results: perplexity, held-out KL to a teacher.
+        .target(name: "Eval", dependencies: ["Tensors", "Formats", "Model", "Train"]),
         .executableTarget(name: "rqat", dependencies: [
-            "Tensors", "Formats", "Model", "Train", "Quant", "Cluster",
+            "Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -41,6 +43,7 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["Model", "Formats", "TestSupport"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "Formats", "TestSupport"]),
         .testTarget(name: "QuantTests", dependencies: ["Quant", "Train", "Model", "Formats", "TestSupport"]),
+        .testTarget(name: "EvalTests", dependencies: ["Eval", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Train", "Model", "Formats", "Quant", "Tensors", "TestSupport"]),
         // Multi-rank checks of the MPI layer; ClusterTests starts it under mpirun (XCTest is one process).
         .executableTarget(name: "rqat-mpi-check", dependencies: ["Cluster", "Tensors", "Train"], path: "Tests/MPICheck"),
