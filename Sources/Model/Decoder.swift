@@ -202,6 +202,7 @@ public final class Decoder {
                     for hd in 0..<heads { rqat_rope_rotate_half(q + hd * d, cos, sin, d) }
                     for hd in 0..<kvHeads { rqat_rope_rotate_half(k + hd * d, cos, sin, d) }
                 }
+                for t in layer.cacheTransforms { t.transform(k, rows: 1, width: 2 * kvHeads * d) }
                 for hd in 0..<kvHeads {
                     (cache.keys(sequence: s, layer: l, head: hd) + pos * d).update(from: k + hd * d, count: d)
                     (cache.values(sequence: s, layer: l, head: hd) + pos * d).update(from: v + hd * d, count: d)

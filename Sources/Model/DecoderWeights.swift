@@ -13,6 +13,10 @@ public final class DecoderLayerWeights {
     public let postAttentionNorm: Tensor // (C)
     public let gateUp: LinearLayer      // (2F, C): rows of gate, then up
     public let down: LinearLayer        // (C, F)
+    /// Changes of each row's keys (after RoPE) and values, (1, 2 KV*D), before they enter the
+    /// KV cache: the KV-cache quantization site. They run on decode threads, so they must not
+    /// share scratch between calls.
+    public var cacheTransforms: [any LinearInputTransform] = []
 
     init(inputNorm: Tensor, qkv: LinearLayer, qNorm: Tensor?, kNorm: Tensor?,
          output: LinearLayer, postAttentionNorm: Tensor, gateUp: LinearLayer, down: LinearLayer) {

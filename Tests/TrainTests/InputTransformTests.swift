@@ -30,9 +30,9 @@ final class ChannelScale: TrainableInputTransform {
 }
 
 final class InputTransformTests: XCTestCase {
-    /// Transforms at all four sites of the tiny Qwen3: their parameters' gradients and the
-    /// weights' and norms' gradients (which now flow through them) equal central differences,
-    /// and the inference decoder's view applies them too.
+    /// Transforms at all four linear sites and at the KV-cache site of the tiny Qwen3: their
+    /// parameters' gradients and the weights' and norms' gradients (which now flow through them)
+    /// equal central differences, and the inference decoder's view applies them too.
     func testLearnableInputTransformsBackpropagate() throws {
         let model = BackwardTests.tinyModel(.qwen3, tied: false, seed: 5)
         let c = model.config.hiddenSize, qw = model.config.numAttentionHeads * model.config.headDim
@@ -42,7 +42,9 @@ final class InputTransformTests: XCTestCase {
             model.inputTransforms[LinearSiteKey(layer: l, site: site)] =
                 ChannelScale(name: "scale.\(l).\(site)", width: widths[site]!, rng: &rng)
         }
-        XCTAssertEqual(model.transformParameters.count, 4)
+        let kvWidth = 2 * model.config.numKeyValueHeads * model.config.headDim
+        model.cacheTransforms[1] = ChannelScale(name: "kv.1", width: kvWidth, rng: &rng)
+        XCTAssertEqual(model.transformParameters.count, 5)
 
         let batch = 2, length = 5
         let tokens = (0..<(batch * length)).map { _ in Int(rng.next() % UInt64(model.config.vocabSize)) }
@@ -66,7 +68,7 @@ final class InputTransformTests: XCTestCase {
                 count += 1
             }
         }
-        XCTAssertEqual(count, 30)
+        XCTAssertEqual(count, 33)
 
         // The inference decoder runs the same transforms.
         let training = model.forward(tokens: Array(tokens[0..<length]), batch: 1, length: length).copy()

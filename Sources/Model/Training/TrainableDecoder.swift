@@ -162,9 +162,10 @@ public final class TrainableDecoder {
         didSet { transformed = [:] }
     }
 
-    /// The transforms' learnable parameters, in block and site order.
+    /// The input and cache transforms' learnable parameters, in block and site order.
     public var transformParameters: [Parameter] {
         inputTransforms.sorted { $0.key < $1.key }.flatMap { $0.value.parameters }
+            + cacheTransforms.sorted { $0.key < $1.key }.flatMap { $0.value.parameters }
     }
 
     /// Each transform's output of the last forward (the product's input), by site.
@@ -189,6 +190,35 @@ public final class TrainableDecoder {
         if let t = transformScratch, t.count >= n * width { scratch = t } else { scratch = Tensor(shape: [n * width]); transformScratch = scratch }
         transform.backward(x: x, dy: dx, dx: scratch.ptr, rows: n, width: width)
         dx.update(from: scratch.ptr, count: n * width)
+    }
+
+    /// Learnable changes of what a block's attention caches, by block: each row's keys (after
+    /// RoPE) then values, (rows, 2 KV*D) — the KV-cache quantization site.
+    public var cacheTransforms: [Int: any TrainableInputTransform] = [:] {
+        didSet { cacheInputs = [:] }
+    }
+    /// Each cache transform's input of the last forward (keys and values before it), by block.
+    private var cacheInputs: [Int: Tensor] = [:]
+
+    /// Keys and values of block l (strided rows of the q|k|v buffer) through its cache transform.
+    private func cacheTransformForward(_ l: Int, _ kv: UnsafeMutablePointer<Float>, ld: Int, rows n: Int, width: Int) {
+        guard let transform = cacheTransforms[l] else { return }
+        let saved: Tensor
+        if let t = cacheInputs[l], t.count == n * width { saved = t } else { saved = Tensor(shape: [n, width]); cacheInputs[l] = saved }
+        for r in 0..<n { saved.row(r).update(from: kv + r * ld, count: width) }
+        let out = Tensor(shape: [n, width])
+        transform.forward(saved.ptr, into: out.ptr, rows: n, width: width)
+        for r in 0..<n { (kv + r * ld).update(from: out.row(r), count: width) }
+    }
+
+    /// dL/d(transformed keys and values), in place in the strided dq|dk|dv rows, becomes
+    /// dL/d(keys and values before the transform).
+    private func cacheTransformBackward(_ l: Int, dx: UnsafeMutablePointer<Float>, ld: Int, rows n: Int, width: Int) {
+        guard let transform = cacheTransforms[l], let saved = cacheInputs[l] else { return }
+        let dy = Tensor(shape: [n, width]), out = Tensor(shape: [n, width])
+        for r in 0..<n { dy.row(r).update(from: dx + r * ld, count: width) }
+        transform.backward(x: saved.ptr, dy: dy.ptr, dx: out.ptr, rows: n, width: width)
+        for r in 0..<n { (dx + r * ld).update(from: out.row(r), count: width) }
     }
 
     // MARK: - The inference decoder's view (rollouts, evaluation during training)
@@ -224,6 +254,7 @@ public final class TrainableDecoder {
             for site in LinearSite.allCases {
                 v.linear(site).inputTransforms = inputTransforms[LinearSiteKey(layer: l, site: site)].map { [InPlace($0)] } ?? []
             }
+            v.cacheTransforms = cacheTransforms[l].map { [InPlace($0)] } ?? []
             if weightQuantizer == nil { p.refreshStacked() }
             v.output.weight = .dense(p.oQuantized ?? p.o.value)
             v.down.weight = .dense(p.downQuantized ?? p.down.value)
@@ -488,6 +519,7 @@ public final class TrainableDecoder {
             // RoPE on q and k in place.
             TrainLayers.ropeForward(x: a.qkv.ptr, ldx: w, rows: n, groups: heads + kvHeads, dim: d,
                                     length: length, cos: s.cos.ptr, sin: s.sin.ptr)
+            cacheTransformForward(l, a.qkv.ptr + qw, ld: w, rows: n, width: 2 * kvw)
             // attn: (N, H*D) = causal softmax(q k^T / sqrt(D)) v
             TrainLayers.attentionForward(q: a.qkv.ptr, ldq: w, k: a.qkv.ptr + qw, ldk: w, v: a.qkv.ptr + qw + kvw,
                                          ldv: w, probs: a.probs.ptr, out: a.attn.ptr, ldo: qw, shape: shape)
@@ -576,6 +608,7 @@ public final class TrainableDecoder {
                                           v: a.qkv.ptr + qw + kvw, ldv: w, probs: a.probs.ptr,
                                           dq: dqkv, lddq: w, dk: dqkv + qw, lddk: w, dv: dqkv + qw + kvw, lddv: w,
                                           scratch: s.dProbs.ptr, shape: shape)
+            cacheTransformBackward(l, dx: dqkv + qw, ld: w, rows: n, width: 2 * kvw)
             TrainLayers.ropeBackward(dx: dqkv, ldx: w, rows: n, groups: heads + kvHeads, dim: d,
                                      length: length, cos: s.cos.ptr, sin: s.sin.ptr)
             if let pre = a.qkvPre, let qNorm = p.qNorm, let kNorm = p.kNorm {
@@ -607,14 +640,13 @@ public final class TrainableDecoder {
     }
 }
 
-/// A training input transform run in place, as the inference decoder's layers run theirs.
+/// A training input transform run in place, as the inference decoder's layers run theirs
+/// (thread-safe: the cache site calls it from decode threads, so no scratch is shared).
 private final class InPlace: LinearInputTransform {
     let transform: any TrainableInputTransform
-    private var scratch: [Float] = []
     init(_ transform: any TrainableInputTransform) { self.transform = transform }
     func transform(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
-        if scratch.count < rows * width { scratch = [Float](repeating: 0, count: rows * width) }
-        scratch.withUnsafeMutableBufferPointer { y in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * width) { y in
             transform.forward(x, into: y.baseAddress!, rows: rows, width: width)
             x.update(from: y.baseAddress!, count: rows * width)
         }
