@@ -44,6 +44,7 @@ done
 [ -n "$RQAT" ] && RQAT=$(readlink -f "$RQAT")
 [ -n "$OUT" ] && OUT=$(readlink -m "$OUT")
 cd "$(dirname "$0")/.."
+SCRIPTS=$PWD/scripts   # the Python helpers; absolute, as the link probe runs under ip netns exec
 OUT=${OUT:-runs/bench-cluster-netns/results.jsonl}
 [ "$(id -u)" = 0 ] || { echo "needs root (ip netns, tc); run: sudo bash $0" >&2; exit 1; }
 for tool in ip tc mpirun orted python3; do
@@ -122,26 +123,10 @@ shape() {
 }
 
 # Goodput of one TCP stream from the teacher's namespace to student $1's (what the link gives).
-cat > "$TMP/probe.py" <<'EOF'
-import socket, sys, time
-mode, host, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if mode == "server":
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((host, 5999)); s.listen(1)
-    c, _ = s.accept(); got = 0; t0 = time.time()
-    while True:
-        b = c.recv(1 << 20)
-        if not b: break
-        got += len(b)
-    print("%.3f" % (got * 8 / (time.time() - t0) / 1e9))
-else:
-    time.sleep(0.3); c = socket.create_connection((host, 5999)); buf = b"x" * (1 << 20); sent = 0
-    while sent < n: c.sendall(buf); sent += len(buf)
-    c.close()
-EOF
 probe() {   # $1 = student rank, $2 = bytes
-    ip netns exec "$P-r0" python3 "$TMP/probe.py" client "$NET.$((10 + $1))" "$2" &
+    ip netns exec "$P-r0" python3 "$SCRIPTS/bench-cluster-probe.py" client "$NET.$((10 + $1))" "$2" &
     local client=$!
-    ip netns exec "$P-r$1" python3 "$TMP/probe.py" server "$NET.$((10 + $1))" "$2"
+    ip netns exec "$P-r$1" python3 "$SCRIPTS/bench-cluster-probe.py" server "$NET.$((10 + $1))" "$2"
     wait "$client"
 }
 
@@ -177,13 +162,7 @@ for rep in $(seq 1 "$REPEATS"); do
                 echo "run failed:" >&2; tail -30 "$TMP/run.err" >&2; exit 1
             fi
             sed "s/^{/{\"scenario\":\"$scenario\",\"link\":\"$rate\",\"probe_gbit_per_s\":$goodput,\"repeat\":$rep,/" "$TMP/run.jsonl" >> "$OUT"
-            grep '"name":"cluster"' "$TMP/run.jsonl" | python3 -c '
-import json, sys
-for line in sys.stdin:
-    d = json.loads(line)
-    print("   step %.2f s (median %.2f), student compute %.2f s, wait for teacher %.2f s, allreduce wait %.2f s per step; signal %.1f MB, allreduce %.0f MB per step"
-          % (d["step_s"], d["step_s_median"], d["student_compute_s_per_step"], d["student_wait_s_per_step"],
-             d.get("allreduce_wait_s_per_step", 0), d["signal_bytes_per_step"] / 1e6, d.get("allreduce_bytes_per_step", 0) / 1e6))'
+            grep '"name":"cluster"' "$TMP/run.jsonl" | python3 "$SCRIPTS/bench-cluster-step.py"
         done
     done
 done
@@ -192,57 +171,4 @@ shape unlimited 1 2
 # --- Measured vs predicted (docs/SCALING.md, "Checking the model"). ---
 ALLREDUCE_ALGORITHM=$(echo "$EXTRA_MPI" | sed -n 's/.*coll_libnbc_iallreduce_algorithm[ =]*\([0-9]\).*/\1/p')
 # rqat sets OMPI_MCA_coll_libnbc_iallreduce_algorithm=3 (Rabenseifner) unless told otherwise.
-python3 - "$OUT" "${ALLREDUCE_ALGORITHM:-${OMPI_MCA_coll_libnbc_iallreduce_algorithm:-3}}" <<'PY'
-import json, math, sys
-from collections import defaultdict
-runs = defaultdict(list)
-for line in open(sys.argv[1]):
-    d = json.loads(line)
-    if d["name"] == "cluster":
-        runs[(d["scenario"], d["link"])].append(d)
-algorithm = int(sys.argv[2])
-def mean(xs): return sum(xs) / len(xs)
-def spread(xs): return "%.2f" % mean(xs) if len(xs) == 1 else "%.2f-%.2f" % (min(xs), max(xs))
-def link_bytes_per_s(link, probe_gbit):
-    # Nominal rate of a shaped link; the probe's goodput for the unshaped veth.
-    if link == "unlimited": return probe_gbit * 1e9 / 8
-    for unit, scale in (("gbit", 1e9), ("mbit", 1e6)):
-        if link.endswith(unit): return float(link[:-len(unit)]) * scale / 8
-    raise ValueError(link)
-def allreduce_factor(S):
-    # Gradient buffers that cross the busiest student link one after the other.
-    if S < 2: return 0
-    if algorithm in (1, 3): return 2 * (S - 1) / S          # ring, reduce-scatter + allgather
-    if algorithm == 4: return math.ceil(math.log2(S))         # recursive doubling
-    return 2 * math.ceil(math.log2(S))                        # binomial reduce, then binomial bcast
-print()
-print("allreduce algorithm: %s" % {0: "libnbc default (binomial, as chosen for MPI_IN_PLACE)", 1: "ring", 2: "binomial",
-                                   3: "reduce-scatter + allgather (rqat's default)", 4: "recursive doubling"}[algorithm])
-print("%-9s %-9s %6s | %-11s %7s %7s | %-11s %7s | %-11s %7s" % ("scenario", "link", "probe", "step", "serial", "overlap",
-                                                              "ar wait", "model", "wait", "model"))
-for scenario in sorted({s for s, _ in runs}):
-    base = runs.get((scenario, "unlimited"))
-    if not base: continue
-    s0 = mean([d["step_s"] for d in base]); w0 = mean([d["student_wait_s_per_step"] for d in base])
-    a0 = mean([d.get("allreduce_wait_s_per_step", 0) for d in base])
-    W0 = link_bytes_per_s("unlimited", mean([d["probe_gbit_per_s"] for d in base]))
-    for link in sorted({l for s, l in runs if s == scenario}, key=lambda l: -link_bytes_per_s(l, 100)):
-        ds = runs[(scenario, link)]
-        S = ds[0]["students"]
-        G = mean([d["signal_bytes_per_step"] for d in ds])
-        A = allreduce_factor(S) * mean([d.get("allreduce_bytes_per_step", 0) for d in ds])
-        W = min(link_bytes_per_s(link, 0), W0) if link != "unlimited" else W0   # a veth gives no more than unshaped
-        delta = 1 / W - 1 / W0   # seconds per byte the slower link adds
-        serial = s0 + (G + A) * delta
-        overlap = max(s0 + A * delta, (G + A) / W)
-        print("%-9s %-9s %6.2f | %-11s %7.2f %7.2f | %-11s %7.2f | %-11s %7.2f" % (
-            scenario, link, mean([d["probe_gbit_per_s"] for d in ds]),
-            spread([d["step_s"] for d in ds]), serial, overlap,
-            spread([d.get("allreduce_wait_s_per_step", 0) for d in ds]), a0 + A * delta,
-            spread([d["student_wait_s_per_step"] for d in ds]), w0 + G * delta))
-print("Seconds per optimizer step. probe: Gbit/s of one TCP stream teacher -> student 1 over that link.")
-print("step: measured (range over repeats); serial: unshaped step + every byte of the step (signal and allreduce)")
-print("at the lower rate; overlap: the signal hidden behind compute by the look-ahead, the allreduce exposed.")
-print("ar wait / wait: measured allreduce wait after backward and wait for the teacher; model: the unshaped")
-print("figure + the allreduce bytes (resp. signal bytes) at the lower rate.")
-PY
+python3 "$SCRIPTS/bench-cluster-table.py" "$OUT" "${ALLREDUCE_ALGORITHM:-${OMPI_MCA_coll_libnbc_iallreduce_algorithm:-3}}"

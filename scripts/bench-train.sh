@@ -12,16 +12,7 @@ echo "$ours"
 if [ -x "$python" ]; then
   theirs="$("$python" scripts/bench-train-torch.py --threads "$threads")"
   echo "$theirs"
-  python3 - "$ours" "$theirs" <<'PY'
-import json, sys
-ours = {m["shape"]: m for m in map(json.loads, sys.argv[1].split("\n")) if m["name"] == "train_step"}
-torch = {m["shape"]: m for m in map(json.loads, sys.argv[2].split("\n"))}
-for shape in ours:
-    o, t = ours[shape], torch[shape]
-    print(f"{shape}: rqat {o['tokens_per_s']:.0f} tok/s vs PyTorch eager {t['tokens_per_s']:.0f} tok/s = "
-          f"{o['tokens_per_s'] / t['tokens_per_s']:.2f}x (target >= 1x); {100 * o['fraction_of_sgemm']:.0f}% of sgemm"
-          + (" (target >= 50%)" if shape == "smol" else ""))
-PY
+  python3 scripts/bench-train-summary.py "$ours" "$theirs"
 else
   echo "($python not found: PyTorch comparison skipped)" >&2
 fi

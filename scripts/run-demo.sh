@@ -26,13 +26,7 @@ mkdir -p "$W"
 
 python3 scripts/gsm-prompts.py "$W/train-prompts.jsonl" 0 "$TRAIN_QUESTIONS"
 python3 scripts/gsm-prompts.py "$W/heldout-prompts.jsonl" "-$HELDOUT_QUESTIONS"
-python3 - "$W" <<'PY'
-import glob, sys, tomllib
-work = sys.argv[1]
-items = [tomllib.load(open(f, "rb")) for f in sorted(glob.glob("assets/gsm-symbolic/eng/symbolic/*.toml"))]
-with open(f"{work}/question.txt", "w") as f:
-    f.write(items[-1]["question"] + "\n" + items[-1]["answer"].split("####")[-1].strip() + "\n")
-PY
+python3 scripts/gsm-prompts.py "$W/question.txt" -1 --with-answer
 
 echo "== 1. teacher traces (FP model, temperature 0.6, top-p 0.95)"
 for split in train heldout; do
@@ -45,14 +39,7 @@ echo "== 2. PTQ init: GPTQ W3G128 calibrated on the teacher's traces"
     --calib "$W/train-traces.jsonl" --calib-samples 32 --seq-len 256 --out "$W/gptq-w3g128"
 
 echo "== 3. QAT: fake-quant W3G128 fine-tuning on the traces, from the GPTQ weights"
-python3 - "$W" <<'PY'
-import json, sys
-w = sys.argv[1]
-with open(f"{w}/train-sft.jsonl", "w") as out:
-    for line in open(f"{w}/train-traces.jsonl"):
-        r = json.loads(line)
-        out.write(json.dumps({"prompt": r["prompt"], "completion": r["completion"]}) + "\n")
-PY
+python3 scripts/traces-to-sft.py "$W/train-traces.jsonl" "$W/train-sft.jsonl"
 QAT_ARGS=(--qat w3g128 --data "$W/train-sft.jsonl" --steps "$QAT_STEPS" --seq-len 384 --batch-tokens 1536
           --lr 2e-5 --warmup 2 --drop-long)
 echo "-- 3a. SFT (cross-entropy on the traces)"
