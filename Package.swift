@@ -28,8 +28,13 @@ let package = Package(
         .target(name: "Train", dependencies: ["Tensors", "Formats", "Model"]),
         .target(name: "Quant", dependencies: ["Tensors", "Formats", "Model", "CKernels"]),
         .target(name: "Cluster", dependencies: ["CMPI", "CZstd", "CKernels", "Tensors", "Formats", "Model", "Train", "Quant"]),
+        // The jobs the command line runs (distillation roles, SFT, PTQ, calibration text) and
+        // what they leave behind for other tools (per-rank train summaries, the PTQ report).
+        .target(name: "Jobs", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster"]),
+        // The measurements of `rqat bench`, each returning Codable records (the --json lines).
+        .target(name: "Bench", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Jobs"]),
         .executableTarget(name: "rqat", dependencies: [
-            "Tensors", "Formats", "Model", "Train", "Quant", "Cluster",
+            "Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Jobs", "Bench",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -42,6 +47,8 @@ let package = Package(
         .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "Formats", "TestSupport"]),
         .testTarget(name: "QuantTests", dependencies: ["Quant", "Train", "Model", "Formats", "TestSupport"]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Train", "Model", "Formats", "Quant", "Tensors", "TestSupport"]),
+        .testTarget(name: "JobsTests", dependencies: ["Jobs", "Cluster", "Quant", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
+        .testTarget(name: "BenchTests", dependencies: ["Bench", "Jobs", "Cluster", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
         // Multi-rank checks of the MPI layer; ClusterTests starts it under mpirun (XCTest is one process).
         .executableTarget(name: "rqat-mpi-check", dependencies: ["Cluster", "Tensors", "Train"], path: "Tests/MPICheck"),
         // Runs the built `rqat` executable as a user would.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Cluster
 import Foundation
+import Jobs
 import Formats
 import Quant
 import Model

@@ -4,6 +4,7 @@ import Formats
 import Quant
 import Train
 import Cluster
+import Jobs
 
 @main
 struct RQAT: ParsableCommand {
@@ -40,10 +41,8 @@ func reportingErrors(_ body: () throws -> Void) throws {
 func isInputError(_ error: Error) -> Bool {
     error is FormatError || error is TrainError || error is CLIError || error is GPTQError
         || error is PTQError || error is QuantSchemeError || error is FakeQuantError || error is ClusterError
+        || error is JobError
 }
-
-/// Opens any checkpoint the tool runs: GGUF, Hugging Face directory, or a GPTQ-packed directory.
-func openCheckpoint(_ path: String) throws -> Checkpoint { try QuantizedCheckpoint.open(path) }
 
 struct CLIError: Error, CustomStringConvertible {
     let message: String

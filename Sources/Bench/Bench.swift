@@ -1,0 +1,1 @@
+// Measurements of `rqat bench`.
