@@ -5,7 +5,7 @@ import Formats
 /// or infinity; they are written as the strings "NaN", "Infinity" and "-Infinity", because a
 /// non-finite figure must not fail a job whose work is already done.
 package enum JobJSON {
-    static let nonFinite = (positive: "Infinity", negative: "-Infinity", nan: "NaN")
+    package static let nonFinite = (positive: "Infinity", negative: "-Infinity", nan: "NaN")
 
     package static func encoder() -> JSONEncoder {
         let encoder = JSONEncoder()
