@@ -228,12 +228,6 @@ package struct SmallModel: Sendable {
     /// The shortest context the model must have (it gets at least 2048).
     package var context: Int
 
-    package init(hidden: Int, layers: Int, context: Int) {
-        self.hidden = hidden
-        self.layers = layers
-        self.context = context
-    }
-
     package var label: String { "small (random, hidden \(hidden), \(layers) layers)" }
 
     /// Writes a Hugging Face directory (config.json, model.safetensors, tokenizer files).

@@ -10,12 +10,6 @@ package struct TrainSummary: Codable, Equatable, Sendable {
         package var busySeconds: Double
         package var wallSeconds: Double
 
-        package init(tokens: Int, busySeconds: Double, wallSeconds: Double) {
-            self.tokens = tokens
-            self.busySeconds = busySeconds
-            self.wallSeconds = wallSeconds
-        }
-
         enum CodingKeys: String, CodingKey {
             case tokens
             case busySeconds = "busy_s"
@@ -31,15 +25,6 @@ package struct TrainSummary: Codable, Equatable, Sendable {
         package var signalBytes: Int
         package var allreduceMB: Double?
         package var allreduceWaitSeconds: Double?
-
-        package init(trainSeconds: Double, teacherWaitSeconds: Double, signalBytes: Int,
-                     allreduceMB: Double? = nil, allreduceWaitSeconds: Double? = nil) {
-            self.trainSeconds = trainSeconds
-            self.teacherWaitSeconds = teacherWaitSeconds
-            self.signalBytes = signalBytes
-            self.allreduceMB = allreduceMB
-            self.allreduceWaitSeconds = allreduceWaitSeconds
-        }
 
         enum CodingKeys: String, CodingKey {
             case trainSeconds = "train_s"
@@ -58,15 +43,6 @@ package struct TrainSummary: Codable, Equatable, Sendable {
     package var roleIndex: Int
     package var teacher: Teacher?
     package var student: Student?
-
-    package init(rank: Int, worldSize: Int, role: String, roleIndex: Int, teacher: Teacher? = nil, student: Student? = nil) {
-        self.rank = rank
-        self.worldSize = worldSize
-        self.role = role
-        self.roleIndex = roleIndex
-        self.teacher = teacher
-        self.student = student
-    }
 
     enum CodingKeys: String, CodingKey {
         case rank, role, teacher, student
