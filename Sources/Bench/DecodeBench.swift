@@ -15,6 +15,8 @@ package struct DecodeBench {
         /// The prompt of the decode measurements (the one scripts/bench-transformers.py uses).
         package var prompt = "The capital of France is"
         package var repeats = 7
+        /// Buffer of the bandwidth measurements: far larger than the caches, so they measure memory.
+        package var bandwidthBytes = 512 << 20
         package init() {}
     }
 
@@ -54,11 +56,11 @@ package struct DecodeBench {
         let prefill = Spread(prefillRates)
 
         // Rounds of batch-1 and batched decode (in alternating order), every decode between
-        // two memory-bandwidth measurements (best of 3 copies and 3 sums of 512 MiB, buffers
+        // two memory-bandwidth measurements (best of 3 copies and 3 sums, buffers
         // kept), so each decode is compared with the bandwidth measured around it.
         let decodePrompt = model.tokenizer.encode(options.prompt)
         let weightBytes = Self.decodeWeightBytes(decoder.weights)
-        let meter = MemoryBandwidth.Meter(bytes: 512 << 20)
+        let meter = MemoryBandwidth.Meter(bytes: options.bandwidthBytes)
         let batches = options.batch == 1 ? [1] : [1, options.batch]
         for b in batches { _ = Self.decodeRate(decoder, prompt: decodePrompt, batch: b, steps: 4) }  // warm-up
         var bandwidth = [meter.measure(repeats: 3)]
