@@ -86,7 +86,7 @@ package struct DistillJob {
                              world.rank, service.tokensProcessed, service.busySeconds, seconds,
                              Double(service.tokensProcessed) / max(service.busySeconds, 1e-9)))
             summary.teacher = .init(tokens: service.tokensProcessed, busySeconds: service.busySeconds, wallSeconds: seconds)
-            try summary.write(runDir: spec.runDir)
+            keep(summary, roles: roles, printLine: printLine)
             return summary
         }
 
@@ -117,8 +117,18 @@ package struct DistillJob {
         }
         summary.student = .init(trainSeconds: seconds, teacherWaitSeconds: link.waitSeconds, signalBytes: link.bytesReceived,
                                 allreduceMB: group.map { Double($0.bytesReduced) / 1e6 }, allreduceWaitSeconds: group?.reduceWaitSeconds)
-        try summary.write(runDir: spec.runDir)
+        keep(summary, roles: roles, printLine: printLine)
         return summary
+    }
+
+    /// The run's work is done by now (checkpoints are written), so a summary that cannot be
+    /// written is said, not turned into a failure of the whole job.
+    private func keep(_ summary: TrainSummary, roles: Roles, printLine: (String) -> Void) {
+        do {
+            try summary.write(runDir: spec.runDir)
+        } catch {
+            printLine("warning: rank \(summary.rank) (\(roles.describe(rank: summary.rank))): no summary written: \(error); the run itself is complete")
+        }
     }
 
     private func checkVocabularies(world: Communicator, teacher teacherTokenizer: BPETokenizer?, student studentTokenizer: BPETokenizer?) throws {

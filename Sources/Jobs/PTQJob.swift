@@ -12,20 +12,11 @@ package enum CalibrationText {
     /// consecutive windows of `seqLen` tokens; the first `samples` windows of at least
     /// `minimumWindow` tokens. Reading stops once enough tokens are there.
     package static func windows(path: String, tokenizer: BPETokenizer, seqLen: Int, samples: Int) throws -> [[Int]] {
-        guard let content = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw FormatError(path, "cannot read the calibration file as UTF-8 text")
-        }
-        let lines = content.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
+        let lines = try TextRecords.lines(of: path, what: "calibration file")
         var stream: [Int] = []
+        // Records are parsed as they are used: reading stops once there are enough tokens.
         for (i, line) in lines.enumerated() {
-            var text = line
-            if path.hasSuffix(".jsonl") {
-                guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                      let t = object["text"] as? String else {
-                    throw FormatError(path, "line \(i + 1) is not a JSON object with a string field \"text\"")
-                }
-                text = t
-            }
+            let text = path.hasSuffix(".jsonl") ? try TextRecords.field("text", of: line, number: i + 1, in: path) : line
             stream += tokenizer.encode(text)
             if let eos = tokenizer.eosTokenId { stream.append(eos) }
             if stream.count >= seqLen * samples { break }
