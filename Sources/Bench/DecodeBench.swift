@@ -129,10 +129,10 @@ package struct DecodeBench {
     /// Bytes of weights a decode step must read: every matrix and norm, and the LM head
     /// (the embedding table itself is only gathered, one row per token).
     package static func decodeWeightBytes(_ w: DecoderWeights) -> Int {
-        var n = w.lmHead.count + w.finalNorm.count
+        var n = w.lmHead.weight.storageBytes / 4 + w.finalNorm.count
         for l in w.layers {
-            n += l.inputNorm.count + l.qkv.count + (l.qkvBias?.count ?? 0) + (l.qNorm?.count ?? 0) + (l.kNorm?.count ?? 0)
-            n += l.output.count + l.postAttentionNorm.count + l.gateUp.count + l.down.count
+            n += l.inputNorm.count + l.qkv.weight.storageBytes / 4 + (l.qkv.bias?.count ?? 0) + (l.qNorm?.count ?? 0) + (l.kNorm?.count ?? 0)
+            n += l.output.weight.storageBytes / 4 + l.postAttentionNorm.count + l.gateUp.weight.storageBytes / 4 + l.down.weight.storageBytes / 4
         }
         return n * 4
     }

@@ -1,4 +1,5 @@
 import Cluster
+import Eval
 import Foundation
 import Formats
 import Jobs

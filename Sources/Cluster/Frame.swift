@@ -79,7 +79,7 @@ public enum FrameDType: Equatable, Hashable, Sendable, CustomStringConvertible {
 }
 
 /// A value outside the range of the frame's dtype.
-public struct FrameValueError: Error, CustomStringConvertible, Equatable {
+public struct FrameValueError: UserFacingError, Equatable {
     public let description: String
 }
 

@@ -1,3 +1,4 @@
+import Tensors
 import CKernels
 import CZstd
 import Foundation
@@ -20,7 +21,7 @@ public enum FrameCodec: Equatable, Sendable {
 
 /// A message that cannot be decoded. Names the sending rank and what is wrong; decoding never
 /// crashes on bad bytes and never returns frames from a message that failed a check.
-public struct FrameError: Error, CustomStringConvertible, Equatable {
+public struct FrameError: UserFacingError, Equatable {
     public let rank: Int
     public let problem: String
 

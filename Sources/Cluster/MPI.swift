@@ -3,7 +3,7 @@ import Foundation
 import Tensors
 
 /// An MPI call failed; the message names the rank and the call.
-public struct ClusterError: Error, CustomStringConvertible {
+public struct ClusterError: UserFacingError {
     public let description: String
     public init(_ description: String) { self.description = description }
 }

@@ -286,18 +286,6 @@ extension SeededRNG {
 
 // MARK: - Links from a student to the teachers
 
-/// A student's connection to the teacher(s): submit requests ahead, collect answers in order.
-public protocol TeacherLink: AnyObject {
-    func submit(_ request: SignalRequest) throws
-    /// The signal for a submitted batch (blocks until it is there).
-    func signal(batchId: Int, rows: Int) throws -> TeacherSignal
-    /// Seconds spent waiting for teachers, and the bytes received.
-    var waitSeconds: Double { get }
-    var bytesReceived: Int { get }
-    /// Tells the teachers this student is finished.
-    func close() throws
-}
-
 /// The teacher in the same process: the same encode -> bytes -> decode path as over MPI, so a
 /// single-process run trains on exactly what a distributed run would receive.
 public final class LocalTeacherLink: TeacherLink {
@@ -307,6 +295,8 @@ public final class LocalTeacherLink: TeacherLink {
     public private(set) var bytesReceived = 0
 
     public init(service: TeacherService) { self.service = service }
+
+    public func submit(_ batch: SFTBatch, id: Int) throws { try submit(SignalRequest(batchId: id, batch: batch)) }
 
     public func submit(_ request: SignalRequest) throws {
         queued[request.batchId] = TensorFrame.encodeMessage(request.frames(vocab: service.vocab), codec: service.options.codec)
@@ -347,6 +337,8 @@ public final class RemoteTeacherLink: TeacherLink {
         self.vocab = vocab
         self.options = options
     }
+
+    public func submit(_ batch: SFTBatch, id: Int) throws { try submit(SignalRequest(batchId: id, batch: batch)) }
 
     public func submit(_ request: SignalRequest) throws {
         let teacher = teacherRanks[(request.batchId * studentCount + studentIndex) % teacherRanks.count]

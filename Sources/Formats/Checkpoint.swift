@@ -73,8 +73,8 @@ public struct Checkpoint {
         let heads = try int("attention.head_count")
         // The tokenizer lists every token; token_embd's rows are the fallback for files without one.
         guard let vocab = file.metadata["tokenizer.ggml.tokens"]?.array?.count
-                ?? file.tensors["token_embd.weight"]?.shape.first else {
-            throw FormatError(file.path, "cannot tell the vocabulary size: no tokenizer.ggml.tokens and no token_embd.weight")
+                ?? file.tensors[DecoderArchitecture.ggufEmbeddingName]?.shape.first else {
+            throw FormatError(file.path, "cannot tell the vocabulary size: no tokenizer.ggml.tokens and no \(DecoderArchitecture.ggufEmbeddingName)")
         }
         let config = ModelConfig(
             modelType: family,
@@ -88,8 +88,8 @@ public struct Checkpoint {
             rmsNormEps: Float(file.double("\(arch).attention.layer_norm_rms_epsilon") ?? 1e-6),
             ropeTheta: Float(file.double("\(arch).rope.freq_base") ?? 10_000),
             maxPositionEmbeddings: try optionalInt("context_length") ?? 4096,
-            tieWordEmbeddings: file.tensors["output.weight"] == nil,
-            attentionBias: file.tensors["blk.0.attn_q.bias"] != nil,
+            tieWordEmbeddings: file.tensors[DecoderArchitecture.ggufLMHeadName] == nil,
+            attentionBias: file.tensors[DecoderArchitecture.ggufFirstQBiasName] != nil,
             bosTokenId: file.int("tokenizer.ggml.bos_token_id"),
             eosTokenId: file.int("tokenizer.ggml.eos_token_id"))
         try config.validate(path: file.path)
@@ -97,43 +97,18 @@ public struct Checkpoint {
     }
 
     /// Every tensor the config implies, with its shape ([out, in] for projections).
-    /// `lm_head.weight` is listed only for untied models.
+    /// The LM head is listed only for untied models.
     public static func expectedShapes(_ c: ModelConfig) -> [(name: String, shape: [Int])] {
-        let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
-        var out: [(name: String, shape: [Int])] = [("model.embed_tokens.weight", [c.vocabSize, c.hiddenSize])]
-        for l in 0..<c.numHiddenLayers {
-            let p = "model.layers.\(l)."
-            out += [
-                (p + "input_layernorm.weight", [c.hiddenSize]),
-                (p + "self_attn.q_proj.weight", [q, c.hiddenSize]),
-                (p + "self_attn.k_proj.weight", [kv, c.hiddenSize]),
-                (p + "self_attn.v_proj.weight", [kv, c.hiddenSize]),
-                (p + "self_attn.o_proj.weight", [c.hiddenSize, q]),
-                (p + "post_attention_layernorm.weight", [c.hiddenSize]),
-                (p + "mlp.gate_proj.weight", [c.intermediateSize, c.hiddenSize]),
-                (p + "mlp.up_proj.weight", [c.intermediateSize, c.hiddenSize]),
-                (p + "mlp.down_proj.weight", [c.hiddenSize, c.intermediateSize]),
-            ]
-            if c.attentionBias {
-                out += [(p + "self_attn.q_proj.bias", [q]), (p + "self_attn.k_proj.bias", [kv]),
-                        (p + "self_attn.v_proj.bias", [kv])]
-            }
-            if c.usesQKNorm {
-                out += [(p + "self_attn.q_norm.weight", [c.headDim]), (p + "self_attn.k_norm.weight", [c.headDim])]
-            }
-        }
-        out.append(("model.norm.weight", [c.hiddenSize]))
-        if !c.tieWordEmbeddings { out.append(("lm_head.weight", [c.vocabSize, c.hiddenSize])) }
-        return out
+        DecoderArchitecture(c).tensors.map { ($0.name, $0.shape) }
     }
 
     /// Checks that every weight the config implies is present with the right shape, before any
     /// is decoded. A tied model may still carry an `lm_head.weight`; if so its shape is checked too.
     public func validateShapes() throws {
+        let architecture = DecoderArchitecture(config)
         var expected = Self.expectedShapes(config)
-        if config.tieWordEmbeddings && weights.has("lm_head.weight") {
-            expected.append(("lm_head.weight", [config.vocabSize, config.hiddenSize]))
-        }
+        let head = DecoderArchitecture.name(.lmHead)
+        if config.tieWordEmbeddings && weights.has(head) { expected.append((head, architecture.shape(.lmHead))) }
         for (name, shape) in expected {
             guard let found = weights.shape(name) else {
                 throw FormatError(weights.path, "missing tensor \(name) (expected shape \(shape) from the config)")

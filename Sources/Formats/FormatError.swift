@@ -1,6 +1,8 @@
+import Tensors
+
 /// An input file that cannot be used. The message is one line naming the file, the problem
 /// and, where there is one, the fix; the CLI prints it as is and exits non-zero.
-public struct FormatError: Error, CustomStringConvertible, Equatable {
+public struct FormatError: UserFacingError, Equatable {
     public let path: String
     public let problem: String
 

@@ -8,10 +8,7 @@ import Darwin
 
 /// Named fp32 weights under Hugging Face checkpoint keys, whatever the file format.
 ///
-/// Keys follow transformers' Llama/Qwen layout: `model.embed_tokens.weight`,
-/// `model.layers.N.self_attn.{q,k,v,o}_proj.{weight,bias}`, `model.layers.N.self_attn.{q,k}_norm.weight`,
-/// `model.layers.N.{input,post_attention}_layernorm.weight`, `model.layers.N.mlp.{gate,up,down}_proj.weight`,
-/// `model.norm.weight`, `lm_head.weight`. Matrices are [out, in].
+/// Keys are transformers' Llama/Qwen names, as `DecoderArchitecture` spells them. Matrices are [out, in].
 public protocol WeightSource {
     /// The file or directory the weights come from (for error messages).
     var path: String { get }
@@ -147,30 +144,9 @@ public final class GGUFWeights: WeightSource {
     /// Head count to un-permute by, for the tensors llama.cpp permuted.
     private let permutedHeads: [String: Int]
 
-    /// Hugging Face ↔ llama.cpp stems; ".weight"/".bias" carry over unchanged.
-    private static let globalStems = [
-        ("model.embed_tokens", "token_embd"), ("model.norm", "output_norm"), ("lm_head", "output"),
-    ]
-    private static let layerStems = [
-        ("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"), ("self_attn.v_proj", "attn_v"),
-        ("self_attn.o_proj", "attn_output"), ("self_attn.q_norm", "attn_q_norm"),
-        ("self_attn.k_norm", "attn_k_norm"), ("input_layernorm", "attn_norm"),
-        ("post_attention_layernorm", "ffn_norm"), ("mlp.gate_proj", "ffn_gate"),
-        ("mlp.up_proj", "ffn_up"), ("mlp.down_proj", "ffn_down"),
-    ]
-
     /// The Hugging Face name of a llama.cpp tensor name ("blk.3.attn_q.weight" →
     /// "model.layers.3.self_attn.q_proj.weight"), nil when there is none.
-    public static func hfName(forGGUF name: String) -> String? {
-        guard let dot = name.lastIndex(of: ".") else { return nil }
-        let stem = name[..<dot], suffix = name[dot...]
-        guard suffix == ".weight" || suffix == ".bias" else { return nil }
-        if let (hf, _) = globalStems.first(where: { $0.1 == stem }) { return hf + suffix }
-        let parts = stem.split(separator: ".", maxSplits: 2)
-        guard parts.count == 3, parts[0] == "blk", let layer = Int(parts[1]), layer >= 0,
-              let (hf, _) = layerStems.first(where: { $0.1 == parts[2] }) else { return nil }
-        return "model.layers.\(layer).\(hf)\(suffix)"
-    }
+    public static func hfName(forGGUF name: String) -> String? { DecoderArchitecture.name(forGGUF: name) }
 
     public init(_ file: GGUFFile) throws {
         self.file = file
@@ -187,9 +163,9 @@ public final class GGUFWeights: WeightSource {
             guard let hf = Self.hfName(forGGUF: name) else { continue }
             ggufNames[hf] = name
             names.append(hf)
-            guard permutes, hf.contains(".self_attn.q_proj.") || hf.contains(".self_attn.k_proj.") else { continue }
-            let isQ = hf.contains(".q_proj.")
-            guard let n = isQ ? heads : kvHeads else {
+            guard permutes, let role = DecoderArchitecture.role(ofName: hf)?.role,
+                  DecoderArchitecture.isRoPEPermuted(role) else { continue }
+            guard let n = DecoderArchitecture.usesKeyHeads(role) ? kvHeads : heads else {
                 throw FormatError(file.path, "missing metadata \(arch).attention.head_count, needed to read \(name)")
             }
             let rows = try file.info(name).shape.first ?? 0

@@ -1,10 +1,11 @@
 import Foundation
 import Formats
 import Quant
+import Tensors
 
 /// A job's input or outcome that the user has to fix: one line naming the file, option or
 /// rank, and what to do about it.
-package struct JobError: Error, CustomStringConvertible {
+package struct JobError: UserFacingError {
     package let description: String
     package init(_ description: String) { self.description = description }
 }

@@ -110,6 +110,7 @@ package struct PTQJob {
 
     package func run(log: (String) -> Void) throws -> PTQReport {
         guard scheme.weightBits != nil else { throw JobError("ptq quantizes weights: the scheme needs w<bits>") }
+        try scheme.requireImplemented(for: "ptq")
         let lm = try LanguageModel(checkpoint: try openCheckpoint(model))
 
         var windows: [[Int]] = []

@@ -2,15 +2,6 @@ import CKernels
 import Formats
 import Tensors
 
-/// The linear layers of a block, by the input they read: q/k/v share the normed input, gate/up
-/// share the normed post-attention input.
-public enum LinearSite: Int, CaseIterable, Sendable {
-    case qkv, output, gateUp, down
-}
-
-/// Sees the input rows (rows x the site's input width) of a linear layer during a forward.
-public typealias LinearInputObserver = (_ layer: Int, _ site: LinearSite, _ input: UnsafePointer<Float>, _ rows: Int) -> Void
-
 /// New tokens of one sequence for a forward pass; their positions continue the sequence's cache.
 public struct SequenceChunk: Sendable {
     public var sequence: Int
@@ -99,7 +90,7 @@ public final class Decoder {
 
         let layout = RowLayout(sequence: rowSequence, position: rowPosition)
         for l in weights.layers.indices {
-            runLayer(l, x: x, rows: n, layout: layout, cache: cache, cacheLayer: l, observer: nil)
+            runLayer(l, x: x, rows: n, layout: layout, cache: cache, cacheLayer: l)
         }
         for chunk in chunks { cache.advance(sequence: chunk.sequence, by: chunk.tokens.count) }
 
@@ -119,7 +110,7 @@ public final class Decoder {
             rqat_rmsnorm(x.row(r), weights.finalNorm.ptr, last.row(i), c, config.rmsNormEps)
         }
         let logits = Tensor(shape: [wanted.count, config.vocabSize])
-        linear(wanted.count, last, weights.lmHead, bias: nil, into: logits)
+        weights.lmHead.apply(wanted.count, last, into: logits)
         return logits
     }
 
@@ -134,36 +125,36 @@ public final class Decoder {
     }
 
     /// One decoder block on the first `rows` rows of the residual stream x (updated in place),
-    /// its keys and values going to `cacheLayer` of `cache`. `observer` sees the input of each
-    /// linear layer before it is applied (calibration for PTQ reads activations here); with
-    /// `stopAfter`, the block stops once that site's input has been observed (x is then partial).
+    /// its keys and values going to `cacheLayer` of `cache`. With `stopAfter`, the block stops
+    /// once that site's input is prepared (its transforms applied, its input hooks called: PTQ
+    /// calibration observes there), and x is then partial.
     public func runLayer(_ l: Int, x: Tensor, rows n: Int, layout: RowLayout, cache: KVCache, cacheLayer: Int,
-                         stopAfter: LinearSite? = nil, observer: LinearInputObserver?) {
+                         stopAfter: LinearSite? = nil) {
         let layer = weights.layers[l], f = config.intermediateSize
         let ws = workspace(rows: n)
         let h = ws.h, qkv = ws.qkv, attn = ws.attn, gateUp = ws.gateUp, act = ws.act
         rope.reserve((layout.position.max() ?? 0) + 1)
 
         rmsNormRows(n, x, layer.inputNorm, into: h)
-        observer?(l, .qkv, h.ptr, n)
+        layer.qkv.prepareInput(n, h)
         if stopAfter == .qkv { return }
-        linear(n, h, layer.qkv, bias: layer.qkvBias, into: qkv)
+        layer.qkv.multiply(n, h, into: qkv)
         prepareQK(n, qkv, layer: layer, rowSequence: layout.sequence, rowPosition: layout.position, cache: cache, layerIndex: cacheLayer)
         attend(n, qkv, into: attn, rowSequence: layout.sequence, rowPosition: layout.position, cache: cache, layerIndex: cacheLayer)
-        observer?(l, .output, attn.ptr, n)
+        layer.output.prepareInput(n, attn)
         if stopAfter == .output { return }
-        linear(n, attn, layer.output, bias: nil, into: x, accumulate: true)
+        layer.output.multiply(n, attn, into: x, accumulate: true)
 
         rmsNormRows(n, x, layer.postAttentionNorm, into: h)
-        observer?(l, .gateUp, h.ptr, n)
+        layer.gateUp.prepareInput(n, h)
         if stopAfter == .gateUp { return }
-        linear(n, h, layer.gateUp, bias: nil, into: gateUp)
+        layer.gateUp.multiply(n, h, into: gateUp)
         Threads.parallelFor(n) { rows in
             for r in rows { rqat_silu_mul(gateUp.row(r), gateUp.row(r) + f, act.row(r), f) }
         }
-        observer?(l, .down, act.ptr, n)
+        layer.down.prepareInput(n, act)
         if stopAfter == .down { return }
-        linear(n, act, layer.down, bias: nil, into: x, accumulate: true)
+        layer.down.multiply(n, act, into: x, accumulate: true)
     }
 
     /// The residual stream after the embedding for these sequences (rows stacked in order,
@@ -184,24 +175,6 @@ public final class Decoder {
     }
 
     // MARK: - Sublayers
-
-    /// y = x W^T (+ b), or y += x W^T with `accumulate`, on the first n rows.
-    /// x: (N, in), W: (out, in), y: (N, out).
-    func linear(_ n: Int, _ x: Tensor, _ w: Tensor, bias: Tensor?, into y: Tensor, accumulate: Bool = false) {
-        let inF = w.shape[1], outF = w.shape[0]
-        if n <= Int(RQAT_GEMV_MAX_ROWS) {
-            // Few rows (decoding): memory-bound; stream W once for all rows, threads split W's rows.
-            Threads.parallelFor(outF) { rows in
-                rqat_gemv_rows(x.ptr, n, inF, w.ptr, inF, y.ptr, outF, accumulate ? 1 : 0, rows.lowerBound, rows.upperBound)
-            }
-        } else {
-            Gemm.sgemm(transB: true, m: n, n: outF, k: inF, a: x.ptr, lda: inF, b: w.ptr, ldb: inF,
-                       beta: accumulate ? 1 : 0, c: y.ptr, ldc: outF)
-        }
-        if let bias {
-            for r in 0..<n { rqat_axpy(1, bias.ptr, y.row(r), outF) }
-        }
-    }
 
     /// h[r] = RMSNorm(x[r]) * w for the first n rows. x, h: (N, C).
     func rmsNormRows(_ n: Int, _ x: Tensor, _ w: Tensor, into h: Tensor) {
@@ -229,6 +202,7 @@ public final class Decoder {
                     for hd in 0..<heads { rqat_rope_rotate_half(q + hd * d, cos, sin, d) }
                     for hd in 0..<kvHeads { rqat_rope_rotate_half(k + hd * d, cos, sin, d) }
                 }
+                for t in layer.cacheTransforms { t.transform(k, rows: 1, width: 2 * kvHeads * d) }
                 for hd in 0..<kvHeads {
                     (cache.keys(sequence: s, layer: l, head: hd) + pos * d).update(from: k + hd * d, count: d)
                     (cache.values(sequence: s, layer: l, head: hd) + pos * d).update(from: v + hd * d, count: d)

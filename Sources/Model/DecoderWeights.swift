@@ -2,30 +2,42 @@ import Formats
 import Tensors
 
 /// The weights of one decoder block, with the projections that read the same input stored
-/// side by side: q, k and v as one (qRows + 2 kvRows, C) matrix and gate and up as one
-/// (2F, C) matrix, so a token reads each input once and decoding makes fewer, larger passes.
+/// side by side (`LinearSite`): q, k and v as one (qRows + 2 kvRows, C) layer and gate and up
+/// as one (2F, C) layer, so a token reads each input once and decoding makes fewer, larger passes.
 public final class DecoderLayerWeights {
     public let inputNorm: Tensor        // (C)
-    public let qkv: Tensor              // (H*D + 2*KV*D, C): rows of q, then k, then v
-    public let qkvBias: Tensor?         // (H*D + 2*KV*D)
+    public let qkv: LinearLayer         // (H*D + 2*KV*D, C): rows of q, then k, then v; bias (H*D + 2*KV*D)
     public let qNorm: Tensor?           // (D) Qwen3
     public let kNorm: Tensor?           // (D) Qwen3
-    public let output: Tensor           // (C, H*D)
+    public let output: LinearLayer      // (C, H*D)
     public let postAttentionNorm: Tensor // (C)
-    public let gateUp: Tensor           // (2F, C): rows of gate, then up
-    public let down: Tensor             // (C, F)
+    public let gateUp: LinearLayer      // (2F, C): rows of gate, then up
+    public let down: LinearLayer        // (C, F)
+    /// Changes of each row's keys (after RoPE) and values, (1, 2 KV*D), before they enter the
+    /// KV cache: the KV-cache quantization site. They run on decode threads, so they must not
+    /// share scratch between calls.
+    public var cacheTransforms: [any LinearInputTransform] = []
 
-    init(inputNorm: Tensor, qkv: Tensor, qkvBias: Tensor?, qNorm: Tensor?, kNorm: Tensor?,
-         output: Tensor, postAttentionNorm: Tensor, gateUp: Tensor, down: Tensor) {
+    init(inputNorm: Tensor, qkv: LinearLayer, qNorm: Tensor?, kNorm: Tensor?,
+         output: LinearLayer, postAttentionNorm: Tensor, gateUp: LinearLayer, down: LinearLayer) {
         self.inputNorm = inputNorm
         self.qkv = qkv
-        self.qkvBias = qkvBias
         self.qNorm = qNorm
         self.kNorm = kNorm
         self.output = output
         self.postAttentionNorm = postAttentionNorm
         self.gateUp = gateUp
         self.down = down
+    }
+
+    /// The layer at a site.
+    public func linear(_ site: LinearSite) -> LinearLayer {
+        switch site {
+        case .qkv: qkv
+        case .output: output
+        case .gateUp: gateUp
+        case .down: down
+        }
     }
 }
 
@@ -35,49 +47,46 @@ public final class DecoderWeights {
     public let embedding: Tensor        // (V, C)
     public let layers: [DecoderLayerWeights]
     public let finalNorm: Tensor        // (C)
-    /// (V, C); the embedding itself when the model ties them.
-    public let lmHead: Tensor
+    /// (V, C); its weight is the embedding itself when the model ties them.
+    public let lmHead: LinearLayer
+
+    /// Weights from tensors already in memory (shared, not copied).
+    init(config: ModelConfig, embedding: Tensor, finalNorm: Tensor, lmHead: LinearLayer, layers: [DecoderLayerWeights]) {
+        self.config = config
+        self.embedding = embedding
+        self.finalNorm = finalNorm
+        self.lmHead = lmHead
+        self.layers = layers
+    }
 
     /// Loads weights by their Hugging Face checkpoint names, checking every shape.
     public init(config: ModelConfig, source: any WeightSource) throws {
         self.config = config
-        let c = config.hiddenSize, d = config.headDim, f = config.intermediateSize
-        let qRows = config.numAttentionHeads * d, kvRows = config.numKeyValueHeads * d
-
-        func load(_ name: String, _ shape: [Int]) throws -> Tensor { try source.tensor(name, expecting: shape) }
-
-        embedding = try load("model.embed_tokens.weight", [config.vocabSize, c])
-        finalNorm = try load("model.norm.weight", [c])
-        if config.tieWordEmbeddings {
-            lmHead = embedding
-        } else {
-            lmHead = try load("lm_head.weight", [config.vocabSize, c])
+        let architecture = DecoderArchitecture(config)
+        func load(_ role: TensorRole, _ layer: Int? = nil) throws -> Tensor {
+            let spec = architecture.spec(role, layer: layer)
+            return try source.tensor(spec.name, expecting: spec.shape)
         }
+        /// A site's matrix: its parts' rows one after another.
+        func stacked(_ site: LinearSite, _ l: Int) throws -> Tensor { stackRows(try site.parts.map { try load($0, l) }) }
+
+        embedding = try load(.embedding)
+        finalNorm = try load(.finalNorm)
+        lmHead = LinearLayer(dense: architecture.has(.lmHead) ? try load(.lmHead) : embedding)
 
         var layers: [DecoderLayerWeights] = []
-        for i in 0..<config.numHiddenLayers {
-            let p = "model.layers.\(i)."
-            let q = try load(p + "self_attn.q_proj.weight", [qRows, c])
-            let k = try load(p + "self_attn.k_proj.weight", [kvRows, c])
-            let v = try load(p + "self_attn.v_proj.weight", [kvRows, c])
-            var bias: Tensor? = nil
-            if config.attentionBias {
-                bias = stackRows([try load(p + "self_attn.q_proj.bias", [qRows]),
-                                  try load(p + "self_attn.k_proj.bias", [kvRows]),
-                                  try load(p + "self_attn.v_proj.bias", [kvRows])])
-            }
-            let gate = try load(p + "mlp.gate_proj.weight", [f, c])
-            let up = try load(p + "mlp.up_proj.weight", [f, c])
+        for l in 0..<config.numHiddenLayers {
+            let bias = architecture.has(.qBias) ? stackRows(try LinearSite.qkv.biasParts.map { try load($0, l) }) : nil
+            let qkNorms = architecture.has(.qNorm)
             layers.append(DecoderLayerWeights(
-                inputNorm: try load(p + "input_layernorm.weight", [c]),
-                qkv: stackRows([q, k, v]),
-                qkvBias: bias,
-                qNorm: config.usesQKNorm ? try load(p + "self_attn.q_norm.weight", [d]) : nil,
-                kNorm: config.usesQKNorm ? try load(p + "self_attn.k_norm.weight", [d]) : nil,
-                output: try load(p + "self_attn.o_proj.weight", [c, qRows]),
-                postAttentionNorm: try load(p + "post_attention_layernorm.weight", [c]),
-                gateUp: stackRows([gate, up]),
-                down: try load(p + "mlp.down_proj.weight", [c, f])))
+                inputNorm: try load(.inputNorm, l),
+                qkv: LinearLayer(dense: try stacked(.qkv, l), bias: bias),
+                qNorm: qkNorms ? try load(.qNorm, l) : nil,
+                kNorm: qkNorms ? try load(.kNorm, l) : nil,
+                output: LinearLayer(dense: try load(.o, l)),
+                postAttentionNorm: try load(.postAttentionNorm, l),
+                gateUp: LinearLayer(dense: try stacked(.gateUp, l)),
+                down: LinearLayer(dense: try load(.down, l))))
         }
         self.layers = layers
     }

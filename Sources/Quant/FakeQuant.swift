@@ -102,6 +102,7 @@ public final class FakeQuantizer: TrainingWeightQuantizer {
                 initialGrids: [String: (scales: [Float], zeros: [Float])] = [:],
                 gradientScale: Bool = true) throws {
         guard let bits = scheme.weightBits else { throw FakeQuantError("scheme \(scheme) has no weight bits") }
+        try scheme.requireImplemented(for: "QAT")
         self.scheme = scheme
         self.mode = mode
         self.bits = bits
@@ -334,7 +335,7 @@ public final class FakeQuantizer: TrainingWeightQuantizer {
     }
 }
 
-public struct FakeQuantError: Error, CustomStringConvertible, Equatable {
+public struct FakeQuantError: UserFacingError, Equatable {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }

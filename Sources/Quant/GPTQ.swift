@@ -53,7 +53,7 @@ public struct GPTQResult: Sendable {
     public var stats: GPTQStats
 }
 
-public struct GPTQError: Error, CustomStringConvertible, Equatable {
+public struct GPTQError: UserFacingError, Equatable {
     public let message: String
     public var description: String { message }
 }

@@ -2,7 +2,7 @@ import Foundation
 import Tensors
 
 /// Why codes cannot be packed or packed buffers cannot be read; one line.
-public struct GPTQPackingError: Error, CustomStringConvertible, Equatable {
+public struct GPTQPackingError: UserFacingError, Equatable {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }

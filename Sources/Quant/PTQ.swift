@@ -50,21 +50,14 @@ public enum PTQ {
     /// The HF names and row ranges of the matrices each site's fused weight holds.
     static func matrices(of site: LinearSite, layer l: Int, config c: ModelConfig,
                          weights: DecoderLayerWeights) -> (tensor: Tensor, parts: [(name: String, rowStart: Int, rows: Int)]) {
-        let p = "model.layers.\(l)."
-        let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim, f = c.intermediateSize
-        switch site {
-        case .qkv:
-            return (weights.qkv, [(p + "self_attn.q_proj.weight", 0, q), (p + "self_attn.k_proj.weight", q, kv),
-                                  (p + "self_attn.v_proj.weight", q + kv, kv)])
-        case .output: return (weights.output, [(p + "self_attn.o_proj.weight", 0, c.hiddenSize)])
-        case .gateUp: return (weights.gateUp, [(p + "mlp.gate_proj.weight", 0, f), (p + "mlp.up_proj.weight", f, f)])
-        case .down: return (weights.down, [(p + "mlp.down_proj.weight", 0, c.hiddenSize)])
-        }
+        let parts = DecoderArchitecture(c).stackedRows(site).map { (DecoderArchitecture.name($0.role, layer: l), $0.rowStart, $0.rows) }
+        return (weights.linear(site).weight.dense, parts)
     }
 
     public static func quantize(decoder: Decoder, calibration: [[Int]], options: PTQOptions,
                                 log: (String) -> Void = { _ in }) throws -> PTQResult {
         let config = decoder.config
+        try options.scheme.requireImplemented(for: "ptq")
         if options.method == .gptq && calibration.isEmpty {
             throw PTQError("GPTQ needs calibration data (--calib): no usable sequence")
         }
@@ -85,17 +78,18 @@ public enum PTQ {
                 var hessian: Hessian? = nil
                 if !batches.isEmpty {
                     let h = Hessian(dim: width)
+                    // The site's inputs, as its product sees them, go into the Hessian.
+                    let linear = layer.linear(site)
+                    linear.inputHooks.append { input, rows in h.add(rows: input, count: rows) }
                     for b in batches {
                         // Run the block on a copy, only as far as this site: the stream itself
                         // advances only after every site.
                         let x = b.x.copy()
                         let cache = decoder.makeCache(capacities: b.lengths, layers: 1)
                         decoder.runLayer(l, x: x, rows: x.shape[0], layout: b.layout, cache: cache, cacheLayer: 0,
-                                         stopAfter: site) {
-                            layerIndex, observed, input, rows in
-                            if layerIndex == l && observed == site { h.add(rows: input, count: rows) }
-                        }
+                                         stopAfter: site)
                     }
+                    linear.inputHooks.removeLast()
                     hessian = h
                 }
                 for part in parts {
@@ -125,7 +119,7 @@ public enum PTQ {
             // Advance the calibration stream through the now-quantized block.
             for b in batches {
                 let cache = decoder.makeCache(capacities: b.lengths, layers: 1)
-                decoder.runLayer(l, x: b.x, rows: b.x.shape[0], layout: b.layout, cache: cache, cacheLayer: 0, observer: nil)
+                decoder.runLayer(l, x: b.x, rows: b.x.shape[0], layout: b.layout, cache: cache, cacheLayer: 0)
             }
             let errors = result.reports.suffix(7).compactMap(\.relativeOutputError)
             log(String(format: "ptq: block %d/%d quantized%@", l + 1, config.numHiddenLayers,
@@ -136,23 +130,25 @@ public enum PTQ {
 
     /// The full-precision tensors of a quantized checkpoint: embeddings, norms, biases, LM head.
     public static func fullPrecisionTensors(_ w: DecoderWeights) -> [String: Tensor] {
-        let c = w.config
-        var out: [String: Tensor] = ["model.embed_tokens.weight": w.embedding, "model.norm.weight": w.finalNorm]
-        if !c.tieWordEmbeddings { out["lm_head.weight"] = w.lmHead }
-        let q = c.numAttentionHeads * c.headDim, kv = c.numKeyValueHeads * c.headDim
+        let architecture = DecoderArchitecture(w.config)
+        var out: [String: Tensor] = [DecoderArchitecture.name(.embedding): w.embedding,
+                                     DecoderArchitecture.name(.finalNorm): w.finalNorm]
+        if architecture.has(.lmHead) { out[DecoderArchitecture.name(.lmHead)] = w.lmHead.weight.dense }
         for (l, layer) in w.layers.enumerated() {
-            let p = "model.layers.\(l)."
-            out[p + "input_layernorm.weight"] = layer.inputNorm
-            out[p + "post_attention_layernorm.weight"] = layer.postAttentionNorm
+            out[DecoderArchitecture.name(.inputNorm, layer: l)] = layer.inputNorm
+            out[DecoderArchitecture.name(.postAttentionNorm, layer: l)] = layer.postAttentionNorm
             if let qn = layer.qNorm, let kn = layer.kNorm {
-                out[p + "self_attn.q_norm.weight"] = qn
-                out[p + "self_attn.k_norm.weight"] = kn
+                out[DecoderArchitecture.name(.qNorm, layer: l)] = qn
+                out[DecoderArchitecture.name(.kNorm, layer: l)] = kn
             }
-            if let bias = layer.qkvBias {
-                for (name, start, count) in [("q", 0, q), ("k", q, kv), ("v", q + kv, kv)] {
+            if let bias = layer.qkv.bias {
+                var start = 0
+                for role in LinearSite.qkv.biasParts {
+                    let count = architecture.shape(role)[0]
                     let t = Tensor(shape: [count])
                     t.ptr.update(from: bias.ptr + start, count: count)
-                    out[p + "self_attn.\(name)_proj.bias"] = t
+                    out[DecoderArchitecture.name(role, layer: l)] = t
+                    start += count
                 }
             }
         }
@@ -160,7 +156,7 @@ public enum PTQ {
     }
 }
 
-public struct PTQError: Error, CustomStringConvertible {
+public struct PTQError: UserFacingError {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }

@@ -1,3 +1,5 @@
+import Tensors
+
 /// A quantization scheme written the way the field writes it: `w3g128` (3-bit weights in
 /// groups of 128 along the input dimension), `w4` (one group per output channel), `w8`,
 /// `w2g64`, each `-sym` or `-asym` (default asymmetric, as the paper's W3G128), and activation /
@@ -98,7 +100,24 @@ public struct QuantScheme: Equatable, Hashable, Codable, Sendable, CustomStringC
     }
 }
 
-public struct QuantSchemeError: Error, CustomStringConvertible, Equatable {
+extension QuantScheme {
+    /// The parts of the scheme that nothing implements yet, as the user wrote them (`a4`, `kv8`).
+    /// Activation and KV-cache quantization parse, so that the form of a scheme is checked early,
+    /// but no decoder applies them: running `w4a4kv4` as plain W4 would be a wrong answer.
+    public var unimplementedParts: [String] {
+        [activationBits.map { "a\($0)" }, kvBits.map { "kv\($0)" }].compactMap { $0 }
+    }
+
+    /// Throws, naming the parts, when the scheme asks for something `job` cannot do yet.
+    public func requireImplemented(for job: String) throws {
+        let missing = unimplementedParts
+        guard !missing.isEmpty else { return }
+        let what = missing.map { $0.hasPrefix("kv") ? "KV-cache quantization (\($0))" : "activation quantization (\($0))" }
+        throw QuantSchemeError(message: "scheme \(self): \(what.joined(separator: " and ")) \(what.count == 1 ? "is" : "are") not implemented yet, so \(job) would run it as weight-only; use a weight-only scheme such as \(weightBits.map { "w\($0)" + (groupSize.map { "g\($0)" } ?? "") } ?? "w4g128")")
+    }
+}
+
+public struct QuantSchemeError: UserFacingError, Equatable {
     public let message: String
     public var description: String { message }
 }

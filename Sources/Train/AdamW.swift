@@ -1,4 +1,5 @@
 import Foundation
+import Formats
 import Tensors
 
 // MARK: - Selecting parameters by name
@@ -74,7 +75,7 @@ public struct WeightDecayRule: Codable, Equatable, Sendable {
     /// Below this rank a parameter is not decayed (2: only matrices, so no biases or gains).
     public var minimumRank: Int
 
-    public init(include: [String] = [], exclude: [String] = ["embed_tokens", "norm", "*_scale", "*_zero"], minimumRank: Int = 2) {
+    package init(include: [String] = [], exclude: [String] = [DecoderArchitecture.embeddingPattern, "norm", "*_scale", "*_zero"], minimumRank: Int = 2) {
         self.include = include
         self.exclude = exclude
         self.minimumRank = minimumRank

@@ -159,6 +159,12 @@ public struct SFTBatch: Equatable, Sendable {
     public var firstRow = 0
     /// The loss normaliser's share: the whole micro-batch's predicted tokens.
     public var globalPredictedTokens: Int { wholeBatchPredictedTokens ?? predictedTokens }
+    /// Per token (rows x seqLen), for objectives that weigh tokens unequally: e.g. GRPO's
+    /// advantages. nil for supervised data.
+    public var tokenWeights: [Float]? = nil
+    /// Per token, the log-probability of its target under a reference or behaviour policy
+    /// (e.g. the rollout policy's, for an importance ratio). nil for supervised data.
+    public var referenceLogProbs: [Float]? = nil
 
     public init(rows: Int, seqLen: Int, tokens: [Int], targets: [Int], lossMask: [Float], documentStarts: [[Int]],
                 exampleCount: Int, wholeBatchPredictedTokens: Int? = nil, firstRow: Int = 0) {
@@ -189,7 +195,7 @@ public struct SFTBatch: Equatable, Sendable {
 /// Epoch e visits the examples in a permutation drawn from `SeededRNG` seeded by the seed and e;
 /// the stream runs across epochs without a gap (a batch may hold the end of one epoch and the
 /// start of the next).
-public final class SFTBatcher {
+public final class SFTBatcher: BatchSource {
     public let dataset: SFTDataset
     public let seqLen: Int
     public let rowsPerBatch: Int

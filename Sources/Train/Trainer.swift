@@ -52,17 +52,39 @@ public struct StepReport: Codable, Sendable {
     }
 }
 
+/// Where a run's micro-batches come from, in order: supervised examples (`SFTBatcher`), or
+/// rollouts scored by a reward (RL). The trainer shards each batch over data-parallel ranks.
+public protocol BatchSource: AnyObject {
+    /// Rows of every micro-batch (before sharding).
+    var rowsPerBatch: Int { get }
+    /// The position after the last batch drawn: what a checkpoint records to resume from.
+    var position: DataPosition { get }
+    func nextBatch() throws -> SFTBatch
+}
+
+/// Makes the run's batch source, starting at a data position drawn from a seed (a new run's,
+/// or the ones a resumed checkpoint recorded).
+public typealias BatchSourceFactory = (_ seed: UInt64, _ position: DataPosition) throws -> any BatchSource
+
 /// What a training step minimises on one micro-batch: cross-entropy on the data (SFT) or a
-/// divergence to a teacher (KD). The objective sees every micro-batch `lookahead` micro-batches
-/// before it is trained on, so a remote teacher can work ahead.
+/// divergence to a teacher (KD), or a policy-gradient surrogate (GRPO). The objective sees every
+/// micro-batch `lookahead` micro-batches before it is trained on, so a remote teacher can work
+/// ahead; it may ask for several optimizer updates on the same micro-batches (PPO-style epochs).
 public protocol TrainingObjective: AnyObject {
     /// How many micro-batches ahead of their use `prepare` is called (0 = just in time).
     var lookahead: Int { get }
+    /// Optimizer steps made on each drawn set of micro-batches (1 = every step draws new ones).
+    /// `lossAndGradient` is called again with the same batch and id on each of them.
+    var updatesPerBatch: Int { get }
     /// Called once per micro-batch, in order, `lookahead` micro-batches before `lossAndGradient`.
     func prepare(_ batch: SFTBatch, id: Int) throws
     /// Loss of micro-batch `id` (weighted sum / `normalizer`); its gradient with respect to the
     /// logits (rows x V) overwrites `logits` in place.
     func lossAndGradient(_ batch: SFTBatch, id: Int, logits: Tensor, vocab: Int, normalizer: Double) throws -> Double
+}
+
+extension TrainingObjective {
+    public var updatesPerBatch: Int { 1 }
 }
 
 /// Masked cross-entropy on the batch's targets: supervised fine-tuning.
@@ -100,10 +122,13 @@ extension SFTBatch {
     /// Rows [rows.lowerBound, rows.upperBound) of the batch.
     public func rows(_ range: Range<Int>) -> SFTBatch {
         let t = range.lowerBound * seqLen..<range.upperBound * seqLen
-        return SFTBatch(rows: range.count, seqLen: seqLen, tokens: Array(tokens[t]), targets: Array(targets[t]),
-                        lossMask: Array(lossMask[t]), documentStarts: Array(documentStarts[range]),
-                        exampleCount: exampleCount, wholeBatchPredictedTokens: globalPredictedTokens,
-                        firstRow: firstRow + range.lowerBound)
+        var shard = SFTBatch(rows: range.count, seqLen: seqLen, tokens: Array(tokens[t]), targets: Array(targets[t]),
+                             lossMask: Array(lossMask[t]), documentStarts: Array(documentStarts[range]),
+                             exampleCount: exampleCount, wholeBatchPredictedTokens: globalPredictedTokens,
+                             firstRow: firstRow + range.lowerBound)
+        shard.tokenWeights = tokenWeights.map { Array($0[t]) }
+        shard.referenceLogProbs = referenceLogProbs.map { Array($0[t]) }
+        return shard
     }
 
     /// The rows rank `index` of `count` trains on: a contiguous, near-equal share.
@@ -124,8 +149,8 @@ public final class Trainer {
     public let model: TrainableDecoder
     /// Fake-quant of the block linears for QAT (nil = full-precision training).
     public let quantizer: TrainingWeightQuantizer?
-    /// What the optimizer updates and checkpoints hold: the model's weights, then the
-    /// quantizer's learnable step sizes and zero points (LSQ).
+    /// What the optimizer updates and checkpoints hold: the model's weights, its input
+    /// transforms' parameters, then the quantizer's learnable step sizes and zero points (LSQ).
     public let parameters: [Parameter]
     public let options: TrainOptions
     public let runDir: URL
@@ -138,15 +163,28 @@ public final class Trainer {
     /// Files copied into every checkpoint (tokenizer.json, tokenizer_config.json), so a
     /// checkpoint directory runs on its own.
     public var extraCheckpointFiles: [URL] = []
-    private let batcher: SFTBatcher
+    private let batches: any BatchSource
     private let metricsURL: URL
     /// Micro-batches drawn and handed to the objective but not trained on yet, with the data
     /// position after each (what a checkpoint records once it is consumed).
     private var upcoming: [(batch: SFTBatch, id: Int, position: DataPosition)] = []
     private var nextBatchId = 0
+    /// The micro-batches of the current step while the objective makes more updates on them.
+    private var reused: (batches: [(batch: SFTBatch, id: Int, position: DataPosition)], updatesLeft: Int)?
+
+    /// Supervised data: batches of `dataset` cut by `options` (sequence length, token budget,
+    /// packing), padded with `padId`.
+    public convenience init(model: TrainableDecoder, dataset: SFTDataset, padId: Int, options: TrainOptions, runDir: URL,
+                            quantizer: TrainingWeightQuantizer? = nil, objective: TrainingObjective = CrossEntropyObjective(),
+                            group: DataParallelGroup? = nil) throws {
+        try self.init(model: model, batches: { seed, position in
+            try SFTBatcher(dataset: dataset, seqLen: options.seqLen, batchTokens: options.batchTokens,
+                           packing: options.packing, padId: padId, seed: seed, position: position)
+        }, options: options, runDir: runDir, quantizer: quantizer, objective: objective, group: group)
+    }
 
     /// Starts a run in `runDir`, or resumes it from its latest checkpoint when there is one.
-    public init(model: TrainableDecoder, dataset: SFTDataset, padId: Int, options: TrainOptions, runDir: URL,
+    public init(model: TrainableDecoder, batches makeBatches: BatchSourceFactory, options: TrainOptions, runDir: URL,
                 quantizer: TrainingWeightQuantizer? = nil, objective: TrainingObjective = CrossEntropyObjective(),
                 group: DataParallelGroup? = nil) throws {
         self.model = model
@@ -154,7 +192,7 @@ public final class Trainer {
         self.objective = objective
         self.group = group
         model.weightQuantizer = quantizer
-        let parameters = model.parameters + (quantizer?.parameters ?? [])
+        let parameters = model.parameters + model.transformParameters + (quantizer?.parameters ?? [])
         self.parameters = parameters
         self.options = options
         self.runDir = runDir
@@ -183,11 +221,9 @@ public final class Trainer {
             state = saved
         }
         self.state = state
-        batcher = try SFTBatcher(dataset: dataset, seqLen: options.seqLen, batchTokens: options.batchTokens,
-                                 packing: options.packing, padId: padId, seed: state.dataSeed,
-                                 position: state.dataPosition)
-        if let group, batcher.rowsPerBatch < group.count {
-            throw TrainError("a micro-batch has \(batcher.rowsPerBatch) rows but there are \(group.count) data-parallel ranks; raise --batch-tokens to at least \(group.count) x --seq-len")
+        batches = try makeBatches(state.dataSeed, state.dataPosition)
+        if let group, batches.rowsPerBatch < group.count {
+            throw TrainError("a micro-batch has \(batches.rowsPerBatch) rows but there are \(group.count) data-parallel ranks; raise --batch-tokens to at least \(group.count) x --seq-len")
         }
         // Batch ids continue across a resume so a teacher's seeds (sampled encoding) do not repeat.
         nextBatchId = state.step * options.gradAccumulation
@@ -228,8 +264,10 @@ public final class Trainer {
                 try group.checkIdentical(parameters, step: state.step)
             }
             // Never checkpoint during a run of skipped steps: the last good checkpoint must survive
-            // pruning if the run is about to stop.
-            if badSteps == 0 && ((options.saveEvery > 0 && state.step % options.saveEvery == 0) || state.step == options.steps) {
+            // pruning if the run is about to stop. Nor between the updates an objective makes on
+            // one set of micro-batches: a resume starts from newly drawn batches.
+            let betweenUpdates = (reused?.updatesLeft ?? 0) > 0 && state.step < options.steps
+            if badSteps == 0 && !betweenUpdates && ((options.saveEvery > 0 && state.step % options.saveEvery == 0) || state.step == options.steps) {
                 try saveCheckpoint()
             }
         }
@@ -240,10 +278,10 @@ public final class Trainer {
     private func nextMicroBatch(prefetchUntil lastStep: Int) throws -> (batch: SFTBatch, id: Int, position: DataPosition) {
         let available = lastStep * options.gradAccumulation
         while upcoming.count <= objective.lookahead && nextBatchId < available {
-            var batch = batcher.nextBatch()
+            var batch = try batches.nextBatch()
             if let group { batch = batch.shard(group.index, of: group.count) }
             try objective.prepare(batch, id: nextBatchId)
-            upcoming.append((batch, nextBatchId, batcher.position))
+            upcoming.append((batch, nextBatchId, batches.position))
             nextBatchId += 1
         }
         return upcoming.removeFirst()
@@ -251,7 +289,14 @@ public final class Trainer {
 
     /// One optimizer step over `gradAccumulation` micro-batches.
     private func trainStep(prefetchUntil lastStep: Int) throws -> (loss: Double, lr: Double, gradNorm: Double, tokens: Int, skipped: Bool) {
-        let batches = try (0..<options.gradAccumulation).map { _ in try nextMicroBatch(prefetchUntil: lastStep) }
+        let batches: [(batch: SFTBatch, id: Int, position: DataPosition)]
+        if let r = reused, r.updatesLeft > 0 {
+            batches = r.batches
+            reused = (r.batches, r.updatesLeft - 1)
+        } else {
+            batches = try (0..<options.gradAccumulation).map { _ in try nextMicroBatch(prefetchUntil: lastStep) }
+            reused = objective.updatesPerBatch > 1 ? (batches, objective.updatesPerBatch - 1) : nil
+        }
         state.dataPosition = batches.last!.position
         // Normalise by the predicted tokens of the whole step (all micro-batches, all ranks), so
         // accumulated micro-batches and data-parallel shards give the gradient of one large batch.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Bench
 import Cluster
 import Foundation
+import Eval
 import Jobs
 import Quant
 import Tensors

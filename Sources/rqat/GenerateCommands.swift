@@ -1,6 +1,7 @@
 import ArgumentParser
 import Cluster
 import Foundation
+import Eval
 import Jobs
 import Formats
 import Model

@@ -31,20 +31,13 @@ import Tensors
 func reportingErrors(_ body: () throws -> Void) throws {
     do {
         try body()
-    } catch let error where isInputError(error) {
+    } catch let error as UserFacingError {
         FileHandle.standardError.write(Data("error: \(error)\n".utf8))
         throw ExitCode.failure
     }
 }
 
-/// Errors about the user's input, each with a one-line description naming the file or option.
-func isInputError(_ error: Error) -> Bool {
-    error is FormatError || error is TrainError || error is CLIError || error is GPTQError
-        || error is PTQError || error is QuantSchemeError || error is FakeQuantError || error is ClusterError
-        || error is JobError
-}
-
-struct CLIError: Error, CustomStringConvertible {
+struct CLIError: UserFacingError {
     let message: String
     init(_ message: String) { self.message = message }
     var description: String { message }

@@ -1,9 +1,11 @@
 import Cluster
+import Eval
 import Foundation
 @testable import Bench
 import Quant
 import Tensors
 import TestSupport
+import Train
 import XCTest
 
 /// `bench wire` in this process on a tiny teacher, and its run report from made-up runs.

@@ -1,4 +1,6 @@
 import Quant
+import Formats
+import Model
 import XCTest
 
 final class QuantSchemeTests: XCTestCase {
@@ -24,6 +26,28 @@ final class QuantSchemeTests: XCTestCase {
                 let message = "\(error)"
                 XCTAssertTrue(message.contains("Valid:") && message.contains("w3g128"), message)
             }
+        }
+    }
+
+    /// Activation and KV-cache widths parse, but nothing applies them yet: every job refuses
+    /// such a scheme, naming the missing part, instead of running it as weight-only.
+    func testSchemesWithUnimplementedPartsAreRefusedByName() throws {
+        XCTAssertEqual(try QuantScheme.parse("w4a4kv4").unimplementedParts, ["a4", "kv4"])
+        XCTAssertEqual(try QuantScheme.parse("w3g128").unimplementedParts, [])
+        XCTAssertNoThrow(try QuantScheme.parse("w4g128-sym").requireImplemented(for: "ptq"))
+        XCTAssertThrowsError(try QuantScheme.parse("w4a8").requireImplemented(for: "ptq")) { error in
+            XCTAssertTrue("\(error)".contains("activation quantization (a8) is not implemented"), "\(error)")
+        }
+        let config = ModelConfig(modelType: .qwen3, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 1,
+                                 numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, vocabSize: 40, tieWordEmbeddings: true)
+        let decoder = TrainableDecoder(config: config, seed: 1)
+        XCTAssertThrowsError(try FakeQuantizer(decoder: decoder, scheme: try QuantScheme.parse("w4a4kv4"), mode: .ste)) { error in
+            let message = "\(error)"
+            XCTAssertTrue(message.contains("activation quantization (a4)") && message.contains("KV-cache quantization (kv4)"), message)
+        }
+        let inference = Decoder(weights: try DecoderWeights(config: config, source: InMemoryWeights(Dictionary(uniqueKeysWithValues: decoder.parameters.map { ($0.name, $0.value) }))))
+        XCTAssertThrowsError(try PTQ.quantize(decoder: inference, calibration: [], options: PTQOptions(scheme: try QuantScheme.parse("w4a8"), method: .rtn))) { error in
+            XCTAssertTrue("\(error)".contains("(a8)"), "\(error)")
         }
     }
 }

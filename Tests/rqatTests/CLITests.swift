@@ -130,6 +130,24 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.stderr.contains(String(format: "relative output errors over 14 matrices: %.4f", sum)), r.stderr)
     }
 
+    /// Activation and KV-cache quantization are not implemented: `--qat w4a4kv4` and
+    /// `ptq --scheme w4a8` stop before any work, naming the missing parts, instead of silently
+    /// running weight-only.
+    func testSchemesWithUnimplementedPartsAreRefused() throws {
+        let dir = try scratch()
+        let model = dir.appendingPathComponent("m")
+        try TinyModels.writeModel(at: model, seed: 1)
+        let data = dir.appendingPathComponent("d.jsonl")
+        try TinyModels.writeArithmeticData(to: data)
+        let qat = try run(["sft", "--model", model.path, "--data", data.path, "--out", dir.appendingPathComponent("o").path,
+                           "--qat", "w4a4kv4"])
+        XCTAssertNotEqual(qat.status, 0, qat.output)
+        XCTAssertTrue(qat.stderr.contains("activation quantization (a4) and KV-cache quantization (kv4) are not implemented"), qat.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("o").path))
+        let ptq = try run(["ptq", "--model", model.path, "--scheme", "w4a8", "--method", "rtn", "--out", dir.appendingPathComponent("q").path])
+        assertOneLineError(ptq, names: "w4a8", contains: "activation quantization (a8) is not implemented")
+    }
+
     func testEverySubcommandHasHelp() throws {
         for command in [["info"], ["tokenize"], ["generate"], ["ppl"], ["sft"], ["ptq"], ["bench"], ["bench", "decode"], ["bench", "train"]] {
             let r = try run(command + ["--help"])

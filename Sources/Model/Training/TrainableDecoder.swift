@@ -115,50 +115,158 @@ public final class TrainableDecoder {
         }
     }
 
-    enum Kind { case matrix, norm, bias }
-
-    private init(config: ModelConfig, make: (String, [Int], Kind) throws -> Tensor) throws {
+    private init(config: ModelConfig, make: (String, [Int], TensorRole.Kind) throws -> Tensor) throws {
         self.config = config
-        let c = config.hiddenSize, d = config.headDim, f = config.intermediateSize
-        let qRows = config.numAttentionHeads * d, kvRows = config.numKeyValueHeads * d
+        let architecture = DecoderArchitecture(config)
+        // Created in the architecture's (transformers') order, which `parameters` keeps.
+        var byRole: [TensorRole: [Parameter]] = [:]
         var all: [Parameter] = []
-        func param(_ name: String, _ shape: [Int], _ kind: Kind) throws -> Parameter {
-            let p = Parameter(name: name, value: try make(name, shape, kind))
+        for spec in architecture.tensors {
+            let p = Parameter(name: spec.name, value: try make(spec.name, spec.shape, spec.role.kind))
             all.append(p)
-            return p
+            byRole[spec.role, default: []].append(p)
         }
+        func perLayer(_ role: TensorRole, _ l: Int) -> Parameter { byRole[role]![l] }
+        func optional(_ role: TensorRole, _ l: Int) -> Parameter? { architecture.has(role) ? perLayer(role, l) : nil }
 
-        embedding = try param("model.embed_tokens.weight", [config.vocabSize, c], .matrix)
-        var layers: [Layer] = []
-        for i in 0..<config.numHiddenLayers {
-            let p = Self.layerPrefix(i)
-            let bias = config.attentionBias
-            let q = try param(p + "self_attn.q_proj.weight", [qRows, c], .matrix)
-            let qBias = bias ? try param(p + "self_attn.q_proj.bias", [qRows], .bias) : nil
-            let k = try param(p + "self_attn.k_proj.weight", [kvRows, c], .matrix)
-            let kBias = bias ? try param(p + "self_attn.k_proj.bias", [kvRows], .bias) : nil
-            let v = try param(p + "self_attn.v_proj.weight", [kvRows, c], .matrix)
-            let vBias = bias ? try param(p + "self_attn.v_proj.bias", [kvRows], .bias) : nil
-            let o = try param(p + "self_attn.o_proj.weight", [c, qRows], .matrix)
-            let qNorm = config.usesQKNorm ? try param(p + "self_attn.q_norm.weight", [d], .norm) : nil
-            let kNorm = config.usesQKNorm ? try param(p + "self_attn.k_norm.weight", [d], .norm) : nil
-            let gate = try param(p + "mlp.gate_proj.weight", [f, c], .matrix)
-            let up = try param(p + "mlp.up_proj.weight", [f, c], .matrix)
-            let down = try param(p + "mlp.down_proj.weight", [c, f], .matrix)
-            let inputNorm = try param(p + "input_layernorm.weight", [c], .norm)
-            let postNorm = try param(p + "post_attention_layernorm.weight", [c], .norm)
-            layers.append(Layer(inputNorm: inputNorm, q: q, k: k, v: v, qBias: qBias, kBias: kBias, vBias: vBias,
-                                qNorm: qNorm, kNorm: kNorm, o: o, postNorm: postNorm, gate: gate, up: up, down: down))
+        embedding = byRole[.embedding]![0]
+        layers = (0..<config.numHiddenLayers).map { l in
+            Layer(inputNorm: perLayer(.inputNorm, l), q: perLayer(.q, l), k: perLayer(.k, l), v: perLayer(.v, l),
+                  qBias: optional(.qBias, l), kBias: optional(.kBias, l), vBias: optional(.vBias, l),
+                  qNorm: optional(.qNorm, l), kNorm: optional(.kNorm, l), o: perLayer(.o, l),
+                  postNorm: perLayer(.postAttentionNorm, l), gate: perLayer(.gate, l), up: perLayer(.up, l),
+                  down: perLayer(.down, l))
         }
-        self.layers = layers
-        finalNorm = try param("model.norm.weight", [c], .norm)
-        lmHead = config.tieWordEmbeddings ? embedding : try param("lm_head.weight", [config.vocabSize, c], .matrix)
+        finalNorm = byRole[.finalNorm]![0]
+        lmHead = architecture.has(.lmHead) ? byRole[.lmHead]![0] : embedding
         parameters = all
         byName = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
-        rope = RoPE(headDim: d, theta: Double(config.ropeTheta))
+        rope = RoPE(headDim: config.headDim, theta: Double(config.ropeTheta))
     }
 
     public func parameter(_ name: String) -> Parameter? { byName[name] }
+
+    /// Recomputes the quantized weights when the quantizer has moved on since they were filled.
+    private func fillQuantizedIfStale() {
+        guard let quantizer = weightQuantizer, quantizedGeneration != quantizer.generation else { return }
+        for p in layers { p.fillQuantized(quantizer) }
+        quantizedGeneration = quantizer.generation
+    }
+
+    // MARK: - Input transforms at linear sites
+
+    /// Learnable changes of linear layers' inputs, by block and site (an activation quantizer
+    /// with a learnable clip, a learnable scale or rotation). Their parameters train with the
+    /// model's (the trainer adds `transformParameters`).
+    public var inputTransforms: [LinearSiteKey: any TrainableInputTransform] = [:] {
+        didSet { transformed = [:] }
+    }
+
+    /// The input and cache transforms' learnable parameters, in block and site order.
+    public var transformParameters: [Parameter] {
+        inputTransforms.sorted { $0.key < $1.key }.flatMap { $0.value.parameters }
+            + cacheTransforms.sorted { $0.key < $1.key }.flatMap { $0.value.parameters }
+    }
+
+    /// Each transform's output of the last forward (the product's input), by site.
+    private var transformed: [LinearSiteKey: Tensor] = [:]
+    private var transformScratch: Tensor?
+
+    /// The input the site's product reads: x itself, or its transform (kept for backward).
+    private func siteInput(_ l: Int, _ site: LinearSite, _ x: UnsafeMutablePointer<Float>, rows n: Int, width: Int) -> UnsafeMutablePointer<Float> {
+        let key = LinearSiteKey(layer: l, site: site)
+        guard let transform = inputTransforms[key] else { return x }
+        let out: Tensor
+        if let t = transformed[key], t.count == n * width { out = t } else { out = Tensor(shape: [n, width]); transformed[key] = out }
+        transform.forward(x, into: out.ptr, rows: n, width: width)
+        return out.ptr
+    }
+
+    /// dx holds dL/d(transformed input) and becomes dL/d(input); the transform's parameter
+    /// gradients are added. x is the input forward transformed.
+    private func transformBackward(_ l: Int, _ site: LinearSite, x: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, rows n: Int, width: Int) {
+        guard let transform = inputTransforms[LinearSiteKey(layer: l, site: site)] else { return }
+        let scratch: Tensor
+        if let t = transformScratch, t.count >= n * width { scratch = t } else { scratch = Tensor(shape: [n * width]); transformScratch = scratch }
+        transform.backward(x: x, dy: dx, dx: scratch.ptr, rows: n, width: width)
+        dx.update(from: scratch.ptr, count: n * width)
+    }
+
+    /// Learnable changes of what a block's attention caches, by block: each row's keys (after
+    /// RoPE) then values, (rows, 2 KV*D) — the KV-cache quantization site.
+    public var cacheTransforms: [Int: any TrainableInputTransform] = [:] {
+        didSet { cacheInputs = [:] }
+    }
+    /// Each cache transform's input of the last forward (keys and values before it), by block.
+    private var cacheInputs: [Int: Tensor] = [:]
+
+    /// Keys and values of block l (strided rows of the q|k|v buffer) through its cache transform.
+    private func cacheTransformForward(_ l: Int, _ kv: UnsafeMutablePointer<Float>, ld: Int, rows n: Int, width: Int) {
+        guard let transform = cacheTransforms[l] else { return }
+        let saved: Tensor
+        if let t = cacheInputs[l], t.count == n * width { saved = t } else { saved = Tensor(shape: [n, width]); cacheInputs[l] = saved }
+        for r in 0..<n { saved.row(r).update(from: kv + r * ld, count: width) }
+        let out = Tensor(shape: [n, width])
+        transform.forward(saved.ptr, into: out.ptr, rows: n, width: width)
+        for r in 0..<n { (kv + r * ld).update(from: out.row(r), count: width) }
+    }
+
+    /// dL/d(transformed keys and values), in place in the strided dq|dk|dv rows, becomes
+    /// dL/d(keys and values before the transform).
+    private func cacheTransformBackward(_ l: Int, dx: UnsafeMutablePointer<Float>, ld: Int, rows n: Int, width: Int) {
+        guard let transform = cacheTransforms[l], let saved = cacheInputs[l] else { return }
+        let dy = Tensor(shape: [n, width]), out = Tensor(shape: [n, width])
+        for r in 0..<n { dy.row(r).update(from: dx + r * ld, count: width) }
+        transform.backward(x: saved.ptr, dy: dy.ptr, dx: out.ptr, rows: n, width: width)
+        for r in 0..<n { (dx + r * ld).update(from: out.row(r), count: width) }
+    }
+
+    // MARK: - The inference decoder's view (rollouts, evaluation during training)
+
+    /// Weights for the inference `Decoder` that ARE this model's current weights, as the
+    /// training forward uses them: with a weight quantizer Q(W), else W. Embedding, norms and
+    /// the fp32 matrices are the parameters' own tensors, and the stacked q|k|v and gate|up
+    /// layers are the training forward's own stacked buffers, so nothing is reloaded or laid out
+    /// again. After an optimizer step call `syncInferenceWeights()` before decoding with them.
+    public func inferenceWeights() -> DecoderWeights {
+        if let view = inferenceView { syncInferenceWeights(); return view }
+        let architecture = DecoderArchitecture(config)
+        let view = DecoderWeights(config: config, embedding: embedding.value, finalNorm: finalNorm.value,
+                                  lmHead: LinearLayer(dense: lmHead.value), layers: layers.map { p in
+            DecoderLayerWeights(
+                inputNorm: p.inputNorm.value,
+                qkv: LinearLayer(dense: p.qkvStacked, bias: architecture.has(.qBias) ? Tensor(shape: [p.qkvStacked.shape[0]]) : nil),
+                qNorm: p.qNorm?.value, kNorm: p.kNorm?.value,
+                output: LinearLayer(dense: p.o.value), postAttentionNorm: p.postNorm.value,
+                gateUp: LinearLayer(dense: p.gateUpStacked), down: LinearLayer(dense: p.down.value))
+        })
+        inferenceView = view
+        syncInferenceWeights()
+        return view
+    }
+    private var inferenceView: DecoderWeights?
+
+    /// Brings the view of `inferenceWeights()` up to the current parameters (and quantizer).
+    public func syncInferenceWeights() {
+        guard let view = inferenceView else { return }
+        fillQuantizedIfStale()
+        for (l, (p, v)) in zip(layers, view.layers).enumerated() {
+            for site in LinearSite.allCases {
+                v.linear(site).inputTransforms = inputTransforms[LinearSiteKey(layer: l, site: site)].map { [InPlace($0)] } ?? []
+            }
+            v.cacheTransforms = cacheTransforms[l].map { [InPlace($0)] } ?? []
+            if weightQuantizer == nil { p.refreshStacked() }
+            v.output.weight = .dense(p.oQuantized ?? p.o.value)
+            v.down.weight = .dense(p.downQuantized ?? p.down.value)
+            if let bias = v.qkv.bias, let qb = p.qBias, let kb = p.kBias, let vb = p.vBias {
+                var offset = 0
+                for b in [qb, kb, vb] {
+                    (bias.ptr + offset).update(from: b.value.ptr, count: b.value.count)
+                    offset += b.value.count
+                }
+            }
+        }
+    }
 
     // MARK: - Weight quantization (QAT)
 
@@ -215,7 +323,7 @@ public final class TrainableDecoder {
     public var layerGradientsReady: ((Int) -> Void)?
 
     /// The parameters of decoder layer l (weights and the quantizer's, by name prefix).
-    public static func layerPrefix(_ l: Int) -> String { "model.layers.\(l)." }
+    public static func layerPrefix(_ l: Int) -> String { DecoderArchitecture.layerPrefix(l) }
 
     // MARK: - Activation store
 
@@ -373,10 +481,7 @@ public final class TrainableDecoder {
         }
 
         let quantizer = weightQuantizer
-        if let quantizer, quantizedGeneration != quantizer.generation {
-            for p in layers { p.fillQuantized(quantizer) }
-            quantizedGeneration = quantizer.generation
-        }
+        fillQuantizedIfStale()
 
         for (l, p) in layers.enumerated() {
             let a = s.layers[l]
@@ -387,7 +492,8 @@ public final class TrainableDecoder {
             // q: (N, H*D), k, v: (N, KV*D), side by side in one (N, W) buffer: one GEMM
             if quantizer == nil { p.refreshStacked() }
             let proj = a.qkvPre ?? a.qkv
-            TrainLayers.linearForward(x: a.h1.ptr, ldx: c, w: p.qkvStacked.ptr, bias: nil,
+            let qkvIn = siteInput(l, .qkv, a.h1.ptr, rows: n, width: c)
+            TrainLayers.linearForward(x: qkvIn, ldx: c, w: p.qkvStacked.ptr, bias: nil,
                                       y: proj.ptr, ldy: w, rows: n, inFeatures: c, outFeatures: w)
             if let qBias = p.qBias, let kBias = p.kBias, let vBias = p.vBias {
                 Threads.parallelFor(n) { rows in
@@ -413,23 +519,27 @@ public final class TrainableDecoder {
             // RoPE on q and k in place.
             TrainLayers.ropeForward(x: a.qkv.ptr, ldx: w, rows: n, groups: heads + kvHeads, dim: d,
                                     length: length, cos: s.cos.ptr, sin: s.sin.ptr)
+            cacheTransformForward(l, a.qkv.ptr + qw, ld: w, rows: n, width: 2 * kvw)
             // attn: (N, H*D) = causal softmax(q k^T / sqrt(D)) v
             TrainLayers.attentionForward(q: a.qkv.ptr, ldq: w, k: a.qkv.ptr + qw, ldk: w, v: a.qkv.ptr + qw + kvw,
                                          ldv: w, probs: a.probs.ptr, out: a.attn.ptr, ldo: qw, shape: shape)
             // mid: (N, C) = input + attn o^T
             a.mid.ptr.update(from: a.input.ptr, count: n * c)
-            TrainLayers.linearForward(x: a.attn.ptr, ldx: qw, w: p.oWeight, bias: nil, y: a.mid.ptr, ldy: c,
+            let oIn = siteInput(l, .output, a.attn.ptr, rows: n, width: qw)
+            TrainLayers.linearForward(x: oIn, ldx: qw, w: p.oWeight, bias: nil, y: a.mid.ptr, ldy: c,
                                       rows: n, inFeatures: qw, outFeatures: c, accumulate: true)
             // h2: (N, C) = RMSNorm(mid)
             TrainLayers.rmsNormForward(x: a.mid.ptr, ldx: c, w: p.postNorm.value.ptr, y: a.h2.ptr, ldy: c,
                                        rstd: a.rstd2.ptr, rows: n, dim: c, eps: eps)
             // gateUp: (N, 2F); act: (N, F) = silu(gate) * up
-            TrainLayers.linearForward(x: a.h2.ptr, ldx: c, w: p.gateUpStacked.ptr, bias: nil, y: a.gateUp.ptr,
+            let gateUpIn = siteInput(l, .gateUp, a.h2.ptr, rows: n, width: c)
+            TrainLayers.linearForward(x: gateUpIn, ldx: c, w: p.gateUpStacked.ptr, bias: nil, y: a.gateUp.ptr,
                                       ldy: 2 * f, rows: n, inFeatures: c, outFeatures: 2 * f)
             TrainLayers.swigluForward(gateUp: a.gateUp.ptr, out: a.act.ptr, rows: n, width: f)
             // output: (N, C) = mid + act down^T
             output.ptr.update(from: a.mid.ptr, count: n * c)
-            TrainLayers.linearForward(x: a.act.ptr, ldx: f, w: p.downWeight, bias: nil, y: output.ptr, ldy: c,
+            let downIn = siteInput(l, .down, a.act.ptr, rows: n, width: f)
+            TrainLayers.linearForward(x: downIn, ldx: f, w: p.downWeight, bias: nil, y: output.ptr, ldy: c,
                                       rows: n, inFeatures: f, outFeatures: c, accumulate: true)
         }
 
@@ -467,30 +577,38 @@ public final class TrainableDecoder {
 
         for l in stride(from: layers.count - 1, through: 0, by: -1) {
             let p = layers[l], a = s.layers[l]
+            // The inputs the products read: transformed where a site has an input transform.
+            func input(_ site: LinearSite, _ x: Tensor) -> UnsafeMutablePointer<Float> {
+                transformed[LinearSiteKey(layer: l, site: site)]?.ptr ?? x.ptr
+            }
             // MLP. dResid holds dL/d(output); the residual passes it on unchanged to mid.
             TrainLayers.linearBackwardInput(dy: dResid, ldy: c, w: p.downWeight, dx: s.dAct.ptr, lddx: f,
                                             accumulate: false, rows: n, inFeatures: f, outFeatures: c)
-            linearWeightGradient(p.down, quantizer, dy: dResid, ldy: c, x: a.act.ptr, ldx: f, dbias: nil,
+            linearWeightGradient(p.down, quantizer, dy: dResid, ldy: c, x: input(.down, a.act), ldx: f, dbias: nil,
                                  rows: n, inFeatures: f, outFeatures: c)
+            transformBackward(l, .down, x: a.act.ptr, dx: s.dAct.ptr, rows: n, width: f)
             TrainLayers.swigluBackward(gateUp: a.gateUp.ptr, dout: s.dAct.ptr, dGateUp: s.dGateUp.ptr, rows: n, width: f)
             TrainLayers.linearBackwardInput(dy: s.dGateUp.ptr, ldy: 2 * f, w: p.gateUpStacked.ptr, dx: dH, lddx: c,
                                             accumulate: false, rows: n, inFeatures: c, outFeatures: 2 * f)
-            linearWeightGradient(p.gate, quantizer, dy: s.dGateUp.ptr, ldy: 2 * f, x: a.h2.ptr, ldx: c,
+            linearWeightGradient(p.gate, quantizer, dy: s.dGateUp.ptr, ldy: 2 * f, x: input(.gateUp, a.h2), ldx: c,
                                  dbias: nil, rows: n, inFeatures: c, outFeatures: f)
-            linearWeightGradient(p.up, quantizer, dy: s.dGateUp.ptr + f, ldy: 2 * f, x: a.h2.ptr, ldx: c,
+            linearWeightGradient(p.up, quantizer, dy: s.dGateUp.ptr + f, ldy: 2 * f, x: input(.gateUp, a.h2), ldx: c,
                                  dbias: nil, rows: n, inFeatures: c, outFeatures: f)
+            transformBackward(l, .gateUp, x: a.h2.ptr, dx: dH, rows: n, width: c)
             TrainLayers.rmsNormBackward(dy: dH, lddy: c, x: a.mid.ptr, ldx: c, w: p.postNorm.value.ptr, rstd: a.rstd2.ptr,
                                         dx: dResid, lddx: c, accumulate: true, dw: p.postNorm.grad.ptr, rows: n, dim: c)
             // Attention. dResid now holds dL/d(mid).
             TrainLayers.linearBackwardInput(dy: dResid, ldy: c, w: p.oWeight, dx: s.dAttn.ptr, lddx: qw,
                                             accumulate: false, rows: n, inFeatures: qw, outFeatures: c)
-            linearWeightGradient(p.o, quantizer, dy: dResid, ldy: c, x: a.attn.ptr, ldx: qw, dbias: nil,
+            linearWeightGradient(p.o, quantizer, dy: dResid, ldy: c, x: input(.output, a.attn), ldx: qw, dbias: nil,
                                  rows: n, inFeatures: qw, outFeatures: c)
+            transformBackward(l, .output, x: a.attn.ptr, dx: s.dAttn.ptr, rows: n, width: qw)
             let dqkv = s.dQKV.ptr
             TrainLayers.attentionBackward(dout: s.dAttn.ptr, lddo: qw, q: a.qkv.ptr, ldq: w, k: a.qkv.ptr + qw, ldk: w,
                                           v: a.qkv.ptr + qw + kvw, ldv: w, probs: a.probs.ptr,
                                           dq: dqkv, lddq: w, dk: dqkv + qw, lddk: w, dv: dqkv + qw + kvw, lddv: w,
                                           scratch: s.dProbs.ptr, shape: shape)
+            cacheTransformBackward(l, dx: dqkv + qw, ld: w, rows: n, width: 2 * kvw)
             TrainLayers.ropeBackward(dx: dqkv, ldx: w, rows: n, groups: heads + kvHeads, dim: d,
                                      length: length, cos: s.cos.ptr, sin: s.sin.ptr)
             if let pre = a.qkvPre, let qNorm = p.qNorm, let kNorm = p.kNorm {
@@ -503,12 +621,14 @@ public final class TrainableDecoder {
             }
             TrainLayers.linearBackwardInput(dy: dqkv, ldy: w, w: p.qkvStacked.ptr, dx: dH, lddx: c, accumulate: false,
                                             rows: n, inFeatures: c, outFeatures: w)
-            linearWeightGradient(p.q, quantizer, dy: dqkv, ldy: w, x: a.h1.ptr, ldx: c,
+            let qkvIn = input(.qkv, a.h1)
+            linearWeightGradient(p.q, quantizer, dy: dqkv, ldy: w, x: qkvIn, ldx: c,
                                  dbias: p.qBias?.grad.ptr, rows: n, inFeatures: c, outFeatures: qw)
-            linearWeightGradient(p.k, quantizer, dy: dqkv + qw, ldy: w, x: a.h1.ptr, ldx: c,
+            linearWeightGradient(p.k, quantizer, dy: dqkv + qw, ldy: w, x: qkvIn, ldx: c,
                                  dbias: p.kBias?.grad.ptr, rows: n, inFeatures: c, outFeatures: kvw)
-            linearWeightGradient(p.v, quantizer, dy: dqkv + qw + kvw, ldy: w, x: a.h1.ptr, ldx: c,
+            linearWeightGradient(p.v, quantizer, dy: dqkv + qw + kvw, ldy: w, x: qkvIn, ldx: c,
                                  dbias: p.vBias?.grad.ptr, rows: n, inFeatures: c, outFeatures: kvw)
+            transformBackward(l, .qkv, x: a.h1.ptr, dx: dH, rows: n, width: c)
             TrainLayers.rmsNormBackward(dy: dH, lddy: c, x: a.input.ptr, ldx: c, w: p.inputNorm.value.ptr, rstd: a.rstd1.ptr,
                                         dx: dResid, lddx: c, accumulate: true, dw: p.inputNorm.grad.ptr, rows: n, dim: c)
             layerGradientsReady?(l)
@@ -518,4 +638,41 @@ public final class TrainableDecoder {
             TrainLayers.embeddingBackward(tokens: tok.baseAddress!, dx: dResid, dTable: embedding.grad.ptr, rows: n, dim: c)
         }
     }
+}
+
+/// A training input transform run in place, as the inference decoder's layers run theirs
+/// (thread-safe: the cache site calls it from decode threads, so no scratch is shared).
+private final class InPlace: LinearInputTransform {
+    let transform: any TrainableInputTransform
+    init(_ transform: any TrainableInputTransform) { self.transform = transform }
+    func transform(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * width) { y in
+            transform.forward(x, into: y.baseAddress!, rows: rows, width: width)
+            x.update(from: y.baseAddress!, count: rows * width)
+        }
+    }
+}
+
+/// A linear layer of the model: block `layer`, site `site`.
+public struct LinearSiteKey: Hashable, Comparable, Sendable {
+    public var layer: Int
+    public var site: LinearSite
+    public init(layer: Int, site: LinearSite) {
+        self.layer = layer
+        self.site = site
+    }
+    public static func < (a: Self, b: Self) -> Bool { (a.layer, a.site.rawValue) < (b.layer, b.site.rawValue) }
+}
+
+/// A learnable change of a linear site's input during training, x' = T(x; θ), with its backward:
+/// an activation fake-quantizer with a learnable clip (straight-through inside the clip), a
+/// learnable per-channel scale (SmoothQuant-like), a learnable affine transform (FlatQuant).
+public protocol TrainableInputTransform: AnyObject {
+    /// θ, trained with the model.
+    var parameters: [Parameter] { get }
+    /// x: (rows, width) -> y: (rows, width).
+    func forward(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, rows: Int, width: Int)
+    /// Given the x forward saw and dy = dL/dy, writes dx = dL/dx and ADDS dL/dθ into the
+    /// parameters' gradients.
+    func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, rows: Int, width: Int)
 }

@@ -1,6 +1,19 @@
 import Foundation
 import Tensors
-import Train
+
+/// Where a student's teacher signal comes from: a teacher in the same process, or teacher ranks
+/// over MPI (Cluster's `LocalTeacherLink` and `RemoteTeacherLink`).
+public protocol TeacherLink: AnyObject {
+    /// Asks for the teacher's signal at the trained positions of micro-batch `id`.
+    func submit(_ batch: SFTBatch, id: Int) throws
+    /// The signal for a submitted batch (blocks until it is there).
+    func signal(batchId: Int, rows: Int) throws -> TeacherSignal
+    /// Seconds spent waiting for teachers, and the bytes received.
+    var waitSeconds: Double { get }
+    var bytesReceived: Int { get }
+    /// Tells the teachers this student is finished.
+    func close() throws
+}
 
 /// Knowledge distillation as a training objective: each micro-batch is sent to the teacher
 /// when it is drawn (`lookahead` micro-batches before it is trained on), and its loss is the
@@ -17,7 +30,7 @@ public final class KDObjective: TrainingObjective {
     }
 
     public func prepare(_ batch: SFTBatch, id: Int) throws {
-        try link.submit(SignalRequest(batchId: id, batch: batch))
+        try link.submit(batch, id: id)
     }
 
     public func lossAndGradient(_ batch: SFTBatch, id: Int, logits: Tensor, vocab v: Int, normalizer: Double) throws -> Double {

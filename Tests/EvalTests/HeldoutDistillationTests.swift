@@ -1,4 +1,4 @@
-import Cluster
+import Eval
 import Formats
 import Foundation
 import Model

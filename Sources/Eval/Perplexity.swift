@@ -1,3 +1,4 @@
+import Model
 import Tensors
 
 /// Negative log-likelihood of sequences scored from their first token, as transformers does

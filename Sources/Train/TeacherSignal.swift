@@ -1,6 +1,5 @@
 import Foundation
 import Tensors
-import Train
 
 /// How the teacher's distribution at each trained position crosses the wire.
 public enum SignalEncoding: Equatable, Sendable, CustomStringConvertible {
