@@ -30,8 +30,13 @@ let package = Package(
         .target(name: "Cluster", dependencies: ["CMPI", "CZstd", "CKernels", "Tensors", "Formats", "Model", "Train"]),
         // Evaluations returning Codable results: perplexity, held-out KL to a teacher.
         .target(name: "Eval", dependencies: ["Tensors", "Formats", "Model", "Train"]),
+        // The jobs the command line runs (distillation roles, SFT, PTQ, generation, calibration
+        // text) and what they leave behind for other tools (per-rank train summaries, the PTQ report).
+        .target(name: "Jobs", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster"]),
+        // The measurements of `rqat bench`, each returning Codable records (the --json lines).
+        .target(name: "Bench", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Jobs"]),
         .executableTarget(name: "rqat", dependencies: [
-            "Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval",
+            "Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Jobs", "Bench",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -45,6 +50,8 @@ let package = Package(
         .testTarget(name: "QuantTests", dependencies: ["Quant", "Train", "Model", "Formats", "TestSupport"]),
         .testTarget(name: "EvalTests", dependencies: ["Eval", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Train", "Model", "Formats", "Quant", "Tensors", "TestSupport"]),
+        .testTarget(name: "JobsTests", dependencies: ["Jobs", "Cluster", "Quant", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
+        .testTarget(name: "BenchTests", dependencies: ["Bench", "Jobs", "Eval", "Cluster", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
         // Multi-rank checks of the MPI layer; ClusterTests starts it under mpirun (XCTest is one process).
         .executableTarget(name: "rqat-mpi-check", dependencies: ["Cluster", "Tensors", "Train"], path: "Tests/MPICheck"),
         // Runs the built `rqat` executable as a user would.

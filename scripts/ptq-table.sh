@@ -51,9 +51,13 @@ for domain in traces plain; do
     method="$1"; shift
     tag="$scheme-$method${1:+-${1#--}}-$domain"
     out="$work/$tag"
-    log="$($R ptq --model $M --scheme "$scheme" --method "$method" "$@" --calib "$calib" \
-           --calib-samples "$windows" --seq-len "$window_tokens" --out "$out" 2>&1)"
-    err="$(echo "$log" | sed -nE 's/.*relative output errors over [0-9]+ matrices: ([0-9.]+).*/\1/p')"
+    if ! log="$($R ptq --model $M --scheme "$scheme" --method "$method" "$@" --calib "$calib" \
+                --calib-samples "$windows" --seq-len "$window_tokens" --out "$out" 2>&1)"; then
+      echo "$log" >&2
+      exit 1
+    fi
+    # The sum as rqat ptq prints it (4 decimals), from the report it writes next to the checkpoint.
+    err="$(python3 -c 'import json, sys; print("%.4f" % json.load(open(sys.argv[1]))["sum_relative_output_error"])' "$out/ptq-report.json")"
     echo "| $method${1:+ $1} | $domain | $err | $(ppl "$out") |"
   done
 done

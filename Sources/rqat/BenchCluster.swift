@@ -1,11 +1,9 @@
 import ArgumentParser
+import Bench
 import Foundation
-import Formats
-import Tensors
-import Train
 
 /// The same KD work with 1 and then 2 (or any list of) teacher ranks: starts `mpirun` on this
-/// very `rqat train`, parses what the ranks report, and puts the runs side by side.
+/// very `rqat train`, reads what the ranks leave in the run directory, and puts the runs side by side.
 struct BenchCluster: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cluster",
@@ -77,258 +75,81 @@ struct BenchCluster: ParsableCommand {
         try reportingErrors { try measure() }
     }
 
-    // MARK: - One run
-
-    /// What one `rqat train` under mpirun reported.
-    struct RunResult {
-        struct Teacher { let rank: Int; let tokens: Int; let busy: Double; let wall: Double }
-        var teachers: [Teacher] = []
-        var waitSeconds = 0.0, studentSeconds = 0.0, signalMB = 0.0
-        var allreduceMB: Double?, allreduceWait: Double?
-        var stepSeconds: [Double] = []
-        var stepTokens: [Int] = []
-        var loopSeconds = 0.0
-        var wallSeconds = 0.0
+    var benchOptions: ClusterBench.Options {
+        var o = ClusterBench.Options()
+        o.teacher = teacher
+        o.student = student
+        o.vocabFrom = vocabFrom
+        o.smallHidden = smallHidden
+        o.smallLayers = smallLayers
+        o.qat = qat
+        o.data = data
+        o.teacherCounts = parsedTeacherCounts
+        o.students = students
+        o.repeats = repeats
+        o.signal = signal
+        o.steps = steps
+        o.seqLen = seqLen
+        o.batchTokens = batchTokens
+        o.gradAccum = gradAccum
+        o.lookahead = lookahead
+        o.bucketMB = bucketMB
+        o.threads = threads
+        o.extraMpirunArgs = split(extraMpirunArgs)
+        o.extraTrainArgs = split(extraTrainArgs)
+        o.rankWrapper = rankWrapper
+        o.mpirun = mpirun
+        o.workDir = workDir
+        o.verbose = verbose
+        return o
     }
 
     func measure() throws {
-        let fm = FileManager.default
-        let work: URL
-        if let workDir {
-            work = URL(fileURLWithPath: workDir)
-            try fm.createDirectory(at: work, withIntermediateDirectories: true)
-        } else {
-            work = fm.temporaryDirectory.appendingPathComponent("rqat-bench-cluster-\(UUID().uuidString)")
-            try fm.createDirectory(at: work, withIntermediateDirectories: true)
+        let quiet = output.json && !verbose
+        let report = try ClusterBench.run(benchOptions, rqat: try ownExecutable(), log: { if !quiet { printErr($0) } }) { setup in
+            guard !output.json else { return }
+            print("teacher \(teacher == "small" ? "small" : setup.teacherPath) (\(setup.teacherParameters) parameters), student \(student == "small" ? "small" : setup.studentPath) (\(setup.studentParameters) parameters\(qat == "none" ? "" : ", QAT \(qat)"))")
+            print("data \(setup.dataPath); \(steps) steps of \(gradAccum) x \(batchTokens / seqLen) x \(seqLen) tokens, signal \(signal), lookahead \(lookahead), \(students) student rank(s), \(threads) thread(s) per rank, \(setup.cores) cores")
         }
-        defer { if workDir == nil { try? fm.removeItem(at: work) } }
-
-        // Models: generated ones share the tokenizer of the teacher (KD needs one vocabulary).
-        let tokenizerSource = vocabFrom ?? (teacher == "small" ? "assets/SmolLM2-135M-Instruct.Q4_1.gguf" : teacher)
-        let (tokenizer, template) = try openCheckpoint(tokenizerSource).loadTokenizer()
-        let teacherPath = teacher == "small"
-            ? try writeSmallModel(work.appendingPathComponent("small-teacher"), tokenizer: tokenizer, template: template, seed: 11).path
-            : teacher
-        let studentPath = student == "small"
-            ? try writeSmallModel(work.appendingPathComponent("small-student"), tokenizer: tokenizer, template: template, seed: 7).path
-            : student
-        let teacherParameters = try openCheckpoint(teacherPath).config.parameterCount
-        let studentParameters = try openCheckpoint(studentPath).config.parameterCount
-
-        let dataPath: String
-        if let data {
-            dataPath = data
-        } else if fm.fileExists(atPath: "runs/demo/train-traces.jsonl") {
-            dataPath = "runs/demo/train-traces.jsonl"
-        } else {
-            dataPath = try writeArithmeticData(work.appendingPathComponent("arithmetic.jsonl")).path
-        }
-        // Completion tokens of student 0's shard over the run: the positions the teacher answers.
-        let trainedTokens = try trainedTokensOfStudent0(data: dataPath, tokenizer: tokenizer, template: template)
-
-        let cores = ProcessInfo.processInfo.activeProcessorCount
-        let launcher = try mpirunPath()
-        let me = try ownExecutable()
-        let qatScheme = qat == "none" ? nil : qat
-        if !output.json {
-            print("teacher \(teacher == "small" ? "small" : teacherPath) (\(teacherParameters) parameters), student \(student == "small" ? "small" : studentPath) (\(studentParameters) parameters\(qatScheme.map { ", QAT \($0)" } ?? ""))")
-            print("data \(dataPath); \(steps) steps of \(gradAccum) x \(batchTokens / seqLen) x \(seqLen) tokens, signal \(signal), lookahead \(lookahead), \(students) student rank(s), \(threads) thread(s) per rank, \(cores) cores")
-        }
-
-        var results: [(teachers: Int, repeat: Int, result: RunResult)] = []
-        for (rep, t) in (0..<repeats).flatMap({ rep in parsedTeacherCounts.map { (rep, $0) } }) {
-            let out = work.appendingPathComponent("run-t\(t)-s\(students)")
-            try? fm.removeItem(at: out)
-            var train = ["train", "--teacher", teacherPath, "--student", studentPath, "--data", dataPath, "--out", out.path,
-                         "--loss", "kd", "--signal", signal, "--teachers", "\(t)", "--lookahead", "\(lookahead)",
-                         "--steps", "\(steps)", "--seq-len", "\(seqLen)", "--batch-tokens", "\(batchTokens)",
-                         "--grad-accum", "\(gradAccum)", "--packing", "--drop-long", "--warmup", "0", "--lr", "1e-4",
-                         "--bucket-mb", "\(bucketMB)", "--keep-last", "1", "--threads", "\(threads)"]
-            if let qatScheme { train += ["--qat", qatScheme] }
-            train += split(extraTrainArgs)
-            var args = ["-np", "\(t + students)", "--oversubscribe", "--bind-to", "none",
-                        "-x", "OPENBLAS_NUM_THREADS=\(threads)", "-x", "RQAT_NUM_THREADS=\(threads)"]
-            // Waiting ranks yield the core instead of spinning on it (ranks outnumber cores here).
-            args += ["--mca", "mpi_yield_when_idle", "1"]
-            if getuid() == 0 { args.insert("--allow-run-as-root", at: 0) }
-            args += split(extraMpirunArgs)
-            args += (rankWrapper.map { [$0] } ?? []) + [me] + train
-            if verbose || !output.json { printErr("bench cluster: \(t) teacher(s) + \(students) student(s): \(launcher) \(args.joined(separator: " "))") }
-            let start = Date()
-            let (status, text) = try runCapturing(launcher, args)
-            let wall = Date().timeIntervalSince(start)
-            if verbose { printErr(text) }
-            guard status == 0 else {
-                throw CLIError("the run with \(t) teacher rank(s) failed (exit \(status)):\n\(text.split(separator: "\n").suffix(30).joined(separator: "\n"))")
-            }
-            var result = try parse(text, runDir: out, teachers: t)
-            result.wallSeconds = wall
-            results.append((t, rep, result))
-            if workDir == nil { try? fm.removeItem(at: out) }
-        }
-        // Generated models are named by their shape (their temporary directory is gone after the run).
-        let smallName = "small (random, hidden \(smallHidden), \(smallLayers) layers)"
-        report(results, trainedTokens: trainedTokens, cores: cores, teacherPath: teacher == "small" ? smallName : teacherPath,
-               studentPath: student == "small" ? smallName : studentPath,
-               teacherParameters: teacherParameters, studentParameters: studentParameters)
-    }
-
-    /// Output of mpirun (both streams, interleaved as they came) and its exit status.
-    func runCapturing(_ program: String, _ arguments: [String]) throws -> (Int32, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: program)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
-
-    func parse(_ text: String, runDir: URL, teachers: Int) throws -> RunResult {
-        var r = RunResult()
-        let teacherLine = try Regex(#"teacher rank (\d+) served (\d+) tokens in ([0-9.]+) s busy of ([0-9.]+) s"#)
-        let studentLine = try Regex(#"student waited ([0-9.]+) s for the teacher of ([0-9.]+) s \([0-9.]+%\); ([0-9]+) bytes of teacher signal received"#)
-        let reduceLine = try Regex(#"gradient allreduce: ([0-9.]+) MB per rank, ([0-9.]+) s waiting after backward"#)
-        func number(_ m: Regex<AnyRegexOutput>.Match, _ i: Int) -> Double { m.output[i].substring.flatMap { Double($0) } ?? .nan }
-        for line in text.split(separator: "\n") {
-            if let m = try teacherLine.firstMatch(in: line) {
-                r.teachers.append(.init(rank: Int(number(m, 1)), tokens: Int(number(m, 2)), busy: number(m, 3), wall: number(m, 4)))
-            } else if let m = try studentLine.firstMatch(in: line) {
-                (r.waitSeconds, r.studentSeconds, r.signalMB) = (number(m, 1), number(m, 2), number(m, 3) / 1e6)
-            } else if let m = try reduceLine.firstMatch(in: line) {
-                (r.allreduceMB, r.allreduceWait) = (number(m, 1), number(m, 2))
-            }
-        }
-        r.teachers.sort { $0.rank < $1.rank }
-        guard r.teachers.count == teachers, r.studentSeconds > 0 else {
-            throw CLIError("could not find the report lines of \(teachers) teacher(s) and student 0 in the output of the run:\n\(text.split(separator: "\n").suffix(30).joined(separator: "\n"))")
-        }
-        let metrics = runDir.appendingPathComponent("metrics.jsonl")
-        guard let lines = try? String(contentsOf: metrics, encoding: .utf8) else { throw CLIError("\(metrics.path) missing after the run") }
-        for line in lines.split(separator: "\n") {
-            guard let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                  let tokens = object["tokens"] as? Int, let rate = object["tokens_per_s"] as? Double, rate > 0,
-                  let elapsed = object["elapsed_s"] as? Double else { continue }
-            r.stepSeconds.append(Double(tokens) / rate)
-            r.stepTokens.append(tokens)
-            r.loopSeconds = elapsed
-        }
-        guard !r.stepSeconds.isEmpty else { throw CLIError("\(metrics.path) has no step lines") }
-        return r
+        show(report)
     }
 
     // MARK: - Report
 
-    func report(_ results: [(teachers: Int, repeat: Int, result: RunResult)], trainedTokens: Int, cores: Int, teacherPath: String,
-                studentPath: String, teacherParameters: Int, studentParameters: Int) {
-        let common: [(String, Any)] = [
-            ("students", students), ("signal", signal), ("steps", steps), ("seq_len", seqLen), ("batch_tokens", batchTokens),
-            ("grad_accum", gradAccum), ("lookahead", lookahead), ("threads", threads), ("cores", cores),
-            ("teacher", teacherPath), ("student", studentPath), ("teacher_parameters", teacherParameters),
-            ("student_parameters", studentParameters), ("qat", qat),
-        ]
-        /// Aggregate teacher tokens/s over the students' training loop: the run's throughput.
-        func aggregate(_ r: RunResult) -> Double { Double(r.teachers.reduce(0) { $0 + $1.tokens }) / max(r.loopSeconds, 1e-9) }
-        func busyRate(_ t: RunResult.Teacher) -> Double { Double(t.tokens) / max(t.busy, 1e-9) }
-        func meanBusy(_ r: RunResult) -> Double { r.teachers.map(busyRate).reduce(0, +) / Double(max(r.teachers.count, 1)) }
-
-        var table: [(teachers: Int, rows: [(String, String)])] = []
-        var bestRate: [Int: Double] = [:], bestBusy: [Int: Double] = [:]
-        let counts = parsedTeacherCounts
-        for t in counts {
-            let runs = results.filter { $0.teachers == t }
-            guard !runs.isEmpty else { continue }
-            for (_, rep, r) in runs {
-                let ranks = t + students
-                let stepsDone = Double(r.stepSeconds.count)
-                let later = r.stepSeconds.count > 1 ? Array(r.stepSeconds.dropFirst()) : r.stepSeconds
-                let signalBytes = r.signalMB * 1e6
-                let reduceWait = r.allreduceWait ?? 0
-                for teacher in r.teachers {
-                    output.emitJSONOnly("cluster_teacher", common + [
-                        ("teachers", t), ("repeat", rep), ("rank", teacher.rank), ("tokens", teacher.tokens), ("busy_s", teacher.busy),
-                        ("wall_s", teacher.wall), ("tokens_per_s", busyRate(teacher)),
-                        ("tokens_per_s_wall", Double(teacher.tokens) / max(teacher.wall, 1e-9)),
-                        ("busy_fraction", teacher.busy / max(teacher.wall, 1e-9)),
-                    ])
-                }
-                var fields: [(String, Any)] = common + [
-                    ("teachers", t), ("repeat", rep), ("ranks", ranks),
-                    ("tokens_per_s", aggregate(r)),
-                    ("teacher_tokens", r.teachers.reduce(0) { $0 + $1.tokens }),
-                    ("teacher_tokens_per_s_busy_per_rank", meanBusy(r)),
-                    ("teacher_tokens_per_s_wall_per_rank", r.teachers.map { Double($0.tokens) / max($0.wall, 1e-9) }.reduce(0, +) / Double(t)),
-                    ("step_s", r.loopSeconds / stepsDone),
-                    ("step_s_median", later.sorted()[later.count / 2]),
-                    ("first_step_s", r.stepSeconds[0]),
-                    ("train_s", r.loopSeconds),
-                    ("wall_s", r.wallSeconds),
-                    ("student_wait_s", r.waitSeconds),
-                    ("student_wait_fraction", r.waitSeconds / max(r.loopSeconds, 1e-9)),
-                    ("student_wait_s_per_step", r.waitSeconds / stepsDone),
-                    ("student_compute_s_per_step", max(0, (r.loopSeconds - r.waitSeconds - reduceWait) / stepsDone)),
-                    ("signal_mb", r.signalMB),
-                    ("signal_bytes_per_step", signalBytes / stepsDone),
-                    ("trained_tokens_per_step", Double(trainedTokens) / Double(steps)),
-                ]
-                if trainedTokens > 0 && signalBytes > 0 { fields.append(("signal_bytes_per_trained_token", signalBytes / Double(trainedTokens))) }
-                if let mb = r.allreduceMB {
-                    fields += [("allreduce_mb_per_rank", mb), ("allreduce_bytes_per_step", mb * 1e6 / stepsDone),
-                               ("allreduce_wait_s", reduceWait), ("allreduce_wait_s_per_step", reduceWait / stepsDone)]
-                }
-                output.emitJSONOnly("cluster", fields)
-            }
-
-            // The table shows the fastest run of this teacher count (the least disturbed on a shared machine).
-            let ordered = runs.sorted { aggregate($0.result) < aggregate($1.result) }
-            let r = ordered.last!.result
-            bestRate[t] = aggregate(r)
-            bestBusy[t] = meanBusy(r)
-            let ranks = t + students
-            let stepsDone = Double(r.stepSeconds.count)
-            let later = r.stepSeconds.count > 1 ? Array(r.stepSeconds.dropFirst()) : r.stepSeconds
-            let signalBytes = r.signalMB * 1e6
-            let reduceWait = r.allreduceWait ?? 0
-            func perRank(_ f: (RunResult.Teacher) -> String) -> String { r.teachers.map(f).joined(separator: " / ") }
-            var rows: [(String, String)] = [
-                ("teacher ranks + student ranks", "\(t) + \(students)\(ranks > cores ? " (\(ranks) ranks > \(cores) cores)" : "")"),
-                ("teacher tok/s per rank, while busy", perRank { String(format: "%.0f", busyRate($0)) }),
-                ("teacher tok/s per rank, over wall", perRank { String(format: "%.0f", Double($0.tokens) / max($0.wall, 1e-9)) }),
-                ("teacher busy share of wall", perRank { String(format: "%.0f%%", 100 * $0.busy / max($0.wall, 1e-9)) }),
-                ("aggregate teacher tok/s (training loop)", String(format: "%.0f", aggregate(r))
-                    + (runs.count > 1 ? String(format: " (%.0f-%.0f)", aggregate(ordered.first!.result), aggregate(ordered.last!.result)) : "")),
-                ("student wait for teacher", String(format: "%.2f s = %.0f%% of %.1f s", r.waitSeconds, 100 * r.waitSeconds / max(r.loopSeconds, 1e-9), r.loopSeconds)),
-                ("step time: mean / median after step 1", String(format: "%.2f s / %.2f s", r.loopSeconds / stepsDone, later.sorted()[later.count / 2])),
-                ("student compute per step", String(format: "%.2f s", max(0, (r.loopSeconds - r.waitSeconds - reduceWait) / stepsDone))),
-                ("teacher signal per step, one student", String(format: "%.2f MB", signalBytes / stepsDone / 1e6)),
-                ("teacher signal per trained token", trainedTokens > 0 && signalBytes > 0 ? String(format: "%.0f B", signalBytes / Double(trainedTokens)) : "-"),
-            ]
-            if let mb = r.allreduceMB {
-                rows.append(("gradient allreduce per step", String(format: "%.1f MB, %.2f s waiting", mb / stepsDone, reduceWait / stepsDone)))
-            }
-            table.append((t, rows))
+    func show(_ report: ClusterReport) {
+        for run in report.runs {
+            for teacher in run.teachers { output.emitJSONOnly(teacher) }
+            output.emitJSONOnly(run.run)
         }
-        let baseline = counts.first.flatMap { t in bestRate[t].map { (t, $0, bestBusy[t]!) } }
-        if let (t0, a0, b0) = baseline {
-            for t in counts.dropFirst() {
-                guard let a = bestRate[t], let b = bestBusy[t] else { continue }
-                output.emitJSONOnly("cluster_scaling", common + [
-                    ("teachers", t), ("baseline_teachers", t0), ("ranks", t + students), ("repeats", repeats),
-                    ("tokens_per_s", a), ("baseline_tokens_per_s", a0),
-                    ("speedup", a / a0), ("ideal_speedup", Double(t) / Double(t0)),
-                    ("busy_rate_per_rank_ratio", b / b0),
-                    ("cores_limit_speedup", t + students > cores),
-                ])
-            }
-        }
+        for scaling in report.scaling { output.emitJSONOnly(scaling) }
         guard !output.json else { return }
-        // Side by side: one column per teacher count.
+
+        // Side by side: one column per teacher count, each its fastest run.
+        let cores = report.setup.cores
+        let table = report.columns.map { column -> (teachers: Int, rows: [(String, String)]) in
+            let r = column.fastest.run, teachers = column.fastest.teachers
+            func perRank(_ f: (ClusterTeacherRecord) -> String) -> String { teachers.map(f).joined(separator: " / ") }
+            var rows: [(String, String)] = [
+                ("teacher ranks + student ranks", "\(column.teachers) + \(students)\(r.ranks > cores ? " (\(r.ranks) ranks > \(cores) cores)" : "")"),
+                ("teacher tok/s per rank, while busy", perRank { String(format: "%.0f", $0.tokensPerS) }),
+                ("teacher tok/s per rank, over wall", perRank { String(format: "%.0f", $0.tokensPerSWall) }),
+                ("teacher busy share of wall", perRank { String(format: "%.0f%%", 100 * $0.busyFraction) }),
+                ("aggregate teacher tok/s (training loop)", String(format: "%.0f", r.tokensPerS)
+                    + (column.runs > 1 ? String(format: " (%.0f-%.0f)", column.slowestTokensPerS, column.fastestTokensPerS) : "")),
+                ("student wait for teacher", String(format: "%.2f s = %.0f%% of %.1f s", r.studentWaitS, 100 * r.studentWaitFraction, r.trainS)),
+                ("step time: mean / median after step 1", String(format: "%.2f s / %.2f s", r.stepS, r.stepSMedian)),
+                ("student compute per step", String(format: "%.2f s", r.studentComputeSPerStep)),
+                ("teacher signal per step, one student", String(format: "%.2f MB", r.signalBytesPerStep / 1e6)),
+                ("teacher signal per trained token", r.signalBytesPerTrainedToken.map { String(format: "%.0f B", $0) } ?? "-"),
+            ]
+            if let perStep = r.allreduceBytesPerStep, let wait = r.allreduceWaitSPerStep {
+                rows.append(("gradient allreduce per step", String(format: "%.1f MB, %.2f s waiting", perStep / 1e6, wait)))
+            }
+            return (column.teachers, rows)
+        }
         let width = table.first?.rows.map(\.0.count).max() ?? 0
         print("".padding(toLength: width, withPad: " ", startingAt: 0)
-              + table.map { "  " + "\($0.teachers) teacher rank(s)".padding(toLength: 28, withPad: " ", startingAt: 0) }.joined())
+                    + table.map { "  " + "\($0.teachers) teacher rank(s)".padding(toLength: 28, withPad: " ", startingAt: 0) }.joined())
         for i in 0..<(table.first?.rows.count ?? 0) {
             var line = table[0].rows[i].0.padding(toLength: width, withPad: " ", startingAt: 0)
             for column in table where i < column.rows.count {
@@ -337,77 +158,18 @@ struct BenchCluster: ParsableCommand {
             print(line)
         }
         if repeats > 1 { print("(\(repeats) runs of each, interleaved; each column shows the fastest run, the range of aggregate tok/s in brackets)") }
-        if let (t0, a0, b0) = baseline {
-            for t in counts.dropFirst() {
-                guard let a = bestRate[t], let b = bestBusy[t] else { continue }
-                print(String(format: "%d vs %d teacher ranks: aggregate teacher tok/s %.2fx (ideal %.1fx); busy tok/s per rank %.2fx",
-                             t, t0, a / a0, Double(t) / Double(t0), b / b0))
-                if t + students > cores {
-                    print("note: \(t + students) ranks share \(cores) cores, so teacher ranks compete with each other and with the students for CPU: more teacher ranks cannot give \(t / t0)x here; the per-rank busy rate shows how much each one slowed down. On machines with a core set per rank the aggregate follows the rank count until the students become the bottleneck.")
-                }
+        for s in report.scaling {
+            print(String(format: "%d vs %d teacher ranks: aggregate teacher tok/s %.2fx (ideal %.1fx); busy tok/s per rank %.2fx",
+                               s.teachers, s.baselineTeachers, s.speedup, s.idealSpeedup, s.busyRatePerRankRatio))
+            if s.coresLimitSpeedup {
+                print("note: \(s.ranks) ranks share \(cores) cores, so teacher ranks compete with each other and with the students for CPU: more teacher ranks cannot give \(s.teachers / s.baselineTeachers)x here; the per-rank busy rate shows how much each one slowed down. On machines with a core set per rank the aggregate follows the rank count until the students become the bottleneck.")
             }
         }
     }
 
     // MARK: - Inputs
 
-    /// A random Llama of `--small-hidden` x `--small-layers` with the given tokenizer, as a
-    /// Hugging Face directory (config.json, model.safetensors, tokenizer files).
-    func writeSmallModel(_ dir: URL, tokenizer: BPETokenizer, template: ChatTemplate, seed: UInt64) throws -> URL {
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let headDim = 32, heads = max(1, smallHidden / headDim)
-        let config = ModelConfig(modelType: .llama, hiddenSize: smallHidden, intermediateSize: 2 * smallHidden,
-                                 numHiddenLayers: smallLayers, numAttentionHeads: heads, numKeyValueHeads: max(1, heads / 2),
-                                 headDim: headDim, vocabSize: tokenizer.vocabSize, rmsNormEps: 1e-5, ropeTheta: 100_000,
-                                 maxPositionEmbeddings: max(2048, seqLen), tieWordEmbeddings: true)
-        try JSONEncoder().encode(config).write(to: dir.appendingPathComponent("config.json"))
-        var rng = SeededRNG(seed: seed)
-        let tensors = Checkpoint.expectedShapes(config).map { entry -> (name: String, tensor: Tensor, dtype: SafeTensorsDType) in
-            let t = Tensor(shape: entry.shape)
-            if entry.shape.count == 1 { t.fill(1) } else { rng.fillNormal(t, std: 0.05) }
-            return (entry.name, t, .F32)
-        }
-        try SafeTensorsWriter.write(tensors, to: dir.appendingPathComponent("model.safetensors"))
-        try tokenizer.writeHuggingFaceFiles(to: dir, chatTemplate: template, modelMaxLength: config.maxPositionEmbeddings)
-        return dir
-    }
-
-    /// GSM8K-like arithmetic records, when no teacher traces are at hand.
-    func writeArithmeticData(_ url: URL) throws -> URL {
-        var lines: [String] = []
-        for i in 0..<64 {
-            let a = 12 + 7 * i, b = 3 + i % 9, c = 5 + i % 4
-            let record = ["prompt": "A shop sells \(a) apples on Monday and \(b) times as many on Tuesday; \(c) apples are returned. How many apples were sold in total?",
-                          "completion": "On Tuesday the shop sold \(b) x \(a) = \(a * b) apples. Together with Monday that is \(a) + \(a * b) = \(a + a * b). After \(c) returns, \(a + a * b) - \(c) = \(a + a * b - c). The answer is \(a + a * b - c)."]
-            lines.append(String(decoding: try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]), as: UTF8.self))
-        }
-        try lines.joined(separator: "\n").write(to: url, atomically: true, encoding: .utf8)
-        return url
-    }
-
-    /// The completion positions student 0 trains on over the whole run (the batches `rqat
-    /// train` draws: same data, seed 0, packing, the same shard).
-    func trainedTokensOfStudent0(data: String, tokenizer: BPETokenizer, template: ChatTemplate) throws -> Int {
-        let dataset = try SFTDataset.load(URL(fileURLWithPath: data), tokenizer: tokenizer, format: .chat, template: template,
-                                          seqLen: seqLen, dropLong: true)
-        let batcher = try SFTBatcher(dataset: dataset, seqLen: seqLen, batchTokens: batchTokens, packing: true,
-                                     padId: tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0, seed: 0)
-        var total = 0
-        for _ in 0..<(steps * gradAccum) { total += batcher.nextBatch().shard(0, of: students).predictedTokens }
-        return total
-    }
-
     func split(_ s: String) -> [String] { s.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init) }
-
-    func mpirunPath() throws -> String {
-        if let mpirun { return mpirun }
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/usr/local/bin"
-        for dir in path.split(separator: ":") + ["/usr/bin", "/usr/local/bin"] {
-            let candidate = "\(dir)/mpirun"
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
-        throw CLIError("mpirun not found on PATH (scripts/setup.sh installs openmpi-bin), or pass --mpirun")
-    }
 
     /// The path of the running rqat binary, so the ranks run exactly this build.
     func ownExecutable() throws -> String {

@@ -2,10 +2,9 @@ import ArgumentParser
 import Cluster
 import Foundation
 import Eval
+import Jobs
 import Formats
-import Quant
 import Model
-import Tensors
 
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -57,7 +56,9 @@ struct Generate: ParsableCommand {
         try reportingErrors {
             let lm = try LanguageModel(checkpoint: try openCheckpoint(model))
             if let prompts, let out {
-                try generateFile(lm, promptsPath: prompts, outPath: out)
+                let job = GenerationJob(chat: chat, maxTokens: maxTokens, temperature: temperature, topP: topP, topK: topK,
+                                        seed: seed, batch: batch)
+                try job.run(lm, promptsPath: prompts, outPath: out, log: printErr)
                 return
             }
             guard !MPI.isInitialized else { throw CLIError("under mpirun, generate takes --prompts FILE --out FILE") }
@@ -88,87 +89,6 @@ struct Generate: ParsableCommand {
     }
 }
 
-extension Generate {
-    func readPrompts(_ path: String) throws -> [String] {
-        guard let content = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw FormatError(path, "cannot read the prompts file as UTF-8 text")
-        }
-        let lines = content.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
-        guard path.hasSuffix(".jsonl") else { return lines }
-        return try lines.enumerated().map { (i, line) in
-            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                  let text = object["prompt"] as? String else {
-                throw FormatError(path, "line \(i + 1) is not a JSON object with a string field \"prompt\"")
-            }
-            return text
-        }
-    }
-
-    /// Batched generation over a prompt file; each round's lines are appended as soon as it ends.
-    ///
-    /// Under mpirun (more than one rank), rank 0 reads the prompts and writes the file while
-    /// ranks 1... serve as teachers: each round of `batch` prompts per teacher is split into one
-    /// batch per teacher. Seeds are per prompt, so the output is the same as a single process's.
-    func generateFile(_ lm: LanguageModel, promptsPath: String, outPath: String) throws {
-        let world = try MPI.initialize()
-        defer { MPI.finalize() }
-        let teacherRanks = Array(1..<max(world.size, 1))
-        if world.rank > 0 {
-            let service = TeacherService(decoder: lm.decoder, options: SignalOptions(), stopTokens: lm.stopTokens)
-            try service.serve(world: world, students: 1)
-            return
-        }
-        let generator = Generator(decoder: lm.decoder, stopTokens: lm.stopTokens)
-        let generate: ([GenerationRequest]) throws -> [GenerationResult] = teacherRanks.isEmpty
-            ? { generator.generate($0) }
-            : { try generateOnTeachers($0, world: world, teacherRanks: teacherRanks, vocab: lm.config.vocabSize, codec: .shuffledZstd(level: 3)) }
-        do {
-            try writeCompletions(lm, promptsPath: promptsPath, outPath: outPath, round: batch * max(teacherRanks.count, 1), generate: generate)
-        } catch {
-            if world.size > 1 { MPI.abort("error: \(error)") }
-            throw error
-        }
-        try releaseTeachers(world: world, teacherRanks: teacherRanks)
-    }
-
-    private func writeCompletions(_ lm: LanguageModel, promptsPath: String, outPath: String, round: Int,
-                                  generate: ([GenerationRequest]) throws -> [GenerationResult]) throws {
-        let texts = try readPrompts(promptsPath)
-        guard !texts.isEmpty else { throw FormatError(promptsPath, "no prompts") }
-        FileManager.default.createFile(atPath: outPath, contents: nil)
-        guard let handle = FileHandle(forWritingAtPath: outPath) else { throw FormatError(outPath, "cannot write") }
-        defer { try? handle.close() }
-        let start = Date()
-        var generated = 0
-        for first in stride(from: 0, to: texts.count, by: round) {
-            let slice = Array(texts[first..<min(first + round, texts.count)])
-            let requests = slice.enumerated().map { (i, text) -> GenerationRequest in
-                let ids = lm.encodePrompt(text, chat: chat)
-                // Seeds differ per prompt but do not depend on the batch size.
-                return GenerationRequest(prompt: ids, maxNewTokens: maxTokens,
-                                         sampling: SamplingParams(temperature: temperature, topP: topP, topK: topK,
-                                                                  seed: seed &+ UInt64(first + i)))
-            }
-            let results = try generate(requests)
-            for (i, r) in results.enumerated() {
-                let completionIds = r.tokens.filter { !lm.stopTokens.contains($0) }
-                let promptText = chat ? lm.chatTemplate.render([ChatMessage(role: "user", content: slice[i])], addGenerationPrompt: true) : slice[i]
-                let completion = lm.tokenizer.decode(completionIds)
-                let fullText = promptText + lm.tokenizer.decode(r.tokens)
-                let record: [String: Any] = ["prompt": slice[i], "completion": completion, "text": fullText,
-                                             "finish": r.finish.rawValue, "prompt_tokens": requests[i].prompt.count,
-                                             "completion_tokens": r.tokens.count]
-                var line = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
-                line.append(0x0A)
-                try handle.write(contentsOf: line)
-                generated += r.tokens.count
-            }
-            printErr(String(format: "generate: %d/%d prompts, %.1f tokens/s", min(first + round, texts.count), texts.count,
-                            Double(generated) / Date().timeIntervalSince(start)))
-        }
-    }
-}
-
 struct Perplexity: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ppl",
@@ -186,7 +106,9 @@ struct Perplexity: ParsableCommand {
     func run() throws {
         runtime.apply()
         try reportingErrors {
-            let texts = try readTexts(data)
+            var texts = try TextRecords.read(data, field: "text", what: "file")
+            // A line of spaces is no sequence to score; JSONL records are scored as they are.
+            if !data.hasSuffix(".jsonl") { texts = texts.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty } }
             let lm = try LanguageModel(checkpoint: try openCheckpoint(model))
             let limit = maxTokens > 0 ? maxTokens : lm.config.maxPositionEmbeddings
             let sequences = texts.map { Array(lm.tokenizer.encode($0).prefix(limit)) }
@@ -197,21 +119,6 @@ struct Perplexity: ParsableCommand {
             print(String(format: "perplexity %.4f  (mean NLL %.5f over %d predicted tokens, %d sequences)",
                          result.perplexity, result.totalNLL / Double(result.predictedTokens),
                          result.predictedTokens, sequences.count))
-        }
-    }
-
-    func readTexts(_ path: String) throws -> [String] {
-        guard let content = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw FormatError(path, "cannot read the file as UTF-8 text")
-        }
-        let lines = content.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
-        guard path.hasSuffix(".jsonl") else { return lines.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty } }
-        return try lines.enumerated().map { (i, line) in
-            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                  let text = object["text"] as? String else {
-                throw FormatError(path, "line \(i + 1) is not a JSON object with a string field \"text\"")
-            }
-            return text
         }
     }
 }

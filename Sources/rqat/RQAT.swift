@@ -4,13 +4,14 @@ import Formats
 import Quant
 import Train
 import Cluster
+import Jobs
 
 @main
 struct RQAT: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rqat",
         abstract: "Low-bit quantization-aware training of reasoning LLMs on CPU clusters.",
-        subcommands: [Info.self, Tokenize.self, Generate.self, Perplexity.self, SFT.self, TrainCommand.self, PTQCommand.self, Bench.self])
+        subcommands: [Info.self, Tokenize.self, Generate.self, Perplexity.self, SFT.self, TrainCommand.self, PTQCommand.self, BenchCommand.self])
 }
 
 /// Options every model-running command shares.
@@ -35,9 +36,6 @@ func reportingErrors(_ body: () throws -> Void) throws {
         throw ExitCode.failure
     }
 }
-
-/// Opens any checkpoint the tool runs: GGUF, Hugging Face directory, or a GPTQ-packed directory.
-func openCheckpoint(_ path: String) throws -> Checkpoint { try QuantizedCheckpoint.open(path) }
 
 struct CLIError: UserFacingError {
     let message: String

@@ -1,10 +1,8 @@
 import ArgumentParser
 import Cluster
 import Foundation
-import Formats
+import Jobs
 import Quant
-import Model
-import Tensors
 import Train
 
 /// The options every training command shares: data, schedule, optimizer, checkpoints, QAT.
@@ -67,76 +65,10 @@ struct TrainingFlags: ParsableArguments {
         return o
     }
 
-    var runDir: URL { URL(fileURLWithPath: out) }
-}
-
-/// A student made ready to train: its checkpoint, tokenizer, data, decoder and quantizer.
-struct StudentSetup {
-    let checkpoint: Checkpoint
-    let tokenizer: BPETokenizer
-    let template: ChatTemplate
-    let dataset: SFTDataset
-    let decoder: TrainableDecoder
-    let quantizer: FakeQuantizer?
-
-    init(model: String, flags: TrainingFlags, log: (String) -> Void) throws {
-        checkpoint = try openCheckpoint(model)
-        (tokenizer, template) = try checkpoint.loadTokenizer()
-        dataset = try SFTDataset.load(URL(fileURLWithPath: flags.data), tokenizer: tokenizer,
-                                      format: SFTFormat(rawValue: flags.format)!, template: template,
-                                      seqLen: flags.seqLen, dropLong: flags.dropLong)
-        if !dataset.droppedLines.isEmpty {
-            log("dropped \(dataset.droppedLines.count) examples longer than \(flags.seqLen) tokens")
-        }
-        let decoder = try TrainableDecoder(config: checkpoint.config, source: checkpoint.weights)
-        self.decoder = decoder
-        quantizer = try flags.qat.map { text in
-            try FakeQuantizer(decoder: decoder, scheme: try QuantScheme.parse(text), mode: flags.lsq ? .lsq : .ste)
-        }
-    }
-
-    var padId: Int { tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0 }
-
-    /// Tokenizer files go into every checkpoint so `rqat generate --model <checkpoint>` works.
-    func tokenizerFiles(in runDir: URL, write: Bool) throws -> [URL] {
-        let dir = runDir.appendingPathComponent("tokenizer")
-        if write {
-            try tokenizer.writeHuggingFaceFiles(to: dir, chatTemplate: template,
-                                                modelMaxLength: checkpoint.config.maxPositionEmbeddings)
-        }
-        return ["tokenizer.json", "tokenizer_config.json"].map { dir.appendingPathComponent($0) }
-    }
-
-    /// Runs the trainer with one progress line per step (when `log` prints) and, after QAT,
-    /// writes the result in the packed low-bit format to OUT/quantized.
-    func train(_ trainer: Trainer, flags: TrainingFlags, log: (String) -> Void) throws {
-        let rows = flags.batchTokens / flags.seqLen
-        log(String(format: "%d examples, %d steps of %d micro-batch(es) of %d x %d tokens (padding included); activations %.0f MB%@",
-                   dataset.examples.count, flags.steps, flags.gradAccum, rows, flags.seqLen,
-                   Double(decoder.activationBytes(batch: rows, length: flags.seqLen)) / 1e6,
-                   trainer.step > 0 ? "; resuming at step \(trainer.step)" : ""))
-        let first = trainer.step
-        let start = Date()
-        try trainer.run { r in
-            let done = r.step - first, left = flags.steps - r.step
-            let eta = Date().timeIntervalSince(start) / Double(max(done, 1)) * Double(left)
-            log(String(format: "step %d/%d  loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  ETA %@%@",
-                       r.step, flags.steps, r.loss, r.lr, r.gradNorm, r.tokensPerSecond, formatDuration(eta),
-                       r.skipped ? "  (skipped: non-finite)" : ""))
-        }
-        guard trainer.group?.writesCheckpoints ?? true else { return }
-        log("done; final checkpoint \(TrainCheckpoint.latestCheckpoint(in: flags.runDir)?.path ?? "-")")
-        if let quantizer {
-            // The QAT result in the packed low-bit format, runnable by every rqat command.
-            let exportDir = flags.runDir.appendingPathComponent("quantized")
-            let quantized = quantizer.exportQuantized()
-            var fullPrecision: [String: Tensor] = [:]
-            for p in decoder.parameters where quantized[p.name] == nil { fullPrecision[p.name] = p.value }
-            try QuantizedCheckpoint.save(directory: exportDir, config: decoder.config, fullPrecision: fullPrecision,
-                                         quantized: quantized, scheme: quantizer.scheme, method: "qat-\(quantizer.mode.rawValue)",
-                                         extraFiles: trainer.extraCheckpointFiles)
-            log("quantized model written to \(exportDir.path)")
-        }
+    /// Parsed by `validate()` already, so parsing again cannot fail.
+    var spec: TrainingSpec {
+        TrainingSpec(data: data, format: SFTFormat(rawValue: format)!, dropLong: dropLong,
+                     qat: qat.map { try! QuantScheme.parse($0) }, lsq: lsq, options: options, runDir: URL(fileURLWithPath: out))
     }
 }
 
@@ -159,12 +91,7 @@ struct SFT: ParsableCommand {
     func run() throws {
         runtime.apply()
         try reportingErrors {
-            let log: (String) -> Void = { printErr("sft: " + $0) }
-            let student = try StudentSetup(model: model, flags: flags, log: log)
-            let trainer = try Trainer(model: student.decoder, dataset: student.dataset, padId: student.padId,
-                                      options: flags.options, runDir: flags.runDir, quantizer: student.quantizer)
-            trainer.extraCheckpointFiles = try student.tokenizerFiles(in: flags.runDir, write: true)
-            try student.train(trainer, flags: flags, log: log)
+            try SFTJob(model: model, spec: flags.spec).run { printErr("sft: " + $0) }
         }
     }
 }
@@ -180,7 +107,10 @@ struct TrainCommand: ParsableCommand {
             teacher and answer the students' requests --lookahead micro-batches ahead; the other \
             ranks are data-parallel students whose gradients are summed with MPI allreduce. \
             Without mpirun (or with --teachers 0) each process runs its teacher in-process. \
-            Checkpoints, metrics and resume as in `rqat sft` (student rank 0 writes them).
+            Checkpoints, metrics and resume as in `rqat sft` (student rank 0 writes them). At its end \
+            every rank writes OUT/summary-rank<N>.json (N = world rank): a teacher's tokens and busy and \
+            wall seconds, a student's training seconds, wait for the teacher, bytes of teacher signal \
+            and gradient allreduce.
             Example: mpirun -np 3 rqat train --teachers 1 --teacher T.gguf --student S --data traces.jsonl --out runs/kd
             """)
 
@@ -204,7 +134,7 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
-        guard loss == "kd" || loss == "ce" else { throw ValidationError("--loss must be kd or ce") }
+        guard DistillJob.Loss(rawValue: loss) != nil else { throw ValidationError("--loss must be kd or ce") }
         guard SignalEncoding(signal) != nil else { throw ValidationError("--signal: valid forms are \(SignalEncoding.validForms)") }
         guard kdTemperature > 0 else { throw ValidationError("--kd-temperature must be positive") }
         guard lookahead >= 0 else { throw ValidationError("--lookahead must be 0 or more") }
@@ -224,86 +154,10 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         runtime.apply()
-        let world: Communicator
-        do { world = try MPI.initialize() } catch { printErr("error: \(error)"); throw ExitCode.failure }
-        defer { MPI.finalize() }
-        let roles: Roles
-        do { roles = try Roles(world: world, teachers: teachers) } catch {
-            if world.rank == 0 { printErr("error: \(error)") }
-            throw ExitCode(2)
-        }
-        do {
-            try runRole(roles)
-        } catch {
-            // Any failure on one rank must stop the others, which would otherwise wait for it.
-            let message = "error: rank \(world.rank) (\(roles.describe(rank: world.rank))): \(error)"
-            if world.size > 1 { MPI.abort(message, code: 1) }
-            printErr(message)
-            throw ExitCode.failure
-        }
+        let job = DistillJob(teacher: teacher, student: student, loss: DistillJob.Loss(rawValue: loss)!, signal: signalOptions,
+                             teachers: teachers, lookahead: lookahead, bucketMB: bucketMB, syncCheckEvery: syncCheckEvery,
+                             spec: flags.spec)
+        let status = job.runInWorld(printLine: printErr)
+        if status != 0 { throw ExitCode(status) }
     }
-
-    private func runRole(_ roles: Roles) throws {
-        let world = roles.world
-        let isLead = world.rank == roles.teachers   // student 0 reports and writes
-        let log: (String) -> Void = { if isLead { printErr("train: " + $0) } }
-        let layout = try roles.layoutLine(threads: Threads.count)
-        log(layout)
-
-        // Teacher and student must share one vocabulary: compared on every rank before any work.
-        var teacherModel: LanguageModel?
-        if roles.role == .teacher || !roles.remoteTeachers { teacherModel = try LanguageModel(path: teacher) }
-        let studentSetup = roles.role == .student ? try StudentSetup(model: student, flags: flags, log: log) : nil
-        try checkVocabularies(world: world, teacher: teacherModel?.tokenizer, student: studentSetup?.tokenizer)
-
-        if roles.role == .teacher {
-            let service = TeacherService(decoder: teacherModel!.decoder, options: signalOptions, stopTokens: teacherModel!.stopTokens)
-            let start = Date()
-            try service.serve(world: world, students: roles.students)
-            let seconds = Date().timeIntervalSince(start)
-            printErr(String(format: "train: teacher rank %d served %d tokens in %.3f s busy of %.3f s (%.0f tok/s while busy)",
-                            world.rank, service.tokensProcessed, service.busySeconds, seconds,
-                            Double(service.tokensProcessed) / max(service.busySeconds, 1e-9)))
-            return
-        }
-
-        let s = studentSetup!
-        let group = roles.students > 1 ? StudentGroup(comm: roles.group, bucketBytes: Int(bucketMB * 1e6)) : nil
-        let link: TeacherLink = roles.remoteTeachers
-            ? RemoteTeacherLink(world: world, teacherRanks: roles.teacherRanks, studentIndex: roles.group.rank,
-                                studentCount: roles.students, vocab: s.decoder.config.vocabSize, options: signalOptions)
-            : LocalTeacherLink(service: TeacherService(decoder: teacherModel!.decoder, options: signalOptions))
-        let objective: TrainingObjective = loss == "kd"
-            ? KDObjective(link: link, lossOptions: KDLoss.Options(temperature: kdTemperature), lookahead: lookahead)
-            : CrossEntropyObjective()
-        let trainer = try Trainer(model: s.decoder, dataset: s.dataset, padId: s.padId, options: flags.options,
-                                  runDir: flags.runDir, quantizer: s.quantizer, objective: objective, group: group)
-        trainer.syncCheckEvery = syncCheckEvery
-        trainer.extraCheckpointFiles = try s.tokenizerFiles(in: flags.runDir, write: isLead)
-        let start = Date()
-        try s.train(trainer, flags: flags, log: log)
-        let seconds = Date().timeIntervalSince(start)
-        if loss == "kd" {
-            log(String(format: "student waited %.3f s for the teacher of %.3f s (%.1f%%); %d bytes of teacher signal received",
-                       link.waitSeconds, seconds, 100 * link.waitSeconds / max(seconds, 1e-9), link.bytesReceived))
-        }
-        try link.close()   // remote teachers stop once every student has closed
-        if let group { log(String(format: "gradient allreduce: %.3f MB per rank, %.3f s waiting after backward", Double(group.bytesReduced) / 1e6, group.reduceWaitSeconds)) }
-    }
-
-    private func checkVocabularies(world: Communicator, teacher teacherTokenizer: BPETokenizer?, student studentTokenizer: BPETokenizer?) throws {
-        func entry(_ t: BPETokenizer?) -> String { t.map { "\($0.vocabSize):\($0.vocabularyFingerprint)" } ?? "-" }
-        let mine = entry(teacherTokenizer) + " " + entry(studentTokenizer)
-        let all = try world.allGather(Array(mine.utf8)).map { String(decoding: $0, as: UTF8.self).split(separator: " ").map(String.init) }
-        let teachers = Set(all.map { $0[0] }.filter { $0 != "-" }), students = Set(all.map { $0[1] }.filter { $0 != "-" })
-        if teachers.union(students).count > 1 {
-            throw CLIError("the teacher \(teacher) and the student \(student) have different vocabularies (size:fingerprint teacher \(teachers.sorted()), student \(students.sorted())); KD needs the same tokenizer: pick a student of the teacher's family")
-        }
-    }
-}
-
-func formatDuration(_ seconds: Double) -> String {
-    guard seconds.isFinite else { return "?" }
-    let s = Int(seconds.rounded())
-    return s >= 3600 ? String(format: "%dh%02dm", s / 3600, s / 60 % 60) : String(format: "%dm%02ds", s / 60, s % 60)
 }

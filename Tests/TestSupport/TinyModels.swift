@@ -6,13 +6,14 @@ public enum TinyModels {
     /// A random tiny Qwen3 (hidden 32, 2 layers, 4 heads / 2 KV heads, head_dim 8, MLP 64, tied
     /// embeddings) with the tiny BPE tokenizer of the fixtures, as a Hugging Face directory
     /// (`config.json`, `model.safetensors`, `tokenizer.json`). Norm weights are 1, every matrix
-    /// is drawn from N(0, 0.2²) by a generator seeded with `seed`.
-    public static func writeModel(at directory: URL, seed: UInt64, vocabOverride: Int? = nil) throws {
+    /// is drawn from N(0, 0.2²) by a generator seeded with `seed`. `headDim` 32 gives every
+    /// matrix a multiple of 32 rows, which the GPTQ packed format of `rqat ptq` needs.
+    public static func writeModel(at directory: URL, seed: UInt64, vocabOverride: Int? = nil, headDim: Int = 8) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let tokenizer = TestPaths.fixture("tiny-tokenizer/tokenizer.json")
         try FileManager.default.copyItem(at: tokenizer, to: directory.appendingPathComponent("tokenizer.json"))
         let vocab = try vocabOverride ?? vocabularySize(tokenizerJSON: tokenizer)
-        let hidden = 32, intermediate = 64, layers = 2, heads = 4, kvHeads = 2, headDim = 8
+        let hidden = 32, intermediate = 64, layers = 2, heads = 4, kvHeads = 2
         let config: [String: Any] = [
             "model_type": "qwen3", "hidden_size": hidden, "intermediate_size": intermediate,
             "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kvHeads,

@@ -55,5 +55,14 @@ final class BenchClusterTests: XCTestCase {
         let scaling = objects.filter { $0["name"] as? String == "cluster_scaling" }
         XCTAssertEqual(scaling.count, 1, result.output)
         if let s = scaling.first { positive(s, "speedup") }
+
+        // The figures came from the summaries every rank wrote (kept, as --work-dir was given).
+        let run = dir.appendingPathComponent("work/run-t2-s1")
+        for (rank, role) in [(0, "teacher"), (1, "teacher"), (2, "student")] {
+            let url = run.appendingPathComponent("summary-rank\(rank).json")
+            let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any]
+            XCTAssertEqual(summary?["role"] as? String, role, url.path)
+            XCTAssertEqual(summary?["world_size"] as? Int, 3, url.path)
+        }
     }
 }

@@ -107,6 +107,29 @@ final class CLITests: XCTestCase {
         assertOneLineError(empty, names: calib.path, contains: "no usable calibration sequence")
     }
 
+    /// `rqat ptq` leaves OUT/ptq-report.json: every matrix's relative output error and their
+    /// sum, the figure stderr quotes (scripts/ptq-table.sh reads the report).
+    func testPTQWritesItsReport() throws {
+        let dir = try scratch()
+        try TinyModels.writeModel(at: dir.appendingPathComponent("model"), seed: 3, headDim: 32)
+        let calib = dir.appendingPathComponent("calib.txt")
+        try (0..<16).map { "Line \($0): \(12 + $0) apples and \(3 + $0) pears are sold on Monday." }.joined(separator: "\n")
+            .write(to: calib, atomically: true, encoding: .utf8)
+        let out = dir.appendingPathComponent("q")
+        let r = try run(["ptq", "--model", dir.appendingPathComponent("model").path, "--scheme", "w4g32", "--method", "gptq",
+                         "--calib", calib.path, "--calib-samples", "4", "--seq-len", "32", "--out", out.path, "--threads", "1"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("ptq-report.json"))) as? [String: Any])
+        let matrices = try XCTUnwrap(report["matrices"] as? [[String: Any]])
+        XCTAssertEqual(matrices.count, 14)
+        let errors = matrices.compactMap { $0["relative_output_error"] as? Double }
+        XCTAssertEqual(errors.count, 14)
+        let sum = try XCTUnwrap(report["sum_relative_output_error"] as? Double)
+        XCTAssertEqual(sum, errors.reduce(0, +), accuracy: 1e-9)
+        XCTAssertEqual(report["calibration_windows"] as? Int, 4)
+        XCTAssertTrue(r.stderr.contains(String(format: "relative output errors over 14 matrices: %.4f", sum)), r.stderr)
+    }
+
     /// Activation and KV-cache quantization are not implemented: `--qat w4a4kv4` and
     /// `ptq --scheme w4a8` stop before any work, naming the missing parts, instead of silently
     /// running weight-only.

@@ -1,0 +1,120 @@
+import Foundation
+import Formats
+import Model
+import Quant
+import Tensors
+import Train
+
+/// What a training job trains on and how: the data file, its format, QAT, the schedule and
+/// optimizer (`TrainOptions`) and the run directory.
+package struct TrainingSpec {
+    package var data: String
+    package var format: SFTFormat
+    /// Skip examples longer than `options.seqLen` instead of stopping with an error.
+    package var dropLong: Bool
+    /// Fake-quantize the decoder-block linears with this scheme (QAT).
+    package var qat: QuantScheme?
+    /// LSQ (learnable step and zero per group) instead of STE over min/max grids.
+    package var lsq: Bool
+    package var options: TrainOptions
+    package var runDir: URL
+
+    package init(data: String, format: SFTFormat, dropLong: Bool, qat: QuantScheme?, lsq: Bool, options: TrainOptions, runDir: URL) {
+        self.data = data
+        self.format = format
+        self.dropLong = dropLong
+        self.qat = qat
+        self.lsq = lsq
+        self.options = options
+        self.runDir = runDir
+    }
+}
+
+/// A student made ready to train: its checkpoint, tokenizer, data, decoder and quantizer.
+package struct StudentSetup {
+    package let spec: TrainingSpec
+    package let checkpoint: Checkpoint
+    package let tokenizer: BPETokenizer
+    package let template: ChatTemplate
+    package let dataset: SFTDataset
+    package let decoder: TrainableDecoder
+    package let quantizer: FakeQuantizer?
+
+    package init(model: String, spec: TrainingSpec, log: (String) -> Void) throws {
+        self.spec = spec
+        checkpoint = try openCheckpoint(model)
+        (tokenizer, template) = try checkpoint.loadTokenizer()
+        dataset = try SFTDataset.load(URL(fileURLWithPath: spec.data), tokenizer: tokenizer, format: spec.format,
+                                      template: template, seqLen: spec.options.seqLen, dropLong: spec.dropLong)
+        if !dataset.droppedLines.isEmpty {
+            log("dropped \(dataset.droppedLines.count) examples longer than \(spec.options.seqLen) tokens")
+        }
+        let decoder = try TrainableDecoder(config: checkpoint.config, source: checkpoint.weights)
+        self.decoder = decoder
+        quantizer = try spec.qat.map { try FakeQuantizer(decoder: decoder, scheme: $0, mode: spec.lsq ? .lsq : .ste) }
+    }
+
+    package var padId: Int { tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0 }
+
+    /// Tokenizer files go into every checkpoint so `rqat generate --model <checkpoint>` works.
+    package func tokenizerFiles(in runDir: URL, write: Bool) throws -> [URL] {
+        let dir = runDir.appendingPathComponent("tokenizer")
+        if write {
+            try tokenizer.writeHuggingFaceFiles(to: dir, chatTemplate: template,
+                                                modelMaxLength: checkpoint.config.maxPositionEmbeddings)
+        }
+        return ["tokenizer.json", "tokenizer_config.json"].map { dir.appendingPathComponent($0) }
+    }
+
+    /// Runs the trainer with one progress line per step (when `log` prints) and, after QAT,
+    /// writes the result in the packed low-bit format to OUT/quantized.
+    package func train(_ trainer: Trainer, log: (String) -> Void) throws {
+        let o = spec.options
+        let rows = o.batchTokens / o.seqLen
+        log(String(format: "%d examples, %d steps of %d micro-batch(es) of %d x %d tokens (padding included); activations %.0f MB%@",
+                   dataset.examples.count, o.steps, o.gradAccumulation, rows, o.seqLen,
+                   Double(decoder.activationBytes(batch: rows, length: o.seqLen)) / 1e6,
+                   trainer.step > 0 ? "; resuming at step \(trainer.step)" : ""))
+        let first = trainer.step
+        let start = Date()
+        try trainer.run { r in
+            let done = r.step - first, left = o.steps - r.step
+            let eta = Date().timeIntervalSince(start) / Double(max(done, 1)) * Double(left)
+            log(String(format: "step %d/%d  loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  ETA %@%@",
+                       r.step, o.steps, r.loss, r.lr, r.gradNorm, r.tokensPerSecond, formatDuration(eta),
+                       r.skipped ? "  (skipped: non-finite)" : ""))
+        }
+        guard trainer.group?.writesCheckpoints ?? true else { return }
+        log("done; final checkpoint \(TrainCheckpoint.latestCheckpoint(in: spec.runDir)?.path ?? "-")")
+        if let quantizer {
+            // The QAT result in the packed low-bit format, runnable by every rqat command.
+            let exportDir = spec.runDir.appendingPathComponent("quantized")
+            let quantized = quantizer.exportQuantized()
+            var fullPrecision: [String: Tensor] = [:]
+            for p in decoder.parameters where quantized[p.name] == nil { fullPrecision[p.name] = p.value }
+            try QuantizedCheckpoint.save(directory: exportDir, config: decoder.config, fullPrecision: fullPrecision,
+                                         quantized: quantized, scheme: quantizer.scheme, method: "qat-\(quantizer.mode.rawValue)",
+                                         extraFiles: trainer.extraCheckpointFiles)
+            log("quantized model written to \(exportDir.path)")
+        }
+    }
+}
+
+/// Supervised fine-tuning (`rqat sft`): cross-entropy on the completion tokens, one process.
+package struct SFTJob {
+    package var model: String
+    package var spec: TrainingSpec
+
+    package init(model: String, spec: TrainingSpec) {
+        self.model = model
+        self.spec = spec
+    }
+
+    package func run(log: (String) -> Void) throws {
+        let student = try StudentSetup(model: model, spec: spec, log: log)
+        let trainer = try Trainer(model: student.decoder, dataset: student.dataset, padId: student.padId,
+                                  options: spec.options, runDir: spec.runDir, quantizer: student.quantizer)
+        trainer.extraCheckpointFiles = try student.tokenizerFiles(in: spec.runDir, write: true)
+        try student.train(trainer, log: log)
+    }
+}

@@ -1,0 +1,68 @@
+import Foundation
+import Formats
+@testable import Jobs
+import Quant
+import TestSupport
+import XCTest
+
+/// `rqat ptq` as a library job on a tiny Qwen3 whose matrices fit the packed format: the report
+/// it returns and leaves in OUT/ptq-report.json.
+final class PTQJobTests: XCTestCase {
+    var dir: URL!
+
+    override func setUpWithError() throws {
+        dir = try makeScratchDirectory("rqat-ptq-job")
+        try TinyModels.writeModel(at: dir.appendingPathComponent("model"), seed: 3, headDim: 32)
+        let text = (0..<24).map { "Question \($0): a shop sells \(12 + $0) apples and \(3 + $0 % 5) pears; how many fruits are sold?" }
+        try text.joined(separator: "\n").write(to: dir.appendingPathComponent("calib.txt"), atomically: true, encoding: .utf8)
+    }
+
+    func job(_ method: PTQMethod, calibration: Bool = true, out: String) throws -> PTQJob {
+        PTQJob(model: dir.appendingPathComponent("model").path, scheme: try QuantScheme.parse("w4g32"), method: method,
+               calibration: calibration ? dir.appendingPathComponent("calib.txt").path : nil, calibrationSamples: 6,
+               seqLen: 32, clip: false, actOrder: false, damp: 0.01, out: dir.appendingPathComponent(out).path)
+    }
+
+    func testReportListsEveryMatrixWithItsErrorAndTheSum() throws {
+        var lines: [String] = []
+        let report = try job(.gptq, out: "gptq").run { lines.append($0) }
+        // 2 layers x (q, k, v, o, gate, up, down).
+        XCTAssertEqual(report.matrices.count, 14)
+        XCTAssertEqual(report.matrices.first?.name, "model.layers.0.self_attn.q_proj.weight")
+        XCTAssertEqual(report.calibrationWindows, 6)
+        XCTAssertEqual(report.scheme, "w4g32-asym")
+        XCTAssertEqual(report.method, "gptq")
+        let errors = report.matrices.compactMap(\.relativeOutputError)
+        XCTAssertEqual(errors.count, 14)
+        XCTAssertTrue(errors.allSatisfy { $0 > 0 && $0 < 1 }, "\(errors)")
+        XCTAssertEqual(try XCTUnwrap(report.sumRelativeOutputError), errors.reduce(0, +), accuracy: 1e-12)
+        // The figure of the progress line is the report's sum.
+        XCTAssertTrue(lines.contains(String(format: "ptq: sum of relative output errors over 14 matrices: %.4f", report.sumRelativeOutputError!)), "\(lines)")
+
+        let out = dir.appendingPathComponent("gptq")
+        XCTAssertEqual(try PTQReport.read(out: out), report)
+        // The report sits next to a checkpoint that still opens.
+        XCTAssertEqual(try openCheckpoint(out.path).config.numHiddenLayers, 2)
+    }
+
+    func testGPTQBeatsRTNOnTheCalibrationWindows() throws {
+        let rtn = try job(.rtn, out: "rtn").run { _ in }
+        let gptq = try job(.gptq, out: "gptq").run { _ in }
+        XCTAssertLessThan(try XCTUnwrap(gptq.sumRelativeOutputError), try XCTUnwrap(rtn.sumRelativeOutputError))
+    }
+
+    func testRTNWithoutCalibrationHasNoErrors() throws {
+        let report = try job(.rtn, calibration: false, out: "rtn-plain").run { _ in }
+        XCTAssertEqual(report.matrices.count, 14)
+        XCTAssertTrue(report.matrices.allSatisfy { $0.relativeOutputError == nil })
+        XCTAssertNil(report.sumRelativeOutputError)
+        XCTAssertNil(try PTQReport.read(out: dir.appendingPathComponent("rtn-plain")).sumRelativeOutputError)
+    }
+
+    func testActivationOnlySchemeIsRefusedBeforeAnyWork() throws {
+        var j = try job(.rtn, out: "never")
+        j.scheme = try QuantScheme.parse("a8")
+        XCTAssertThrowsError(try j.run { _ in }) { XCTAssertTrue("\($0)".contains("w<bits>"), "\($0)") }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("never").path))
+    }
+}
