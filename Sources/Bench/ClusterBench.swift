@@ -74,7 +74,7 @@ package enum ClusterBench {
 
         // Generated models share the tokenizer of the teacher (KD needs one vocabulary).
         let tokenizerSource = o.vocabFrom ?? (o.teacher == "small" ? "assets/SmolLM2-135M-Instruct.Q4_1.gguf" : o.teacher)
-        let (tokenizer, template) = try openCheckpoint(tokenizerSource).loadTokenizer()
+        let (tokenizer, template) = try Checkpoint.open(tokenizerSource).loadTokenizer()
         let small = SmallModel(hidden: o.smallHidden, layers: o.smallLayers, context: o.seqLen)
         let teacherPath = o.teacher == "small"
             ? try small.write(to: work.appendingPathComponent("small-teacher"), tokenizer: tokenizer, template: template, seed: 11).path
@@ -93,8 +93,8 @@ package enum ClusterBench {
         let setup = Setup(
             teacherPath: teacherPath, studentPath: studentPath,
             teacherLabel: o.teacher == "small" ? small.label : teacherPath, studentLabel: o.student == "small" ? small.label : studentPath,
-            teacherParameters: try openCheckpoint(teacherPath).config.parameterCount,
-            studentParameters: try openCheckpoint(studentPath).config.parameterCount,
+            teacherParameters: try Checkpoint.open(teacherPath).config.parameterCount,
+            studentParameters: try Checkpoint.open(studentPath).config.parameterCount,
             dataPath: dataPath, trainedTokens: try trainedTokensOfStudent0(o, data: dataPath, tokenizer: tokenizer, template: template),
             cores: ProcessInfo.processInfo.activeProcessorCount)
         let launcher = try mpirunPath(o.mpirun)

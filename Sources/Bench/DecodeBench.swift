@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 import Jobs
 import Model
@@ -32,7 +33,7 @@ package struct DecodeBench {
     package let model: LanguageModel
 
     package init(model path: String) throws {
-        model = try LanguageModel(checkpoint: try openCheckpoint(path))
+        model = try LanguageModel(checkpoint: try Checkpoint.open(path))
     }
 
     package func run(_ options: Options) -> Result {

@@ -69,8 +69,8 @@ package final class WireBench {
     package init(_ options: Options, log: (String) -> Void) throws {
         self.options = options
         let o = options
-        teacher = try LanguageModel(checkpoint: try openCheckpoint(o.teacher))
-        studentCheckpoint = try o.student.map(openCheckpoint) ?? teacher.checkpoint
+        teacher = try LanguageModel(checkpoint: try Checkpoint.open(o.teacher))
+        studentCheckpoint = try o.student.map(Checkpoint.open) ?? teacher.checkpoint
         let (tokenizer, template) = try studentCheckpoint.loadTokenizer()
         guard tokenizer.vocabSize == teacher.tokenizer.vocabSize,
               tokenizer.vocabularyFingerprint == teacher.tokenizer.vocabularyFingerprint,

@@ -10,18 +10,18 @@ import Tensors
 #endif
 
 /// How a frame's values are stored in its payload (always little-endian).
-public enum FrameDType: Equatable, Hashable, Sendable, CustomStringConvertible {
+package enum FrameDType: Equatable, Hashable, Sendable, CustomStringConvertible {
     case float32, float16, bfloat16
     case int32, uint8, uint16, uint32
     /// Unsigned codes of `bits` (1...8) bits each, packed LSB first into consecutive bytes.
     case packed(bits: Int)
 
     /// uint16 when every token id of the vocabulary fits in it, else uint32.
-    public static func tokenIds(vocabSize: Int) -> FrameDType {
+    package static func tokenIds(vocabSize: Int) -> FrameDType {
         vocabSize <= 1 << 16 ? .uint16 : .uint32
     }
 
-    public var bitsPerValue: Int {
+    package var bitsPerValue: Int {
         switch self {
         case .float32, .int32, .uint32: return 32
         case .float16, .bfloat16, .uint16: return 16
@@ -32,15 +32,15 @@ public enum FrameDType: Equatable, Hashable, Sendable, CustomStringConvertible {
 
     /// Bytes per value for the byte-plane shuffle; packed codes count as bytes (nothing to
     /// transpose).
-    public var elementBytes: Int { max(bitsPerValue / 8, 1) }
+    package var elementBytes: Int { max(bitsPerValue / 8, 1) }
 
     /// Payload size of `count` values (packed codes round up to whole bytes).
-    public func payloadBytes(count: Int) -> Int { (count * bitsPerValue + 7) / 8 }
+    package func payloadBytes(count: Int) -> Int { (count * bitsPerValue + 7) / 8 }
 
-    public var isFloatingPoint: Bool { self == .float32 || self == .float16 || self == .bfloat16 }
+    package var isFloatingPoint: Bool { self == .float32 || self == .float16 || self == .bfloat16 }
 
     /// The integers this dtype holds exactly (nil for the floating-point types).
-    public var integerRange: ClosedRange<Int64>? {
+    package var integerRange: ClosedRange<Int64>? {
         switch self {
         case .float32, .float16, .bfloat16: return nil
         case .int32: return Int64(Int32.min)...Int64(Int32.max)
@@ -54,7 +54,7 @@ public enum FrameDType: Equatable, Hashable, Sendable, CustomStringConvertible {
     /// Throws `FrameValueError` naming the first value this dtype cannot hold (say a token id
     /// >= 65536 for uint16). The frame initialisers trap on such a value; call this first when
     /// the range is not known in advance.
-    public func checkFits<Values: Sequence>(_ values: Values) throws where Values.Element: BinaryInteger {
+    package func checkFits<Values: Sequence>(_ values: Values) throws where Values.Element: BinaryInteger {
         guard let range = integerRange else { throw FrameValueError(description: "\(self) frames hold no integers") }
         for (index, value) in values.enumerated() {
             guard let wide = Int64(exactly: value), range.contains(wide) else {
@@ -64,7 +64,7 @@ public enum FrameDType: Equatable, Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .float32: return "float32"
         case .float16: return "float16"
@@ -79,8 +79,8 @@ public enum FrameDType: Equatable, Hashable, Sendable, CustomStringConvertible {
 }
 
 /// A value outside the range of the frame's dtype.
-public struct FrameValueError: UserFacingError, Equatable {
-    public let description: String
+package struct FrameValueError: UserFacingError, Equatable {
+    package let description: String
 }
 
 /// A typed, shaped array that travels between ranks.
@@ -88,20 +88,20 @@ public struct FrameValueError: UserFacingError, Equatable {
 /// The payload is a `[UInt8]` rather than `Data`: it is contiguous, has no Foundation
 /// dependency, always starts at index 0 (a `Data` slice does not), and `withUnsafeBytes` hands
 /// the encoder and decoder a raw pointer without copying.
-public struct TensorFrame: Equatable, Sendable {
+package struct TensorFrame: Equatable, Sendable {
     /// The message kind; its meaning is the caller's (the wire only carries it).
-    public let kind: UInt16
-    public let dtype: FrameDType
-    public let shape: [Int]
+    package let kind: UInt16
+    package let dtype: FrameDType
+    package let shape: [Int]
     /// The uncompressed values, laid out as `dtype` says.
-    public let payload: [UInt8]
+    package let payload: [UInt8]
 
     /// Frames have at most this many dimensions (the header stores the rank in one byte; the
     /// bound keeps a hostile header from claiming a huge shape).
-    public static let maxRank = 8
+    package static let maxRank = 8
 
     /// A frame from payload bytes already in `dtype`'s layout (for example packed weights).
-    public init(kind: UInt16, dtype: FrameDType, shape: [Int], payload: [UInt8]) {
+    package init(kind: UInt16, dtype: FrameDType, shape: [Int], payload: [UInt8]) {
         precondition(shape.count <= Self.maxRank, "frame rank \(shape.count) exceeds \(Self.maxRank)")
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in frame shape \(shape)")
         if case .packed(let bits) = dtype { precondition((1...8).contains(bits), "packed codes have 1...8 bits, not \(bits)") }
@@ -115,7 +115,7 @@ public struct TensorFrame: Equatable, Sendable {
     }
 
     /// The number of values (the product of `shape`; 1 for a scalar).
-    public var count: Int { shape.reduce(1, *) }
+    package var count: Int { shape.reduce(1, *) }
 
     /// Builds the payload in place: `fill` gets exactly `dtype.payloadBytes(count:)` bytes.
     private init(kind: UInt16, dtype: FrameDType, shape: [Int],
@@ -139,7 +139,7 @@ public struct TensorFrame: Equatable, Sendable {
 extension TensorFrame {
     /// Stores `floats` as float32 (exact), float16 or bfloat16 (rounded to nearest even, as
     /// `Half` does everywhere else).
-    public init(kind: UInt16, floats: UnsafeBufferPointer<Float>, as dtype: FrameDType = .float32, shape: [Int]) {
+    package init(kind: UInt16, floats: UnsafeBufferPointer<Float>, as dtype: FrameDType = .float32, shape: [Int]) {
         precondition(dtype.isFloatingPoint, "floats cannot be stored as \(dtype)")
         Self.checkCount(floats.count, shape)
         self.init(kind: kind, dtype: dtype, shape: shape) { bytes in
@@ -155,17 +155,17 @@ extension TensorFrame {
         }
     }
 
-    public init(kind: UInt16, floats: [Float], as dtype: FrameDType = .float32, shape: [Int]) {
+    package init(kind: UInt16, floats: [Float], as dtype: FrameDType = .float32, shape: [Int]) {
         self = floats.withUnsafeBufferPointer { TensorFrame(kind: kind, floats: $0, as: dtype, shape: shape) }
     }
 
     /// A tensor's values with its shape.
-    public init(kind: UInt16, tensor: Tensor, as dtype: FrameDType = .float32) {
+    package init(kind: UInt16, tensor: Tensor, as dtype: FrameDType = .float32) {
         self.init(kind: kind, floats: UnsafeBufferPointer(tensor.buffer), as: dtype, shape: tensor.shape)
     }
 
     /// Writes the values as fp32 into `destination` (exactly `count` floats), decoding fp16/bf16.
-    public func copyFloats(into destination: UnsafeMutableBufferPointer<Float>) {
+    package func copyFloats(into destination: UnsafeMutableBufferPointer<Float>) {
         precondition(dtype.isFloatingPoint, "a \(dtype) frame holds no floats")
         precondition(destination.count == count, "\(destination.count) floats of room for \(count) values")
         guard let out = destination.baseAddress else { return }
@@ -181,14 +181,14 @@ extension TensorFrame {
         }
     }
 
-    public func floats() -> [Float] {
+    package func floats() -> [Float] {
         [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
             copyFloats(into: buffer)
             initialized = count
         }
     }
 
-    public func tensor() -> Tensor {
+    package func tensor() -> Tensor {
         let t = Tensor(shape: shape)
         copyFloats(into: t.buffer)
         return t
@@ -201,7 +201,7 @@ extension TensorFrame {
     /// Stores integers as int32, uint8, uint16 or uint32. A value that does not fit the chosen
     /// type is a programming error and traps (an id >= 65536 in a uint16 frame: pick the type
     /// with `FrameDType.tokenIds(vocabSize:)`, or check with `FrameDType.checkFits` first).
-    public init(kind: UInt16, ints: UnsafeBufferPointer<Int32>, as dtype: FrameDType, shape: [Int]) {
+    package init(kind: UInt16, ints: UnsafeBufferPointer<Int32>, as dtype: FrameDType, shape: [Int]) {
         switch dtype {
         case .int32, .uint32, .uint16, .uint8: break
         default: preconditionFailure("integers cannot be stored as \(dtype) (codes use init(kind:codes:bits:shape:))")
@@ -224,12 +224,12 @@ extension TensorFrame {
         }
     }
 
-    public init(kind: UInt16, ints: [Int32], as dtype: FrameDType, shape: [Int]) {
+    package init(kind: UInt16, ints: [Int32], as dtype: FrameDType, shape: [Int]) {
         self = ints.withUnsafeBufferPointer { TensorFrame(kind: kind, ints: $0, as: dtype, shape: shape) }
     }
 
     /// Token ids and lengths as the rest of the code holds them.
-    public init(kind: UInt16, ints: [Int], as dtype: FrameDType, shape: [Int]) {
+    package init(kind: UInt16, ints: [Int], as dtype: FrameDType, shape: [Int]) {
         Self.trapUnlessFits(ints, dtype)
         self.init(kind: kind, ints: ints.map { Int32(truncatingIfNeeded: $0) }, as: dtype, shape: shape)
     }
@@ -240,7 +240,7 @@ extension TensorFrame {
 
     /// The values of an int32, uint8, uint16 or uint32 frame. A uint32 value above Int32.max
     /// (never a token id) is a programming error.
-    public func ints() -> [Int32] {
+    package func ints() -> [Int32] {
         payload.withUnsafeBytes { bytes in
             switch dtype {
             case .int32:
@@ -267,7 +267,7 @@ extension TensorFrame {
     /// i*bits ..< (i+1)*bits of the payload read as one little-endian bit string (LSB first, the
     /// GPTQ order). Unused high bits of the last byte are zero. A code >= 2^bits traps (see
     /// `FrameDType.checkFits`).
-    public init(kind: UInt16, codes: UnsafeBufferPointer<UInt8>, bits: Int, shape: [Int]) {
+    package init(kind: UInt16, codes: UnsafeBufferPointer<UInt8>, bits: Int, shape: [Int]) {
         precondition((1...8).contains(bits), "packed codes have 1...8 bits, not \(bits)")
         Self.checkCount(codes.count, shape)
         Self.trapUnlessFits(codes, .packed(bits: bits))
@@ -289,12 +289,12 @@ extension TensorFrame {
         }
     }
 
-    public init(kind: UInt16, codes: [UInt8], bits: Int, shape: [Int]) {
+    package init(kind: UInt16, codes: [UInt8], bits: Int, shape: [Int]) {
         self = codes.withUnsafeBufferPointer { TensorFrame(kind: kind, codes: $0, bits: bits, shape: shape) }
     }
 
     /// The codes of a packed frame, one per byte (a uint8 frame's values as they are).
-    public func codes() -> [UInt8] {
+    package func codes() -> [UInt8] {
         let bits: Int
         switch dtype {
         case .uint8: return payload

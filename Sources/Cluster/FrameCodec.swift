@@ -9,7 +9,7 @@ import Foundation
 
 /// How frame payloads are compressed. Every frame of a message is encoded the same way, except
 /// that a payload which does not shrink is sent raw (the header records what was done).
-public enum FrameCodec: Equatable, Sendable {
+package enum FrameCodec: Equatable, Sendable {
     case raw
     /// zstd at `level` (ZSTD_minCLevel()...ZSTD_maxCLevel(), i.e. up to 22; 3, zstd's own
     /// default, balances speed and size).
@@ -21,21 +21,21 @@ public enum FrameCodec: Equatable, Sendable {
 
 /// A message that cannot be decoded. Names the sending rank and what is wrong; decoding never
 /// crashes on bad bytes and never returns frames from a message that failed a check.
-public struct FrameError: UserFacingError, Equatable {
-    public let rank: Int
-    public let problem: String
+package struct FrameError: UserFacingError, Equatable {
+    package let rank: Int
+    package let problem: String
 
-    public init(rank: Int, problem: String) {
+    package init(rank: Int, problem: String) {
         self.rank = rank
         self.problem = problem
     }
 
-    public var description: String { "frame from rank \(rank): \(problem)" }
+    package var description: String { "frame from rank \(rank): \(problem)" }
 }
 
 extension TensorFrame {
     /// The frames as one message buffer (see docs/WIRE.md).
-    public static func encodeMessage(_ frames: [TensorFrame], codec: FrameCodec) -> [UInt8] {
+    package static func encodeMessage(_ frames: [TensorFrame], codec: FrameCodec) -> [UInt8] {
         precondition(frames.count <= Int(UInt16.max), "\(frames.count) frames exceed one message's \(UInt16.max)")
         var message = [UInt8]()
         message.reserveCapacity(Wire.messageHeaderSize
@@ -53,18 +53,18 @@ extension TensorFrame {
     }
 
     /// Bytes `encodeMessage` produces for these frames (for `rqat bench wire`).
-    public static func encodedSize(_ frames: [TensorFrame], codec: FrameCodec) -> Int {
+    package static func encodedSize(_ frames: [TensorFrame], codec: FrameCodec) -> Int {
         encodeMessage(frames, codec: codec).count
     }
 
     /// The frames of a message received from `rank` (which only serves to name the sender in
     /// errors). Every length is checked against the bytes that arrived before it is used, and
     /// every frame's checksum before its payload is decompressed.
-    public static func decodeMessage(_ bytes: UnsafeRawBufferPointer, from rank: Int) throws -> [TensorFrame] {
+    package static func decodeMessage(_ bytes: UnsafeRawBufferPointer, from rank: Int) throws -> [TensorFrame] {
         try MessageDecoder(bytes: bytes, rank: rank).decode()
     }
 
-    public static func decodeMessage(_ bytes: [UInt8], from rank: Int) throws -> [TensorFrame] {
+    package static func decodeMessage(_ bytes: [UInt8], from rank: Int) throws -> [TensorFrame] {
         try bytes.withUnsafeBytes { try decodeMessage($0, from: rank) }
     }
 

@@ -3,9 +3,9 @@ import Foundation
 import Tensors
 
 /// An MPI call failed; the message names the rank and the call.
-public struct ClusterError: UserFacingError {
-    public let description: String
-    public init(_ description: String) { self.description = description }
+package struct ClusterError: UserFacingError {
+    package let description: String
+    package init(_ description: String) { self.description = description }
 }
 
 /// A small typed layer over Open MPI. Only the main thread calls MPI (thread level FUNNELED):
@@ -13,10 +13,10 @@ public struct ClusterError: UserFacingError {
 ///
 /// `mpirun`/`srun` start the ranks; a process started without them is a world of one rank,
 /// which is how single-process runs use the same code path.
-public enum MPI {
+package enum MPI {
     /// Initialises MPI once (later calls return the same world). Errors return codes instead of
     /// aborting, so every failure becomes a `ClusterError` naming the rank.
-    public static func initialize() throws -> Communicator {
+    package static func initialize() throws -> Communicator {
         if let world = worldCommunicator { return world }
         // Open MPI's non-blocking allreduce (libnbc) picks a binomial tree for in-place sums,
         // which sends each gradient bucket twice over a rank's link one after the other;
@@ -37,33 +37,33 @@ public enum MPI {
 
     nonisolated(unsafe) private static var worldCommunicator: Communicator?
 
-    public static var isInitialized: Bool {
+    package static var isInitialized: Bool {
         var flag: Int32 = 0
         MPI_Initialized(&flag)
         return flag != 0
     }
 
     /// True between initialize() and finalize(): the only time MPI may be called.
-    public static var isActive: Bool {
+    package static var isActive: Bool {
         var done: Int32 = 0
         MPI_Finalized(&done)
         return isInitialized && done == 0
     }
 
     /// Finalises MPI (every rank must call it, after its last communication).
-    public static func finalize() {
+    package static func finalize() {
         if isActive { MPI_Finalize() }
     }
 
     /// Prints `message` on stderr and stops every rank of the job.
-    public static func abort(_ message: String, code: Int32 = 1) -> Never {
+    package static func abort(_ message: String, code: Int32 = 1) -> Never {
         FileHandle.standardError.write(Data((message + "\n").utf8))
         if isActive { MPI_Abort(rqat_mpi_comm_world(), code) }
         exit(code)
     }
 
     /// Name of this machine as MPI reports it.
-    public static var processorName: String {
+    package static var processorName: String {
         var buffer = [CChar](repeating: 0, count: Int(MPI_MAX_PROCESSOR_NAME) + 1)
         var length: Int32 = 0
         if isInitialized, MPI_Get_processor_name(&buffer, &length) == rqat_mpi_success() {
@@ -73,11 +73,11 @@ public enum MPI {
     }
 
     /// Seconds since an arbitrary point (MPI_Wtime), for measuring waits.
-    public static var time: Double { isInitialized ? MPI_Wtime() : Date().timeIntervalSinceReferenceDate }
+    package static var time: Double { isInitialized ? MPI_Wtime() : Date().timeIntervalSinceReferenceDate }
 }
 
 /// A pending non-blocking operation. `wait()` must be called before its buffer is reused.
-public final class Request {
+package final class Request {
     fileprivate var handle: MPI_Request? = rqat_mpi_request_null()
     /// Keeps a send buffer alive until the request completes.
     fileprivate var retained: Any?
@@ -87,14 +87,14 @@ public final class Request {
     fileprivate init(what: String, rank: Int) { self.what = what; self.rank = rank }
 
     /// Blocks until the operation is done.
-    public func wait() throws {
+    package func wait() throws {
         let rc = MPI_Wait(&handle, rqat_mpi_status_ignore())
         retained = nil
         try check(rc, what, rank: rank)
     }
 
     /// True when the operation is done (and lets MPI progress it).
-    public func test() throws -> Bool {
+    package func test() throws -> Bool {
         var flag: Int32 = 0
         let rc = MPI_Test(&handle, &flag, rqat_mpi_status_ignore())
         try check(rc, what, rank: rank)
@@ -112,11 +112,11 @@ private func check(_ rc: Int32, _ what: String, rank: Int) throws {
 }
 
 /// One MPI communicator (the world, or a role group split from it).
-public final class Communicator {
+package final class Communicator {
     let handle: MPI_Comm
     private let owned: Bool
-    public let rank: Int
-    public let size: Int
+    package let rank: Int
+    package let size: Int
 
     init(handle: MPI_Comm, owned: Bool) {
         self.handle = handle
@@ -136,7 +136,7 @@ public final class Communicator {
     }
 
     /// Ranks with the same `color` form one new communicator, ordered by `key` (then old rank).
-    public func split(color: Int, key: Int) throws -> Communicator {
+    package func split(color: Int, key: Int) throws -> Communicator {
         var newHandle: MPI_Comm?
         try check(MPI_Comm_split(handle, Int32(color), Int32(key), &newHandle), "MPI_Comm_split", rank: rank)
         guard let newHandle else { throw ClusterError("rank \(rank): MPI_Comm_split returned no communicator") }
@@ -144,7 +144,7 @@ public final class Communicator {
         return Communicator(handle: newHandle, owned: true)
     }
 
-    public func barrier() throws {
+    package func barrier() throws {
         try check(MPI_Barrier(handle), "MPI_Barrier", rank: rank)
     }
 
@@ -156,14 +156,14 @@ public final class Communicator {
         return Int32(n)
     }
 
-    public func send(_ bytes: [UInt8], to destination: Int, tag: Int) throws {
+    package func send(_ bytes: [UInt8], to destination: Int, tag: Int) throws {
         let n = try count(bytes.count)
         let rc = bytes.withUnsafeBytes { MPI_Send($0.baseAddress, n, rqat_mpi_byte(), Int32(destination), Int32(tag), handle) }
         try check(rc, "MPI_Send to rank \(destination)", rank: rank)
     }
 
     /// Starts sending `bytes`; the request keeps them alive until it completes.
-    public func sendNonBlocking(_ bytes: [UInt8], to destination: Int, tag: Int) throws -> Request {
+    package func sendNonBlocking(_ bytes: [UInt8], to destination: Int, tag: Int) throws -> Request {
         let request = Request(what: "MPI_Isend to rank \(destination)", rank: rank)
         let box = ByteBox(bytes)
         request.retained = box
@@ -174,7 +174,7 @@ public final class Communicator {
     }
 
     /// Receives one message of any length (probe, then receive). nil source/tag = any.
-    public func receive(from source: Int? = nil, tag: Int? = nil) throws -> (bytes: [UInt8], source: Int, tag: Int) {
+    package func receive(from source: Int? = nil, tag: Int? = nil) throws -> (bytes: [UInt8], source: Int, tag: Int) {
         var status = MPI_Status()
         let src = Int32(source ?? Int(rqat_mpi_any_source())), tg = Int32(tag ?? Int(rqat_mpi_any_tag()))
         try check(MPI_Probe(src, tg, handle, &status), "MPI_Probe", rank: rank)
@@ -182,7 +182,7 @@ public final class Communicator {
     }
 
     /// A message waiting to be received, without blocking (nil when none).
-    public func poll(from source: Int? = nil, tag: Int? = nil) throws -> (bytes: [UInt8], source: Int, tag: Int)? {
+    package func poll(from source: Int? = nil, tag: Int? = nil) throws -> (bytes: [UInt8], source: Int, tag: Int)? {
         var status = MPI_Status()
         var flag: Int32 = 0
         let src = Int32(source ?? Int(rqat_mpi_any_source())), tg = Int32(tag ?? Int(rqat_mpi_any_tag()))
@@ -205,7 +205,7 @@ public final class Communicator {
     // MARK: - Collectives
 
     /// Every rank gets `root`'s bytes (any length).
-    public func broadcast(_ bytes: inout [UInt8], root: Int) throws {
+    package func broadcast(_ bytes: inout [UInt8], root: Int) throws {
         var n = UInt64(bytes.count)
         try check(MPI_Bcast(&n, 1, rqat_mpi_uint64(), Int32(root), handle), "MPI_Bcast", rank: rank)
         if rank != root { bytes = [UInt8](repeating: 0, count: Int(n)) }
@@ -215,7 +215,7 @@ public final class Communicator {
     }
 
     /// Every rank's bytes, in rank order.
-    public func allGather(_ bytes: [UInt8]) throws -> [[UInt8]] {
+    package func allGather(_ bytes: [UInt8]) throws -> [[UInt8]] {
         var mine = Int32(try count(bytes.count))
         var counts = [Int32](repeating: 0, count: size)
         try check(MPI_Allgather(&mine, 1, rqat_mpi_int32(), &counts, 1, rqat_mpi_int32(), handle), "MPI_Allgather", rank: rank)
@@ -230,14 +230,14 @@ public final class Communicator {
     }
 
     /// In place: every rank's buffer becomes the element-wise sum over ranks.
-    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+    package func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
         let rc = MPI_Allreduce(rqat_mpi_in_place(), buffer.baseAddress, try count(buffer.count),
                                rqat_mpi_float(), rqat_mpi_sum(), handle)
         try check(rc, "MPI_Allreduce", rank: rank)
     }
 
     /// Starts an in-place sum over ranks; the buffer must not be touched until `wait()`.
-    public func allReduceSumNonBlocking(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> Request {
+    package func allReduceSumNonBlocking(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> Request {
         let request = Request(what: "MPI_Iallreduce", rank: rank)
         let rc = MPI_Iallreduce(rqat_mpi_in_place(), buffer.baseAddress, try count(buffer.count),
                                 rqat_mpi_float(), rqat_mpi_sum(), handle, &request.handle)
@@ -247,14 +247,14 @@ public final class Communicator {
 
     /// In place sum of bf16 values (raw UInt16 bit patterns) through a user-defined operation:
     /// each pairwise sum is done in fp32 and rounded back to bf16 (half the bytes of fp32).
-    public func allReduceSumBF16(_ buffer: UnsafeMutableBufferPointer<UInt16>) throws {
+    package func allReduceSumBF16(_ buffer: UnsafeMutableBufferPointer<UInt16>) throws {
         let rc = MPI_Allreduce(rqat_mpi_in_place(), buffer.baseAddress, try count(buffer.count),
                                rqat_mpi_uint16(), MPI.bf16SumOp, handle)
         try check(rc, "MPI_Allreduce (bf16)", rank: rank)
     }
 
     /// Sums a few Doubles over ranks (losses, token counts).
-    public func allReduceSum(_ values: [Double]) throws -> [Double] {
+    package func allReduceSum(_ values: [Double]) throws -> [Double] {
         var out = values
         let rc = out.withUnsafeMutableBufferPointer {
             MPI_Allreduce(rqat_mpi_in_place(), $0.baseAddress, Int32($0.count), rqat_mpi_double(), rqat_mpi_sum(), handle)
@@ -264,7 +264,7 @@ public final class Communicator {
     }
 
     /// The maximum of a value over ranks.
-    public func allReduceMax(_ value: Double) throws -> Double {
+    package func allReduceMax(_ value: Double) throws -> Double {
         var v = value
         try check(MPI_Allreduce(rqat_mpi_in_place(), &v, 1, rqat_mpi_double(), rqat_mpi_max(), handle),
                   "MPI_Allreduce (max)", rank: rank)

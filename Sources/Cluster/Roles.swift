@@ -3,18 +3,18 @@ import Foundation
 /// Which ranks teach and which train. World ranks 0..<teachers serve the teacher; the others
 /// are data-parallel students, each role with its own communicator. With `teachers == 0` (or a
 /// world of one rank) every student runs its teacher in-process: the single-process path.
-public final class Roles {
-    public enum Role: String { case teacher, student }
+package final class Roles {
+    package enum Role: String { case teacher, student }
 
-    public let world: Communicator
-    public let teachers: Int
-    public let role: Role
+    package let world: Communicator
+    package let teachers: Int
+    package let role: Role
     /// The communicator of this rank's role (teachers among themselves, students likewise).
-    public let group: Communicator
+    package let group: Communicator
 
     /// Checks the world has a rank for every role, then splits it. Every rank computes the
     /// same answer, so a bad layout fails on all ranks before any work, without a hang.
-    public init(world: Communicator, teachers requested: Int) throws {
+    package init(world: Communicator, teachers requested: Int) throws {
         self.world = world
         // A single process plays both roles whatever --teachers says.
         let teachers = world.size == 1 ? 0 : requested
@@ -27,14 +27,14 @@ public final class Roles {
         group = try world.split(color: role == .teacher ? 0 : 1, key: world.rank)
     }
 
-    public var teacherRanks: [Int] { Array(0..<teachers) }
-    public var students: Int { world.size - teachers }
+    package var teacherRanks: [Int] { Array(0..<teachers) }
+    package var students: Int { world.size - teachers }
     /// Teachers live in other processes.
-    public var remoteTeachers: Bool { teachers > 0 }
+    package var remoteTeachers: Bool { teachers > 0 }
 
     /// "rank 0 host teacher 0/1 threads 1 | rank 1 host student 0/2 threads 1 | ..." (gathered
     /// from every rank; the same on all).
-    public func layoutLine(threads: Int) throws -> String {
+    package func layoutLine(threads: Int) throws -> String {
         let index = group.rank, count = group.size
         let mine = "rank \(world.rank) \(MPI.processorName) \(role.rawValue) \(index)/\(count) threads \(threads)"
         let all = try world.allGather(Array(mine.utf8))
@@ -42,7 +42,7 @@ public final class Roles {
     }
 
     /// Name of a world rank's role, for messages about it.
-    public func describe(rank: Int) -> String {
+    package func describe(rank: Int) -> String {
         rank < teachers ? "teacher \(rank) of \(teachers)" : "student \(rank - teachers) of \(students)"
     }
 }

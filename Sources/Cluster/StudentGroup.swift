@@ -8,12 +8,12 @@ import Train
 /// fused buckets of about `bucketBytes`. Buckets follow backward's order (last layer first);
 /// a bucket's sum starts (MPI_Iallreduce) as soon as backward has finished its layers, so the
 /// transfer overlaps with the backward of the layers below it.
-public final class StudentGroup: DataParallelGroup {
-    public let comm: Communicator
-    public let bucketBytes: Int
+package final class StudentGroup: DataParallelGroup {
+    package let comm: Communicator
+    package let bucketBytes: Int
     /// Seconds spent waiting for gradient sums after backward finished, summed over steps.
-    public private(set) var reduceWaitSeconds: Double = 0
-    public private(set) var bytesReduced = 0
+    package private(set) var reduceWaitSeconds: Double = 0
+    package private(set) var bytesReduced = 0
 
     private struct Bucket {
         var parameters: [Parameter]
@@ -24,14 +24,14 @@ public final class StudentGroup: DataParallelGroup {
     }
     private var buckets: [Bucket] = []
 
-    public init(comm: Communicator, bucketBytes: Int = 16 << 20) {
+    package init(comm: Communicator, bucketBytes: Int = 16 << 20) {
         self.comm = comm
         self.bucketBytes = bucketBytes
     }
 
-    public var index: Int { comm.rank }
-    public var count: Int { comm.size }
-    public var writesCheckpoints: Bool { comm.rank == 0 }
+    package var index: Int { comm.rank }
+    package var count: Int { comm.size }
+    package var writesCheckpoints: Bool { comm.rank == 0 }
 
     /// Groups trainable parameters into buckets: whole layers, last first, until a bucket holds
     /// `bucketBytes`; everything outside the layers (embedding, final norm, head) last, because
@@ -66,7 +66,7 @@ public final class StudentGroup: DataParallelGroup {
         return plan
     }
 
-    public func beginReduction(_ parameters: [Parameter], model: TrainableDecoder) throws {
+    package func beginReduction(_ parameters: [Parameter], model: TrainableDecoder) throws {
         if buckets.isEmpty { buckets = plan(parameters, layers: model.config.numHiddenLayers) }
         var failure: Error?
         model.layerGradientsReady = { [unowned self] layer in
@@ -94,7 +94,7 @@ public final class StudentGroup: DataParallelGroup {
         bytesReduced += 4 * buffer.count
     }
 
-    public func finishReduction(_ parameters: [Parameter]) throws {
+    package func finishReduction(_ parameters: [Parameter]) throws {
         hooked?.layerGradientsReady = nil   // earlier micro-batches of a step must not start sums
         if let failure = pendingFailure() { throw failure }
         for i in buckets.indices where buckets[i].request == nil { try start(i) }
@@ -111,11 +111,11 @@ public final class StudentGroup: DataParallelGroup {
         reduceWaitSeconds += MPI.time - start
     }
 
-    public func sum(_ values: [Double]) throws -> [Double] { try comm.allReduceSum(values) }
+    package func sum(_ values: [Double]) throws -> [Double] { try comm.allReduceSum(values) }
 
     /// Compares a hash of every weight across the students; a mismatch stops the run naming
     /// the ranks that differ from student 0.
-    public func checkIdentical(_ parameters: [Parameter], step: Int) throws {
+    package func checkIdentical(_ parameters: [Parameter], step: Int) throws {
         // The frames' CRC-32C (hardware, several GB/s) over every weight's bytes.
         var crc: UInt32 = 0
         for p in parameters { crc = rqat_crc32c(crc, p.value.ptr, 4 * p.value.count) }

@@ -78,7 +78,7 @@ struct GenerationMessage {
 
 extension TeacherService {
     /// Bytes of a generation request in, bytes of the completions out.
-    public func respond(toGenerateRequest bytes: [UInt8], from rank: Int) throws -> [UInt8] {
+    package func respond(toGenerateRequest bytes: [UInt8], from rank: Int) throws -> [UInt8] {
         let start = Date()
         let (id, requests) = try GenerationMessage.requests(from: try TensorFrame.decodeMessage(bytes, from: rank), rank: rank)
         let results = Generator(decoder: decoder, stopTokens: stopTokens).generate(requests)
@@ -91,7 +91,7 @@ extension TeacherService {
 
 /// Generation spread over teacher ranks: the prompts are cut into one contiguous share per
 /// teacher, sent at once, and the completions gathered back in prompt order.
-public func generateOnTeachers(_ requests: [GenerationRequest], world: Communicator, teacherRanks: [Int],
+package func generateOnTeachers(_ requests: [GenerationRequest], world: Communicator, teacherRanks: [Int],
                                vocab: Int, codec: FrameCodec) throws -> [GenerationResult] {
     let shares = teacherRanks.indices.map { t in
         requests.count * t / teacherRanks.count..<requests.count * (t + 1) / teacherRanks.count
@@ -112,13 +112,13 @@ public func generateOnTeachers(_ requests: [GenerationRequest], world: Communica
 }
 
 /// Generation by a teacher in this process, through the same bytes as `generateOnTeachers`.
-public func generateLocally(_ requests: [GenerationRequest], service: TeacherService, codec: FrameCodec = .shuffledZstd(level: 3)) throws -> [GenerationResult] {
+package func generateLocally(_ requests: [GenerationRequest], service: TeacherService, codec: FrameCodec = .shuffledZstd(level: 3)) throws -> [GenerationResult] {
     let request = TensorFrame.encodeMessage(GenerationMessage.requestFrames(id: 0, requests, vocab: service.vocab), codec: codec)
     let response = try service.respond(toGenerateRequest: request, from: 0)
     return try GenerationMessage.results(from: try TensorFrame.decodeMessage(response, from: 0), id: 0, count: requests.count, rank: 0)
 }
 
 /// Tells teacher ranks this client is finished; each teacher stops once all its clients have.
-public func releaseTeachers(world: Communicator, teacherRanks: [Int]) throws {
+package func releaseTeachers(world: Communicator, teacherRanks: [Int]) throws {
     for teacher in teacherRanks { try world.send([], to: teacher, tag: Tag.done) }
 }

@@ -24,36 +24,36 @@ enum FrameKind {
 
 /// What the teacher computes and how it is sent: the same on every rank (all ranks parse the
 /// same command line).
-public struct SignalOptions: Equatable, Sendable {
-    public var encoding: SignalEncoding = .topK(64)
+package struct SignalOptions: Equatable, Sendable {
+    package var encoding: SignalEncoding = .topK(64)
     /// KD temperature: top-k log-probabilities and draws are taken at it.
-    public var temperature: Float = 1
+    package var temperature: Float = 1
     /// How top-k log-probabilities travel: float16 or bfloat16.
-    public var logProbType: FrameDType = .float16
+    package var logProbType: FrameDType = .float16
     /// How full logits travel: float32 or bfloat16.
-    public var logitType: FrameDType = .float32
-    public var codec: FrameCodec = .shuffledZstd(level: 3)
+    package var logitType: FrameDType = .float32
+    package var codec: FrameCodec = .shuffledZstd(level: 3)
     /// Seeds the sampled encoding's draws.
-    public var seed: UInt64 = 0
+    package var seed: UInt64 = 0
 
-    public init() {}
+    package init() {}
 }
 
 // MARK: - Requests
 
 /// "Give me your signal at these positions of these rows": one student micro-batch shard.
-public struct SignalRequest: Equatable {
+package struct SignalRequest: Equatable {
     /// The micro-batch's number in the run (the same on every student).
-    public var batchId: Int
-    public var rows: Int
-    public var seqLen: Int
+    package var batchId: Int
+    package var rows: Int
+    package var seqLen: Int
     /// Index of the first row within the whole micro-batch (so seeds do not depend on sharding).
-    public var firstRow: Int
-    public var tokens: [Int]           // (rows, seqLen)
+    package var firstRow: Int
+    package var tokens: [Int]           // (rows, seqLen)
     /// Flat indices (row * seqLen + t) of the positions trained on, ascending.
-    public var positions: [Int]
+    package var positions: [Int]
 
-    public init(batchId: Int, batch: SFTBatch) {
+    package init(batchId: Int, batch: SFTBatch) {
         self.batchId = batchId
         rows = batch.rows
         seqLen = batch.seqLen
@@ -65,11 +65,11 @@ public struct SignalRequest: Equatable {
     /// The seed of the sampled draws at the request's i-th trained position. It depends only on
     /// the run seed, the micro-batch and the position in the whole micro-batch, never on which
     /// rank or shard asked.
-    public func drawSeed(runSeed: UInt64, position i: Int) -> UInt64 {
+    package func drawSeed(runSeed: UInt64, position i: Int) -> UInt64 {
         SeededRNG.mix(runSeed, UInt64(batchId), UInt64(firstRow * seqLen + positions[i]))
     }
 
-    public func frames(vocab: Int) -> [TensorFrame] {
+    package func frames(vocab: Int) -> [TensorFrame] {
         [TensorFrame(kind: FrameKind.requestHeader, ints: [batchId, rows, seqLen, firstRow], as: .int32, shape: [4]),
          TensorFrame(kind: FrameKind.tokens, ints: tokens, as: .tokenIds(vocabSize: vocab), shape: [rows, seqLen]),
          TensorFrame(kind: FrameKind.positions, ints: positions, as: .int32, shape: [positions.count])]
@@ -134,7 +134,7 @@ struct FrameSet {
 // MARK: - Responses
 
 extension TeacherSignal {
-    public func frames(batchId: Int, vocab: Int, options: SignalOptions) -> [TensorFrame] {
+    package func frames(batchId: Int, vocab: Int, options: SignalOptions) -> [TensorFrame] {
         var frames = [TensorFrame(kind: FrameKind.responseHeader, ints: [batchId, rows], as: .int32, shape: [2])]
         let idType = FrameDType.tokenIds(vocabSize: vocab)
         switch self {
@@ -152,7 +152,7 @@ extension TeacherSignal {
     }
 
     /// The signal in a response message; checks it answers `batchId` with `rows` rows.
-    public init(frames list: [TensorFrame], batchId: Int, rows: Int, vocab: Int, encoding: SignalEncoding, from rank: Int) throws {
+    package init(frames list: [TensorFrame], batchId: Int, rows: Int, vocab: Int, encoding: SignalEncoding, from rank: Int) throws {
         let frames = try FrameSet(list, from: rank, what: "teacher signal")
         let header = try frames.ints(FrameKind.responseHeader, count: 2)
         guard header[0] == batchId, header[1] == rows else {
@@ -194,24 +194,24 @@ extension TeacherSignal {
 
 /// The full-precision teacher: answers signal requests (logits of student batches, encoded) and
 /// generation requests (completions with log-probabilities).
-public final class TeacherService {
-    public let decoder: Decoder
-    public let options: SignalOptions
-    public let stopTokens: Set<Int>
+package final class TeacherService {
+    package let decoder: Decoder
+    package let options: SignalOptions
+    package let stopTokens: Set<Int>
     /// Seconds spent computing and tokens processed, for throughput reports.
-    public internal(set) var busySeconds: Double = 0
-    public internal(set) var tokensProcessed = 0
+    package internal(set) var busySeconds: Double = 0
+    package internal(set) var tokensProcessed = 0
 
-    public init(decoder: Decoder, options: SignalOptions, stopTokens: Set<Int> = []) {
+    package init(decoder: Decoder, options: SignalOptions, stopTokens: Set<Int> = []) {
         self.decoder = decoder
         self.options = options
         self.stopTokens = stopTokens
     }
 
-    public var vocab: Int { decoder.config.vocabSize }
+    package var vocab: Int { decoder.config.vocabSize }
 
     /// The signal at the requested positions.
-    public func signal(for request: SignalRequest) -> TeacherSignal {
+    package func signal(for request: SignalRequest) -> TeacherSignal {
         let logits = logits(for: request)
         let seed = options.seed
         return TeacherSignal.make(logits: logits.ptr, rows: request.positions.count, vocab: vocab,
@@ -222,7 +222,7 @@ public final class TeacherService {
 
     /// The teacher's logits at the requested positions, (M, V). Each row is its own sequence
     /// from position 0, as the student sees it; the LM head runs on those positions only.
-    public func logits(for request: SignalRequest) -> Tensor {
+    package func logits(for request: SignalRequest) -> Tensor {
         guard !request.positions.isEmpty else { return Tensor(shape: [0, vocab]) }
         let t = request.seqLen
         let cache = decoder.makeCache(capacities: Array(repeating: t, count: request.rows))
@@ -233,7 +233,7 @@ public final class TeacherService {
     /// Bytes of a signal request in, bytes of the response out (the wire form on both sides).
     /// Busy time counts decoding, the forward pass and encoding (compression is a real share of
     /// a teacher's work for full logits).
-    public func respond(toSignalRequest bytes: [UInt8], from rank: Int) throws -> [UInt8] {
+    package func respond(toSignalRequest bytes: [UInt8], from rank: Int) throws -> [UInt8] {
         let start = Date()
         let request = try SignalRequest(frames: try TensorFrame.decodeMessage(bytes, from: rank), from: rank)
         let signal = signal(for: request)
@@ -247,7 +247,7 @@ public final class TeacherService {
     /// Serves students until each of them has sent `done`. Responses go out with non-blocking
     /// sends so the teacher can compute the next request while a student has not yet asked
     /// for the previous answer.
-    public func serve(world: Communicator, students: Int) throws {
+    package func serve(world: Communicator, students: Int) throws {
         var pending: [Request] = []
         var finished = 0
         while finished < students {
@@ -272,7 +272,7 @@ public final class TeacherService {
 
 extension SeededRNG {
     /// A seed from several numbers (splitmix64 finaliser over a running combination).
-    public static func mix(_ values: UInt64...) -> UInt64 {
+    package static func mix(_ values: UInt64...) -> UInt64 {
         var h: UInt64 = 0x9E37_79B9_7F4A_7C15
         for v in values {
             h = (h ^ v) &* 0xBF58_476D_1CE4_E5B9
@@ -288,21 +288,21 @@ extension SeededRNG {
 
 /// The teacher in the same process: the same encode -> bytes -> decode path as over MPI, so a
 /// single-process run trains on exactly what a distributed run would receive.
-public final class LocalTeacherLink: TeacherLink {
-    public let service: TeacherService
+package final class LocalTeacherLink: TeacherLink {
+    package let service: TeacherService
     private var queued: [Int: [UInt8]] = [:]
-    public private(set) var waitSeconds: Double = 0
-    public private(set) var bytesReceived = 0
+    package private(set) var waitSeconds: Double = 0
+    package private(set) var bytesReceived = 0
 
-    public init(service: TeacherService) { self.service = service }
+    package init(service: TeacherService) { self.service = service }
 
-    public func submit(_ batch: SFTBatch, id: Int) throws { try submit(SignalRequest(batchId: id, batch: batch)) }
+    package func submit(_ batch: SFTBatch, id: Int) throws { try submit(SignalRequest(batchId: id, batch: batch)) }
 
-    public func submit(_ request: SignalRequest) throws {
+    package func submit(_ request: SignalRequest) throws {
         queued[request.batchId] = TensorFrame.encodeMessage(request.frames(vocab: service.vocab), codec: service.options.codec)
     }
 
-    public func signal(batchId: Int, rows: Int) throws -> TeacherSignal {
+    package func signal(batchId: Int, rows: Int) throws -> TeacherSignal {
         guard let request = queued.removeValue(forKey: batchId) else { preconditionFailure("batch \(batchId) was never submitted") }
         let start = Date()
         let response = try service.respond(toSignalRequest: request, from: 0)
@@ -312,12 +312,12 @@ public final class LocalTeacherLink: TeacherLink {
                                  vocab: service.vocab, encoding: service.options.encoding, from: 0)
     }
 
-    public func close() {}
+    package func close() {}
 }
 
 /// Teachers on other ranks. Batch b of student s goes to teacher (b * students + s) mod T, so
 /// requests spread evenly; answers from one teacher arrive in the order it was asked.
-public final class RemoteTeacherLink: TeacherLink {
+package final class RemoteTeacherLink: TeacherLink {
     let world: Communicator
     let teacherRanks: [Int]
     let studentIndex: Int
@@ -326,10 +326,10 @@ public final class RemoteTeacherLink: TeacherLink {
     let options: SignalOptions
     private var sends: [Request] = []
     private var assigned: [Int: Int] = [:]
-    public private(set) var waitSeconds: Double = 0
-    public private(set) var bytesReceived = 0
+    package private(set) var waitSeconds: Double = 0
+    package private(set) var bytesReceived = 0
 
-    public init(world: Communicator, teacherRanks: [Int], studentIndex: Int, studentCount: Int, vocab: Int, options: SignalOptions) {
+    package init(world: Communicator, teacherRanks: [Int], studentIndex: Int, studentCount: Int, vocab: Int, options: SignalOptions) {
         self.world = world
         self.teacherRanks = teacherRanks
         self.studentIndex = studentIndex
@@ -338,9 +338,9 @@ public final class RemoteTeacherLink: TeacherLink {
         self.options = options
     }
 
-    public func submit(_ batch: SFTBatch, id: Int) throws { try submit(SignalRequest(batchId: id, batch: batch)) }
+    package func submit(_ batch: SFTBatch, id: Int) throws { try submit(SignalRequest(batchId: id, batch: batch)) }
 
-    public func submit(_ request: SignalRequest) throws {
+    package func submit(_ request: SignalRequest) throws {
         let teacher = teacherRanks[(request.batchId * studentCount + studentIndex) % teacherRanks.count]
         assigned[request.batchId] = teacher
         let bytes = TensorFrame.encodeMessage(request.frames(vocab: vocab), codec: options.codec)
@@ -348,7 +348,7 @@ public final class RemoteTeacherLink: TeacherLink {
         sends = try sends.filter { try !$0.test() }
     }
 
-    public func signal(batchId: Int, rows: Int) throws -> TeacherSignal {
+    package func signal(batchId: Int, rows: Int) throws -> TeacherSignal {
         guard let teacher = assigned.removeValue(forKey: batchId) else { preconditionFailure("batch \(batchId) was never submitted") }
         let start = MPI.time
         let message = try world.receive(from: teacher, tag: Tag.signalResponse)
@@ -358,7 +358,7 @@ public final class RemoteTeacherLink: TeacherLink {
                                  rows: rows, vocab: vocab, encoding: options.encoding, from: teacher)
     }
 
-    public func close() throws {
+    package func close() throws {
         for request in sends { try request.wait() }
         sends = []
         try releaseTeachers(world: world, teacherRanks: teacherRanks)

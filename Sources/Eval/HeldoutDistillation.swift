@@ -11,23 +11,23 @@ import Train
 /// The teacher's logits at those positions are computed once, at construction, and kept
 /// (positions x V floats: about 200 KB per position for a 49152-token vocabulary), so several
 /// students can be compared against the same teacher without running it again.
-public final class HeldoutDistillation {
-    public let examples: [SFTExample]
-    public let temperature: Float
-    public let vocab: Int
+package final class HeldoutDistillation {
+    package let examples: [SFTExample]
+    package let temperature: Float
+    package let vocab: Int
     /// Per example, the positions (indices into its tokens) that are evaluated.
-    public let positions: [[Int]]
+    package let positions: [[Int]]
     /// Per example, the teacher's logits at `positions` (count, V).
     private let teacherLogits: [Tensor]
 
     /// The positions of an example that predict a completion token: promptLength - 1 ..< count - 1.
-    public static func completionPositions(_ example: SFTExample) -> [Int] {
+    package static func completionPositions(_ example: SFTExample) -> [Int] {
         let first = max(example.promptLength - 1, 0)
         return Array(first..<max(example.tokens.count - 1, first))
     }
 
     /// Runs the teacher over every example (each as its own sequence from position 0).
-    public init(teacher: Decoder, examples: [SFTExample], temperature: Float = 1) {
+    package init(teacher: Decoder, examples: [SFTExample], temperature: Float = 1) {
         precondition(temperature > 0, "temperature must be positive")
         self.examples = examples
         self.temperature = temperature
@@ -45,12 +45,12 @@ public final class HeldoutDistillation {
     }
 
     /// Number of evaluated positions.
-    public var positionCount: Int { positions.reduce(0) { $0 + $1.count } }
+    package var positionCount: Int { positions.reduce(0) { $0 + $1.count } }
 
     /// The KL of `student` (its current weights, through its weight quantizer if it has one).
     /// Examples run `rows` at a time, each padded to `seqLen` tokens (default: the longest
     /// example); pass the training shape to reuse the student's activation buffers.
-    public func evaluate(student: TrainableDecoder, rows: Int = 1, seqLen: Int? = nil, padId: Int = 0) -> HeldoutKL {
+    package func evaluate(student: TrainableDecoder, rows: Int = 1, seqLen: Int? = nil, padId: Int = 0) -> HeldoutKL {
         precondition(student.config.vocabSize == vocab, "student vocabulary \(student.config.vocabSize) differs from the teacher's \(vocab)")
         let length = seqLen ?? max(examples.map(\.tokens.count).max() ?? 1, 1)
         precondition(examples.allSatisfy { $0.tokens.count <= length }, "an example is longer than seqLen \(length)")
@@ -76,23 +76,23 @@ public final class HeldoutDistillation {
 }
 
 /// Held-out KL per example (summed over its positions) and its mean per position.
-public struct HeldoutKL: Equatable, Sendable {
-    public let sums: [Double]
-    public let counts: [Int]
+package struct HeldoutKL: Equatable, Sendable {
+    package let sums: [Double]
+    package let counts: [Int]
 
-    public init(sums: [Double], counts: [Int]) {
+    package init(sums: [Double], counts: [Int]) {
         precondition(sums.count == counts.count, "one sum per count")
         self.sums = sums
         self.counts = counts
     }
 
-    public var positions: Int { counts.reduce(0, +) }
+    package var positions: Int { counts.reduce(0, +) }
     /// Mean KL per position (nats).
-    public var mean: Double { sums.reduce(0, +) / Double(max(positions, 1)) }
+    package var mean: Double { sums.reduce(0, +) / Double(max(positions, 1)) }
 
     /// mean(self) - mean(other) over the same examples, with its standard error treating
     /// examples (not positions, which are correlated within a sequence) as the independent units.
-    public func difference(from other: HeldoutKL) -> (mean: Double, standardError: Double) {
+    package func difference(from other: HeldoutKL) -> (mean: Double, standardError: Double) {
         precondition(counts == other.counts, "held-out KLs of different example sets")
         let n = Double(max(positions, 1))
         let d = zip(sums, other.sums).map { $0 - $1 }
@@ -102,7 +102,7 @@ public struct HeldoutKL: Equatable, Sendable {
 
     /// The standard error of the mean per position of a ratio estimator sum(x_e) / sum(n_e)
     /// with examples as clusters.
-    public static func clusteredStandardError(sums: [Double], counts: [Int], mean: Double) -> Double {
+    package static func clusteredStandardError(sums: [Double], counts: [Int], mean: Double) -> Double {
         let e = sums.count
         guard e > 1 else { return .nan }
         let n = Double(counts.reduce(0, +))

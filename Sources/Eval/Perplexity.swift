@@ -4,21 +4,21 @@ import Tensors
 /// Negative log-likelihood of sequences scored from their first token, as transformers does
 /// with `labels = input_ids`: position t predicts token t+1, so a sequence of T tokens has
 /// T-1 predictions; a one-token sequence has none.
-public struct PerplexityResult: Sendable {
-    public var totalNLL: Double
-    public var predictedTokens: Int
+package struct PerplexityResult: Sendable {
+    package var totalNLL: Double
+    package var predictedTokens: Int
     /// Per sequence: (mean NLL, predictions), i.e. transformers' `loss` for that sequence.
-    public var perSequence: [(meanNLL: Double, tokens: Int)]
+    package var perSequence: [(meanNLL: Double, tokens: Int)]
 
     /// exp of the token-weighted mean NLL over all sequences.
-    public var perplexity: Double { predictedTokens > 0 ? _exp(totalNLL / Double(predictedTokens)) : .nan }
+    package var perplexity: Double { predictedTokens > 0 ? _exp(totalNLL / Double(predictedTokens)) : .nan }
 }
 
 import Foundation
 @inline(__always) private func _exp(_ x: Double) -> Double { Foundation.exp(x) }
 
 extension Decoder {
-    public func perplexity(of sequences: [[Int]]) -> PerplexityResult {
+    package func perplexity(of sequences: [[Int]]) -> PerplexityResult {
         var result = PerplexityResult(totalNLL: 0, predictedTokens: 0, perSequence: [])
         let v = config.vocabSize
         for tokens in sequences {

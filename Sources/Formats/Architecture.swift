@@ -85,7 +85,7 @@ package struct TensorSpec: Sendable, Equatable {
 /// The linear layers of a block grouped by the input they read: q/k/v share the normed input,
 /// gate/up share the normed post-attention input. The decoders store each group as one matrix
 /// with the parts' rows one after another, so a token reads each input once.
-public enum LinearSite: Int, CaseIterable, Sendable {
+package enum LinearSite: Int, CaseIterable, Sendable {
     case qkv, output, gateUp, down
 
     /// The projections stacked in this site's matrix, top rows first.

@@ -1,9 +1,9 @@
 /// One turn of a conversation.
-public struct ChatMessage: Equatable, Sendable, Codable {
-    public var role: String
-    public var content: String
+package struct ChatMessage: Equatable, Sendable, Codable {
+    package var role: String
+    package var content: String
 
-    public init(role: String, content: String) {
+    package init(role: String, content: String) {
         self.role = role
         self.content = content
     }
@@ -14,22 +14,22 @@ public struct ChatMessage: Equatable, Sendable, Codable {
 /// ask for the reply. Models differ only in the system message they add when a conversation
 /// has none, so that is the one setting; rendering gives the same string as transformers'
 /// `apply_chat_template` with each model's Jinja template.
-public struct ChatTemplate: Equatable, Sendable {
+package struct ChatTemplate: Equatable, Sendable {
     /// Inserted as the first message when the first message is not a system message.
-    public var defaultSystemPrompt: String?
+    package var defaultSystemPrompt: String?
 
-    public init(defaultSystemPrompt: String? = nil) {
+    package init(defaultSystemPrompt: String? = nil) {
         self.defaultSystemPrompt = defaultSystemPrompt
     }
 
     /// Plain ChatML, no default system message (Qwen3).
-    public static let chatML = ChatTemplate()
-    public static let qwen = chatML
-    public static let smolLM2 = ChatTemplate(defaultSystemPrompt: "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
-    public static let qwen2_5 = ChatTemplate(defaultSystemPrompt: "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
-    public static let qwen2 = ChatTemplate(defaultSystemPrompt: "You are a helpful assistant.")
+    package static let chatML = ChatTemplate()
+    package static let qwen = chatML
+    package static let smolLM2 = ChatTemplate(defaultSystemPrompt: "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+    package static let qwen2_5 = ChatTemplate(defaultSystemPrompt: "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
+    package static let qwen2 = ChatTemplate(defaultSystemPrompt: "You are a helpful assistant.")
 
-    public func render(_ messages: [ChatMessage], addGenerationPrompt: Bool) -> String {
+    package func render(_ messages: [ChatMessage], addGenerationPrompt: Bool) -> String {
         var turns = messages
         if let system = defaultSystemPrompt, let first = messages.first, first.role != "system" {
             turns.insert(ChatMessage(role: "system", content: system), at: 0)
@@ -42,7 +42,7 @@ public struct ChatTemplate: Equatable, Sendable {
     /// The preset matching a model's Jinja chat template (GGUF `tokenizer.chat_template`, or
     /// `chat_template` in tokenizer_config.json), recognised by the default system message
     /// written into it; plain ChatML when there is none or no template at all.
-    public static func detect(chatTemplateJinja jinja: String?) -> ChatTemplate {
+    package static func detect(chatTemplateJinja jinja: String?) -> ChatTemplate {
         guard let jinja else { return .chatML }
         // Longest prompt first: Qwen2's is the tail of Qwen2.5's.
         let presets = [smolLM2, qwen2_5, qwen2]

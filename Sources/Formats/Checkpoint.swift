@@ -1,21 +1,23 @@
+import Formats
 import Foundation
 import Tensors
 
 /// A model on disk: its architecture and its weights under Hugging Face names.
 ///
-/// Either a llama.cpp `.gguf` file (config built from its metadata) or a Hugging Face directory
-/// with `config.json` and safetensors.
-public struct Checkpoint {
-    public enum Kind: String, Sendable { case gguf, safetensors }
+/// A llama.cpp `.gguf` file (config built from its metadata), a Hugging Face directory with
+/// `config.json` and safetensors, or a GPTQ-packed directory (its linears dequantized on read):
+/// every command opens models through `Checkpoint.open`.
+package struct Checkpoint {
+    package enum Kind: String, Sendable { case gguf, safetensors, gptq }
 
-    public let path: String
-    public let kind: Kind
-    public let config: ModelConfig
-    public let weights: any WeightSource
+    package let path: String
+    package let kind: Kind
+    package let config: ModelConfig
+    package let weights: any WeightSource
     /// The parsed file for GGUF checkpoints (its metadata also holds the tokenizer).
-    public let gguf: GGUFFile?
+    package let gguf: GGUFFile?
 
-    public init(path: String, kind: Kind, config: ModelConfig, weights: any WeightSource, gguf: GGUFFile? = nil) {
+    package init(path: String, kind: Kind, config: ModelConfig, weights: any WeightSource, gguf: GGUFFile? = nil) {
         self.path = path
         self.kind = kind
         self.config = config
@@ -23,22 +25,28 @@ public struct Checkpoint {
         self.gguf = gguf
     }
 
-    /// Opens `path`: a `.gguf` file or a directory with `config.json` and safetensors, and checks
+    /// Opens `path`: a `.gguf` file, or a directory with `config.json` and safetensors (GPTQ-packed
+    /// or not), and checks
     /// every weight's shape against the config (cheap: no tensor data is read).
-    public static func open(_ path: String) throws -> Checkpoint {
+    package static func open(_ path: String) throws -> Checkpoint {
         let checkpoint = try openUnchecked(path)
         try checkpoint.validateShapes()
         return checkpoint
     }
 
     /// `open` without the shape check, for tools that inspect or repair a checkpoint.
-    public static func openUnchecked(_ path: String) throws -> Checkpoint {
+    package static func openUnchecked(_ path: String) throws -> Checkpoint {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw FormatError(path, "no such file or directory")
         }
         let url = URL(fileURLWithPath: path)
         if isDirectory.boolValue {
+            // A GPTQ-packed directory (rqat ptq, GPTQModel, AutoGPTQ) dequantizes as it is read.
+            if QuantizedCheckpoint.quantizationConfig(url.appendingPathComponent("config.json")) != nil {
+                let (config, _, weights) = try QuantizedCheckpoint.load(url)
+                return Checkpoint(path: path, kind: .gptq, config: config, weights: weights)
+            }
             let config = try ModelConfig.load(url.appendingPathComponent("config.json"))
             return Checkpoint(path: path, kind: .safetensors, config: config,
                               weights: try SafeTensorsWeights(directory: url))
@@ -50,7 +58,7 @@ public struct Checkpoint {
     }
 
     /// The Hugging Face config equivalent to a GGUF file's `{arch}.*` metadata.
-    public static func config(fromGGUF file: GGUFFile) throws -> ModelConfig {
+    package static func config(fromGGUF file: GGUFFile) throws -> ModelConfig {
         guard let arch = file.string("general.architecture") else {
             throw FormatError(file.path, "missing metadata general.architecture")
         }
@@ -98,13 +106,13 @@ public struct Checkpoint {
 
     /// Every tensor the config implies, with its shape ([out, in] for projections).
     /// The LM head is listed only for untied models.
-    public static func expectedShapes(_ c: ModelConfig) -> [(name: String, shape: [Int])] {
+    package static func expectedShapes(_ c: ModelConfig) -> [(name: String, shape: [Int])] {
         DecoderArchitecture(c).tensors.map { ($0.name, $0.shape) }
     }
 
     /// Checks that every weight the config implies is present with the right shape, before any
     /// is decoded. A tied model may still carry an `lm_head.weight`; if so its shape is checked too.
-    public func validateShapes() throws {
+    package func validateShapes() throws {
         let architecture = DecoderArchitecture(config)
         var expected = Self.expectedShapes(config)
         let head = DecoderArchitecture.name(.lmHead)

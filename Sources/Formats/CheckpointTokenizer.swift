@@ -4,7 +4,7 @@ extension Checkpoint {
     /// The tokenizer and chat template that come with the checkpoint: from the GGUF metadata,
     /// or from `tokenizer.json` (+ `tokenizer_config.json` for the template and the BOS/EOS/pad
     /// token ids) in a directory.
-    public func loadTokenizer() throws -> (BPETokenizer, ChatTemplate) {
+    package func loadTokenizer() throws -> (BPETokenizer, ChatTemplate) {
         if let gguf {
             let tokenizer = try BPETokenizer(ggufMetadata: gguf.metadata, path: path)
             let template = ChatTemplate.detect(chatTemplateJinja: gguf.metadata["tokenizer.chat_template"]?.string)

@@ -6,9 +6,9 @@ import Glibc
 /// Writes that survive a crash: files are fsynced, and a directory is built in a hidden sibling
 /// and renamed into place (an existing one is moved aside, then deleted), so a reader finds either
 /// the whole old directory or the whole new one, never a partial one. Checkpoints use this.
-public enum DurableFiles {
+package enum DurableFiles {
     /// Builds `directory` through `fill(temporaryDirectory)` and moves it into place atomically.
-    public static func writeDirectory(_ directory: URL, _ fill: (URL) throws -> Void) throws {
+    package static func writeDirectory(_ directory: URL, _ fill: (URL) throws -> Void) throws {
         let fm = FileManager.default
         let parent = directory.deletingLastPathComponent()
         let finalName = directory.lastPathComponent
@@ -38,7 +38,7 @@ public enum DurableFiles {
     }
 
     /// Writes `data` and fsyncs it, so after a crash the file is either whole or absent.
-    public static func write(_ data: Data, to url: URL) throws {
+    package static func write(_ data: Data, to url: URL) throws {
         let fd = open(url.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw FormatError(url.path, "cannot write: \(String(cString: strerror(errno)))") }
         var ok = true
@@ -57,14 +57,14 @@ public enum DurableFiles {
     }
 
     /// Makes entries created or renamed inside `url` durable.
-    public static func syncDirectory(_ url: URL) throws {
+    package static func syncDirectory(_ url: URL) throws {
         let fd = open(url.path, O_RDONLY)
         guard fd >= 0 else { throw FormatError(url.path, "cannot open directory: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         guard fsync(fd) == 0 else { throw FormatError(url.path, "cannot sync directory: \(String(cString: strerror(errno)))") }
     }
 
-    public static func rename(_ from: URL, _ to: URL) throws {
+    package static func rename(_ from: URL, _ to: URL) throws {
         guard Foundation.rename(from.path, to.path) == 0 else {
             throw FormatError(to.path, "cannot rename \(from.lastPathComponent) to it: \(String(cString: strerror(errno)))")
         }

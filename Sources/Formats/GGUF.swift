@@ -3,17 +3,17 @@ import Tensors
 
 /// A ggml tensor type, as stored in a GGUF tensor info. Unknown ids are kept (so a file from a
 /// newer llama.cpp still opens for its metadata) and only fail when their data is asked for.
-public struct GGMLType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
-    public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
+package struct GGMLType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    package let rawValue: UInt32
+    package init(rawValue: UInt32) { self.rawValue = rawValue }
 
-    public static let f32 = GGMLType(rawValue: 0)
-    public static let f16 = GGMLType(rawValue: 1)
-    public static let q4_0 = GGMLType(rawValue: 2)
-    public static let q4_1 = GGMLType(rawValue: 3)
-    public static let q8_0 = GGMLType(rawValue: 8)
-    public static let q5_K = GGMLType(rawValue: 13)
-    public static let bf16 = GGMLType(rawValue: 30)
+    package static let f32 = GGMLType(rawValue: 0)
+    package static let f16 = GGMLType(rawValue: 1)
+    package static let q4_0 = GGMLType(rawValue: 2)
+    package static let q4_1 = GGMLType(rawValue: 3)
+    package static let q8_0 = GGMLType(rawValue: 8)
+    package static let q5_K = GGMLType(rawValue: 13)
+    package static let bf16 = GGMLType(rawValue: 30)
 
     /// (name, elements per block, bytes per block) by type id, from ggml's type traits.
     /// Ids 4, 5 and 31–33 were retired by ggml and stay unknown.
@@ -30,27 +30,27 @@ public struct GGMLType: RawRepresentable, Hashable, Sendable, CustomStringConver
     ]
 
     /// ggml's name for the type ("Q4_1"), or "type #N" for an id this code does not know.
-    public var name: String { Self.traits[rawValue]?.name ?? "type #\(rawValue)" }
-    public var description: String { name }
+    package var name: String { Self.traits[rawValue]?.name ?? "type #\(rawValue)" }
+    package var description: String { name }
     /// Elements per quantisation block (1 for plain types); nil when unknown.
-    public var blockSize: Int? { Self.traits[rawValue]?.blockSize }
+    package var blockSize: Int? { Self.traits[rawValue]?.blockSize }
     /// Bytes per block; nil when unknown.
-    public var blockBytes: Int? { Self.traits[rawValue]?.blockBytes }
+    package var blockBytes: Int? { Self.traits[rawValue]?.blockBytes }
 }
 
 /// Where one tensor lives in a GGUF file.
-public struct GGUFTensorInfo: Sendable, Equatable {
-    public let name: String
+package struct GGUFTensorInfo: Sendable, Equatable {
+    package let name: String
     /// Row-major shape, slowest dimension first ([rows, cols] for a matrix). GGUF stores the
     /// dimensions fastest-first; they are reversed here so shapes match Hugging Face's.
-    public let shape: [Int]
-    public let type: GGMLType
+    package let shape: [Int]
+    package let type: GGMLType
     /// Byte offset from the start of the data section.
-    public let offset: Int
+    package let offset: Int
     /// Bytes of data; nil when the type is unknown.
-    public let byteCount: Int?
+    package let byteCount: Int?
 
-    public var count: Int { shape.reduce(1, *) }
+    package var count: Int { shape.reduce(1, *) }
 }
 
 /// A memory-mapped GGUF file (versions 2 and 3): metadata, tensor directory, and tensor data
@@ -58,23 +58,23 @@ public struct GGUFTensorInfo: Sendable, Equatable {
 ///
 /// Everything read from the file is bounds-checked in `init`, so a truncated or corrupt file
 /// fails there with a one-line `FormatError` rather than crashing later.
-public final class GGUFFile: @unchecked Sendable {
-    public let path: String
-    public let version: Int
-    public let metadata: [String: GGUFValue]
+package final class GGUFFile: @unchecked Sendable {
+    package let path: String
+    package let version: Int
+    package let metadata: [String: GGUFValue]
     /// Metadata keys in file order (the dictionary loses it).
-    public let metadataKeys: [String]
-    public let tensors: [String: GGUFTensorInfo]
+    package let metadataKeys: [String]
+    package let tensors: [String: GGUFTensorInfo]
     /// Tensor names in file order.
-    public let tensorNames: [String]
-    public let alignment: Int
+    package let tensorNames: [String]
+    package let alignment: Int
     /// Absolute byte offset of the data section.
-    public let dataOffset: Int
-    public var fileSize: Int { file.size }
+    package let dataOffset: Int
+    package var fileSize: Int { file.size }
 
     private let file: MappedFile
 
-    public init(url: URL) throws {
+    package init(url: URL) throws {
         path = url.path
         file = try MappedFile(url: url)
         var r = ByteReader(base: file.base, size: file.size, path: path)
@@ -148,7 +148,7 @@ public final class GGUFFile: @unchecked Sendable {
     }
 
     /// The tensor decoded to fp32, in its row-major shape.
-    public func tensor(_ name: String) throws -> Tensor {
+    package func tensor(_ name: String) throws -> Tensor {
         let info = try self.info(name)
         guard GGUFQuant.canDequantize(info.type) else {
             throw FormatError(path, "tensor \(name) has type \(info.type.name), which cannot be decoded (supported: \(GGUFQuant.supported.map(\.name).joined(separator: ", ")))")
@@ -158,13 +158,13 @@ public final class GGUFFile: @unchecked Sendable {
         return t
     }
 
-    public func info(_ name: String) throws -> GGUFTensorInfo {
+    package func info(_ name: String) throws -> GGUFTensorInfo {
         guard let info = tensors[name] else { throw FormatError(path, "no tensor named \(name)") }
         return info
     }
 
     /// The tensor's stored bytes (still quantised). The pointer is valid only inside `body`.
-    public func withRawBytes<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+    package func withRawBytes<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         let info = try self.info(name)
         guard let n = info.byteCount else {
             throw FormatError(path, "tensor \(name) has unknown type \(info.type.name)")
@@ -175,9 +175,9 @@ public final class GGUFFile: @unchecked Sendable {
     }
 
     // Typed metadata lookups; nil when the key is absent or of another kind.
-    public func string(_ key: String) -> String? { metadata[key]?.string }
-    public func int(_ key: String) -> Int? { metadata[key]?.int }
-    public func double(_ key: String) -> Double? { metadata[key]?.double }
+    package func string(_ key: String) -> String? { metadata[key]?.string }
+    package func int(_ key: String) -> Int? { metadata[key]?.int }
+    package func double(_ key: String) -> Double? { metadata[key]?.double }
 }
 
 /// A cursor over the mapped bytes. Every read checks the bounds first and names what it was

@@ -7,14 +7,14 @@ import Tensors
 /// - Q4_0, 18 bytes: fp16 d, 16 bytes of nibbles;          x = d·(q − 8)
 /// - Q4_1, 20 bytes: fp16 d, fp16 min m, 16 bytes nibbles; x = d·q + m
 /// In the 4-bit types byte j holds value j in its low nibble and value j + 16 in its high one.
-public enum GGUFQuant {
-    public static let supported: [GGMLType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1]
+package enum GGUFQuant {
+    package static let supported: [GGMLType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1]
 
-    public static func canDequantize(_ type: GGMLType) -> Bool { supported.contains(type) }
+    package static func canDequantize(_ type: GGMLType) -> Bool { supported.contains(type) }
 
     /// Decodes `count` values of `type` from `src` into `dst`, split across `Threads.count`.
     /// `count` must be a whole number of blocks (GGUFFile checks this when it opens a file).
-    public static func dequantize(_ type: GGMLType, from src: UnsafeRawPointer,
+    package static func dequantize(_ type: GGMLType, from src: UnsafeRawPointer,
                                   to dst: UnsafeMutablePointer<Float>, count: Int) {
         precondition(canDequantize(type), "cannot dequantise \(type.name)")
         let blockSize = type.blockSize!, blockBytes = type.blockBytes!

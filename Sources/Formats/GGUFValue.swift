@@ -1,5 +1,5 @@
 /// One metadata value of a GGUF file (every kind the format defines).
-public indirect enum GGUFValue: Equatable, Sendable {
+package indirect enum GGUFValue: Equatable, Sendable {
     case uint8(UInt8), int8(Int8), uint16(UInt16), int16(Int16)
     case uint32(UInt32), int32(Int32), uint64(UInt64), int64(Int64)
     case float32(Float), float64(Double), bool(Bool)
@@ -7,7 +7,7 @@ public indirect enum GGUFValue: Equatable, Sendable {
     case array([GGUFValue])
 
     /// Any integer kind as Int (nil for other kinds).
-    public var int: Int? {
+    package var int: Int? {
         switch self {
         case .uint8(let v): return Int(v)
         case .int8(let v): return Int(v)
@@ -22,7 +22,7 @@ public indirect enum GGUFValue: Equatable, Sendable {
     }
 
     /// Any numeric kind as Double (nil for strings, bools and arrays).
-    public var double: Double? {
+    package var double: Double? {
         switch self {
         case .float32(let v): return Double(v)
         case .float64(let v): return v
@@ -30,7 +30,7 @@ public indirect enum GGUFValue: Equatable, Sendable {
         }
     }
 
-    public var string: String? { if case .string(let s) = self { return s } else { return nil } }
-    public var bool: Bool? { if case .bool(let b) = self { return b } else { return nil } }
-    public var array: [GGUFValue]? { if case .array(let a) = self { return a } else { return nil } }
+    package var string: String? { if case .string(let s) = self { return s } else { return nil } }
+    package var bool: Bool? { if case .bool(let b) = self { return b } else { return nil } }
+    package var array: [GGUFValue]? { if case .array(let a) = self { return a } else { return nil } }
 }

@@ -4,31 +4,31 @@ import Foundation
 ///
 /// Field names are Swift's; `CodingKeys` map them to the Hugging Face `config.json` names, so a
 /// config written by this type loads in transformers and vice versa.
-public struct ModelConfig: Codable, Equatable, Sendable {
-    public enum Family: String, Codable, Sendable, CaseIterable {
+package struct ModelConfig: Codable, Equatable, Sendable {
+    package enum Family: String, Codable, Sendable, CaseIterable {
         case llama, qwen2, qwen3
     }
 
-    public var modelType: Family
-    public var hiddenSize: Int
-    public var intermediateSize: Int
-    public var numHiddenLayers: Int
-    public var numAttentionHeads: Int
-    public var numKeyValueHeads: Int
+    package var modelType: Family
+    package var hiddenSize: Int
+    package var intermediateSize: Int
+    package var numHiddenLayers: Int
+    package var numAttentionHeads: Int
+    package var numKeyValueHeads: Int
     /// Per-head width; Qwen3 states it explicitly, the others derive it as hidden / heads.
-    public var headDim: Int
-    public var vocabSize: Int
-    public var rmsNormEps: Float
-    public var ropeTheta: Float
-    public var maxPositionEmbeddings: Int
-    public var tieWordEmbeddings: Bool
+    package var headDim: Int
+    package var vocabSize: Int
+    package var rmsNormEps: Float
+    package var ropeTheta: Float
+    package var maxPositionEmbeddings: Int
+    package var tieWordEmbeddings: Bool
     /// Bias on the q/k/v projections (Qwen2 always; Llama when `attention_bias` is set).
-    public var attentionBias: Bool
-    public var bosTokenId: Int?
-    public var eosTokenId: Int?
+    package var attentionBias: Bool
+    package var bosTokenId: Int?
+    package var eosTokenId: Int?
 
     /// Qwen3 applies an RMSNorm over each head of q and k before RoPE.
-    public var usesQKNorm: Bool { modelType == .qwen3 }
+    package var usesQKNorm: Bool { modelType == .qwen3 }
 
     enum CodingKeys: String, CodingKey {
         case modelType = "model_type"
@@ -51,7 +51,7 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         case torchDtype = "torch_dtype"
     }
 
-    public init(modelType: Family, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int,
+    package init(modelType: Family, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int,
                 numAttentionHeads: Int, numKeyValueHeads: Int, headDim: Int? = nil, vocabSize: Int,
                 rmsNormEps: Float = 1e-6, ropeTheta: Float = 10_000, maxPositionEmbeddings: Int = 4096,
                 tieWordEmbeddings: Bool = false, attentionBias: Bool? = nil,
@@ -76,7 +76,7 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     /// Newer transformers versions nest rope_theta inside `rope_parameters`.
     private struct RopeParameters: Codable { var rope_theta: Float? }
 
-    public init(from decoder: Decoder) throws {
+    package init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let typeName = try c.decode(String.self, forKey: .modelType)
         guard let family = Family(rawValue: typeName) else {
@@ -107,7 +107,7 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         }
     }
 
-    public func encode(to encoder: Encoder) throws {
+    package func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(modelType.rawValue, forKey: .modelType)
         let arch = ["llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"]
@@ -130,7 +130,7 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     }
 
     /// Reads and checks a `config.json`; every failure names the file.
-    public static func load(_ url: URL) throws -> ModelConfig {
+    package static func load(_ url: URL) throws -> ModelConfig {
         guard let data = try? Data(contentsOf: url) else {
             throw FormatError(url.path, "cannot read config.json")
         }
@@ -153,7 +153,7 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     }
 
     /// Shapes that must agree before any weight is read.
-    public func validate(path: String) throws {
+    package func validate(path: String) throws {
         func check(_ ok: Bool, _ why: String) throws { if !ok { throw FormatError(path, why) } }
         try check(hiddenSize > 0 && intermediateSize > 0 && numHiddenLayers > 0 && vocabSize > 0,
                   "sizes must be positive")
@@ -164,7 +164,7 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     }
 
     /// Number of parameters (tied LM head counted once).
-    public var parameterCount: Int {
+    package var parameterCount: Int {
         let q = hiddenSize * numAttentionHeads * headDim
         let kv = 2 * hiddenSize * numKeyValueHeads * headDim
         let o = numAttentionHeads * headDim * hiddenSize

@@ -9,7 +9,7 @@
 /// - `\s`: U+0009–U+000D, U+0085 and categories Zs, Zl, Zp, which is exactly Unicode's White_Space
 ///   property (`Unicode.Scalar.Properties.isWhitespace`). Not Python's `str.isspace`, which also
 ///   counts U+001C–U+001F.
-public enum PreTokenizer: Equatable, Sendable {
+package enum PreTokenizer: Equatable, Sendable {
     /// GPT-2: `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`.
     /// `individualDigits` first isolates every `\p{N}` scalar (HF's `Digits(individual_digits)`),
     /// and the regex then runs inside each remaining stretch on its own.

@@ -8,11 +8,11 @@ import Darwin
 
 /// Element types a safetensors header may name. Only the float ones decode to fp32; the others
 /// are accepted so a file that also holds integer buffers still opens.
-public enum SafeTensorsDType: String, Sendable, CaseIterable {
+package enum SafeTensorsDType: String, Sendable, CaseIterable {
     case F64, F32, F16, BF16, I64, I32, I16, I8, U64, U32, U16, U8, BOOL
     case F8_E4M3, F8_E5M2
 
-    public var byteSize: Int {
+    package var byteSize: Int {
         switch self {
         case .F64, .I64, .U64: return 8
         case .F32, .I32, .U32: return 4
@@ -22,25 +22,25 @@ public enum SafeTensorsDType: String, Sendable, CaseIterable {
     }
 }
 
-public struct SafeTensorsInfo: Sendable, Equatable {
-    public let name: String
-    public let dtype: SafeTensorsDType
-    public let shape: [Int]
+package struct SafeTensorsInfo: Sendable, Equatable {
+    package let name: String
+    package let dtype: SafeTensorsDType
+    package let shape: [Int]
     /// Byte range within the data section (which starts after the header).
-    public let dataRange: Range<Int>
+    package let dataRange: Range<Int>
 
-    public var count: Int { shape.reduce(1, *) }
+    package var count: Int { shape.reduce(1, *) }
 }
 
 /// A memory-mapped `.safetensors` file: 8-byte little-endian header length, a JSON header
 /// mapping names to dtype/shape/byte range, then the raw data.
 ///
 /// `init` checks the whole header against the file, so later reads cannot go out of bounds.
-public final class SafeTensorsFile: @unchecked Sendable {
-    public let path: String
+package final class SafeTensorsFile: @unchecked Sendable {
+    package let path: String
     /// Tensor names in data order.
-    public let tensorNames: [String]
-    public let metadata: [String: String]
+    package let tensorNames: [String]
+    package let metadata: [String: String]
     private let infos: [String: SafeTensorsInfo]
     private let file: MappedFile
     private let dataOffset: Int
@@ -49,7 +49,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// making us parse hundreds of megabytes of garbage as JSON.
     static let maxHeaderBytes = 100 << 20
 
-    public init(url: URL) throws {
+    package init(url: URL) throws {
         let path = url.path
         self.path = path
         file = try MappedFile(url: url)
@@ -134,15 +134,15 @@ public final class SafeTensorsFile: @unchecked Sendable {
         return out
     }
 
-    public func has(_ name: String) -> Bool { infos[name] != nil }
+    package func has(_ name: String) -> Bool { infos[name] != nil }
 
-    public func info(_ name: String) throws -> SafeTensorsInfo {
+    package func info(_ name: String) throws -> SafeTensorsInfo {
         guard let info = infos[name] else { throw FormatError(path, "no tensor named \(name)") }
         return info
     }
 
     /// The tensor converted to fp32.
-    public func tensor(_ name: String) throws -> Tensor {
+    package func tensor(_ name: String) throws -> Tensor {
         let info = try self.info(name)
         let src = file.base + dataOffset + info.dataRange.lowerBound
         let t = Tensor(shape: info.shape)
@@ -166,7 +166,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
     }
 
     /// The values of an I32 tensor (packed integer buffers such as GPTQ's qweight), row-major.
-    public func int32s(_ name: String) throws -> [Int32] {
+    package func int32s(_ name: String) throws -> [Int32] {
         let info = try self.info(name)
         guard info.dtype == .I32 else {
             throw FormatError(path, "tensor \(name) has dtype \(info.dtype.rawValue), expected I32")
@@ -180,13 +180,13 @@ public final class SafeTensorsFile: @unchecked Sendable {
 }
 
 /// Writes `.safetensors` files that Hugging Face `safetensors` and transformers load.
-public enum SafeTensorsWriter {
+package enum SafeTensorsWriter {
     /// Writes the tensors (in the given order) with a header padded to 8 bytes. F32 tensors are
     /// written as they are and F16/BF16 converted from fp32; for I32 the tensor's 4-byte elements
     /// are written unchanged, so the caller stores Int32 bit patterns in it (`ptr` rebound to
     /// Int32). The file appears
     /// at `url` only when complete: data goes to a temporary file beside it, which is then renamed.
-    public static func write(_ tensors: [(name: String, tensor: Tensor, dtype: SafeTensorsDType)],
+    package static func write(_ tensors: [(name: String, tensor: Tensor, dtype: SafeTensorsDType)],
                              metadata: [String: String] = [:], to url: URL) throws {
         let path = url.path
         var seen = Set<String>()

@@ -9,18 +9,18 @@ import Foundation
 /// order. No BOS is added. Decoding maps tokens back to bytes and then to UTF-8 text.
 ///
 /// Thread-safe: the only mutable state is the per-piece cache, behind a lock.
-public final class BPETokenizer: @unchecked Sendable {
-    public let vocabSize: Int
+package final class BPETokenizer: @unchecked Sendable {
+    package let vocabSize: Int
     /// Added tokens flagged special (control tokens), skipped by `decode(skipSpecial: true)`.
-    public let specialTokens: [String: Int]
+    package let specialTokens: [String: Int]
     /// From the GGUF metadata; a tokenizer.json does not carry them, so the caller sets them
     /// (from tokenizer_config.json or config.json).
-    public var bosTokenId: Int?
-    public var eosTokenId: Int?
-    public var padTokenId: Int?
+    package var bosTokenId: Int?
+    package var eosTokenId: Int?
+    package var padTokenId: Int?
     /// A hash of every token string by id: two tokenizers with equal fingerprints give the
     /// same ids, which is what a teacher and its student must share.
-    public var vocabularyFingerprint: UInt64 {
+    package var vocabularyFingerprint: UInt64 {
         var h: UInt64 = 0xCBF2_9CE4_8422_2325
         for token in tokens {
             for byte in token.utf8 { h = (h ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
@@ -40,7 +40,7 @@ public final class BPETokenizer: @unchecked Sendable {
     private let added: AddedTokenMatcher
     /// The added tokens as loaded, in file order.
     let addedTokens: [AddedToken]
-    public let preTokenizer: PreTokenizer
+    package let preTokenizer: PreTokenizer
     let normalizesNFC: Bool
     let addPrefixSpace: Bool
     /// Llama 3 style: a piece that is itself a token is not merged.
@@ -100,16 +100,16 @@ public final class BPETokenizer: @unchecked Sendable {
 
     // MARK: - Lookup
 
-    public func id(of token: String) -> Int? { ids[token] }
+    package func id(of token: String) -> Int? { ids[token] }
 
-    public func token(of id: Int) -> String? {
+    package func token(of id: Int) -> String? {
         guard tokens.indices.contains(id), !tokens[id].isEmpty else { return nil }
         return tokens[id]
     }
 
     // MARK: - Encoding
 
-    public func encode(_ text: String) -> [Int] {
+    package func encode(_ text: String) -> [Int] {
         var out: [Int] = []
         let utf8 = Array(text.utf8)
         added.split(utf8) { segment in
@@ -185,7 +185,7 @@ public final class BPETokenizer: @unchecked Sendable {
 
     // MARK: - Decoding
 
-    public func decode(_ ids: [Int], skipSpecial: Bool = false) -> String {
+    package func decode(_ ids: [Int], skipSpecial: Bool = false) -> String {
         String(decoding: ids.flatMap { bytes(of: $0, skipSpecial: skipSpecial) }, as: UTF8.self)
     }
 
@@ -204,7 +204,7 @@ extension BPETokenizer {
     ///
     /// Token types 3 (control) become special tokens and 4 (user-defined) plain added tokens;
     /// both are matched whole in the text.
-    public convenience init(ggufMetadata meta: [String: GGUFValue], path: String) throws {
+    package convenience init(ggufMetadata meta: [String: GGUFValue], path: String) throws {
         let fix = "convert the model with llama.cpp's convert_hf_to_gguf.py, which embeds it"
         guard let model = meta["tokenizer.ggml.model"]?.string else {
             throw FormatError(path, "no tokenizer: tokenizer.ggml.model is missing; \(fix)")
@@ -243,7 +243,7 @@ extension BPETokenizer {
     }
 
     /// A Hugging Face tokenizer.json with a byte-level BPE model.
-    public convenience init(tokenizerJSON url: URL) throws {
+    package convenience init(tokenizerJSON url: URL) throws {
         let path = url.path
         guard let data = try? Data(contentsOf: url) else { throw FormatError(path, "cannot read tokenizer.json") }
         let root: [String: Any]
@@ -318,18 +318,18 @@ extension BPETokenizer {
 /// a UTF-8 character (an emoji often spans two tokens), so the bytes of an unfinished
 /// character are held back until the token that completes it. The pieces returned add up to
 /// exactly what `decode` gives for all the ids at once.
-public struct StreamingDecoder {
+package struct StreamingDecoder {
     private let tokenizer: BPETokenizer
     private let skipSpecial: Bool
     private var pending: [UInt8] = []
 
-    public init(tokenizer: BPETokenizer, skipSpecial: Bool = false) {
+    package init(tokenizer: BPETokenizer, skipSpecial: Bool = false) {
         self.tokenizer = tokenizer
         self.skipSpecial = skipSpecial
     }
 
     /// The text completed by `id` (empty while a character is still unfinished).
-    public mutating func push(_ id: Int) -> String {
+    package mutating func push(_ id: Int) -> String {
         pending += tokenizer.bytes(of: id, skipSpecial: skipSpecial)
         // The last character starts at the last non-continuation byte among the final three;
         // if it announces more bytes than have arrived, keep it for later.
@@ -344,7 +344,7 @@ public struct StreamingDecoder {
     }
 
     /// Whatever is held back, at the end of generation (an unfinished character shows as U+FFFD).
-    public mutating func finish() -> String {
+    package mutating func finish() -> String {
         defer { pending.removeAll() }
         return String(decoding: pending, as: UTF8.self)
     }

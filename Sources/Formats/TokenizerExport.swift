@@ -10,7 +10,7 @@ extension BPETokenizer {
     /// order. `tokenizer_config.json` names the BOS/EOS/pad tokens when their ids are known, adds
     /// no BOS, and carries `chatTemplate` as a ChatML Jinja template that
     /// `ChatTemplate.detect(chatTemplateJinja:)` recognises. `modelMaxLength` is written when given.
-    public func writeHuggingFaceFiles(to directory: URL, chatTemplate: ChatTemplate, modelMaxLength: Int? = nil) throws {
+    package func writeHuggingFaceFiles(to directory: URL, chatTemplate: ChatTemplate, modelMaxLength: Int? = nil) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         try Self.writeJSON(tokenizerJSON(), to: directory.appendingPathComponent("tokenizer.json"))
         try Self.writeJSON(tokenizerConfigJSON(chatTemplate: chatTemplate, modelMaxLength: modelMaxLength),
@@ -120,7 +120,7 @@ extension ChatTemplate {
     /// own template: the default system message, if any, is added inside the message loop, so
     /// an empty conversation gets none (as `render` does). Newlines stand in the string
     /// literals as themselves, as in SmolLM2's file; for `.smolLM2` this is that template exactly.
-    public var jinja: String {
+    package var jinja: String {
         var text = "{% for message in messages %}"
         if let system = defaultSystemPrompt {
             text += "{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"

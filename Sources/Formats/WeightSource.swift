@@ -9,7 +9,7 @@ import Darwin
 /// Named fp32 weights under Hugging Face checkpoint keys, whatever the file format.
 ///
 /// Keys are transformers' Llama/Qwen names, as `DecoderArchitecture` spells them. Matrices are [out, in].
-public protocol WeightSource {
+package protocol WeightSource {
     /// The file or directory the weights come from (for error messages).
     var path: String { get }
     var names: [String] { get }
@@ -23,7 +23,7 @@ public protocol WeightSource {
 
 extension WeightSource {
     /// The tensor, checked against the shape the config implies (FormatError naming both).
-    public func tensor(_ name: String, expecting shape: [Int]) throws -> Tensor {
+    package func tensor(_ name: String, expecting shape: [Int]) throws -> Tensor {
         guard has(name) else {
             throw FormatError(path, "missing tensor \(name) (expected shape \(shape))")
         }
@@ -35,7 +35,7 @@ extension WeightSource {
     }
 
     /// Fallback for sources that cannot tell a shape without decoding.
-    public func shape(_ name: String) -> [Int]? { has(name) ? (try? tensor(name))?.shape : nil }
+    package func shape(_ name: String) -> [Int]? { has(name) ? (try? tensor(name))?.shape : nil }
 }
 
 /// A read-only memory mapping of a whole file, unmapped when the last reference goes.
@@ -65,14 +65,14 @@ final class MappedFile: @unchecked Sendable {
 
 /// A Hugging Face checkpoint directory: `model.safetensors`, or shards listed by
 /// `model.safetensors.index.json`, or (failing both) every `*.safetensors` file in it.
-public final class SafeTensorsWeights: WeightSource {
-    public let path: String
+package final class SafeTensorsWeights: WeightSource {
+    package let path: String
     /// Names in shard order, then data order within each shard.
-    public let names: [String]
-    public let files: [SafeTensorsFile]
+    package let names: [String]
+    package let files: [SafeTensorsFile]
     private let owner: [String: SafeTensorsFile]
 
-    public init(directory: URL) throws {
+    package init(directory: URL) throws {
         path = directory.path
         let fm = FileManager.default
         let index = directory.appendingPathComponent("model.safetensors.index.json")
@@ -121,34 +121,34 @@ public final class SafeTensorsWeights: WeightSource {
         self.names = names
     }
 
-    public func has(_ name: String) -> Bool { owner[name] != nil }
+    package func has(_ name: String) -> Bool { owner[name] != nil }
 
-    public func tensor(_ name: String) throws -> Tensor {
+    package func tensor(_ name: String) throws -> Tensor {
         guard let file = owner[name] else { throw FormatError(path, "missing tensor \(name)") }
         return try file.tensor(name)
     }
 
-    public func shape(_ name: String) -> [Int]? { try? owner[name]?.info(name).shape }
+    package func shape(_ name: String) -> [Int]? { try? owner[name]?.info(name).shape }
 
-    public func storageType(_ name: String) -> String? { (try? owner[name]?.info(name).dtype).map { "\($0)" } }
+    package func storageType(_ name: String) -> String? { (try? owner[name]?.info(name).dtype).map { "\($0)" } }
 }
 
 /// A GGUF file's weights under Hugging Face names, decoded to fp32 and — for Llama — with
 /// llama.cpp's reordering of the q/k rows undone, so every tensor equals the transformers one.
-public final class GGUFWeights: WeightSource {
-    public let file: GGUFFile
-    public var path: String { file.path }
+package final class GGUFWeights: WeightSource {
+    package let file: GGUFFile
+    package var path: String { file.path }
     /// Hugging Face names of the GGUF tensors that have one (others, e.g. rope_freqs, are left out).
-    public let names: [String]
+    package let names: [String]
     private let ggufNames: [String: String]
     /// Head count to un-permute by, for the tensors llama.cpp permuted.
     private let permutedHeads: [String: Int]
 
     /// The Hugging Face name of a llama.cpp tensor name ("blk.3.attn_q.weight" →
     /// "model.layers.3.self_attn.q_proj.weight"), nil when there is none.
-    public static func hfName(forGGUF name: String) -> String? { DecoderArchitecture.name(forGGUF: name) }
+    package static func hfName(forGGUF name: String) -> String? { DecoderArchitecture.name(forGGUF: name) }
 
-    public init(_ file: GGUFFile) throws {
+    package init(_ file: GGUFFile) throws {
         self.file = file
         let arch = file.string("general.architecture") ?? ""
         // Only the Llama converter permutes q/k (Qwen models use NeoX-style RoPE in llama.cpp too).
@@ -179,13 +179,13 @@ public final class GGUFWeights: WeightSource {
         self.names = names
     }
 
-    public func has(_ name: String) -> Bool { ggufNames[name] != nil }
+    package func has(_ name: String) -> Bool { ggufNames[name] != nil }
 
-    public func shape(_ name: String) -> [Int]? { ggufNames[name].flatMap { file.tensors[$0]?.shape } }
+    package func shape(_ name: String) -> [Int]? { ggufNames[name].flatMap { file.tensors[$0]?.shape } }
 
-    public func storageType(_ name: String) -> String? { ggufNames[name].flatMap { file.tensors[$0]?.type.name } }
+    package func storageType(_ name: String) -> String? { ggufNames[name].flatMap { file.tensors[$0]?.type.name } }
 
-    public func tensor(_ name: String) throws -> Tensor {
+    package func tensor(_ name: String) throws -> Tensor {
         guard let gguf = ggufNames[name] else { throw FormatError(path, "missing tensor \(name)") }
         let t = try file.tensor(gguf)
         guard let heads = permutedHeads[name] else { return t }
@@ -200,12 +200,12 @@ public final class GGUFWeights: WeightSource {
 /// row s·d/2 + i to row 2i + s (s ∈ {0, 1}) — in numpy,
 /// `w.reshape(heads, 2, d/2, in).swapaxes(1, 2).reshape(out, in)`. Biases are reordered the same
 /// way (rows of width 1). Undoing it gives back the transformers tensor.
-public enum LlamaRowPermutation {
+package enum LlamaRowPermutation {
     /// Hugging Face order → llama.cpp order.
-    public static func permute(_ t: Tensor, heads: Int) -> Tensor { reorder(t, heads: heads, toGGUF: true) }
+    package static func permute(_ t: Tensor, heads: Int) -> Tensor { reorder(t, heads: heads, toGGUF: true) }
 
     /// llama.cpp order → Hugging Face order.
-    public static func unpermute(_ t: Tensor, heads: Int) -> Tensor { reorder(t, heads: heads, toGGUF: false) }
+    package static func unpermute(_ t: Tensor, heads: Int) -> Tensor { reorder(t, heads: heads, toGGUF: false) }
 
     private static func reorder(_ t: Tensor, heads: Int, toGGUF: Bool) -> Tensor {
         let rows = t.shape.first ?? 1

@@ -10,9 +10,6 @@ package struct JobError: UserFacingError {
     package init(_ description: String) { self.description = description }
 }
 
-/// Opens any checkpoint a job runs: GGUF, Hugging Face directory, or a GPTQ-packed directory.
-package func openCheckpoint(_ path: String) throws -> Checkpoint { try QuantizedCheckpoint.open(path) }
-
 /// "4m05s", "1h02m": for ETAs and run times in progress lines and tables.
 package func formatDuration(_ seconds: Double) -> String {
     guard seconds.isFinite else { return "?" }

@@ -42,7 +42,7 @@ package struct StudentSetup {
 
     package init(model: String, spec: TrainingSpec, log: (String) -> Void) throws {
         self.spec = spec
-        checkpoint = try openCheckpoint(model)
+        checkpoint = try Checkpoint.open(model)
         (tokenizer, template) = try checkpoint.loadTokenizer()
         dataset = try SFTDataset.load(URL(fileURLWithPath: spec.data), tokenizer: tokenizer, format: spec.format,
                                       template: template, seqLen: spec.options.seqLen, dropLong: spec.dropLong)

@@ -3,10 +3,10 @@ import Formats
 import Tensors
 
 /// New tokens of one sequence for a forward pass; their positions continue the sequence's cache.
-public struct SequenceChunk: Sendable {
-    public var sequence: Int
-    public var tokens: [Int]
-    public init(sequence: Int, tokens: [Int]) {
+package struct SequenceChunk: Sendable {
+    package var sequence: Int
+    package var tokens: [Int]
+    package init(sequence: Int, tokens: [Int]) {
         self.sequence = sequence
         self.tokens = tokens
     }
@@ -18,12 +18,12 @@ public struct SequenceChunk: Sendable {
 /// or one new token of each running sequence), stacks their tokens as rows of one (N, C)
 /// activation, and runs every projection as a single GEMM over those rows, so the weights are
 /// read once per call however many sequences take part.
-public final class Decoder {
-    public let config: ModelConfig
-    public let weights: DecoderWeights
-    public let rope: RoPE
+package final class Decoder {
+    package let config: ModelConfig
+    package let weights: DecoderWeights
+    package let rope: RoPE
 
-    public init(weights: DecoderWeights) {
+    package init(weights: DecoderWeights) {
         self.config = weights.config
         self.weights = weights
         self.rope = RoPE(headDim: weights.config.headDim, theta: Double(weights.config.ropeTheta))
@@ -55,7 +55,7 @@ public final class Decoder {
     }
 
     /// A cache sized for `capacities[s]` tokens of sequence s.
-    public func makeCache(capacities: [Int], layers: Int? = nil) -> KVCache {
+    package func makeCache(capacities: [Int], layers: Int? = nil) -> KVCache {
         KVCache(config: config, capacities: capacities, layers: layers)
     }
 
@@ -63,7 +63,7 @@ public final class Decoder {
     /// Returns logits (chunks, V) for the last token of each chunk, or (N, V) for every token
     /// when `allLogits` is set, or for the stacked token rows `logitRows` (in that order) when
     /// given — the LM head is then computed for those rows only.
-    public func forward(_ chunks: [SequenceChunk], cache: KVCache, allLogits: Bool = false,
+    package func forward(_ chunks: [SequenceChunk], cache: KVCache, allLogits: Bool = false,
                         logitRows: [Int]? = nil) -> Tensor {
         let c = config.hiddenSize
 
@@ -115,10 +115,10 @@ public final class Decoder {
     }
 
     /// Which sequence and position each stacked row belongs to.
-    public struct RowLayout {
-        public var sequence: [Int]
-        public var position: [Int]
-        public init(sequence: [Int], position: [Int]) {
+    package struct RowLayout {
+        package var sequence: [Int]
+        package var position: [Int]
+        package init(sequence: [Int], position: [Int]) {
             self.sequence = sequence
             self.position = position
         }
@@ -128,7 +128,7 @@ public final class Decoder {
     /// its keys and values going to `cacheLayer` of `cache`. With `stopAfter`, the block stops
     /// once that site's input is prepared (its transforms applied, its input hooks called: PTQ
     /// calibration observes there), and x is then partial.
-    public func runLayer(_ l: Int, x: Tensor, rows n: Int, layout: RowLayout, cache: KVCache, cacheLayer: Int,
+    package func runLayer(_ l: Int, x: Tensor, rows n: Int, layout: RowLayout, cache: KVCache, cacheLayer: Int,
                          stopAfter: LinearSite? = nil) {
         let layer = weights.layers[l], f = config.intermediateSize
         let ws = workspace(rows: n)
@@ -159,7 +159,7 @@ public final class Decoder {
 
     /// The residual stream after the embedding for these sequences (rows stacked in order,
     /// positions from 0) and its row layout: the starting point of layer-by-layer calibration.
-    public func embed(_ sequences: [[Int]]) -> (x: Tensor, layout: RowLayout) {
+    package func embed(_ sequences: [[Int]]) -> (x: Tensor, layout: RowLayout) {
         let c = config.hiddenSize
         var layout = RowLayout(sequence: [], position: [])
         for (s, tokens) in sequences.enumerated() {

@@ -4,19 +4,19 @@ import Tensors
 /// The weights of one decoder block, with the projections that read the same input stored
 /// side by side (`LinearSite`): q, k and v as one (qRows + 2 kvRows, C) layer and gate and up
 /// as one (2F, C) layer, so a token reads each input once and decoding makes fewer, larger passes.
-public final class DecoderLayerWeights {
-    public let inputNorm: Tensor        // (C)
-    public let qkv: LinearLayer         // (H*D + 2*KV*D, C): rows of q, then k, then v; bias (H*D + 2*KV*D)
-    public let qNorm: Tensor?           // (D) Qwen3
-    public let kNorm: Tensor?           // (D) Qwen3
-    public let output: LinearLayer      // (C, H*D)
-    public let postAttentionNorm: Tensor // (C)
-    public let gateUp: LinearLayer      // (2F, C): rows of gate, then up
-    public let down: LinearLayer        // (C, F)
+package final class DecoderLayerWeights {
+    package let inputNorm: Tensor        // (C)
+    package let qkv: LinearLayer         // (H*D + 2*KV*D, C): rows of q, then k, then v; bias (H*D + 2*KV*D)
+    package let qNorm: Tensor?           // (D) Qwen3
+    package let kNorm: Tensor?           // (D) Qwen3
+    package let output: LinearLayer      // (C, H*D)
+    package let postAttentionNorm: Tensor // (C)
+    package let gateUp: LinearLayer      // (2F, C): rows of gate, then up
+    package let down: LinearLayer        // (C, F)
     /// Changes of each row's keys (after RoPE) and values, (1, 2 KV*D), before they enter the
     /// KV cache: the KV-cache quantization site. They run on decode threads, so they must not
     /// share scratch between calls.
-    public var cacheTransforms: [any LinearInputTransform] = []
+    package var cacheTransforms: [any LinearInputTransform] = []
 
     init(inputNorm: Tensor, qkv: LinearLayer, qNorm: Tensor?, kNorm: Tensor?,
          output: LinearLayer, postAttentionNorm: Tensor, gateUp: LinearLayer, down: LinearLayer) {
@@ -31,7 +31,7 @@ public final class DecoderLayerWeights {
     }
 
     /// The layer at a site.
-    public func linear(_ site: LinearSite) -> LinearLayer {
+    package func linear(_ site: LinearSite) -> LinearLayer {
         switch site {
         case .qkv: qkv
         case .output: output
@@ -42,13 +42,13 @@ public final class DecoderLayerWeights {
 }
 
 /// All weights of a decoder-only model in fp32.
-public final class DecoderWeights {
-    public let config: ModelConfig
-    public let embedding: Tensor        // (V, C)
-    public let layers: [DecoderLayerWeights]
-    public let finalNorm: Tensor        // (C)
+package final class DecoderWeights {
+    package let config: ModelConfig
+    package let embedding: Tensor        // (V, C)
+    package let layers: [DecoderLayerWeights]
+    package let finalNorm: Tensor        // (C)
     /// (V, C); its weight is the embedding itself when the model ties them.
-    public let lmHead: LinearLayer
+    package let lmHead: LinearLayer
 
     /// Weights from tensors already in memory (shared, not copied).
     init(config: ModelConfig, embedding: Tensor, finalNorm: Tensor, lmHead: LinearLayer, layers: [DecoderLayerWeights]) {
@@ -60,7 +60,7 @@ public final class DecoderWeights {
     }
 
     /// Loads weights by their Hugging Face checkpoint names, checking every shape.
-    public init(config: ModelConfig, source: any WeightSource) throws {
+    package init(config: ModelConfig, source: any WeightSource) throws {
         self.config = config
         let architecture = DecoderArchitecture(config)
         func load(_ role: TensorRole, _ layer: Int? = nil) throws -> Tensor {

@@ -1,24 +1,24 @@
 import Tensors
 
-public struct GenerationRequest: Sendable {
-    public var prompt: [Int]
-    public var maxNewTokens: Int
-    public var sampling: SamplingParams
-    public init(prompt: [Int], maxNewTokens: Int, sampling: SamplingParams = .greedy) {
+package struct GenerationRequest: Sendable {
+    package var prompt: [Int]
+    package var maxNewTokens: Int
+    package var sampling: SamplingParams
+    package init(prompt: [Int], maxNewTokens: Int, sampling: SamplingParams = .greedy) {
         self.prompt = prompt
         self.maxNewTokens = maxNewTokens
         self.sampling = sampling
     }
 }
 
-public struct GenerationResult: Sendable {
-    public enum Finish: String, Sendable, Codable { case eos, length }
-    public var tokens: [Int]
+package struct GenerationResult: Sendable {
+    package enum Finish: String, Sendable, Codable { case eos, length }
+    package var tokens: [Int]
     /// Log-probability of each generated token (see `Sampler`).
-    public var logprobs: [Float]
-    public var finish: Finish
+    package var logprobs: [Float]
+    package var finish: Finish
 
-    public init(tokens: [Int], logprobs: [Float], finish: Finish) {
+    package init(tokens: [Int], logprobs: [Float], finish: Finish) {
         self.tokens = tokens
         self.logprobs = logprobs
         self.finish = finish
@@ -28,17 +28,17 @@ public struct GenerationResult: Sendable {
 /// Batched generation: all prompts are prefilled in one pass, then every running sequence
 /// advances one token per step in a shared forward; a sequence leaves the batch at its own
 /// stop token or length limit.
-public final class Generator {
-    public let decoder: Decoder
-    public let stopTokens: Set<Int>
+package final class Generator {
+    package let decoder: Decoder
+    package let stopTokens: Set<Int>
 
-    public init(decoder: Decoder, stopTokens: Set<Int>) {
+    package init(decoder: Decoder, stopTokens: Set<Int>) {
         self.decoder = decoder
         self.stopTokens = stopTokens
     }
 
     /// `onToken(request index, token)` is called as each token is chosen (for streaming).
-    public func generate(_ requests: [GenerationRequest],
+    package func generate(_ requests: [GenerationRequest],
                          onToken: ((Int, Int) -> Void)? = nil) -> [GenerationResult] {
         precondition(requests.allSatisfy { !$0.prompt.isEmpty }, "every prompt needs at least one token")
         let cache = decoder.makeCache(capacities: requests.map { $0.prompt.count + $0.maxNewTokens })

@@ -5,17 +5,17 @@ import Tensors
 ///
 /// Layout of one (sequence, layer): keys (KV, capacity, D) then values (KV, capacity, D), so
 /// the keys of one head are contiguous rows and attention streams through them.
-public final class KVCache {
-    public let layers: Int
-    public let kvHeads: Int
-    public let headDim: Int
-    public private(set) var capacity: [Int]
+package final class KVCache {
+    package let layers: Int
+    package let kvHeads: Int
+    package let headDim: Int
+    package private(set) var capacity: [Int]
     /// Tokens stored so far per sequence (the position of the next token).
-    public private(set) var length: [Int]
+    package private(set) var length: [Int]
     private var storage: [[Tensor]]     // [sequence][layer]: (2, KV, capacity, D)
 
     /// `layers` defaults to the model's; layer-by-layer calibration needs only one.
-    public init(config: ModelConfig, capacities: [Int], layers: Int? = nil) {
+    package init(config: ModelConfig, capacities: [Int], layers: Int? = nil) {
         let layerCount = layers ?? config.numHiddenLayers
         self.layers = layerCount
         kvHeads = config.numKeyValueHeads
@@ -27,10 +27,10 @@ public final class KVCache {
         }
     }
 
-    public var sequences: Int { length.count }
+    package var sequences: Int { length.count }
 
     /// Bytes held by the cache.
-    public var bytes: Int { storage.reduce(0) { $0 + $1.reduce(0) { $0 + $1.count * 4 } } }
+    package var bytes: Int { storage.reduce(0) { $0 + $1.reduce(0) { $0 + $1.count * 4 } } }
 
     @inline(__always)
     func keys(sequence s: Int, layer l: Int, head h: Int) -> UnsafeMutablePointer<Float> {
@@ -46,5 +46,5 @@ public final class KVCache {
     func advance(sequence s: Int, by n: Int) { length[s] += n }
 
     /// Forgets everything of sequence `s` (reuse its memory for a new prompt).
-    public func reset(sequence s: Int) { length[s] = 0 }
+    package func reset(sequence s: Int) { length[s] = 0 }
 }

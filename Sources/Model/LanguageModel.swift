@@ -3,29 +3,29 @@ import Formats
 import Tensors
 
 /// A checkpoint made ready to run: its decoder, tokenizer and chat template.
-public final class LanguageModel {
-    public let checkpoint: Checkpoint
-    public let decoder: Decoder
-    public let tokenizer: BPETokenizer
-    public let chatTemplate: ChatTemplate
+package final class LanguageModel {
+    package let checkpoint: Checkpoint
+    package let decoder: Decoder
+    package let tokenizer: BPETokenizer
+    package let chatTemplate: ChatTemplate
 
     /// Opens a GGUF file or a Hugging Face directory (config.json, safetensors, tokenizer.json).
-    public convenience init(path: String) throws {
+    package convenience init(path: String) throws {
         try self.init(checkpoint: try Checkpoint.open(path))
     }
 
     /// Runs an opened checkpoint (e.g. a quantized one, whose weights source dequantizes).
-    public init(checkpoint: Checkpoint) throws {
+    package init(checkpoint: Checkpoint) throws {
         self.checkpoint = checkpoint
         // The tokenizer is checked before the (slower) weight load so a missing one fails fast.
         (tokenizer, chatTemplate) = try checkpoint.loadTokenizer()
         decoder = Decoder(weights: try DecoderWeights(config: checkpoint.config, source: checkpoint.weights))
     }
 
-    public var config: ModelConfig { checkpoint.config }
+    package var config: ModelConfig { checkpoint.config }
 
     /// Token ids that end a generation: the tokenizer's EOS, the config's, and ChatML's end of turn.
-    public var stopTokens: Set<Int> {
+    package var stopTokens: Set<Int> {
         var stops = Set<Int>()
         if let e = tokenizer.eosTokenId { stops.insert(e) }
         if let e = config.eosTokenId { stops.insert(e) }
@@ -34,7 +34,7 @@ public final class LanguageModel {
     }
 
     /// The prompt as token ids, wrapped in the chat template when `chat` is set.
-    public func encodePrompt(_ text: String, chat: Bool) -> [Int] {
+    package func encodePrompt(_ text: String, chat: Bool) -> [Int] {
         let rendered = chat
             ? chatTemplate.render([ChatMessage(role: "user", content: text)], addGenerationPrompt: true)
             : text

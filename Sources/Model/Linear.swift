@@ -7,26 +7,26 @@ import Tensors
 /// One case per storage format, one dispatch (`LinearLayer.apply`), a kernel per format: fp32
 /// today; packed low-bit codes with scales join as a case of their own, and their kernels
 /// beside the fp32 ones, without the decoder changing.
-public enum LinearWeight {
+package enum LinearWeight {
     /// (out, in) fp32, row-major.
     case dense(Tensor)
 
-    public var outFeatures: Int {
+    package var outFeatures: Int {
         switch self { case .dense(let w): w.shape[0] }
     }
 
-    public var inFeatures: Int {
+    package var inFeatures: Int {
         switch self { case .dense(let w): w.shape[1] }
     }
 
     /// Bytes a forward reads from memory for the weight (what decoding is bound by).
-    public var storageBytes: Int {
+    package var storageBytes: Int {
         switch self { case .dense(let w): w.count * MemoryLayout<Float>.size }
     }
 
     /// The weight as fp32 (out, in): the tensor itself for `.dense`, so writing into it changes
     /// the layer (PTQ writes its dequantized values there).
-    public var dense: Tensor {
+    package var dense: Tensor {
         switch self { case .dense(let w): w }
     }
 }
@@ -34,29 +34,29 @@ public enum LinearWeight {
 /// A change of a linear layer's input rows before the product: an activation quantizer, an
 /// online rotation. It works in place on the decoder's activation buffer, which only this
 /// layer reads afterwards.
-public protocol LinearInputTransform: AnyObject {
+package protocol LinearInputTransform: AnyObject {
     /// x: (rows, width), row-major, transformed in place.
     func transform(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int)
 }
 
 /// Sees a linear layer's input rows (after its transforms, as the product sees them) or its
 /// output rows. PTQ's calibration observes inputs; evaluations and probes can read outputs.
-public typealias LinearHook = (_ rows: UnsafePointer<Float>, _ count: Int) -> Void
+package typealias LinearHook = (_ rows: UnsafePointer<Float>, _ count: Int) -> Void
 
 /// One linear layer of a block: its weight, optional bias, input transforms and hooks.
-public final class LinearLayer {
-    public var weight: LinearWeight
-    public var bias: Tensor?                       // (out)
-    public var inputTransforms: [any LinearInputTransform] = []
-    public var inputHooks: [LinearHook] = []
-    public var outputHooks: [LinearHook] = []
+package final class LinearLayer {
+    package var weight: LinearWeight
+    package var bias: Tensor?                       // (out)
+    package var inputTransforms: [any LinearInputTransform] = []
+    package var inputHooks: [LinearHook] = []
+    package var outputHooks: [LinearHook] = []
 
-    public init(_ weight: LinearWeight, bias: Tensor? = nil) {
+    package init(_ weight: LinearWeight, bias: Tensor? = nil) {
         self.weight = weight
         self.bias = bias
     }
 
-    public convenience init(dense w: Tensor, bias: Tensor? = nil) { self.init(.dense(w), bias: bias) }
+    package convenience init(dense w: Tensor, bias: Tensor? = nil) { self.init(.dense(w), bias: bias) }
 
     /// y = T(x) W^T (+ b), or y += ... with `accumulate`, on the first n rows, T being the input
     /// transforms in order. x: (N, in), y: (N, out). x is transformed in place.

@@ -3,20 +3,20 @@ import Foundation
 /// Rotary position embedding tables, rotate-half convention (transformers' Llama/Qwen code):
 /// dimension i < D/2 pairs with i + D/2 and turns by position * theta^(-2i/D).
 /// Angles are computed in Double so long positions keep fp32 accuracy.
-public final class RoPE {
-    public let headDim: Int
-    public let theta: Double
-    public private(set) var positions = 0
+package final class RoPE {
+    package let headDim: Int
+    package let theta: Double
+    package private(set) var positions = 0
     private(set) var cosTable: [Float] = []   // (positions, D/2)
     private(set) var sinTable: [Float] = []
 
-    public init(headDim: Int, theta: Double) {
+    package init(headDim: Int, theta: Double) {
         self.headDim = headDim
         self.theta = theta
     }
 
     /// Makes sure the tables cover positions 0..<n.
-    public func reserve(_ n: Int) {
+    package func reserve(_ n: Int) {
         guard n > positions else { return }
         let half = headDim / 2
         let newCount = max(n, positions * 2, 256)

@@ -3,39 +3,39 @@ import Foundation
 import Tensors
 
 /// How the next token is chosen. Temperature 0 is greedy (argmax, lowest id on ties, as torch).
-public struct SamplingParams: Sendable, Equatable, Codable {
-    public var temperature: Float
+package struct SamplingParams: Sendable, Equatable, Codable {
+    package var temperature: Float
     /// Keep the smallest set of most likely tokens whose probability reaches `topP` (1 = off).
-    public var topP: Float
+    package var topP: Float
     /// Keep the `topK` most likely tokens (0 = off).
-    public var topK: Int
-    public var seed: UInt64
+    package var topK: Int
+    package var seed: UInt64
 
-    public init(temperature: Float = 0, topP: Float = 1, topK: Int = 0, seed: UInt64 = 0) {
+    package init(temperature: Float = 0, topP: Float = 1, topK: Int = 0, seed: UInt64 = 0) {
         self.temperature = temperature
         self.topP = topP
         self.topK = topK
         self.seed = seed
     }
 
-    public static let greedy = SamplingParams()
+    package static let greedy = SamplingParams()
 }
 
 /// Draws tokens from logits. The reported log-probability is that of the chosen token under
 /// softmax(logits / T) before top-k/top-p filtering (T = 1 when greedy): the quantity a
 /// policy-gradient update needs.
-public struct Sampler {
-    public let params: SamplingParams
+package struct Sampler {
+    package let params: SamplingParams
     private var rng: SeededRNG
     private var probs: [Float] = []
     private var order: [Int32] = []
 
-    public init(_ params: SamplingParams) {
+    package init(_ params: SamplingParams) {
         self.params = params
         self.rng = SeededRNG(seed: params.seed)
     }
 
-    public mutating func sample(_ logits: UnsafePointer<Float>, count v: Int) -> (token: Int, logprob: Float) {
+    package mutating func sample(_ logits: UnsafePointer<Float>, count v: Int) -> (token: Int, logprob: Float) {
         if params.temperature <= 0 {
             var best = 0
             for i in 1..<v where logits[i] > logits[best] { best = i }
@@ -99,7 +99,7 @@ public struct Sampler {
 }
 
 /// log(sum(exp(scale * x))) computed stably.
-public func logSumExp(_ x: UnsafePointer<Float>, _ n: Int, scale: Float) -> Float {
+package func logSumExp(_ x: UnsafePointer<Float>, _ n: Int, scale: Float) -> Float {
     var m = -Float.infinity
     for i in 0..<n { m = max(m, scale * x[i]) }
     var s: Double = 0

@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 import Model
 import Tensors
@@ -50,23 +51,23 @@ import Tensors
 ///
 /// Weight decay: the scale / zero tensors have rank 2, so `WeightDecayRule.standard` would decay
 /// them; exclude them with `FakeQuantizer.decayExclusions` (`*_scale`, `*_zero`).
-public final class FakeQuantizer: TrainingWeightQuantizer {
-    public enum Mode: String, Codable, Sendable { case ste, lsq }
+package final class FakeQuantizer: TrainingWeightQuantizer {
+    package enum Mode: String, Codable, Sendable { case ste, lsq }
 
-    public let scheme: QuantScheme
-    public let mode: Mode
-    public let bits: Int
+    package let scheme: QuantScheme
+    package let mode: Mode
+    package let bits: Int
     /// Qp = 2^bits - 1.
-    public let maxCode: Int
+    package let maxCode: Int
     /// Multiply dL/ds and dL/dz by 1 / sqrt(N * Qp) (LSQ's gradient scale).
-    public var gradientScale: Bool
-    public private(set) var generation = 0
+    package var gradientScale: Bool
+    package private(set) var generation = 0
     /// `.lsq`: every `_scale` and (asymmetric) `_zero` parameter; `.ste`: empty.
-    public let parameters: [Parameter]
+    package let parameters: [Parameter]
 
-    public static let minimumScale: Float = 1e-8
+    package static let minimumScale: Float = 1e-8
     /// Patterns for `WeightDecayRule.exclude` so the step sizes and zero points are not decayed.
-    public static let decayExclusions = ["*_scale", "*_zero"]
+    package static let decayExclusions = ["*_scale", "*_zero"]
 
     /// One quantized weight: its grid tensors (groups, rows).
     final class Entry {
@@ -98,7 +99,7 @@ public final class FakeQuantizer: TrainingWeightQuantizer {
     ///   - weights: the matrices to quantize (rank 2, (out, in)); usually `decoder.linearWeights`.
     ///   - initialGrids: `.lsq` only: starting scales and zeros by weight name, each
     ///     (groups, rows) row-major (index g * rows + r); others start from the min/max grid.
-    public init(scheme: QuantScheme, mode: Mode, weights: [Parameter],
+    package init(scheme: QuantScheme, mode: Mode, weights: [Parameter],
                 initialGrids: [String: (scales: [Float], zeros: [Float])] = [:],
                 gradientScale: Bool = true) throws {
         guard let bits = scheme.weightBits else { throw FakeQuantError("scheme \(scheme) has no weight bits") }
@@ -146,7 +147,7 @@ public final class FakeQuantizer: TrainingWeightQuantizer {
 
     /// Quantizes every decoder-block linear weight of `decoder` (q, k, v, o, gate, up, down).
     /// Does not install itself: set `decoder.weightQuantizer`.
-    public convenience init(decoder: TrainableDecoder, scheme: QuantScheme, mode: Mode,
+    package convenience init(decoder: TrainableDecoder, scheme: QuantScheme, mode: Mode,
                             initialGrids: [String: (scales: [Float], zeros: [Float])] = [:],
                             gradientScale: Bool = true) throws {
         try self.init(scheme: scheme, mode: mode, weights: decoder.linearWeights, initialGrids: initialGrids,
@@ -154,23 +155,23 @@ public final class FakeQuantizer: TrainingWeightQuantizer {
     }
 
     /// Names of the quantized weights, in the order given.
-    public var weightNames: [String] { entries.map(\.weight.name) }
+    package var weightNames: [String] { entries.map(\.weight.name) }
 
     /// The latent (full-precision) weight `name`.
-    public func weight(named name: String) -> Parameter {
+    package func weight(named name: String) -> Parameter {
         guard let e = byName[name] else { preconditionFailure("\(name) is not quantized by this FakeQuantizer") }
         return e.weight
     }
 
     /// The current scales and zeros of weight `name`, each (groups, rows) row-major.
-    public func grid(of name: String) -> (scales: [Float], zeros: [Float]) {
+    package func grid(of name: String) -> (scales: [Float], zeros: [Float]) {
         guard let e = byName[name] else { preconditionFailure("\(name) is not quantized by this FakeQuantizer") }
         return (e.scale.value.array, e.zero.value.array)
     }
 
     // MARK: - TrainingWeightQuantizer
 
-    public func refresh() {
+    package func refresh() {
         for e in entries {
             switch mode {
             case .ste:
@@ -183,7 +184,7 @@ public final class FakeQuantizer: TrainingWeightQuantizer {
         generation &+= 1
     }
 
-    public func forwardWeight(of p: Parameter, into out: UnsafeMutablePointer<Float>) {
+    package func forwardWeight(of p: Parameter, into out: UnsafeMutablePointer<Float>) {
         let e = entry(p)
         let w = p.value.ptr, s = e.scale.value.ptr, z = e.zero.value.ptr
         let rows = e.rows, cols = e.cols, qp = Float(maxCode)
@@ -198,7 +199,7 @@ public final class FakeQuantizer: TrainingWeightQuantizer {
         }
     }
 
-    public func backward(of p: Parameter, dQuantized: UnsafePointer<Float>) {
+    package func backward(of p: Parameter, dQuantized: UnsafePointer<Float>) {
         let e = entry(p)
         let w = p.value.ptr, gw = p.grad.ptr, s = e.scale.value.ptr, z = e.zero.value.ptr
         let gs = e.scale.grad.ptr, gz = e.zero.grad.ptr
@@ -335,8 +336,8 @@ public final class FakeQuantizer: TrainingWeightQuantizer {
     }
 }
 
-public struct FakeQuantError: UserFacingError, Equatable {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
+package struct FakeQuantError: UserFacingError, Equatable {
+    package let message: String
+    package init(_ message: String) { self.message = message }
+    package var description: String { message }
 }

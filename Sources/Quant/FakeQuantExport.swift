@@ -1,3 +1,4 @@
+import Formats
 import Tensors
 
 extension FakeQuantizer {
@@ -7,7 +8,7 @@ extension FakeQuantizer {
     /// integer, as the packed format stores them, and the codes are recomputed on that grid. The
     /// exported model therefore differs from the training-time fake-quant forward only by those
     /// two roundings (the zero is continuous during LSQ training; see the type's notes).
-    public func exportQuantized() -> [String: QuantizedMatrix] {
+    package func exportQuantized() -> [String: QuantizedMatrix] {
         var out: [String: QuantizedMatrix] = [:]
         for name in weightNames {
             let (scales, zeros) = grid(of: name)

@@ -1,29 +1,30 @@
+import Formats
 import CKernels
 import Foundation
 import Tensors
 
 /// Settings of one GPTQ run (defaults as the paper's reference code).
-public struct GPTQOptions: Equatable, Sendable {
+package struct GPTQOptions: Equatable, Sendable {
     /// Columns per lazy-update block (errors inside a block propagate column by column; the
     /// block's accumulated error reaches the remaining columns in one GEMM).
-    public var blockSize: Int
+    package var blockSize: Int
     /// λ = dampPercent · mean(diag H) is added to the diagonal before inverting.
-    public var dampPercent: Double
+    package var dampPercent: Double
     /// If the damped Hessian is still not positive definite, λ is multiplied by 10 up to this
     /// many times before giving up.
-    public var maxDampRaises: Int
+    package var maxDampRaises: Int
     /// Quantize columns in order of descending diag(H) ("act-order", "desc_act").
-    public var actOrder: Bool
+    package var actOrder: Bool
     /// Each group's grid computed once from the ORIGINAL weights before any update (groups =
     /// consecutive original columns, so gIdx stays col / groupSize even with act-order).
     /// false (default): grids from the current, error-updated weights at each group start in
     /// processing order; with act-order the groups are then runs of consecutive PERMUTED
     /// columns and gIdx records them.
-    public var staticGroups: Bool
+    package var staticGroups: Bool
     /// MSE search for clipped grids (nil: plain min/max).
-    public var clipSearch: ClipSearch?
+    package var clipSearch: ClipSearch?
 
-    public init(blockSize: Int = 128, dampPercent: Double = 0.01, maxDampRaises: Int = 3,
+    package init(blockSize: Int = 128, dampPercent: Double = 0.01, maxDampRaises: Int = 3,
                 actOrder: Bool = false, staticGroups: Bool = false, clipSearch: ClipSearch? = nil) {
         precondition(blockSize > 0 && dampPercent >= 0 && maxDampRaises >= 0, "invalid GPTQ options")
         self.blockSize = blockSize
@@ -36,26 +37,26 @@ public struct GPTQOptions: Equatable, Sendable {
 }
 
 /// What one layer's quantization cost.
-public struct GPTQStats: Equatable, Sendable {
+package struct GPTQStats: Equatable, Sendable {
     /// GPTQ's own loss: Σ (w - q)² / Hinv_jj² / 2 over all weights.
-    public var loss: Double
+    package var loss: Double
     /// ‖(W - Q) X‖_F / ‖W X‖_F as sqrt(tr(ΔW H ΔWᵀ) / tr(W H Wᵀ)) with the Hessian as given
     /// (undamped) and the original weights.
-    public var relativeOutputError: Double
+    package var relativeOutputError: Double
     /// The λ finally added to the diagonal (after any automatic raises).
-    public var damp: Double
+    package var damp: Double
     /// Input columns with H_ii = 0 (their weights were quantized as 0).
-    public var deadColumns: Int
+    package var deadColumns: Int
 }
 
-public struct GPTQResult: Sendable {
-    public var matrix: QuantizedMatrix
-    public var stats: GPTQStats
+package struct GPTQResult: Sendable {
+    package var matrix: QuantizedMatrix
+    package var stats: GPTQStats
 }
 
-public struct GPTQError: UserFacingError, Equatable {
-    public let message: String
-    public var description: String { message }
+package struct GPTQError: UserFacingError, Equatable {
+    package let message: String
+    package var description: String { message }
 }
 
 /// GPTQ (Frantar et al. 2022): quantizes a linear layer's weight column by column, each column's
@@ -68,8 +69,8 @@ public struct GPTQError: UserFacingError, Equatable {
 /// dequantization uses `scales[gIdx[col]]` (the last group is short when G does not divide cols).
 /// Without act-order this is the ordinary sequential grouping (gIdx = col / G).
 /// Codes are returned in the ORIGINAL column order.
-public enum GPTQ {
-    public static func quantize(weight: Tensor, hessian: Hessian, scheme: QuantScheme,
+package enum GPTQ {
+    package static func quantize(weight: Tensor, hessian: Hessian, scheme: QuantScheme,
                                 options: GPTQOptions = GPTQOptions(), layerName: String) throws -> GPTQResult {
         precondition(weight.rank == 2, "GPTQ quantizes a matrix, got shape \(weight.shape)")
         let rows = weight.shape[0], cols = weight.shape[1]
@@ -228,7 +229,7 @@ public enum GPTQ {
     }
 
     /// sqrt(tr((W - Q) H (W - Q)ᵀ) / tr(W H Wᵀ)) = ‖(W - Q) X‖_F / ‖W X‖_F for H ∝ XᵀX.
-    public static func relativeOutputError(weight: Tensor, quantized: Tensor, hessian: Hessian) -> Double {
+    package static func relativeOutputError(weight: Tensor, quantized: Tensor, hessian: Hessian) -> Double {
         let rows = weight.shape[0], cols = weight.shape[1]
         precondition(quantized.shape == weight.shape && hessian.dim == cols, "shapes differ")
         let h = hessian.tensor
@@ -249,7 +250,7 @@ public enum GPTQ {
     /// Cholesky of H + λI, its inverse from the factor, Cholesky of the inverse. λ starts at
     /// dampPercent · mean(diag H) and is raised ×10 (at most `maxRaises` times) while any step
     /// fails; then the error names the layer.
-    public static func inverseCholeskyUpper(_ h: [Double], n: Int, dampPercent: Double, maxRaises: Int,
+    package static func inverseCholeskyUpper(_ h: [Double], n: Int, dampPercent: Double, maxRaises: Int,
                                             layerName: String) throws -> (upper: [Float], damp: Double) {
         var meanDiag = 0.0
         for i in 0..<n { meanDiag += h[i * n + i] }

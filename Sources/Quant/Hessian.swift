@@ -8,23 +8,23 @@ import Tensors
 /// H ← H · n_old/n_new + 2/n_new · XᵀX (XᵀX of the batch by one fp32 GEMM, the running sum in
 /// Double). Layers that read the same input (q/k/v projections, gate/up) share one `Hessian`:
 /// pass the same object to each `GPTQ.quantize` call — quantization never modifies it.
-public final class Hessian {
+package final class Hessian {
     /// In features (H is dim × dim).
-    public let dim: Int
+    package let dim: Int
     /// Activation rows accumulated so far.
-    public private(set) var samples: Int = 0
+    package private(set) var samples: Int = 0
     /// Row-major dim × dim, symmetric.
-    public private(set) var matrix: [Double]
+    package private(set) var matrix: [Double]
     private var scratch: [Float] = []
 
-    public init(dim: Int) {
+    package init(dim: Int) {
         precondition(dim > 0, "Hessian dimension must be positive")
         self.dim = dim
         matrix = [Double](repeating: 0, count: dim * dim)
     }
 
     /// A fixed Hessian (tests, or one computed elsewhere): `h` is (dim, dim).
-    public init(matrix h: Tensor, samples: Int = 1) {
+    package init(matrix h: Tensor, samples: Int = 1) {
         precondition(h.rank == 2 && h.shape[0] == h.shape[1], "Hessian must be square, got \(h.shape)")
         dim = h.shape[0]
         matrix = h.buffer.map(Double.init)
@@ -32,7 +32,7 @@ public final class Hessian {
     }
 
     /// Accumulates `count` activation rows, each `dim` floats, contiguous.
-    public func add(rows: UnsafePointer<Float>, count: Int) {
+    package func add(rows: UnsafePointer<Float>, count: Int) {
         guard count > 0 else { return }
         if scratch.isEmpty { scratch = [Float](repeating: 0, count: dim * dim) }
         scratch.withUnsafeMutableBufferPointer { s in
@@ -50,20 +50,20 @@ public final class Hessian {
     }
 
     /// Accumulates the rows of `x`, viewed as (count / dim, dim).
-    public func add(_ x: Tensor) {
+    package func add(_ x: Tensor) {
         precondition(x.shape.last == dim, "activations of width \(x.shape.last ?? 0) for a Hessian of width \(dim)")
         add(rows: x.ptr, count: x.count / dim)
     }
 
     /// H as an fp32 tensor (dim, dim).
-    public var tensor: Tensor {
+    package var tensor: Tensor {
         let t = Tensor(shape: [dim, dim])
         for i in 0..<(dim * dim) { t.ptr[i] = Float(matrix[i]) }
         return t
     }
 
     /// Forgets everything (reuse the buffers for the next layer of the same width).
-    public func reset() {
+    package func reset() {
         samples = 0
         for i in matrix.indices { matrix[i] = 0 }
     }

@@ -3,18 +3,18 @@ import Formats
 import Model
 import Tensors
 
-public enum PTQMethod: String, CaseIterable, Sendable { case rtn, gptq }
+package enum PTQMethod: String, CaseIterable, Sendable { case rtn, gptq }
 
-public struct PTQOptions: Sendable {
-    public var scheme: QuantScheme
-    public var method: PTQMethod
+package struct PTQOptions: Sendable {
+    package var scheme: QuantScheme
+    package var method: PTQMethod
     /// MSE clip search for the group grids (RTN+clip; GPTQ with clipping).
-    public var clipSearch: ClipSearch?
-    public var gptq = GPTQOptions()
+    package var clipSearch: ClipSearch?
+    package var gptq = GPTQOptions()
     /// Calibration sequences run through a block together.
-    public var batchSequences = 4
+    package var batchSequences = 4
 
-    public init(scheme: QuantScheme, method: PTQMethod, clipSearch: ClipSearch? = nil) {
+    package init(scheme: QuantScheme, method: PTQMethod, clipSearch: ClipSearch? = nil) {
         self.scheme = scheme
         self.method = method
         self.clipSearch = clipSearch
@@ -23,16 +23,16 @@ public struct PTQOptions: Sendable {
 
 /// One quantized matrix's outcome: its relative output error on the calibration inputs,
 /// ||W X - Q(W) X|| / ||W X|| (from the Hessian: sqrt(tr(D H D^T) / tr(W H W^T))).
-public struct PTQLayerReport: Sendable {
-    public var name: String
-    public var relativeOutputError: Double?
+package struct PTQLayerReport: Sendable {
+    package var name: String
+    package var relativeOutputError: Double?
 }
 
-public struct PTQResult {
-    public var quantized: [String: QuantizedMatrix]
-    public var reports: [PTQLayerReport]
+package struct PTQResult {
+    package var quantized: [String: QuantizedMatrix]
+    package var reports: [PTQLayerReport]
     /// Sum over all matrices of the relative output error (nil without calibration data).
-    public var totalRelativeOutputError: Double? {
+    package var totalRelativeOutputError: Double? {
         let errors = reports.compactMap(\.relativeOutputError)
         return errors.count == reports.count && !errors.isEmpty ? errors.reduce(0, +) : nil
     }
@@ -46,7 +46,7 @@ public struct PTQResult {
 /// stream is kept between blocks; in each block the inputs of each linear site (q/k/v, o,
 /// gate/up, down) are gathered with every earlier matrix already quantized (layers that share an
 /// input share one Hessian), the site is quantized, and only then is the next site observed.
-public enum PTQ {
+package enum PTQ {
     /// The HF names and row ranges of the matrices each site's fused weight holds.
     static func matrices(of site: LinearSite, layer l: Int, config c: ModelConfig,
                          weights: DecoderLayerWeights) -> (tensor: Tensor, parts: [(name: String, rowStart: Int, rows: Int)]) {
@@ -54,7 +54,7 @@ public enum PTQ {
         return (weights.linear(site).weight.dense, parts)
     }
 
-    public static func quantize(decoder: Decoder, calibration: [[Int]], options: PTQOptions,
+    package static func quantize(decoder: Decoder, calibration: [[Int]], options: PTQOptions,
                                 log: (String) -> Void = { _ in }) throws -> PTQResult {
         let config = decoder.config
         try options.scheme.requireImplemented(for: "ptq")
@@ -129,7 +129,7 @@ public enum PTQ {
     }
 
     /// The full-precision tensors of a quantized checkpoint: embeddings, norms, biases, LM head.
-    public static func fullPrecisionTensors(_ w: DecoderWeights) -> [String: Tensor] {
+    package static func fullPrecisionTensors(_ w: DecoderWeights) -> [String: Tensor] {
         let architecture = DecoderArchitecture(w.config)
         var out: [String: Tensor] = [DecoderArchitecture.name(.embedding): w.embedding,
                                      DecoderArchitecture.name(.finalNorm): w.finalNorm]
@@ -156,8 +156,8 @@ public enum PTQ {
     }
 }
 
-public struct PTQError: UserFacingError {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
+package struct PTQError: UserFacingError {
+    package let message: String
+    package init(_ message: String) { self.message = message }
+    package var description: String { message }
 }

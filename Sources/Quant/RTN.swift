@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 import Tensors
 
@@ -5,12 +6,12 @@ import Tensors
 /// shrink * [min, max] with shrink = 1 - i/grid, i in 0..<Int(maxShrink * grid), and keep the one
 /// minimising sum |x - Q(x)|^norm over the group (the first, i.e. least clipped, on ties).
 /// shrink = 1 (no clipping) is always tried, so the search never raises the error.
-public struct ClipSearch: Equatable, Sendable {
-    public var grid: Int
-    public var maxShrink: Float
-    public var norm: Float
+package struct ClipSearch: Equatable, Sendable {
+    package var grid: Int
+    package var maxShrink: Float
+    package var norm: Float
 
-    public init(grid: Int = 100, maxShrink: Float = 0.8, norm: Float = 2.4) {
+    package init(grid: Int = 100, maxShrink: Float = 0.8, norm: Float = 2.4) {
         precondition(grid > 0 && maxShrink > 0 && maxShrink <= 1 && norm > 0, "invalid clip search \(grid)/\(maxShrink)/\(norm)")
         self.grid = grid
         self.maxShrink = maxShrink
@@ -18,18 +19,18 @@ public struct ClipSearch: Equatable, Sendable {
     }
 
     /// GPTQ's defaults (grid 100, shrink down to 0.2, norm 2.4).
-    public static let gptq = ClipSearch()
+    package static let gptq = ClipSearch()
 
     /// The shrink factors tried, in order.
-    public var shrinks: [Float] {
+    package var shrinks: [Float] {
         (0..<max(1, Int(maxShrink * Float(grid)))).map { 1 - Float($0) / Float(grid) }
     }
 }
 
 /// Round-to-nearest quantization: each group's grid from its min/max (optionally clipped by the
 /// MSE search), scale rounded to fp16, codes by rounding.
-public enum RTN {
-    public static func quantize(_ w: Tensor, scheme: QuantScheme, clipSearch: ClipSearch? = nil) -> QuantizedMatrix {
+package enum RTN {
+    package static func quantize(_ w: Tensor, scheme: QuantScheme, clipSearch: ClipSearch? = nil) -> QuantizedMatrix {
         precondition(w.rank == 2, "RTN quantizes a matrix, got shape \(w.shape)")
         guard let bits = scheme.weightBits else { preconditionFailure("scheme \(scheme) has no weight bits") }
         let rows = w.shape[0], cols = w.shape[1]
@@ -68,7 +69,7 @@ public enum RTN {
 
     /// The fp16-rounded grid of `count` values, the least-error one over `shrinks`.
     /// Errors are measured with the rounded grid, the one that will be stored.
-    public static func bestGrid(_ x: UnsafePointer<Float>, count: Int, bits: Int, symmetric: Bool,
+    package static func bestGrid(_ x: UnsafePointer<Float>, count: Int, bits: Int, symmetric: Bool,
                                 shrinks: [Float] = [1], norm: Float = 2.4) -> QuantGrid {
         var lo = Float.infinity, hi = -Float.infinity
         for i in 0..<count { lo = min(lo, x[i]); hi = max(hi, x[i]) }

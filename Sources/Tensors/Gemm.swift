@@ -2,8 +2,8 @@ import COpenBLAS
 
 /// Row-major GEMM through OpenBLAS: C = alpha * op(A) * op(B) + beta * C,
 /// op(A): (m, k), op(B): (k, n), C: (m, n). Leading dimensions are row strides in elements.
-public enum Gemm {
-    public static func sgemm(transA: Bool = false, transB: Bool = false,
+package enum Gemm {
+    package static func sgemm(transA: Bool = false, transB: Bool = false,
                              m: Int, n: Int, k: Int, alpha: Float = 1,
                              a: UnsafePointer<Float>, lda: Int,
                              b: UnsafePointer<Float>, ldb: Int,
@@ -22,7 +22,7 @@ public enum Gemm {
     }
 
     /// The same product for `batch` independent matrices at fixed strides (attention heads).
-    public static func batchedSgemm(batch: Int, transA: Bool = false, transB: Bool = false,
+    package static func batchedSgemm(batch: Int, transA: Bool = false, transB: Bool = false,
                                     m: Int, n: Int, k: Int, alpha: Float = 1,
                                     a: UnsafePointer<Float>, lda: Int, strideA: Int,
                                     b: UnsafePointer<Float>, ldb: Int, strideB: Int,
@@ -36,14 +36,14 @@ public enum Gemm {
     }
 
     /// y = W x for row-major W: (rows, cols); one matrix-vector product.
-    public static func sgemv(rows: Int, cols: Int, w: UnsafePointer<Float>, x: UnsafePointer<Float>,
+    package static func sgemv(rows: Int, cols: Int, w: UnsafePointer<Float>, x: UnsafePointer<Float>,
                              beta: Float = 0, y: UnsafeMutablePointer<Float>) {
         cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(rows), Int32(cols), 1, w, Int32(cols),
                     x, 1, beta, y, 1)
     }
 
     /// Convenience for tests and set-up: a new tensor op(A) * op(B) for 2-D tensors.
-    public static func matmul(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) -> Tensor {
+    package static func matmul(_ a: Tensor, _ b: Tensor, transA: Bool = false, transB: Bool = false) -> Tensor {
         precondition(a.rank == 2 && b.rank == 2, "matmul takes 2-D tensors, got \(a.shape) and \(b.shape)")
         let m = transA ? a.shape[1] : a.shape[0]
         let k = transA ? a.shape[0] : a.shape[1]

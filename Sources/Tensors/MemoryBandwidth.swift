@@ -2,15 +2,15 @@ import Foundation
 
 /// Measures this machine's memory bandwidth with all threads, the ceiling for any kernel that
 /// streams weights (decode reads every weight once per step).
-public enum MemoryBandwidth {
+package enum MemoryBandwidth {
     /// Bytes per second: `copy` counts bytes read plus bytes written (as STREAM does); `read`
     /// counts bytes summed. Keeps its buffers (already paged in) so it can measure again and
     /// again, e.g. between the runs of a benchmark it is compared with.
-    public final class Meter {
+    package final class Meter {
         let n: Int
         let src: Tensor, dst: Tensor
 
-        public init(bytes: Int) {
+        package init(bytes: Int) {
             n = bytes / 4
             src = Tensor(shape: [n])
             dst = Tensor(shape: [n])
@@ -19,7 +19,7 @@ public enum MemoryBandwidth {
         }
 
         /// Bytes per second, the best of `repeats` copies and of `repeats` sums.
-        public func measure(repeats: Int) -> (copy: Double, read: Double) {
+        package func measure(repeats: Int) -> (copy: Double, read: Double) {
             let n = self.n, src = self.src, dst = self.dst
             var bestCopy = Double.infinity, bestRead = Double.infinity
             var sink: Float = 0

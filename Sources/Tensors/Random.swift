@@ -1,9 +1,9 @@
 /// A seeded generator (xoshiro256**, state filled by SplitMix64) so runs are reproducible
 /// and the state can be saved in checkpoints.
-public struct SeededRNG: RandomNumberGenerator, Sendable, Codable, Equatable {
-    public private(set) var state: [UInt64]
+package struct SeededRNG: RandomNumberGenerator, Sendable, Codable, Equatable {
+    package private(set) var state: [UInt64]
 
-    public init(seed: UInt64) {
+    package init(seed: UInt64) {
         var z = seed
         var s = [UInt64](repeating: 0, count: 4)
         for i in 0..<4 {
@@ -16,7 +16,7 @@ public struct SeededRNG: RandomNumberGenerator, Sendable, Codable, Equatable {
         state = s
     }
 
-    public mutating func next() -> UInt64 {
+    package mutating func next() -> UInt64 {
         let result = rotl(state[1] &* 5, 7) &* 9
         let t = state[1] << 17
         state[2] ^= state[0]
@@ -31,19 +31,19 @@ public struct SeededRNG: RandomNumberGenerator, Sendable, Codable, Equatable {
     @inline(__always) private func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
 
     /// Uniform in [0, 1) with 24 random bits (every value exactly representable).
-    public mutating func uniform() -> Float { Float(next() >> 40) * (1.0 / 16_777_216.0) }
+    package mutating func uniform() -> Float { Float(next() >> 40) * (1.0 / 16_777_216.0) }
 
     /// Uniform in [0, 1) with 53 random bits.
-    public mutating func uniformDouble() -> Double { Double(next() >> 11) * (1.0 / 9_007_199_254_740_992.0) }
+    package mutating func uniformDouble() -> Double { Double(next() >> 11) * (1.0 / 9_007_199_254_740_992.0) }
 
     /// Standard normal by Box-Muller (one value per call; simple and deterministic).
-    public mutating func normal() -> Float {
+    package mutating func normal() -> Float {
         let u1 = max(uniformDouble(), 1e-300)
         let u2 = uniformDouble()
         return Float((-2 * _log(u1)).squareRoot() * _cos(2 * Double.pi * u2))
     }
 
-    public mutating func fillNormal(_ t: Tensor, std: Float = 1) {
+    package mutating func fillNormal(_ t: Tensor, std: Float = 1) {
         for i in 0..<t.count { t.ptr[i] = normal() * std }
     }
 }

@@ -3,13 +3,13 @@
 /// Deliberately small: no autograd, no views, no broadcasting. Layers own their buffers and
 /// work on raw pointers (`ptr`) in their hot loops; this type only manages memory and shape.
 /// Storage is 64-byte aligned so vector kernels and BLAS see cache-line-aligned rows.
-public final class Tensor: @unchecked Sendable {
-    public let shape: [Int]
-    public let count: Int
-    public let ptr: UnsafeMutablePointer<Float>
+package final class Tensor: @unchecked Sendable {
+    package let shape: [Int]
+    package let count: Int
+    package let ptr: UnsafeMutablePointer<Float>
 
     /// A zero-filled tensor.
-    public init(shape: [Int]) {
+    package init(shape: [Int]) {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in shape \(shape)")
         self.shape = shape
         self.count = shape.reduce(1, *)
@@ -18,7 +18,7 @@ public final class Tensor: @unchecked Sendable {
         ptr.initialize(repeating: 0, count: max(count, 1))
     }
 
-    public convenience init(shape: [Int], values: [Float]) {
+    package convenience init(shape: [Int], values: [Float]) {
         self.init(shape: shape)
         precondition(values.count == count, "\(values.count) values for shape \(shape)")
         values.withUnsafeBufferPointer { ptr.update(from: $0.baseAddress!, count: count) }
@@ -26,12 +26,12 @@ public final class Tensor: @unchecked Sendable {
 
     deinit { UnsafeMutableRawPointer(ptr).deallocate() }
 
-    public var rank: Int { shape.count }
-    public var buffer: UnsafeMutableBufferPointer<Float> { .init(start: ptr, count: count) }
-    public var array: [Float] { Array(buffer) }
+    package var rank: Int { shape.count }
+    package var buffer: UnsafeMutableBufferPointer<Float> { .init(start: ptr, count: count) }
+    package var array: [Float] { Array(buffer) }
 
     /// Element access for tests and small set-up code; hot loops use `ptr`.
-    public subscript(_ index: Int...) -> Float {
+    package subscript(_ index: Int...) -> Float {
         get { ptr[offset(index)] }
         set { ptr[offset(index)] = newValue }
     }
@@ -46,28 +46,28 @@ public final class Tensor: @unchecked Sendable {
         return o
     }
 
-    public func copy() -> Tensor {
+    package func copy() -> Tensor {
         let t = Tensor(shape: shape)
         t.ptr.update(from: ptr, count: count)
         return t
     }
 
     /// The same values under another shape with the same element count.
-    public func reshaped(_ newShape: [Int]) -> Tensor {
+    package func reshaped(_ newShape: [Int]) -> Tensor {
         precondition(newShape.reduce(1, *) == count, "cannot reshape \(shape) to \(newShape)")
         let t = Tensor(shape: newShape)
         t.ptr.update(from: ptr, count: count)
         return t
     }
 
-    public func fill(_ value: Float) { ptr.update(repeating: value, count: count) }
+    package func fill(_ value: Float) { ptr.update(repeating: value, count: count) }
 
     /// Pointer to row `i` when the tensor is viewed as (count / lastDim, lastDim).
-    public func row(_ i: Int) -> UnsafeMutablePointer<Float> { ptr + i * (shape.last ?? 1) }
+    package func row(_ i: Int) -> UnsafeMutablePointer<Float> { ptr + i * (shape.last ?? 1) }
 
     /// The rows `indices` (of the (count / lastDim, lastDim) view) copied into a new
     /// (indices.count, lastDim) tensor, in that order.
-    public func gatherRows(_ indices: [Int]) -> Tensor {
+    package func gatherRows(_ indices: [Int]) -> Tensor {
         let width = shape.last ?? 1
         let out = Tensor(shape: [indices.count, width])
         for (i, r) in indices.enumerated() { out.row(i).update(from: row(r), count: width) }
@@ -76,7 +76,7 @@ public final class Tensor: @unchecked Sendable {
 }
 
 extension Tensor: CustomStringConvertible {
-    public var description: String {
+    package var description: String {
         let head = buffer.prefix(6).map { String(format: "%.4g", $0) }.joined(separator: ", ")
         return "Tensor\(shape)[\(head)\(count > 6 ? ", ..." : "")]"
     }

@@ -4,10 +4,10 @@ import Foundation
 
 /// Thread control: one setting for our own parallel loops (a spinning pool in CKernels, since
 /// decoding runs hundreds of microsecond-long loops per token) and for OpenBLAS.
-public enum Threads {
+package enum Threads {
     /// Threads used by `parallelFor` and OpenBLAS: `RQAT_NUM_THREADS`, else `OPENBLAS_NUM_THREADS`,
     /// else the number of cores.
-    public private(set) static var count: Int = {
+    package private(set) static var count: Int = {
         let env = ProcessInfo.processInfo.environment
         if let s = env["RQAT_NUM_THREADS"] ?? env["OPENBLAS_NUM_THREADS"], let n = Int(s), n > 0 { return n }
         return ProcessInfo.processInfo.activeProcessorCount
@@ -16,7 +16,7 @@ public enum Threads {
     private static let poolStarted: Void = rqat_pool_set_threads(Int32(count))
 
     /// Sets the thread count for our loops and for OpenBLAS (call before starting work).
-    public static func set(_ n: Int) {
+    package static func set(_ n: Int) {
         count = max(1, n)
         rqat_pool_set_threads(Int32(count))
         openblas_set_num_threads(Int32(count))
@@ -24,7 +24,7 @@ public enum Threads {
 
     /// `parallelFor` whose tasks call BLAS themselves: OpenBLAS runs single-threaded meanwhile,
     /// so its threads do not compete with ours for the cores.
-    public static func parallelForWithSerialBLAS(_ n: Int, _ body: (Range<Int>) -> Void) {
+    package static func parallelForWithSerialBLAS(_ n: Int, _ body: (Range<Int>) -> Void) {
         guard count > 1 && n > 1 else { parallelFor(n, body); return }
         openblas_set_num_threads(1)
         defer { openblas_set_num_threads(Int32(count)) }
@@ -39,7 +39,7 @@ public enum Threads {
 
     /// Runs `body` over 0..<n split into at most `count` contiguous ranges, in parallel.
     /// Falls back to a plain call when there is one thread or one item.
-    public static func parallelFor(_ n: Int, _ body: (Range<Int>) -> Void) {
+    package static func parallelFor(_ n: Int, _ body: (Range<Int>) -> Void) {
         _ = poolStarted
         let chunks = min(count, n)
         if chunks <= 1 {

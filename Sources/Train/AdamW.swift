@@ -10,13 +10,13 @@ import Tensors
 /// (dots included): `model.layers.*.mlp.*` matches every MLP weight, `*.bias` every bias.
 /// A pattern without `*` matches when it occurs anywhere in the name (`norm` matches
 /// `input_layernorm.weight` and `model.norm.weight`). There is no other special character.
-public enum NamePattern {
-    public static func matches(_ pattern: String, _ name: String) -> Bool {
+package enum NamePattern {
+    package static func matches(_ pattern: String, _ name: String) -> Bool {
         guard pattern.contains("*") else { return name.contains(pattern) }
         return glob(Array(pattern.utf8)[...], Array(name.utf8)[...])
     }
 
-    public static func matchesAny(_ patterns: [String], _ name: String) -> Bool {
+    package static func matchesAny(_ patterns: [String], _ name: String) -> Bool {
         patterns.contains { matches($0, name) }
     }
 
@@ -53,7 +53,7 @@ public enum NamePattern {
 /// Marks every parameter whose name matches one of `patterns` (see `NamePattern`) as frozen and
 /// returns the names frozen, so a caller can report them (and notice a pattern matching nothing).
 @discardableResult
-public func freeze(_ parameters: [Parameter], matching patterns: [String]) -> [String] {
+package func freeze(_ parameters: [Parameter], matching patterns: [String]) -> [String] {
     var frozen: [String] = []
     for p in parameters where NamePattern.matchesAny(patterns, p.name) {
         p.frozen = true
@@ -67,13 +67,13 @@ public func freeze(_ parameters: [Parameter], matching patterns: [String]) -> [S
 /// The usual recipe: decay weight matrices, but not embeddings (decay pulls rare tokens' rows to
 /// zero, since they rarely get a gradient to push back) and not norm gains or biases (their scale
 /// is meaningful and they are few). `include` wins over everything; then `exclude`; then rank.
-public struct WeightDecayRule: Codable, Equatable, Sendable {
+package struct WeightDecayRule: Codable, Equatable, Sendable {
     /// Names matching any of these are always decayed.
-    public var include: [String]
+    package var include: [String]
     /// Names matching any of these are never decayed.
-    public var exclude: [String]
+    package var exclude: [String]
     /// Below this rank a parameter is not decayed (2: only matrices, so no biases or gains).
-    public var minimumRank: Int
+    package var minimumRank: Int
 
     package init(include: [String] = [], exclude: [String] = [DecoderArchitecture.embeddingPattern, "norm", "*_scale", "*_zero"], minimumRank: Int = 2) {
         self.include = include
@@ -81,9 +81,9 @@ public struct WeightDecayRule: Codable, Equatable, Sendable {
         self.minimumRank = minimumRank
     }
 
-    public static let standard = WeightDecayRule()
+    package static let standard = WeightDecayRule()
 
-    public func decays(name: String, rank: Int) -> Bool {
+    package func decays(name: String, rank: Int) -> Bool {
         if NamePattern.matchesAny(include, name) { return true }
         if NamePattern.matchesAny(exclude, name) { return false }
         return rank >= minimumRank
@@ -107,23 +107,23 @@ public struct WeightDecayRule: Codable, Equatable, Sendable {
 /// `step(lr:)`, then `zeroGrad()`. Frozen parameters are skipped (no update, no decay).
 /// One step counter serves all parameters (torch keeps one per parameter; they agree unless a
 /// parameter is unfrozen part-way through a run, in which case its bias correction starts late).
-public final class AdamW {
-    public var beta1: Double
-    public var beta2: Double
-    public var eps: Double
-    public var weightDecay: Double
-    public let decayRule: WeightDecayRule
+package final class AdamW {
+    package var beta1: Double
+    package var beta2: Double
+    package var eps: Double
+    package var weightDecay: Double
+    package let decayRule: WeightDecayRule
 
     /// Steps taken so far (torch's `state['step']`); the next step uses `stepCount + 1`.
-    public private(set) var stepCount = 0
+    package private(set) var stepCount = 0
     /// The first and second moments by parameter name (torch's `exp_avg`, `exp_avg_sq`).
-    public private(set) var moments: [String: (m: Tensor, v: Tensor)] = [:]
+    package private(set) var moments: [String: (m: Tensor, v: Tensor)] = [:]
 
-    public let parameters: [Parameter]
+    package let parameters: [Parameter]
     /// Names of the parameters weight decay applies to (fixed at construction).
-    public let decayed: Set<String>
+    package let decayed: Set<String>
 
-    public init(parameters: [Parameter], beta1: Double = 0.9, beta2: Double = 0.999, eps: Double = 1e-8,
+    package init(parameters: [Parameter], beta1: Double = 0.9, beta2: Double = 0.999, eps: Double = 1e-8,
                 weightDecay: Double = 0.01, decayRule: WeightDecayRule = .standard) {
         var seen = Set<String>()
         for p in parameters { precondition(seen.insert(p.name).inserted, "parameter \(p.name) listed twice") }
@@ -143,7 +143,7 @@ public final class AdamW {
     }
 
     /// One update of every non-frozen parameter from its accumulated gradient.
-    public func step(lr: Double) {
+    package func step(lr: Double) {
         stepCount += 1
         let t = Double(stepCount)
         let biasCorrection1 = 1 - pow(beta1, t)
@@ -189,13 +189,13 @@ public final class AdamW {
         }
     }
 
-    public func zeroGrad() {
+    package func zeroGrad() {
         for p in parameters { p.zeroGrad() }
     }
 
     /// Replaces the state with a saved one (from `TrainCheckpoint`): the step count and, for
     /// every non-frozen parameter, both moments with the parameter's shape.
-    public func restore(stepCount: Int, moments saved: [String: (m: Tensor, v: Tensor)], source: String) throws {
+    package func restore(stepCount: Int, moments saved: [String: (m: Tensor, v: Tensor)], source: String) throws {
         var restored: [String: (m: Tensor, v: Tensor)] = [:]
         for p in parameters {
             guard let pair = saved[p.name] else {
@@ -215,9 +215,9 @@ public final class AdamW {
 // MARK: - Gradients
 
 /// Whole-model operations on accumulated gradients.
-public enum Gradients {
+package enum Gradients {
     /// The L2 norm of all non-frozen gradients taken together (summed in Double).
-    public static func globalNorm(_ parameters: [Parameter]) -> Double {
+    package static func globalNorm(_ parameters: [Parameter]) -> Double {
         var sum = 0.0
         for p in parameters where !p.frozen { sum += sumOfSquares(p.grad.ptr, p.grad.count) }
         return sum.squareRoot()
@@ -228,7 +228,7 @@ public enum Gradients {
     /// Returns the norm BEFORE clipping (what a log should show). A non-finite norm leaves the
     /// gradients alone (torch would multiply them by NaN); check `hasNonFinite` and skip the step.
     @discardableResult
-    public static func clipGlobalNorm(_ parameters: [Parameter], maxNorm: Double) -> Double {
+    package static func clipGlobalNorm(_ parameters: [Parameter], maxNorm: Double) -> Double {
         let norm = globalNorm(parameters)
         guard norm.isFinite else { return norm }
         let scale = Float(min(1, maxNorm / (norm + 1e-6)))
@@ -243,7 +243,7 @@ public enum Gradients {
 
     /// True if any non-frozen gradient holds a NaN or an infinity (e.g. after an fp overflow);
     /// the caller should then skip the optimizer step and zero the gradients.
-    public static func hasNonFinite(_ parameters: [Parameter]) -> Bool {
+    package static func hasNonFinite(_ parameters: [Parameter]) -> Bool {
         for p in parameters where !p.frozen {
             // x * 0 is 0 for finite x and NaN for NaN or ±inf, so one vectorisable sum says it.
             let g = p.grad.ptr
@@ -254,7 +254,7 @@ public enum Gradients {
         return false
     }
 
-    public static func zero(_ parameters: [Parameter]) {
+    package static func zero(_ parameters: [Parameter]) {
         for p in parameters { p.zeroGrad() }
     }
 

@@ -3,7 +3,7 @@ import Foundation
 import Tensors
 
 /// Cross-entropy of next-token predictions with a per-position loss mask.
-public enum CrossEntropy {
+package enum CrossEntropy {
     /// Loss summed over positions whose `weights[i] > 0` (each weighted), divided by `normalizer`
     /// (the number of predicted tokens of the whole optimizer step, so micro-batches add up to
     /// one mean). With `gradient`, writes dL/dlogits row by row: (softmax - onehot) * w / normalizer.
@@ -11,7 +11,7 @@ public enum CrossEntropy {
     /// logits: (N, V); targets: N ids (ignored where the weight is 0); weights: N.
     /// The log-softmax is computed stably (max subtracted, sums in fp32 per row, total in Double).
     /// `gradient` may be `logits` itself: each row is read completely before it is overwritten.
-    public static func forwardBackward(logits: UnsafePointer<Float>, vocab v: Int, targets: [Int],
+    package static func forwardBackward(logits: UnsafePointer<Float>, vocab v: Int, targets: [Int],
                                        weights: [Float], normalizer: Double,
                                        gradient: UnsafeMutablePointer<Float>?) -> Double {
         let n = targets.count

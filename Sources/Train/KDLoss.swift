@@ -22,15 +22,15 @@ import Tensors
 /// In every variant `gradient` may be `student` itself (in place): each row is read completely
 /// (or each element is read before it is written) before being overwritten. Rows with weight 0
 /// contribute nothing to the loss and get a zero gradient. Rows run in parallel.
-public enum KDLoss {
-    public struct Options: Sendable, Equatable {
+package enum KDLoss {
+    package struct Options: Sendable, Equatable {
         /// Softmax temperature T (> 0) applied to the student logits (and, for `fullLogits`,
         /// to the teacher logits; the other encodings carry teacher probabilities already at T).
-        public var temperature: Float
+        package var temperature: Float
         /// Multiply loss and gradient by T^2 (Hinton's convention). Default true.
-        public var scaleByTemperatureSquared: Bool
+        package var scaleByTemperatureSquared: Bool
 
-        public init(temperature: Float = 1, scaleByTemperatureSquared: Bool = true) {
+        package init(temperature: Float = 1, scaleByTemperatureSquared: Bool = true) {
             precondition(temperature > 0, "temperature must be positive")
             self.temperature = temperature
             self.scaleByTemperatureSquared = scaleByTemperatureSquared
@@ -50,7 +50,7 @@ public enum KDLoss {
     /// loss_i = sum_j p_j (log p_j - log q_j);  d loss_i / d s_j = (q_j - p_j) / T.
     ///
     /// student, teacher: (N, V); weights: N. `gradient` (N, V) may alias `student` (not `teacher`).
-    public static func fullLogits(student: UnsafePointer<Float>, vocab v: Int,
+    package static func fullLogits(student: UnsafePointer<Float>, vocab v: Int,
                                   teacher: UnsafePointer<Float>,
                                   weights: [Float], normalizer: Double,
                                   options: Options = Options(),
@@ -101,7 +101,7 @@ public enum KDLoss {
     /// temperature T); tailMass: N (the teacher's remaining mass 1 - sum_k p_k; values <= 0 drop
     /// the tail term, as 0 log 0 = 0). q_tail is summed directly over the tokens outside the top-k
     /// (in Double), not as 1 - sum q_k, to avoid cancellation.
-    public static func topK(student: UnsafePointer<Float>, vocab v: Int,
+    package static func topK(student: UnsafePointer<Float>, vocab v: Int,
                             ids: [Int32], logProbs: [Float], k: Int, tailMass: [Float],
                             weights: [Float], normalizer: Double,
                             options: Options = Options(),
@@ -189,7 +189,7 @@ public enum KDLoss {
     /// The loss reported is the cross-entropy part  -sum_j (c_j / m) log q_j. The teacher's
     /// entropy term sum_j p_j log p_j does not depend on the student and is omitted, so this is
     /// KL(teacher || student) only up to a constant (an unbiased estimate of KL + H(p)).
-    public static func sampled(student: UnsafePointer<Float>, vocab v: Int,
+    package static func sampled(student: UnsafePointer<Float>, vocab v: Int,
                                draws: [[(id: Int, count: Int)]],
                                weights: [Float], normalizer: Double,
                                options: Options = Options(),

@@ -3,7 +3,7 @@ import Tensors
 
 /// Where a student's teacher signal comes from: a teacher in the same process, or teacher ranks
 /// over MPI (Cluster's `LocalTeacherLink` and `RemoteTeacherLink`).
-public protocol TeacherLink: AnyObject {
+package protocol TeacherLink: AnyObject {
     /// Asks for the teacher's signal at the trained positions of micro-batch `id`.
     func submit(_ batch: SFTBatch, id: Int) throws
     /// The signal for a submitted batch (blocks until it is there).
@@ -18,22 +18,22 @@ public protocol TeacherLink: AnyObject {
 /// Knowledge distillation as a training objective: each micro-batch is sent to the teacher
 /// when it is drawn (`lookahead` micro-batches before it is trained on), and its loss is the
 /// forward KL to the teacher's signal at the completion positions (where the loss mask is > 0).
-public final class KDObjective: TrainingObjective {
-    public let link: TeacherLink
-    public let lossOptions: KDLoss.Options
-    public let lookahead: Int
+package final class KDObjective: TrainingObjective {
+    package let link: TeacherLink
+    package let lossOptions: KDLoss.Options
+    package let lookahead: Int
 
-    public init(link: TeacherLink, lossOptions: KDLoss.Options, lookahead: Int) {
+    package init(link: TeacherLink, lossOptions: KDLoss.Options, lookahead: Int) {
         self.link = link
         self.lossOptions = lossOptions
         self.lookahead = lookahead
     }
 
-    public func prepare(_ batch: SFTBatch, id: Int) throws {
+    package func prepare(_ batch: SFTBatch, id: Int) throws {
         try link.submit(batch, id: id)
     }
 
-    public func lossAndGradient(_ batch: SFTBatch, id: Int, logits: Tensor, vocab v: Int, normalizer: Double) throws -> Double {
+    package func lossAndGradient(_ batch: SFTBatch, id: Int, logits: Tensor, vocab v: Int, normalizer: Double) throws -> Double {
         let positions = batch.lossMask.indices.filter { batch.lossMask[$0] > 0 }
         let signal = try link.signal(batchId: id, rows: positions.count)
         // The loss runs on the trained positions only, gathered into (M, V); the gradient of

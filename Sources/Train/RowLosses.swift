@@ -4,7 +4,7 @@ import Tensors
 /// What the per-token losses (cross-entropy, distillation) share: rows of (N, V) logits run in
 /// parallel; a row whose weight is 0 contributes nothing and gets a zero gradient row; the
 /// weighted row losses are summed in Double and divided by `normalizer`.
-public enum RowLosses {
+package enum RowLosses {
     /// `row(r, w, gradientRow)` returns row r's weighted loss and, when `gradientRow` is given,
     /// writes that row of the gradient. Called only for rows with `w > 0`.
     static func sum(rows n: Int, vocab v: Int, weights: [Float], normalizer: Double,
@@ -28,7 +28,7 @@ public enum RowLosses {
 
     /// Max and log-sum-exp of x / T over one row (stable: max subtracted, sum in fp32).
     @inline(__always)
-    public static func logSumExp(_ x: UnsafePointer<Float>, _ v: Int, invT: Float = 1) -> (max: Float, logZ: Float) {
+    package static func logSumExp(_ x: UnsafePointer<Float>, _ v: Int, invT: Float = 1) -> (max: Float, logZ: Float) {
         var m = -Float.infinity
         for j in 0..<v { m = max(m, x[j] * invT) }
         var s: Float = 0

@@ -5,14 +5,14 @@ import Tensors
 // MARK: - Examples
 
 /// One tokenised training example: prompt tokens, then completion tokens.
-public struct SFTExample: Equatable, Sendable {
-    public var tokens: [Int]
+package struct SFTExample: Equatable, Sendable {
+    package var tokens: [Int]
     /// The first `promptLength` tokens are the prompt (never trained on); the rest the completion.
-    public var promptLength: Int
+    package var promptLength: Int
     /// 1-based line of the JSONL file it came from, for messages.
-    public var line: Int
+    package var line: Int
 
-    public init(tokens: [Int], promptLength: Int, line: Int) {
+    package init(tokens: [Int], promptLength: Int, line: Int) {
         precondition(promptLength >= 0 && promptLength <= tokens.count, "prompt longer than the example")
         self.tokens = tokens
         self.promptLength = promptLength
@@ -21,7 +21,7 @@ public struct SFTExample: Equatable, Sendable {
 }
 
 /// How a prompt/completion pair becomes text.
-public enum SFTFormat: String, Codable, Sendable {
+package enum SFTFormat: String, Codable, Sendable {
     /// The prompt as one user message in the chat template plus the assistant generation prompt;
     /// the completion followed by `<|im_end|>`, so the model learns to end its turn.
     case chat
@@ -34,24 +34,24 @@ public enum SFTFormat: String, Codable, Sendable {
 ///
 /// Prompt and completion are tokenised separately and concatenated, so the boundary between
 /// them is exact (tokenising the joined text could merge a token across it).
-public struct SFTDataset: Sendable {
-    public let path: String
-    public let examples: [SFTExample]
+package struct SFTDataset: Sendable {
+    package let path: String
+    package let examples: [SFTExample]
     /// Lines skipped because the example was longer than the context (with `dropLong`).
-    public let droppedLines: [Int]
+    package let droppedLines: [Int]
 
-    public init(path: String, examples: [SFTExample], droppedLines: [Int] = []) {
+    package init(path: String, examples: [SFTExample], droppedLines: [Int] = []) {
         self.path = path
         self.examples = examples
         self.droppedLines = droppedLines
     }
 
     /// The end-of-turn marker appended to chat completions.
-    public static let endOfTurn = "<|im_end|>"
+    package static let endOfTurn = "<|im_end|>"
 
     /// Reads and tokenises `url`. Every example must fit the context of `seqLen` tokens: a longer
     /// one is an error unless `dropLong`, which skips it (the skipped lines are in `droppedLines`).
-    public static func load(_ url: URL, tokenizer: BPETokenizer, format: SFTFormat,
+    package static func load(_ url: URL, tokenizer: BPETokenizer, format: SFTFormat,
                             template: ChatTemplate = .chatML, seqLen: Int, dropLong: Bool = false) throws -> SFTDataset {
         let path = url.path
         guard let data = try? Data(contentsOf: url) else { throw FormatError(path, "cannot read the dataset") }
@@ -103,8 +103,8 @@ public struct SFTDataset: Sendable {
         return (prompt ?? "", completion)
     }
 
-    /// The tokens of one example (public so tools can show what the model is trained on).
-    public static func tokenize(prompt: String, completion: String, line: Int, tokenizer: BPETokenizer,
+    /// The tokens of one example (visible so tools can show what the model is trained on).
+    package static func tokenize(prompt: String, completion: String, line: Int, tokenizer: BPETokenizer,
                                 format: SFTFormat, template: ChatTemplate) -> SFTExample {
         switch format {
         case .chat:
@@ -125,11 +125,11 @@ public struct SFTDataset: Sendable {
 
 /// Where a data stream stands: the next example is `order(epoch)[index]`. Saved in checkpoints
 /// so a resumed run sees exactly the batches the uninterrupted run would have seen.
-public struct DataPosition: Codable, Equatable, Sendable {
-    public var epoch: Int
-    public var index: Int
+package struct DataPosition: Codable, Equatable, Sendable {
+    package var epoch: Int
+    package var index: Int
 
-    public init(epoch: Int = 0, index: Int = 0) {
+    package init(epoch: Int = 0, index: Int = 0) {
         self.epoch = epoch
         self.index = index
     }
@@ -142,31 +142,31 @@ public struct DataPosition: Codable, Equatable, Sendable {
 /// the first token of each packed example and the last position of every row (which predicts
 /// nothing) all have mask 0. `targets[t]` is token t+1 (the pad id at a row's end), ready for
 /// `CrossEntropy.forwardBackward(targets:weights:)`.
-public struct SFTBatch: Equatable, Sendable {
-    public let rows: Int
-    public let seqLen: Int
-    public var tokens: [Int]
-    public var targets: [Int]
-    public var lossMask: [Float]
+package struct SFTBatch: Equatable, Sendable {
+    package let rows: Int
+    package let seqLen: Int
+    package var tokens: [Int]
+    package var targets: [Int]
+    package var lossMask: [Float]
     /// Per row, the offsets where examples start (for a future per-document attention mask).
-    public var documentStarts: [[Int]]
+    package var documentStarts: [[Int]]
     /// Examples in the batch and positions with mask 1 (the loss normaliser's share).
-    public var exampleCount: Int
-    public var predictedTokens: Int { lossMask.reduce(0) { $0 + ($1 > 0 ? 1 : 0) } }
+    package var exampleCount: Int
+    package var predictedTokens: Int { lossMask.reduce(0) { $0 + ($1 > 0 ? 1 : 0) } }
     /// For a data-parallel shard: the predicted tokens of the whole micro-batch it was cut from.
-    public var wholeBatchPredictedTokens: Int? = nil
+    package var wholeBatchPredictedTokens: Int? = nil
     /// For a data-parallel shard: the index of its first row in the whole micro-batch.
-    public var firstRow = 0
+    package var firstRow = 0
     /// The loss normaliser's share: the whole micro-batch's predicted tokens.
-    public var globalPredictedTokens: Int { wholeBatchPredictedTokens ?? predictedTokens }
+    package var globalPredictedTokens: Int { wholeBatchPredictedTokens ?? predictedTokens }
     /// Per token (rows x seqLen), for objectives that weigh tokens unequally: e.g. GRPO's
     /// advantages. nil for supervised data.
-    public var tokenWeights: [Float]? = nil
+    package var tokenWeights: [Float]? = nil
     /// Per token, the log-probability of its target under a reference or behaviour policy
     /// (e.g. the rollout policy's, for an importance ratio). nil for supervised data.
-    public var referenceLogProbs: [Float]? = nil
+    package var referenceLogProbs: [Float]? = nil
 
-    public init(rows: Int, seqLen: Int, tokens: [Int], targets: [Int], lossMask: [Float], documentStarts: [[Int]],
+    package init(rows: Int, seqLen: Int, tokens: [Int], targets: [Int], lossMask: [Float], documentStarts: [[Int]],
                 exampleCount: Int, wholeBatchPredictedTokens: Int? = nil, firstRow: Int = 0) {
         precondition(tokens.count == rows * seqLen && targets.count == tokens.count && lossMask.count == tokens.count,
                      "a batch of \(rows) x \(seqLen) needs that many tokens, targets and mask entries")
@@ -195,18 +195,18 @@ public struct SFTBatch: Equatable, Sendable {
 /// Epoch e visits the examples in a permutation drawn from `SeededRNG` seeded by the seed and e;
 /// the stream runs across epochs without a gap (a batch may hold the end of one epoch and the
 /// start of the next).
-public final class SFTBatcher: BatchSource {
-    public let dataset: SFTDataset
-    public let seqLen: Int
-    public let rowsPerBatch: Int
-    public let packing: Bool
-    public let padId: Int
-    public let seed: UInt64
-    public private(set) var position: DataPosition
+package final class SFTBatcher: BatchSource {
+    package let dataset: SFTDataset
+    package let seqLen: Int
+    package let rowsPerBatch: Int
+    package let packing: Bool
+    package let padId: Int
+    package let seed: UInt64
+    package private(set) var position: DataPosition
     private var order: [Int] = []
     private var orderEpoch = -1
 
-    public init(dataset: SFTDataset, seqLen: Int, batchTokens: Int, packing: Bool, padId: Int,
+    package init(dataset: SFTDataset, seqLen: Int, batchTokens: Int, packing: Bool, padId: Int,
                 seed: UInt64, position: DataPosition = DataPosition()) throws {
         guard seqLen >= 2 else { throw TrainError("--seq-len must be at least 2 (got \(seqLen))") }
         guard batchTokens >= seqLen else {
@@ -230,7 +230,7 @@ public final class SFTBatcher: BatchSource {
 
     /// The order in which epoch `epoch` visits the examples (Fisher-Yates, written out rather than
     /// `shuffle(using:)`, whose algorithm the standard library does not promise to keep).
-    public static func permutation(count: Int, seed: UInt64, epoch: Int) -> [Int] {
+    package static func permutation(count: Int, seed: UInt64, epoch: Int) -> [Int] {
         var rng = SeededRNG(seed: seed ^ (UInt64(epoch) &* 0x9E37_79B9_7F4A_7C15))
         var order = Array(0..<count)
         if count < 2 { return order }
@@ -252,7 +252,7 @@ public final class SFTBatcher: BatchSource {
         return dataset.examples[order[position.index]]
     }
 
-    public func nextBatch() -> SFTBatch {
+    package func nextBatch() -> SFTBatch {
         let n = rowsPerBatch * seqLen
         var tokens = [Int](repeating: padId, count: n)
         // Per token: which example (-1 for padding) and whether it is a completion token.

@@ -11,26 +11,26 @@ import Foundation
 ///   `peak * (r + (1 - r) * (1 + cos(pi * progress)) / 2)` for `r = minLRRatio`: the peak right
 ///   after warmup, falling to `peak * r` at `totalSteps` and staying there (the formula of
 ///   transformers' `get_cosine_with_min_lr_schedule_with_warmup`).
-public struct LRSchedule: Codable, Equatable, Sendable {
-    public enum Kind: String, Codable, Sendable { case constant, cosine }
+package struct LRSchedule: Codable, Equatable, Sendable {
+    package enum Kind: String, Codable, Sendable { case constant, cosine }
 
-    public var kind: Kind
-    public var peakLR: Double
-    public var warmupSteps: Int
+    package var kind: Kind
+    package var peakLR: Double
+    package var warmupSteps: Int
     /// Length of the run; only the cosine shape uses it.
-    public var totalSteps: Int
+    package var totalSteps: Int
     /// The floor of the cosine decay as a fraction of the peak.
-    public var minLRRatio: Double
+    package var minLRRatio: Double
 
-    public static func constant(_ lr: Double, warmupSteps: Int = 0) -> LRSchedule {
+    package static func constant(_ lr: Double, warmupSteps: Int = 0) -> LRSchedule {
         LRSchedule(kind: .constant, peakLR: lr, warmupSteps: warmupSteps, totalSteps: 0, minLRRatio: 1)
     }
 
-    public static func cosine(peak: Double, warmupSteps: Int, totalSteps: Int, minLRRatio: Double = 0.1) -> LRSchedule {
+    package static func cosine(peak: Double, warmupSteps: Int, totalSteps: Int, minLRRatio: Double = 0.1) -> LRSchedule {
         LRSchedule(kind: .cosine, peakLR: peak, warmupSteps: warmupSteps, totalSteps: totalSteps, minLRRatio: minLRRatio)
     }
 
-    public func lr(step: Int) -> Double {
+    package func lr(step: Int) -> Double {
         if step < warmupSteps {
             return peakLR * Double(step + 1) / Double(warmupSteps)
         }

@@ -2,7 +2,7 @@ import Foundation
 import Tensors
 
 /// How the teacher's distribution at each trained position crosses the wire.
-public enum SignalEncoding: Equatable, Sendable, CustomStringConvertible {
+package enum SignalEncoding: Equatable, Sendable, CustomStringConvertible {
     /// Every logit (V floats per position).
     case full
     /// The k most likely tokens' log-probabilities plus the remaining mass.
@@ -11,14 +11,14 @@ public enum SignalEncoding: Equatable, Sendable, CustomStringConvertible {
     case sampled(Int)
 
     /// "full", "top-64", "sampled-16".
-    public init?(_ text: String) {
+    package init?(_ text: String) {
         if text == "full" { self = .full; return }
         if text.hasPrefix("top-"), let k = Int(text.dropFirst(4)), k >= 1 { self = .topK(k); return }
         if text.hasPrefix("sampled-"), let m = Int(text.dropFirst(8)), m >= 1, m <= 255 { self = .sampled(m); return }
         return nil
     }
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .full: return "full"
         case .topK(let k): return "top-\(k)"
@@ -26,19 +26,19 @@ public enum SignalEncoding: Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    public static let validForms = "full, top-K (e.g. top-64), sampled-M (e.g. sampled-16, M <= 255)"
+    package static let validForms = "full, top-K (e.g. top-64), sampled-M (e.g. sampled-16, M <= 255)"
 }
 
 /// The teacher's signal for M trained positions (rows), in one of the three encodings.
 /// Top-k log-probabilities and sampled draws are taken at the KD temperature; full logits are
 /// raw (the loss applies the temperature).
-public enum TeacherSignal: Equatable {
+package enum TeacherSignal: Equatable {
     case full(logits: [Float], vocab: Int)                                  // (M, V)
     case topK(k: Int, ids: [Int32], logProbs: [Float], tailMass: [Float])   // (M, k), (M, k), (M)
     /// ids (M, slots) distinct per row with counts (M, slots); unused slots have count 0.
     case sampled(draws: Int, ids: [Int32], counts: [UInt8])
 
-    public var rows: Int {
+    package var rows: Int {
         switch self {
         case .full(let logits, let vocab): return logits.count / vocab
         case .topK(let k, let ids, _, _): return ids.count / k
@@ -50,7 +50,7 @@ public enum TeacherSignal: Equatable {
 
     /// The signal of `rows` logit rows (each `vocab` wide). `seed(row)` seeds the draws of a row,
     /// so a row gets the same draws whichever rank or batch shard computes it.
-    public static func make(logits: UnsafePointer<Float>, rows: Int, vocab v: Int, encoding: SignalEncoding,
+    package static func make(logits: UnsafePointer<Float>, rows: Int, vocab v: Int, encoding: SignalEncoding,
                             temperature: Float, seed: (Int) -> UInt64) -> TeacherSignal {
         switch encoding {
         case .full:
@@ -135,7 +135,7 @@ public enum TeacherSignal: Equatable {
 
     /// KD loss of the student logits of these M positions (M, V) against this signal; the
     /// gradient overwrites `student` when `gradient` is true.
-    public func kdLoss(student: UnsafeMutablePointer<Float>, vocab v: Int, weights: [Float], normalizer: Double,
+    package func kdLoss(student: UnsafeMutablePointer<Float>, vocab v: Int, weights: [Float], normalizer: Double,
                        options: KDLoss.Options, gradient: Bool) -> Double {
         precondition(weights.count == rows, "signal has \(rows) rows, weights \(weights.count)")
         let g = gradient ? student : nil

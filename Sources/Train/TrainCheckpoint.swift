@@ -8,13 +8,13 @@ import Darwin
 #endif
 
 /// One logged optimizer step.
-public struct LossRecord: Codable, Equatable, Sendable {
-    public var step: Int
-    public var loss: Double
-    public var lr: Double
-    public var gradNorm: Double?
+package struct LossRecord: Codable, Equatable, Sendable {
+    package var step: Int
+    package var loss: Double
+    package var lr: Double
+    package var gradNorm: Double?
 
-    public init(step: Int, loss: Double, lr: Double, gradNorm: Double? = nil) {
+    package init(step: Int, loss: Double, lr: Double, gradNorm: Double? = nil) {
         self.step = step
         self.loss = loss
         self.lr = lr
@@ -23,27 +23,27 @@ public struct LossRecord: Codable, Equatable, Sendable {
 }
 
 /// Everything besides tensors that a resumed run needs, saved as `trainer_state.json`.
-public struct TrainerState: Codable, Equatable, Sendable {
+package struct TrainerState: Codable, Equatable, Sendable {
     /// Optimizer steps completed.
-    public var step: Int
-    public var schedule: LRSchedule
+    package var step: Int
+    package var schedule: LRSchedule
     /// Where the data stream resumes, and the seed its shuffling is drawn from.
-    public var dataPosition: DataPosition
-    public var dataSeed: UInt64
+    package var dataPosition: DataPosition
+    package var dataSeed: UInt64
     /// The run's own random stream (sampling, noise), saved mid-sequence.
-    public var rng: SeededRNG
-    public var beta1: Double
-    public var beta2: Double
-    public var eps: Double
-    public var weightDecay: Double
-    public var decayRule: WeightDecayRule
-    public var maxGradNorm: Double?
+    package var rng: SeededRNG
+    package var beta1: Double
+    package var beta2: Double
+    package var eps: Double
+    package var weightDecay: Double
+    package var decayRule: WeightDecayRule
+    package var maxGradNorm: Double?
     /// The most recent steps' losses (see `appendLoss`).
-    public var lossHistory: [LossRecord]
+    package var lossHistory: [LossRecord]
     /// Free-form settings the caller wants back (command-line options, dataset path...).
-    public var settings: [String: String]
+    package var settings: [String: String]
 
-    public init(step: Int, schedule: LRSchedule, dataPosition: DataPosition, dataSeed: UInt64, rng: SeededRNG,
+    package init(step: Int, schedule: LRSchedule, dataPosition: DataPosition, dataSeed: UInt64, rng: SeededRNG,
                 optimizer: AdamW, maxGradNorm: Double?, lossHistory: [LossRecord] = [], settings: [String: String] = [:]) {
         self.step = step
         self.schedule = schedule
@@ -61,7 +61,7 @@ public struct TrainerState: Codable, Equatable, Sendable {
     }
 
     /// Appends a record, keeping only the last `keep`.
-    public mutating func appendLoss(_ record: LossRecord, keep: Int = 1000) {
+    package mutating func appendLoss(_ record: LossRecord, keep: Int = 1000) {
         lossHistory.append(record)
         if lossHistory.count > keep { lossHistory.removeFirst(lossHistory.count - keep) }
     }
@@ -82,14 +82,14 @@ public struct TrainerState: Codable, Equatable, Sendable {
 /// (`.checkpoint-000020.old-<uuid>`), renames the new one in, and deletes the old; a crash between
 /// the two renames leaves no final directory, and `cleanStale` renames the old one back.
 /// Readers ignore every name starting with a dot.
-public enum TrainCheckpoint {
-    public static let prefix = "checkpoint-"
+package enum TrainCheckpoint {
+    package static let prefix = "checkpoint-"
 
-    public static func name(step: Int) -> String { prefix + String(format: "%06d", step) }
+    package static func name(step: Int) -> String { prefix + String(format: "%06d", step) }
 
     /// Saves to `directory` (created or replaced). `parameters` includes frozen ones: the saved
     /// model is the whole model.
-    public static func save(to directory: URL, parameters: [Parameter], config: ModelConfig,
+    package static func save(to directory: URL, parameters: [Parameter], config: ModelConfig,
                             optimizer: AdamW, state: TrainerState, extraFiles: [URL] = []) throws {
         try DurableFiles.writeDirectory(directory) { temp in
             // transformers refuses safetensors whose metadata lacks format "pt".
@@ -119,7 +119,7 @@ public enum TrainCheckpoint {
     /// the same shape), restores `optimizer` if given (step count, moments, betas, eps, weight
     /// decay; build it with `state.decayRule`, which a constructed optimizer cannot change), and
     /// returns the config and trainer state.
-    public static func load(from directory: URL, into parameters: [Parameter],
+    package static func load(from directory: URL, into parameters: [Parameter],
                             optimizer: AdamW?) throws -> (config: ModelConfig, state: TrainerState) {
         let path = directory.path
         guard FileManager.default.fileExists(atPath: directory.appendingPathComponent("trainer_state.json").path) else {
@@ -163,7 +163,7 @@ public enum TrainCheckpoint {
     }
 
     /// The step number of a checkpoint directory name, nil for anything else.
-    public static func step(ofName name: String) -> Int? {
+    package static func step(ofName name: String) -> Int? {
         guard name.hasPrefix(prefix) else { return nil }
         let digits = name.dropFirst(prefix.count)
         guard !digits.isEmpty, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber) else { return nil }
@@ -171,7 +171,7 @@ public enum TrainCheckpoint {
     }
 
     /// Complete checkpoints in `runDir` (those with a trainer_state.json), oldest first.
-    public static func checkpoints(in runDir: URL) -> [(step: Int, url: URL)] {
+    package static func checkpoints(in runDir: URL) -> [(step: Int, url: URL)] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: runDir.path)) ?? []
         return names.compactMap { name -> (Int, URL)? in
             guard let step = step(ofName: name) else { return nil }
@@ -182,13 +182,13 @@ public enum TrainCheckpoint {
     }
 
     /// The checkpoint to resume from: the highest step in `runDir`, or nil.
-    public static func latestCheckpoint(in runDir: URL) -> URL? {
+    package static func latestCheckpoint(in runDir: URL) -> URL? {
         checkpoints(in: runDir).last?.url
     }
 
     /// Deletes all but the newest `keepLast` checkpoints; returns the deleted directories.
     @discardableResult
-    public static func prune(_ runDir: URL, keepLast: Int) throws -> [URL] {
+    package static func prune(_ runDir: URL, keepLast: Int) throws -> [URL] {
         let all = checkpoints(in: runDir)
         let doomed = all.dropLast(max(0, keepLast)).map(\.url)
         for url in doomed { try FileManager.default.removeItem(at: url) }
@@ -199,7 +199,7 @@ public enum TrainCheckpoint {
     /// a checkpoint moved aside whose replacement never arrived is renamed back.
     /// Returns the names removed or restored. Call it before `latestCheckpoint` when resuming.
     @discardableResult
-    public static func cleanStale(_ runDir: URL) throws -> [String] {
+    package static func cleanStale(_ runDir: URL) throws -> [String] {
         let fm = FileManager.default
         var touched: [String] = []
         for name in (try? fm.contentsOfDirectory(atPath: runDir.path)) ?? [] where name.hasPrefix("." + prefix) {

@@ -4,45 +4,45 @@ import Model
 import Tensors
 
 /// Settings of a training run (what `rqat sft` and `rqat train` expose).
-public struct TrainOptions: Codable, Equatable, Sendable {
-    public var steps = 100
+package struct TrainOptions: Codable, Equatable, Sendable {
+    package var steps = 100
     /// Tokens per micro-batch (rows x seqLen).
-    public var batchTokens = 2048
-    public var seqLen = 256
+    package var batchTokens = 2048
+    package var seqLen = 256
     /// Micro-batches whose gradients are summed into one optimizer step.
-    public var gradAccumulation = 1
-    public var packing = false
-    public var lr = 1e-4
-    public var warmupSteps = 0
-    public var minLRRatio = 0.1
-    public var cosine = true
-    public var weightDecay = 0.01
-    public var beta1 = 0.9
-    public var beta2 = 0.95
-    public var eps = 1e-8
+    package var gradAccumulation = 1
+    package var packing = false
+    package var lr = 1e-4
+    package var warmupSteps = 0
+    package var minLRRatio = 0.1
+    package var cosine = true
+    package var weightDecay = 0.01
+    package var beta1 = 0.9
+    package var beta2 = 0.95
+    package var eps = 1e-8
     /// Global gradient-norm clip (nil = off).
-    public var maxGradNorm: Double? = 1.0
-    public var seed: UInt64 = 0
+    package var maxGradNorm: Double? = 1.0
+    package var seed: UInt64 = 0
     /// Save a checkpoint every this many steps (0 = only at the end).
-    public var saveEvery = 0
-    public var keepLast = 2
-    public var freeze: [String] = []
+    package var saveEvery = 0
+    package var keepLast = 2
+    package var freeze: [String] = []
     /// Consecutive skipped (non-finite) steps that stop the run.
-    public var maxBadSteps = 3
+    package var maxBadSteps = 3
 
-    public init() {}
+    package init() {}
 }
 
 /// What one optimizer step did; also the line written to `metrics.jsonl`.
-public struct StepReport: Codable, Sendable {
-    public var step: Int
-    public var loss: Double
-    public var lr: Double
-    public var gradNorm: Double
-    public var tokens: Int
-    public var tokensPerSecond: Double
-    public var elapsedSeconds: Double
-    public var skipped: Bool
+package struct StepReport: Codable, Sendable {
+    package var step: Int
+    package var loss: Double
+    package var lr: Double
+    package var gradNorm: Double
+    package var tokens: Int
+    package var tokensPerSecond: Double
+    package var elapsedSeconds: Double
+    package var skipped: Bool
 
     enum CodingKeys: String, CodingKey {
         case step, loss, lr, tokens, skipped
@@ -54,7 +54,7 @@ public struct StepReport: Codable, Sendable {
 
 /// Where a run's micro-batches come from, in order: supervised examples (`SFTBatcher`), or
 /// rollouts scored by a reward (RL). The trainer shards each batch over data-parallel ranks.
-public protocol BatchSource: AnyObject {
+package protocol BatchSource: AnyObject {
     /// Rows of every micro-batch (before sharding).
     var rowsPerBatch: Int { get }
     /// The position after the last batch drawn: what a checkpoint records to resume from.
@@ -64,13 +64,13 @@ public protocol BatchSource: AnyObject {
 
 /// Makes the run's batch source, starting at a data position drawn from a seed (a new run's,
 /// or the ones a resumed checkpoint recorded).
-public typealias BatchSourceFactory = (_ seed: UInt64, _ position: DataPosition) throws -> any BatchSource
+package typealias BatchSourceFactory = (_ seed: UInt64, _ position: DataPosition) throws -> any BatchSource
 
 /// What a training step minimises on one micro-batch: cross-entropy on the data (SFT) or a
 /// divergence to a teacher (KD), or a policy-gradient surrogate (GRPO). The objective sees every
 /// micro-batch `lookahead` micro-batches before it is trained on, so a remote teacher can work
 /// ahead; it may ask for several optimizer updates on the same micro-batches (PPO-style epochs).
-public protocol TrainingObjective: AnyObject {
+package protocol TrainingObjective: AnyObject {
     /// How many micro-batches ahead of their use `prepare` is called (0 = just in time).
     var lookahead: Int { get }
     /// Optimizer steps made on each drawn set of micro-batches (1 = every step draws new ones).
@@ -84,15 +84,15 @@ public protocol TrainingObjective: AnyObject {
 }
 
 extension TrainingObjective {
-    public var updatesPerBatch: Int { 1 }
+    package var updatesPerBatch: Int { 1 }
 }
 
 /// Masked cross-entropy on the batch's targets: supervised fine-tuning.
-public final class CrossEntropyObjective: TrainingObjective {
-    public init() {}
-    public var lookahead: Int { 0 }
-    public func prepare(_ batch: SFTBatch, id: Int) {}
-    public func lossAndGradient(_ batch: SFTBatch, id: Int, logits: Tensor, vocab: Int, normalizer: Double) -> Double {
+package final class CrossEntropyObjective: TrainingObjective {
+    package init() {}
+    package var lookahead: Int { 0 }
+    package func prepare(_ batch: SFTBatch, id: Int) {}
+    package func lossAndGradient(_ batch: SFTBatch, id: Int, logits: Tensor, vocab: Int, normalizer: Double) -> Double {
         CrossEntropy.forwardBackward(logits: logits.ptr, vocab: vocab, targets: batch.targets, weights: batch.lossMask,
                                      normalizer: normalizer, gradient: logits.ptr)
     }
@@ -101,7 +101,7 @@ public final class CrossEntropyObjective: TrainingObjective {
 /// How a rank takes part in data-parallel training: which rows of every micro-batch it trains
 /// on, and how gradients and scalars are summed over the ranks. The trainer calls `reduce`
 /// after the last backward of a step; after it every rank holds the same gradient.
-public protocol DataParallelGroup: AnyObject {
+package protocol DataParallelGroup: AnyObject {
     /// This rank's index among the ranks that train, and their number.
     var index: Int { get }
     var count: Int { get }
@@ -120,7 +120,7 @@ public protocol DataParallelGroup: AnyObject {
 
 extension SFTBatch {
     /// Rows [rows.lowerBound, rows.upperBound) of the batch.
-    public func rows(_ range: Range<Int>) -> SFTBatch {
+    package func rows(_ range: Range<Int>) -> SFTBatch {
         let t = range.lowerBound * seqLen..<range.upperBound * seqLen
         var shard = SFTBatch(rows: range.count, seqLen: seqLen, tokens: Array(tokens[t]), targets: Array(targets[t]),
                              lossMask: Array(lossMask[t]), documentStarts: Array(documentStarts[range]),
@@ -132,7 +132,7 @@ extension SFTBatch {
     }
 
     /// The rows rank `index` of `count` trains on: a contiguous, near-equal share.
-    public func shard(_ index: Int, of count: Int) -> SFTBatch {
+    package func shard(_ index: Int, of count: Int) -> SFTBatch {
         rows(rows * index / count..<rows * (index + 1) / count)
     }
 }
@@ -145,24 +145,24 @@ extension SFTBatch {
 /// Data parallel: every rank draws the same global micro-batches (same seed) and trains on its
 /// shard of rows; the loss is normalised by the global count of predicted tokens, so the summed
 /// gradient equals the single-process gradient of the whole batch.
-public final class Trainer {
-    public let model: TrainableDecoder
+package final class Trainer {
+    package let model: TrainableDecoder
     /// Fake-quant of the block linears for QAT (nil = full-precision training).
-    public let quantizer: TrainingWeightQuantizer?
+    package let quantizer: TrainingWeightQuantizer?
     /// What the optimizer updates and checkpoints hold: the model's weights, its input
     /// transforms' parameters, then the quantizer's learnable step sizes and zero points (LSQ).
-    public let parameters: [Parameter]
-    public let options: TrainOptions
-    public let runDir: URL
-    public let optimizer: AdamW
-    public let objective: TrainingObjective
-    public let group: DataParallelGroup?
+    package let parameters: [Parameter]
+    package let options: TrainOptions
+    package let runDir: URL
+    package let optimizer: AdamW
+    package let objective: TrainingObjective
+    package let group: DataParallelGroup?
     /// Check that all data-parallel ranks hold identical weights every this many steps.
-    public var syncCheckEvery = 10
-    public private(set) var state: TrainerState
+    package var syncCheckEvery = 10
+    package private(set) var state: TrainerState
     /// Files copied into every checkpoint (tokenizer.json, tokenizer_config.json), so a
     /// checkpoint directory runs on its own.
-    public var extraCheckpointFiles: [URL] = []
+    package var extraCheckpointFiles: [URL] = []
     private let batches: any BatchSource
     private let metricsURL: URL
     /// Micro-batches drawn and handed to the objective but not trained on yet, with the data
@@ -174,7 +174,7 @@ public final class Trainer {
 
     /// Supervised data: batches of `dataset` cut by `options` (sequence length, token budget,
     /// packing), padded with `padId`.
-    public convenience init(model: TrainableDecoder, dataset: SFTDataset, padId: Int, options: TrainOptions, runDir: URL,
+    package convenience init(model: TrainableDecoder, dataset: SFTDataset, padId: Int, options: TrainOptions, runDir: URL,
                             quantizer: TrainingWeightQuantizer? = nil, objective: TrainingObjective = CrossEntropyObjective(),
                             group: DataParallelGroup? = nil) throws {
         try self.init(model: model, batches: { seed, position in
@@ -184,7 +184,7 @@ public final class Trainer {
     }
 
     /// Starts a run in `runDir`, or resumes it from its latest checkpoint when there is one.
-    public init(model: TrainableDecoder, batches makeBatches: BatchSourceFactory, options: TrainOptions, runDir: URL,
+    package init(model: TrainableDecoder, batches makeBatches: BatchSourceFactory, options: TrainOptions, runDir: URL,
                 quantizer: TrainingWeightQuantizer? = nil, objective: TrainingObjective = CrossEntropyObjective(),
                 group: DataParallelGroup? = nil) throws {
         self.model = model
@@ -237,10 +237,10 @@ public final class Trainer {
         }
     }
 
-    public var step: Int { state.step }
+    package var step: Int { state.step }
 
     /// Runs until `options.steps` (or `untilStep`), calling `report` after every step.
-    public func run(untilStep: Int? = nil, report: (StepReport) -> Void = { _ in }) throws {
+    package func run(untilStep: Int? = nil, report: (StepReport) -> Void = { _ in }) throws {
         let last = min(untilStep ?? options.steps, options.steps)
         let start = Date()
         var badSteps = 0
@@ -331,7 +331,7 @@ public final class Trainer {
         return (loss, lr, norm, tokens, false)
     }
 
-    public func saveCheckpoint() throws {
+    package func saveCheckpoint() throws {
         guard group?.writesCheckpoints ?? true else { return }
         let dir = runDir.appendingPathComponent(TrainCheckpoint.name(step: state.step))
         try TrainCheckpoint.save(to: dir, parameters: parameters, config: model.config,

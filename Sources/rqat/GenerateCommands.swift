@@ -54,7 +54,7 @@ struct Generate: ParsableCommand {
     func run() throws {
         runtime.apply()
         try reportingErrors {
-            let lm = try LanguageModel(checkpoint: try openCheckpoint(model))
+            let lm = try LanguageModel(checkpoint: try Checkpoint.open(model))
             if let prompts, let out {
                 let job = GenerationJob(chat: chat, maxTokens: maxTokens, temperature: temperature, topP: topP, topK: topK,
                                         seed: seed, batch: batch)
@@ -109,7 +109,7 @@ struct Perplexity: ParsableCommand {
             var texts = try TextRecords.read(data, field: "text", what: "file")
             // A line of spaces is no sequence to score; JSONL records are scored as they are.
             if !data.hasSuffix(".jsonl") { texts = texts.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty } }
-            let lm = try LanguageModel(checkpoint: try openCheckpoint(model))
+            let lm = try LanguageModel(checkpoint: try Checkpoint.open(model))
             let limit = maxTokens > 0 ? maxTokens : lm.config.maxPositionEmbeddings
             let sequences = texts.map { Array(lm.tokenizer.encode($0).prefix(limit)) }
             let result = lm.decoder.perplexity(of: sequences)

@@ -13,7 +13,7 @@ struct Info: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let checkpoint = try openCheckpoint(path)
+            let checkpoint = try Checkpoint.open(path)
             try checkpoint.validateShapes()
             let c = checkpoint.config
             print("path:            \(path) (\(checkpoint.kind))")
@@ -49,7 +49,7 @@ struct Tokenize: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let checkpoint = try openCheckpoint(model)
+            let checkpoint = try Checkpoint.open(model)
             let (tokenizer, template) = try checkpoint.loadTokenizer()
             let rendered = chat ? template.render([ChatMessage(role: "user", content: text)], addGenerationPrompt: true) : text
             let ids = tokenizer.encode(rendered)

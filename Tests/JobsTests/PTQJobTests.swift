@@ -42,7 +42,7 @@ final class PTQJobTests: XCTestCase {
         let out = dir.appendingPathComponent("gptq")
         XCTAssertEqual(try PTQReport.read(out: out), report)
         // The report sits next to a checkpoint that still opens.
-        XCTAssertEqual(try openCheckpoint(out.path).config.numHiddenLayers, 2)
+        XCTAssertEqual(try Checkpoint.open(out.path).config.numHiddenLayers, 2)
     }
 
     func testGPTQBeatsRTNOnTheCalibrationWindows() throws {

@@ -40,7 +40,7 @@ final class PTQPipelineTests: XCTestCase {
         try QuantizedCheckpoint.save(directory: dir, config: gptqModel.config,
                                      fullPrecision: PTQ.fullPrecisionTensors(gptqModel.weights),
                                      quantized: gptq.quantized, scheme: scheme, method: "gptq")
-        let reopened = try QuantizedCheckpoint.open(dir.path)
+        let reopened = try Checkpoint.open(dir.path)
         let reloaded = Decoder(weights: try DecoderWeights(config: reopened.config, source: reopened.weights))
         let tokens = calibration(count: 1, length: 20, vocab: 256, seed: 9)[0]
         let a = logits(gptqModel, tokens), b = logits(reloaded, tokens)

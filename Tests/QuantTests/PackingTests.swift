@@ -1,4 +1,4 @@
-import Formats
+@testable import Formats
 import Model
 @testable import Quant
 import Tensors
@@ -191,14 +191,14 @@ final class PackingTests: XCTestCase {
         // The inference stack runs the packed checkpoint unchanged, with identical logits.
         let ids = [1, 17, 42, 99, 200, 3, 7]
         let fromMemory = try logits(config, InMemoryWeights(inMemory), ids)
-        let opened = try QuantizedCheckpoint.open(dir.path)
+        let opened = try Checkpoint.open(dir.path)
         let fromDisk = try logits(opened.config, opened.weights, ids)
         XCTAssertEqual(fromDisk, fromMemory)
         // ...and they are not simply the full-precision logits.
         let original = try Checkpoint.open(TestPaths.fixture("tiny-qwen3").path)
         XCTAssertNotEqual(try logits(original.config, original.weights, ids), fromDisk)
-        // Non-quantized directories still open through QuantizedCheckpoint.open.
-        XCTAssertEqual(try QuantizedCheckpoint.open(TestPaths.fixture("tiny-qwen3").path).config, original.config)
+        // Non-quantized directories still open through Checkpoint.open.
+        XCTAssertEqual(try Checkpoint.open(TestPaths.fixture("tiny-qwen3").path).config, original.config)
     }
 
     func testThreeBitPerChannelSymmetricRoundTrip() throws {

@@ -1,3 +1,4 @@
+import Formats
 import Quant
 import Tensors
 import XCTest

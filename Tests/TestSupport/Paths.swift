@@ -2,21 +2,21 @@ import Foundation
 import XCTest
 
 /// Where tests find committed golden files and fetched assets, independent of the working directory.
-public enum TestPaths {
+package enum TestPaths {
     /// The package root (three levels above this file: Tests/TestSupport/Paths.swift).
-    public static let root: URL = URL(fileURLWithPath: #filePath)
+    package static let root: URL = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    public static let fixtures = root.appendingPathComponent("Tests/Fixtures")
-    public static let assets = root.appendingPathComponent("assets")
-    public static let smolLM2GGUF = assets.appendingPathComponent("SmolLM2-135M-Instruct.Q4_1.gguf")
-    public static let gsmTemplates = assets.appendingPathComponent("gsm-symbolic/eng/symbolic")
+    package static let fixtures = root.appendingPathComponent("Tests/Fixtures")
+    package static let assets = root.appendingPathComponent("assets")
+    package static let smolLM2GGUF = assets.appendingPathComponent("SmolLM2-135M-Instruct.Q4_1.gguf")
+    package static let gsmTemplates = assets.appendingPathComponent("gsm-symbolic/eng/symbolic")
 
-    public static func fixture(_ name: String) -> URL { fixtures.appendingPathComponent(name) }
+    package static func fixture(_ name: String) -> URL { fixtures.appendingPathComponent(name) }
 
     /// `url` when the file exists; otherwise the calling test is skipped, naming the script that
     /// makes the file (scripts/fetch-assets.sh for assets/, scripts/make-reference.py otherwise).
     @discardableResult
-    public static func require(_ url: URL) throws -> URL {
+    package static func require(_ url: URL) throws -> URL {
         guard FileManager.default.fileExists(atPath: url.path) else {
             let script = url.path.hasPrefix(assets.path) ? "scripts/fetch-assets.sh" : "scripts/make-reference.py"
             throw XCTSkip("\(url.path) missing: run \(script)")
@@ -25,7 +25,7 @@ public enum TestPaths {
     }
 
     /// Decodes a JSON fixture; the error names the script that writes it.
-    public static func loadJSON<T: Decodable>(_ type: T.Type, fixture name: String) throws -> T {
+    package static func loadJSON<T: Decodable>(_ type: T.Type, fixture name: String) throws -> T {
         let url = fixture(name)
         guard let data = try? Data(contentsOf: url) else {
             throw FixtureMissing(path: url.path)
@@ -34,15 +34,15 @@ public enum TestPaths {
     }
 }
 
-public struct FixtureMissing: Error, CustomStringConvertible {
-    public let path: String
-    public var description: String { "\(path) missing: run scripts/make-reference.py" }
+package struct FixtureMissing: Error, CustomStringConvertible {
+    package let path: String
+    package var description: String { "\(path) missing: run scripts/make-reference.py" }
 }
 
 extension XCTestCase {
     /// A fresh directory under the system's temporary directory, removed when the test ends
     /// unless the environment has RQAT_KEEP_TEST_DIRS (to look at what a failing run wrote).
-    public func makeScratchDirectory(_ prefix: String) throws -> URL {
+    package func makeScratchDirectory(_ prefix: String) throws -> URL {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         addTeardownBlock {

@@ -2,8 +2,8 @@ import Foundation
 import XCTest
 
 /// Executables built next to the test bundle (`swift build --build-tests` builds them all).
-public enum BuiltProducts {
-    public static func executable(_ name: String) throws -> URL {
+package enum BuiltProducts {
+    package static func executable(_ name: String) throws -> URL {
         let bundle = Bundle.main.bundleURL
         let candidates = [
             bundle.deletingLastPathComponent().appendingPathComponent(name),
@@ -18,18 +18,18 @@ public enum BuiltProducts {
 }
 
 /// The outcome of a finished child process.
-public struct ProcessResult {
-    public let status: Int32
-    public let stdout: String
-    public let stderr: String
-    public let crashed: Bool
-    public var output: String { stdout + stderr }
+package struct ProcessResult {
+    package let status: Int32
+    package let stdout: String
+    package let stderr: String
+    package let crashed: Bool
+    package var output: String { stdout + stderr }
 }
 
 /// Runs a program to completion and captures both streams (through files, so neither can fill
 /// up and block the child). `environment` replaces the inherited one when given; after `timeout`
 /// seconds the program is terminated and the test fails.
-public func runProcess(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil,
+package func runProcess(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil,
                        directory: URL? = nil, timeout: TimeInterval = 600,
                        file: StaticString = #filePath, line: UInt = #line) throws -> ProcessResult {
     let process = Process()
@@ -62,21 +62,21 @@ public func runProcess(_ executable: URL, _ arguments: [String], environment: [S
 
 /// Starts built executables under `mpirun` on this machine, the way the multi-rank tests need:
 /// oversubscribed, unbound, one OpenBLAS thread per rank, as root only with --allow-run-as-root.
-public enum MPIRun {
-    public static var mpirun: URL? {
+package enum MPIRun {
+    package static var mpirun: URL? {
         ["/usr/bin/mpirun", "/usr/local/bin/mpirun"].map(URL.init(fileURLWithPath:))
             .first { FileManager.default.isExecutableFile(atPath: $0.path) }
     }
 
     /// The arguments that precede the program on an mpirun line.
-    public static func launcherArguments(ranks: Int) -> [String] {
+    package static func launcherArguments(ranks: Int) -> [String] {
         var args = ["-np", "\(ranks)", "--oversubscribe", "--bind-to", "none", "-x", "OPENBLAS_NUM_THREADS=1"]
         if getuid() == 0 { args.insert("--allow-run-as-root", at: 0) }
         return args
     }
 
     /// `ranks` nil runs the program directly (a one-rank world without mpirun).
-    public static func run(executable name: String, ranks: Int?, arguments: [String]) throws -> ProcessResult {
+    package static func run(executable name: String, ranks: Int?, arguments: [String]) throws -> ProcessResult {
         let program = try BuiltProducts.executable(name)
         guard let ranks else {
             let environment = ProcessInfo.processInfo.environment.merging(["OPENBLAS_NUM_THREADS": "1"]) { $1 }

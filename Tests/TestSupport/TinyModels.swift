@@ -2,13 +2,13 @@ import Foundation
 
 /// Tiny random models and small data sets on disk for tests that run the `rqat` executable
 /// (written here without the package's own modules, so TestSupport stays dependency-free).
-public enum TinyModels {
+package enum TinyModels {
     /// A random tiny Qwen3 (hidden 32, 2 layers, 4 heads / 2 KV heads, head_dim 8, MLP 64, tied
     /// embeddings) with the tiny BPE tokenizer of the fixtures, as a Hugging Face directory
     /// (`config.json`, `model.safetensors`, `tokenizer.json`). Norm weights are 1, every matrix
     /// is drawn from N(0, 0.2²) by a generator seeded with `seed`. `headDim` 32 gives every
     /// matrix a multiple of 32 rows, which the GPTQ packed format of `rqat ptq` needs.
-    public static func writeModel(at directory: URL, seed: UInt64, vocabOverride: Int? = nil, headDim: Int = 8) throws {
+    package static func writeModel(at directory: URL, seed: UInt64, vocabOverride: Int? = nil, headDim: Int = 8) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let tokenizer = TestPaths.fixture("tiny-tokenizer/tokenizer.json")
         try FileManager.default.copyItem(at: tokenizer, to: directory.appendingPathComponent("tokenizer.json"))
@@ -53,7 +53,7 @@ public enum TinyModels {
 
     /// `count` chat records {"prompt": "What is a + b?", "completion": "a + b = c. The answer is c."}
     /// as JSONL.
-    public static func writeArithmeticData(to url: URL, count: Int = 16) throws {
+    package static func writeArithmeticData(to url: URL, count: Int = 16) throws {
         var lines: [String] = []
         for i in 0..<count {
             let a = 3 + i, b = 2 * i + 1

@@ -10,13 +10,13 @@ import Tensors
 /// callers can point into column slices of a wider buffer (q, k and v share one (N, (H+2KV)D)
 /// buffer). Backward functions ACCUMULATE (+=) into weight gradients; input gradients are
 /// written, or added where an `accumulate` flag says so (the residual stream).
-public enum TrainLayers {
+package enum TrainLayers {
 
     // MARK: - Linear
 
     /// y = x W^T (+ b), or y += x W^T (+ b) with `accumulate`.
     /// x: (N, in) stride ldx; W: (out, in) contiguous; b: (out); y: (N, out) stride ldy.
-    public static func linearForward(x: UnsafePointer<Float>, ldx: Int, w: UnsafePointer<Float>,
+    package static func linearForward(x: UnsafePointer<Float>, ldx: Int, w: UnsafePointer<Float>,
                                      bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, ldy: Int,
                                      rows n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool = false) {
         Gemm.sgemm(transB: true, m: n, n: outFeatures, k: inFeatures, a: x, lda: ldx, b: w, ldb: inFeatures,
@@ -31,7 +31,7 @@ public enum TrainLayers {
     /// Backward of `linearForward`: dx = dy W (or dx += dy W with `accumulateDX`),
     /// dW += dy^T x, db += sum over rows of dy.
     /// dy: (N, out) stride ldy; x: (N, in) stride ldx; W, dW: (out, in); dx: (N, in) stride lddx.
-    public static func linearBackward(dy: UnsafePointer<Float>, ldy: Int, x: UnsafePointer<Float>, ldx: Int,
+    package static func linearBackward(dy: UnsafePointer<Float>, ldy: Int, x: UnsafePointer<Float>, ldx: Int,
                                       w: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, lddx: Int,
                                       accumulateDX: Bool, dw: UnsafeMutablePointer<Float>,
                                       dbias: UnsafeMutablePointer<Float>?,
@@ -45,7 +45,7 @@ public enum TrainLayers {
     }
 
     /// dx = dy W (or dx += dy W). dy: (N, out) stride ldy; W: (out, in); dx: (N, in) stride lddx.
-    public static func linearBackwardInput(dy: UnsafePointer<Float>, ldy: Int, w: UnsafePointer<Float>,
+    package static func linearBackwardInput(dy: UnsafePointer<Float>, ldy: Int, w: UnsafePointer<Float>,
                                            dx: UnsafeMutablePointer<Float>, lddx: Int, accumulate: Bool,
                                            rows n: Int, inFeatures: Int, outFeatures: Int) {
         Gemm.sgemm(m: n, n: inFeatures, k: outFeatures, a: dy, lda: ldy, b: w, ldb: inFeatures,
@@ -54,7 +54,7 @@ public enum TrainLayers {
 
     /// dW += dy^T x (dW = dy^T x when `accumulate` is false), db += sum over rows of dy.
     /// dy: (N, out) stride ldy; x: (N, in) stride ldx.
-    public static func linearBackwardWeight(dy: UnsafePointer<Float>, ldy: Int, x: UnsafePointer<Float>, ldx: Int,
+    package static func linearBackwardWeight(dy: UnsafePointer<Float>, ldy: Int, x: UnsafePointer<Float>, ldx: Int,
                                             dw: UnsafeMutablePointer<Float>, dbias: UnsafeMutablePointer<Float>?,
                                             rows n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool = true) {
         Gemm.sgemm(transA: true, m: outFeatures, n: inFeatures, k: n, a: dy, lda: ldy, b: x, ldb: ldx,
@@ -73,7 +73,7 @@ public enum TrainLayers {
     /// y = x / sqrt(mean(x^2) + eps) * w for `groups` vectors of `dim` per row (groups = 1 for the
     /// hidden norms; H or KV for Qwen3's per-head q/k norms). Vector (r, g) is at x + r*ldx + g*dim.
     /// rstd: (N, groups) contiguous, saved for backward. x and y must not overlap.
-    public static func rmsNormForward(x: UnsafePointer<Float>, ldx: Int, w: UnsafePointer<Float>,
+    package static func rmsNormForward(x: UnsafePointer<Float>, ldx: Int, w: UnsafePointer<Float>,
                                       y: UnsafeMutablePointer<Float>, ldy: Int, rstd: UnsafeMutablePointer<Float>,
                                       rows n: Int, groups: Int = 1, dim: Int, eps: Float) {
         Threads.parallelFor(n) { rows in
@@ -87,7 +87,7 @@ public enum TrainLayers {
 
     /// Backward of `rmsNormForward`: dx = (or += with `accumulate`) dL/dx; dw += dL/dw.
     /// dy and dx may be the same buffer (in place, then `accumulate` must be false).
-    public static func rmsNormBackward(dy: UnsafePointer<Float>, lddy: Int, x: UnsafePointer<Float>, ldx: Int,
+    package static func rmsNormBackward(dy: UnsafePointer<Float>, lddy: Int, x: UnsafePointer<Float>, ldx: Int,
                                        w: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
                                        dx: UnsafeMutablePointer<Float>, lddx: Int, accumulate: Bool,
                                        dw: UnsafeMutablePointer<Float>,
@@ -115,7 +115,7 @@ public enum TrainLayers {
 
     /// In place, rotate-half RoPE on `groups` head vectors of width `dim` per row; row r has
     /// position r % length. cos, sin: (length, dim/2).
-    public static func ropeForward(x: UnsafeMutablePointer<Float>, ldx: Int, rows n: Int, groups: Int, dim: Int,
+    package static func ropeForward(x: UnsafeMutablePointer<Float>, ldx: Int, rows n: Int, groups: Int, dim: Int,
                                    length: Int, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
         let half = dim / 2
         Threads.parallelFor(n) { rows in
@@ -128,7 +128,7 @@ public enum TrainLayers {
 
     /// Backward of `ropeForward`, in place on the gradient: the transpose of a rotation is the
     /// rotation by the negative angle.
-    public static func ropeBackward(dx: UnsafeMutablePointer<Float>, ldx: Int, rows n: Int, groups: Int, dim: Int,
+    package static func ropeBackward(dx: UnsafeMutablePointer<Float>, ldx: Int, rows n: Int, groups: Int, dim: Int,
                                     length: Int, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
         let half = dim / 2
         Threads.parallelFor(n) { rows in
@@ -144,13 +144,13 @@ public enum TrainLayers {
     // MARK: - Attention
 
     /// The shape of one causal GQA attention call.
-    public struct AttentionShape {
-        public var batch, length, heads, kvHeads, headDim: Int
-        public init(batch: Int, length: Int, heads: Int, kvHeads: Int, headDim: Int) {
+    package struct AttentionShape {
+        package var batch, length, heads, kvHeads, headDim: Int
+        package init(batch: Int, length: Int, heads: Int, kvHeads: Int, headDim: Int) {
             self.batch = batch; self.length = length; self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
         }
         /// Floats of the saved probabilities (and of the backward scratch): B*H*T*T.
-        public var probsCount: Int { batch * heads * length * length }
+        package var probsCount: Int { batch * heads * length * length }
     }
 
     /// Causal scaled-dot-product attention with grouped-query heads (query head h reads KV head
@@ -161,7 +161,7 @@ public enum TrainLayers {
     /// Design choice: the probabilities are STORED, not recomputed in backward. That costs
     /// B*H*T*T floats per layer (8 MB per layer at B=8, H=4, T=256; 32 MB at T=512), which is fine
     /// for our shapes (T <= 512); beyond that a flash-style recompute would be the way.
-    public static func attentionForward(q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int,
+    package static func attentionForward(q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int,
                                         v: UnsafePointer<Float>, ldv: Int, probs: UnsafeMutablePointer<Float>,
                                         out: UnsafeMutablePointer<Float>, ldo: Int, shape s: AttentionShape) {
         let t = s.length, d = s.headDim, group = s.heads / s.kvHeads
@@ -195,7 +195,7 @@ public enum TrainLayers {
 
     /// Backward of `attentionForward`. dout: (B, T, H*D) stride lddo. Writes dq (B, T, H*D),
     /// dk and dv (B, T, KV*D) (overwritten, not accumulated). scratch: B*H*T*T floats (dP, then dS).
-    public static func attentionBackward(dout: UnsafePointer<Float>, lddo: Int,
+    package static func attentionBackward(dout: UnsafePointer<Float>, lddo: Int,
                                          q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int,
                                          v: UnsafePointer<Float>, ldv: Int, probs: UnsafePointer<Float>,
                                          dq: UnsafeMutablePointer<Float>, lddq: Int,
@@ -276,7 +276,7 @@ public enum TrainLayers {
     // MARK: - SwiGLU
 
     /// out = silu(gate) * up. gateUp: (N, 2F) with gate in columns [0, F) and up in [F, 2F); out: (N, F).
-    public static func swigluForward(gateUp: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+    package static func swigluForward(gateUp: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                                      rows n: Int, width f: Int) {
         Threads.parallelFor(n) { rows in
             for r in rows { rqat_silu_mul(gateUp + r * 2 * f, gateUp + r * 2 * f + f, out + r * f, f) }
@@ -284,7 +284,7 @@ public enum TrainLayers {
     }
 
     /// Backward of `swigluForward`: dout (N, F) → dGateUp (N, 2F) (written).
-    public static func swigluBackward(gateUp: UnsafePointer<Float>, dout: UnsafePointer<Float>,
+    package static func swigluBackward(gateUp: UnsafePointer<Float>, dout: UnsafePointer<Float>,
                                       dGateUp: UnsafeMutablePointer<Float>, rows n: Int, width f: Int) {
         Threads.parallelFor(n) { rows in
             for r in rows {
@@ -297,7 +297,7 @@ public enum TrainLayers {
     // MARK: - Embedding
 
     /// x[r] = E[tokens[r]]. E: (V, C); x: (N, C).
-    public static func embeddingForward(tokens: UnsafePointer<Int>, table: UnsafePointer<Float>,
+    package static func embeddingForward(tokens: UnsafePointer<Int>, table: UnsafePointer<Float>,
                                         x: UnsafeMutablePointer<Float>, rows n: Int, dim c: Int) {
         Threads.parallelFor(n) { rows in
             for r in rows { (x + r * c).update(from: table + tokens[r] * c, count: c) }
@@ -305,7 +305,7 @@ public enum TrainLayers {
     }
 
     /// dE[tokens[r]] += dx[r]. Threads own disjoint column slices, so repeated tokens never race.
-    public static func embeddingBackward(tokens: UnsafePointer<Int>, dx: UnsafePointer<Float>,
+    package static func embeddingBackward(tokens: UnsafePointer<Int>, dx: UnsafePointer<Float>,
                                          dTable: UnsafeMutablePointer<Float>, rows n: Int, dim c: Int) {
         Threads.parallelFor(c) { cols in
             let lo = cols.lowerBound, width = cols.count

@@ -12,12 +12,12 @@ import Tensors
 /// Usage: `let logits = model.forward(tokens:batch:length:)`, compute dL/dlogits (e.g. with
 /// `CrossEntropy.forwardBackward`), then `model.backward(dLogits:)`, which ADDS into every
 /// `Parameter.grad`, so micro-batches accumulate until the caller zeroes the gradients.
-public final class TrainableDecoder {
-    public let config: ModelConfig
+package final class TrainableDecoder {
+    package let config: ModelConfig
     /// Every trainable tensor, in transformers' `named_parameters()` order: embedding, then per
     /// layer q, k, v (weight, bias), o, q/k norms, gate, up, down, input norm, post-attention
     /// norm; final norm; LM head (only when untied — a tied head is the embedding).
-    public let parameters: [Parameter]
+    package let parameters: [Parameter]
     private let byName: [String: Parameter]
 
     final class Layer {
@@ -97,12 +97,12 @@ public final class TrainableDecoder {
     // MARK: - Construction
 
     /// Loads every parameter by its Hugging Face name, checking shapes (FormatError otherwise).
-    public convenience init(config: ModelConfig, source: any WeightSource) throws {
+    package convenience init(config: ModelConfig, source: any WeightSource) throws {
         try self.init(config: config) { name, shape, _ in try source.tensor(name, expecting: shape) }
     }
 
     /// Random initialisation: matrices and embedding ~ N(0, 0.02^2), norm weights 1, biases 0.
-    public convenience init(config: ModelConfig, seed: UInt64) {
+    package convenience init(config: ModelConfig, seed: UInt64) {
         var rng = SeededRNG(seed: seed)
         try! self.init(config: config) { _, shape, kind in
             let t = Tensor(shape: shape)
@@ -144,7 +144,7 @@ public final class TrainableDecoder {
         rope = RoPE(headDim: config.headDim, theta: Double(config.ropeTheta))
     }
 
-    public func parameter(_ name: String) -> Parameter? { byName[name] }
+    package func parameter(_ name: String) -> Parameter? { byName[name] }
 
     /// Recomputes the quantized weights when the quantizer has moved on since they were filled.
     private func fillQuantizedIfStale() {
@@ -158,12 +158,12 @@ public final class TrainableDecoder {
     /// Learnable changes of linear layers' inputs, by block and site (an activation quantizer
     /// with a learnable clip, a learnable scale or rotation). Their parameters train with the
     /// model's (the trainer adds `transformParameters`).
-    public var inputTransforms: [LinearSiteKey: any TrainableInputTransform] = [:] {
+    package var inputTransforms: [LinearSiteKey: any TrainableInputTransform] = [:] {
         didSet { transformed = [:] }
     }
 
     /// The input and cache transforms' learnable parameters, in block and site order.
-    public var transformParameters: [Parameter] {
+    package var transformParameters: [Parameter] {
         inputTransforms.sorted { $0.key < $1.key }.flatMap { $0.value.parameters }
             + cacheTransforms.sorted { $0.key < $1.key }.flatMap { $0.value.parameters }
     }
@@ -194,7 +194,7 @@ public final class TrainableDecoder {
 
     /// Learnable changes of what a block's attention caches, by block: each row's keys (after
     /// RoPE) then values, (rows, 2 KV*D) — the KV-cache quantization site.
-    public var cacheTransforms: [Int: any TrainableInputTransform] = [:] {
+    package var cacheTransforms: [Int: any TrainableInputTransform] = [:] {
         didSet { cacheInputs = [:] }
     }
     /// Each cache transform's input of the last forward (keys and values before it), by block.
@@ -228,7 +228,7 @@ public final class TrainableDecoder {
     /// the fp32 matrices are the parameters' own tensors, and the stacked q|k|v and gate|up
     /// layers are the training forward's own stacked buffers, so nothing is reloaded or laid out
     /// again. After an optimizer step call `syncInferenceWeights()` before decoding with them.
-    public func inferenceWeights() -> DecoderWeights {
+    package func inferenceWeights() -> DecoderWeights {
         if let view = inferenceView { syncInferenceWeights(); return view }
         let architecture = DecoderArchitecture(config)
         let view = DecoderWeights(config: config, embedding: embedding.value, finalNorm: finalNorm.value,
@@ -247,7 +247,7 @@ public final class TrainableDecoder {
     private var inferenceView: DecoderWeights?
 
     /// Brings the view of `inferenceWeights()` up to the current parameters (and quantizer).
-    public func syncInferenceWeights() {
+    package func syncInferenceWeights() {
         guard let view = inferenceView else { return }
         fillQuantizedIfStale()
         for (l, (p, v)) in zip(layers, view.layers).enumerated() {
@@ -272,14 +272,14 @@ public final class TrainableDecoder {
 
     /// The decoder-block linear weights a `weightQuantizer` acts on, per layer q, k, v, o, gate,
     /// up, down (not the embedding, LM head, norms or biases).
-    public var linearWeights: [Parameter] { layers.flatMap { [$0.q, $0.k, $0.v, $0.o, $0.gate, $0.up, $0.down] } }
+    package var linearWeights: [Parameter] { layers.flatMap { [$0.q, $0.k, $0.v, $0.o, $0.gate, $0.up, $0.down] } }
 
     /// When set, forward uses `forwardWeight(of:into:)` of every `linearWeights` entry instead of
     /// its value, and backward routes their weight gradients through `backward(of:dQuantized:)`.
     /// The quantized weights are cached and recomputed on the first forward and then only when
     /// the quantizer's `generation` changes (call its `refresh()` after each optimizer step).
     /// Setting or clearing it drops the cache; nil is the plain, unquantized decoder.
-    public var weightQuantizer: TrainingWeightQuantizer? {
+    package var weightQuantizer: TrainingWeightQuantizer? {
         didSet {
             quantizedGeneration = nil
             quantGradScratch = nil
@@ -316,14 +316,14 @@ public final class TrainableDecoder {
     }
 
     /// Sets every gradient to zero.
-    public func zeroGradients() { for p in parameters { p.zeroGrad() } }
+    package func zeroGradients() { for p in parameters { p.zeroGrad() } }
 
     /// Called by `backward` as soon as layer l's parameter gradients are complete (layers run
     /// last to first), so data-parallel training can start summing them while backward goes on.
-    public var layerGradientsReady: ((Int) -> Void)?
+    package var layerGradientsReady: ((Int) -> Void)?
 
     /// The parameters of decoder layer l (weights and the quantizer's, by name prefix).
-    public static func layerPrefix(_ l: Int) -> String { DecoderArchitecture.layerPrefix(l) }
+    package static func layerPrefix(_ l: Int) -> String { DecoderArchitecture.layerPrefix(l) }
 
     // MARK: - Activation store
 
@@ -426,7 +426,7 @@ public final class TrainableDecoder {
     /// 4 N*C (input, h1, mid, h2) + 2N (rstd) + N*W (qkv) [+ N*W + N*(H+KV) with q/k norms]
     /// + B*H*T*T (probabilities) + N*H*D + 3 N*F; plus N*(3C + 2 + V) and T*D once, and
     /// scratch 2N*C + N*H*D + N*W + B*H*T*T + 3N*F.
-    public func activationBytes(batch: Int, length: Int) -> Int {
+    package func activationBytes(batch: Int, length: Int) -> Int {
         let c = config, n = batch * length
         let hidden = c.hiddenSize, f = c.intermediateSize, d = c.headDim
         let h = c.numAttentionHeads, kv = c.numKeyValueHeads
@@ -449,17 +449,17 @@ public final class TrainableDecoder {
 
     /// Bytes held by the current activation store (0 before the first forward); equals
     /// `activationBytes(batch:length:)` for the shape of the last forward.
-    public var activationStoreBytes: Int { store?.bytes ?? 0 }
+    package var activationStoreBytes: Int { store?.bytes ?? 0 }
 
     /// Drops the activation store (it is rebuilt by the next forward).
-    public func releaseActivations() { store = nil }
+    package func releaseActivations() { store = nil }
 
     // MARK: - Forward
 
     /// Runs `batch` sequences of `length` tokens (row-major: tokens[b * length + t]) and returns
     /// the logits (B*T, V). The returned tensor belongs to the activation store and is
     /// overwritten by the next forward.
-    public func forward(tokens: [Int], batch: Int, length: Int) -> Tensor {
+    package func forward(tokens: [Int], batch: Int, length: Int) -> Tensor {
         precondition(batch > 0 && length > 0 && tokens.count == batch * length,
                      "forward: \(tokens.count) tokens for batch \(batch) x length \(length)")
         for t in tokens {
@@ -555,7 +555,7 @@ public final class TrainableDecoder {
 
     /// Backpropagates dL/dlogits (B*T, V) through the last forward, ADDING into every
     /// parameter's `grad`. `dLogits` may be the tensor forward returned (it is not read again).
-    public func backward(dLogits: Tensor) {
+    package func backward(dLogits: Tensor) {
         guard let s = store else { preconditionFailure("backward without a forward") }
         let cfg = config
         let n = s.rows, length = s.length
@@ -654,20 +654,20 @@ private final class InPlace: LinearInputTransform {
 }
 
 /// A linear layer of the model: block `layer`, site `site`.
-public struct LinearSiteKey: Hashable, Comparable, Sendable {
-    public var layer: Int
-    public var site: LinearSite
-    public init(layer: Int, site: LinearSite) {
+package struct LinearSiteKey: Hashable, Comparable, Sendable {
+    package var layer: Int
+    package var site: LinearSite
+    package init(layer: Int, site: LinearSite) {
         self.layer = layer
         self.site = site
     }
-    public static func < (a: Self, b: Self) -> Bool { (a.layer, a.site.rawValue) < (b.layer, b.site.rawValue) }
+    package static func < (a: Self, b: Self) -> Bool { (a.layer, a.site.rawValue) < (b.layer, b.site.rawValue) }
 }
 
 /// A learnable change of a linear site's input during training, x' = T(x; θ), with its backward:
 /// an activation fake-quantizer with a learnable clip (straight-through inside the clip), a
 /// learnable per-channel scale (SmoothQuant-like), a learnable affine transform (FlatQuant).
-public protocol TrainableInputTransform: AnyObject {
+package protocol TrainableInputTransform: AnyObject {
     /// θ, trained with the model.
     var parameters: [Parameter] { get }
     /// x: (rows, width) -> y: (rows, width).

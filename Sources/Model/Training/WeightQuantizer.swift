@@ -17,7 +17,7 @@ import Tensors
 /// backward, then the trainer refreshes), so backward may recompute codes from `p.value`.
 /// The quantizer's `parameters` are not in `TrainableDecoder.parameters`: the caller gives
 /// both lists to its optimizer (and checkpoints).
-public protocol TrainingWeightQuantizer: AnyObject {
+package protocol TrainingWeightQuantizer: AnyObject {
     /// Writes the fake-quantized values of `p` (same shape, row-major) into `out`.
     func forwardWeight(of p: Parameter, into out: UnsafeMutablePointer<Float>)
     /// Given dL/dW_q for `p` (same shape), adds dL/dW into `p.grad` and the gradients of the

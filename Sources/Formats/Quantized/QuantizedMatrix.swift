@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 import Tensors
 
@@ -11,42 +12,42 @@ import Tensors
 /// `gIdx` maps every input column to its group; act-order quantization may permute it.
 /// Scales are fp16-representable (rounded at creation, see `QuantGrid.roundedToFP16`) and zeros
 /// are integers, so a packed checkpoint (fp16 scales, integer zeros) dequantizes bit-identically.
-public struct QuantizedMatrix: Equatable, Sendable {
-    public let rows: Int
-    public let cols: Int
-    public let bits: Int
+package struct QuantizedMatrix: Equatable, Sendable {
+    package let rows: Int
+    package let cols: Int
+    package let bits: Int
     /// Input columns per group; nil = one group per output channel (a group of `cols`).
-    public let groupSize: Int?
-    public let symmetric: Bool
+    package let groupSize: Int?
+    package let symmetric: Bool
     /// rows * cols integer codes in 0...2^bits-1, row-major.
-    public var codes: [UInt8]
+    package var codes: [UInt8]
     /// (groups, rows): the grid of output channel r in group g is at [g * rows + r].
-    public var scales: [Float]
-    public var zeros: [Float]
+    package var scales: [Float]
+    package var zeros: [Float]
     /// (cols): the group of each input column.
-    public var gIdx: [Int32]
+    package var gIdx: [Int32]
 
     /// Number of groups along the input dimension: ceil(cols / groupSize), or 1 per channel.
-    public static func groupCount(cols: Int, groupSize: Int?) -> Int {
+    package static func groupCount(cols: Int, groupSize: Int?) -> Int {
         guard let g = groupSize else { return 1 }
         return (cols + g - 1) / g
     }
 
     /// The default (no act-order) group of each column: col / groupSize, or all 0 per channel.
-    public static func sequentialGroupIndex(cols: Int, groupSize: Int?) -> [Int32] {
+    package static func sequentialGroupIndex(cols: Int, groupSize: Int?) -> [Int32] {
         guard let g = groupSize else { return [Int32](repeating: 0, count: cols) }
         return (0..<cols).map { Int32($0 / g) }
     }
 
-    public var groupCount: Int { Self.groupCount(cols: cols, groupSize: groupSize) }
-    public var maxCode: Int { (1 << bits) - 1 }
+    package var groupCount: Int { Self.groupCount(cols: cols, groupSize: groupSize) }
+    package var maxCode: Int { (1 << bits) - 1 }
 
     /// True when gIdx is not the sequential col / groupSize (act-order / desc_act).
-    public var hasPermutedGroups: Bool { gIdx != Self.sequentialGroupIndex(cols: cols, groupSize: groupSize) }
+    package var hasPermutedGroups: Bool { gIdx != Self.sequentialGroupIndex(cols: cols, groupSize: groupSize) }
 
     /// Checks every size (preconditions: a malformed matrix is a programming error; files are
     /// checked with one-line errors when they are read). `gIdx` nil = sequential.
-    public init(rows: Int, cols: Int, bits: Int, groupSize: Int?, symmetric: Bool,
+    package init(rows: Int, cols: Int, bits: Int, groupSize: Int?, symmetric: Bool,
                 codes: [UInt8], scales: [Float], zeros: [Float], gIdx: [Int32]? = nil) {
         precondition(rows >= 0 && cols >= 0, "negative size \(rows)x\(cols)")
         precondition(QuantScheme.supportedWeightBits.contains(bits), "unsupported bits \(bits)")
@@ -70,15 +71,15 @@ public struct QuantizedMatrix: Equatable, Sendable {
     }
 
     /// The scheme this matrix follows (weights only).
-    public var scheme: QuantScheme { QuantScheme(weightBits: bits, groupSize: groupSize, symmetric: symmetric) }
+    package var scheme: QuantScheme { QuantScheme(weightBits: bits, groupSize: groupSize, symmetric: symmetric) }
 
     /// The grid of output channel `row` in group `group`.
-    public func grid(row: Int, group: Int) -> QuantGrid {
+    package func grid(row: Int, group: Int) -> QuantGrid {
         QuantGrid(scale: scales[group * rows + row], zero: zeros[group * rows + row], maxCode: maxCode)
     }
 
     /// W as fp32 (rows, cols).
-    public func dequantized() -> Tensor {
+    package func dequantized() -> Tensor {
         let t = Tensor(shape: [rows, cols])
         fakeQuantized(into: t.ptr)
         return t
@@ -86,7 +87,7 @@ public struct QuantizedMatrix: Equatable, Sendable {
 
     /// Writes the dequantized matrix (rows * cols, row-major) to `out`:
     /// out[r, c] = scales[g, r] * (Float(codes[r, c]) - zeros[g, r]), exactly as `QuantGrid.dequantize`.
-    public func fakeQuantized(into out: UnsafeMutablePointer<Float>) {
+    package func fakeQuantized(into out: UnsafeMutablePointer<Float>) {
         let rows = rows, cols = cols
         codes.withUnsafeBufferPointer { codes in
         scales.withUnsafeBufferPointer { scales in
@@ -110,7 +111,7 @@ extension QuantGrid {
     /// This grid with its scale rounded to the nearest fp16 value (kept positive and finite), as
     /// a GPTQ checkpoint stores it. Quantizers call this BEFORE computing codes, so the codes are
     /// the nearest ones for the scale actually stored. The zero is already an integer.
-    public func roundedToFP16() -> QuantGrid {
+    package func roundedToFP16() -> QuantGrid {
         var s = Float(Float16(scale))
         if !(s > 0) { s = Float(Float16.leastNonzeroMagnitude) }
         if !s.isFinite { s = Float(Float16.greatestFiniteMagnitude) }

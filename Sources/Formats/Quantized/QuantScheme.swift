@@ -1,3 +1,4 @@
+import Formats
 import Tensors
 
 /// A quantization scheme written the way the field writes it: `w3g128` (3-bit weights in
@@ -5,20 +6,20 @@ import Tensors
 /// `w2g64`, each `-sym` or `-asym` (default asymmetric, as the paper's W3G128), and activation /
 /// KV-cache widths `a4`, `a8`, `kv4`, `kv8` (e.g. `w4a4kv4`). Parts may be joined directly or
 /// with dashes: `w4g128-sym`, `w4-a8-kv8`.
-public struct QuantScheme: Equatable, Hashable, Codable, Sendable, CustomStringConvertible {
+package struct QuantScheme: Equatable, Hashable, Codable, Sendable, CustomStringConvertible {
     /// Bits per weight; nil keeps weights in full precision (an activation-only scheme).
-    public var weightBits: Int?
+    package var weightBits: Int?
     /// Weights per group along a row (the input dimension); nil = one group per output channel.
-    public var groupSize: Int?
-    public var symmetric: Bool
-    public var activationBits: Int?
-    public var kvBits: Int?
+    package var groupSize: Int?
+    package var symmetric: Bool
+    package var activationBits: Int?
+    package var kvBits: Int?
 
-    public static let supportedWeightBits = [2, 3, 4, 8]
-    public static let supportedGroupSizes = [16, 32, 64, 128, 256, 512, 1024]
-    public static let supportedActivationBits = [4, 8]
+    package static let supportedWeightBits = [2, 3, 4, 8]
+    package static let supportedGroupSizes = [16, 32, 64, 128, 256, 512, 1024]
+    package static let supportedActivationBits = [4, 8]
 
-    public init(weightBits: Int?, groupSize: Int? = nil, symmetric: Bool = false,
+    package init(weightBits: Int?, groupSize: Int? = nil, symmetric: Bool = false,
                 activationBits: Int? = nil, kvBits: Int? = nil) {
         self.weightBits = weightBits
         self.groupSize = groupSize
@@ -28,9 +29,9 @@ public struct QuantScheme: Equatable, Hashable, Codable, Sendable, CustomStringC
     }
 
     /// Largest integer code: 2^bits - 1.
-    public var maxCode: Int { (1 << (weightBits ?? 32)) - 1 }
+    package var maxCode: Int { (1 << (weightBits ?? 32)) - 1 }
 
-    public var description: String {
+    package var description: String {
         var s = ""
         if let b = weightBits { s += "w\(b)" + (groupSize.map { "g\($0)" } ?? "") }
         if let a = activationBits { s += "a\(a)" }
@@ -39,10 +40,10 @@ public struct QuantScheme: Equatable, Hashable, Codable, Sendable, CustomStringC
         return s
     }
 
-    public static let validForms = "w<bits>[g<group>][a<bits>][kv<bits>][-sym|-asym], e.g. w3g128, w4g128-sym, w4, w8, w2g64, w4a4kv4; weight bits \(supportedWeightBits.map(String.init).joined(separator: "/")), groups \(supportedGroupSizes.map(String.init).joined(separator: "/")), activation and KV bits 4/8"
+    package static let validForms = "w<bits>[g<group>][a<bits>][kv<bits>][-sym|-asym], e.g. w3g128, w4g128-sym, w4, w8, w2g64, w4a4kv4; weight bits \(supportedWeightBits.map(String.init).joined(separator: "/")), groups \(supportedGroupSizes.map(String.init).joined(separator: "/")), activation and KV bits 4/8"
 
     /// Parses a scheme; anything else is an error that lists the valid forms.
-    public static func parse(_ text: String) throws -> QuantScheme {
+    package static func parse(_ text: String) throws -> QuantScheme {
         func fail(_ why: String) -> QuantSchemeError {
             QuantSchemeError(message: "invalid quantization scheme \"\(text)\": \(why). Valid: \(validForms)")
         }
@@ -104,12 +105,12 @@ extension QuantScheme {
     /// The parts of the scheme that nothing implements yet, as the user wrote them (`a4`, `kv8`).
     /// Activation and KV-cache quantization parse, so that the form of a scheme is checked early,
     /// but no decoder applies them: running `w4a4kv4` as plain W4 would be a wrong answer.
-    public var unimplementedParts: [String] {
+    package var unimplementedParts: [String] {
         [activationBits.map { "a\($0)" }, kvBits.map { "kv\($0)" }].compactMap { $0 }
     }
 
     /// Throws, naming the parts, when the scheme asks for something `job` cannot do yet.
-    public func requireImplemented(for job: String) throws {
+    package func requireImplemented(for job: String) throws {
         let missing = unimplementedParts
         guard !missing.isEmpty else { return }
         let what = missing.map { $0.hasPrefix("kv") ? "KV-cache quantization (\($0))" : "activation quantization (\($0))" }
@@ -117,7 +118,7 @@ extension QuantScheme {
     }
 }
 
-public struct QuantSchemeError: UserFacingError, Equatable {
-    public let message: String
-    public var description: String { message }
+package struct QuantSchemeError: UserFacingError, Equatable {
+    package let message: String
+    package var description: String { message }
 }

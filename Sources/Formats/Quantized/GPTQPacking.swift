@@ -1,11 +1,12 @@
+import Formats
 import Foundation
 import Tensors
 
 /// Why codes cannot be packed or packed buffers cannot be read; one line.
-public struct GPTQPackingError: UserFacingError, Equatable {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
+package struct GPTQPackingError: UserFacingError, Equatable {
+    package let message: String
+    package init(_ message: String) { self.message = message }
+    package var description: String { message }
 }
 
 /// A `QuantizedMatrix` in the tensors of a GPTQ checkpoint. For a layer with `rows` output and
@@ -23,21 +24,21 @@ public struct GPTQPackingError: UserFacingError, Equatable {
 /// i / (32/bits)); for 3 bits every 32 codes fill 3 words and codes 10 and 21 straddle word
 /// boundaries, exactly AutoGPTQ's `pack` loop. Lines must hold a multiple of 32 codes (GPTQ's
 /// shapes are `in // 32 * bits`), so cols and rows must be multiples of 32. See docs/FORMATS.md.
-public struct GPTQPackedMatrix: Equatable, Sendable {
-    public let rows: Int
-    public let cols: Int
-    public let bits: Int
-    public let groups: Int
+package struct GPTQPackedMatrix: Equatable, Sendable {
+    package let rows: Int
+    package let cols: Int
+    package let bits: Int
+    package let groups: Int
     /// [cols * bits / 32, rows], row-major.
-    public var qweight: [Int32]
+    package var qweight: [Int32]
     /// [groups, rows * bits / 32].
-    public var qzeros: [Int32]
+    package var qzeros: [Int32]
     /// [groups, rows], fp16-representable values.
-    public var scales: [Float]
+    package var scales: [Float]
     /// [cols].
-    public var gIdx: [Int32]
+    package var gIdx: [Int32]
 
-    public init(rows: Int, cols: Int, bits: Int, groups: Int,
+    package init(rows: Int, cols: Int, bits: Int, groups: Int,
                 qweight: [Int32], qzeros: [Int32], scales: [Float], gIdx: [Int32]) {
         self.rows = rows
         self.cols = cols
@@ -49,15 +50,15 @@ public struct GPTQPackedMatrix: Equatable, Sendable {
         self.gIdx = gIdx
     }
 
-    public var qweightShape: [Int] { [cols * bits / 32, rows] }
-    public var qzerosShape: [Int] { [groups, rows * bits / 32] }
-    public var scalesShape: [Int] { [groups, rows] }
-    public var gIdxShape: [Int] { [cols] }
+    package var qweightShape: [Int] { [cols * bits / 32, rows] }
+    package var qzerosShape: [Int] { [groups, rows * bits / 32] }
+    package var scalesShape: [Int] { [groups, rows] }
+    package var gIdxShape: [Int] { [cols] }
 }
 
 /// How a GPTQ checkpoint stores its zero points: the `format` / `checkpoint_format` value of its
 /// quantization_config. The qweight, scales and g_idx layouts are the same in both.
-public enum GPTQCheckpointFormat: String, Sendable, CaseIterable {
+package enum GPTQCheckpointFormat: String, Sendable, CaseIterable {
     /// Classic GPTQ ("v1", AutoGPTQ's): qzeros hold (zero - 1) mod 2^bits, an artefact of the
     /// original CUDA kernels, which add the 1 back.
     case v1 = "gptq"
@@ -65,7 +66,7 @@ public enum GPTQCheckpointFormat: String, Sendable, CaseIterable {
     case v2 = "gptq_v2"
 
     /// Subtracted from each zero before packing (and added back, mod 2^bits, when reading).
-    public var zeroOffset: Int { self == .v1 ? 1 : 0 }
+    package var zeroOffset: Int { self == .v1 ? 1 : 0 }
 
     /// What `QuantizedCheckpoint.save` writes. Symmetric grids stay v1, the layout every GPTQ
     /// loader reads (v2 is GPTQModel's own); their zero 2^(bits-1) never wraps.
@@ -74,12 +75,12 @@ public enum GPTQCheckpointFormat: String, Sendable, CaseIterable {
     /// (the inverse of its own writer's subtraction), which carries into the next zero wherever a
     /// zero of 0 was stored per field as 2^bits - 1 (as AutoGPTQ and rqat store it). v2 it reads
     /// as stored. The loader lines that decide this: docs/FORMATS.md.
-    public static func written(symmetric: Bool) -> Self { symmetric ? .v1 : .v2 }
+    package static func written(symmetric: Bool) -> Self { symmetric ? .v1 : .v2 }
 }
 
-public enum GPTQPacking {
+package enum GPTQPacking {
     /// The zero offset of GPTQ's classic ("v1") checkpoints, the default of the packing functions.
-    public static let v1ZeroOffset = GPTQCheckpointFormat.v1.zeroOffset
+    package static let v1ZeroOffset = GPTQCheckpointFormat.v1.zeroOffset
 
     static func checkBits(_ bits: Int) throws {
         guard QuantScheme.supportedWeightBits.contains(bits) else {
@@ -120,7 +121,7 @@ public enum GPTQPacking {
     }
 
     /// qweight [cols*bits/32, rows] from row-major codes (rows, cols).
-    public static func packWeights(codes: [UInt8], rows: Int, cols: Int, bits: Int) throws -> [Int32] {
+    package static func packWeights(codes: [UInt8], rows: Int, cols: Int, bits: Int) throws -> [Int32] {
         try checkBits(bits)
         try checkLine(cols, "input features (cols)")
         guard codes.count == rows * cols else { throw GPTQPackingError("\(codes.count) codes for a \(rows)x\(cols) matrix") }
@@ -144,7 +145,7 @@ public enum GPTQPacking {
     }
 
     /// Row-major codes (rows, cols) from qweight [cols*bits/32, rows].
-    public static func unpackWeights(_ qweight: [Int32], rows: Int, cols: Int, bits: Int) throws -> [UInt8] {
+    package static func unpackWeights(_ qweight: [Int32], rows: Int, cols: Int, bits: Int) throws -> [UInt8] {
         try checkBits(bits)
         try checkLine(cols, "input features (cols)")
         let words = cols * bits / 32
@@ -171,7 +172,7 @@ public enum GPTQPacking {
 
     /// qzeros [groups, rows*bits/32]: (zero - offset) mod 2^bits per output channel, packed along
     /// the output dimension. Zeros must be integers in 0...2^bits-1.
-    public static func packZeros(_ zeros: [Float], groups: Int, rows: Int, bits: Int,
+    package static func packZeros(_ zeros: [Float], groups: Int, rows: Int, bits: Int,
                                  offset: Int = v1ZeroOffset) throws -> [Int32] {
         try checkBits(bits)
         try checkLine(rows, "output features (rows)")
@@ -198,7 +199,7 @@ public enum GPTQPacking {
     }
 
     /// Zeros [groups, rows] from qzeros: ((stored + offset) mod 2^bits).
-    public static func unpackZeros(_ qzeros: [Int32], groups: Int, rows: Int, bits: Int,
+    package static func unpackZeros(_ qzeros: [Int32], groups: Int, rows: Int, bits: Int,
                                    offset: Int = v1ZeroOffset) throws -> [Float] {
         try checkBits(bits)
         try checkLine(rows, "output features (rows)")
@@ -221,7 +222,7 @@ public enum GPTQPacking {
 
     /// The GPTQ tensors of a matrix. Scales must already be fp16 values (they are when the
     /// matrix comes from `RTN` or a quantizer using `QuantGrid.roundedToFP16`).
-    public static func pack(_ m: QuantizedMatrix, format: GPTQCheckpointFormat = .v1) throws -> GPTQPackedMatrix {
+    package static func pack(_ m: QuantizedMatrix, format: GPTQCheckpointFormat = .v1) throws -> GPTQPackedMatrix {
         for (i, s) in m.scales.enumerated() where Float(Float16(s)) != s {
             throw GPTQPackingError("scale \(s) (group \(i / max(m.rows, 1)), row \(i % max(m.rows, 1))) is not an fp16 value; round grids with QuantGrid.roundedToFP16 before computing codes")
         }
@@ -233,7 +234,7 @@ public enum GPTQPacking {
     }
 
     /// The matrix of GPTQ tensors, every size and g_idx entry checked.
-    public static func unpack(_ p: GPTQPackedMatrix, groupSize: Int?, symmetric: Bool,
+    package static func unpack(_ p: GPTQPackedMatrix, groupSize: Int?, symmetric: Bool,
                               format: GPTQCheckpointFormat = .v1) throws -> QuantizedMatrix {
         try checkBits(p.bits)
         let groups = QuantizedMatrix.groupCount(cols: p.cols, groupSize: groupSize)

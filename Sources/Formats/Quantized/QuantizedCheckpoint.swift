@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Tensors
 #if canImport(Glibc)
 import Glibc
@@ -19,7 +19,7 @@ import Darwin
 /// Loading gives a `WeightSource` that dequantizes to fp32 under the usual `P.weight` names, so
 /// the inference stack runs a packed checkpoint unchanged; the values are bit-identical to the
 /// in-memory `QuantizedMatrix.dequantized()` that was saved.
-public enum QuantizedCheckpoint {
+package enum QuantizedCheckpoint {
     /// Saves atomically: everything goes to a hidden sibling directory, which is renamed to
     /// `directory` once complete (an existing one is moved aside first, then deleted).
     ///
@@ -28,7 +28,7 @@ public enum QuantizedCheckpoint {
     /// - fullPrecision: every other tensor, written as `fullPrecisionDType` (F32 keeps logits exact).
     /// - extra: merged into quantization_config last (e.g. "damp_percent", "desc_act"); not the
     ///   format keys, which must describe the packed zeros.
-    public static func save(directory: URL, config: ModelConfig, fullPrecision: [String: Tensor],
+    package static func save(directory: URL, config: ModelConfig, fullPrecision: [String: Tensor],
                             quantized: [String: QuantizedMatrix], scheme: QuantScheme, method: String,
                             extra: [String: Any] = [:], extraFiles: [URL] = [],
                             fullPrecisionDType: SafeTensorsDType = .F32) throws {
@@ -112,7 +112,7 @@ public enum QuantizedCheckpoint {
 
     /// The config, the weight scheme and the dequantizing weights of a GPTQ checkpoint directory.
     /// Every quantized tensor's presence, dtype and shape is checked here (no data is read).
-    public static func load(_ directory: URL) throws -> (config: ModelConfig, scheme: QuantScheme, weights: GPTQWeights) {
+    package static func load(_ directory: URL) throws -> (config: ModelConfig, scheme: QuantScheme, weights: GPTQWeights) {
         let configURL = directory.appendingPathComponent("config.json")
         let config = try ModelConfig.load(configURL)
         guard let q = quantizationConfig(configURL) else {
@@ -122,26 +122,11 @@ public enum QuantizedCheckpoint {
         return (config, weights.scheme, weights)
     }
 
-    /// Like `Checkpoint.open`, but a directory whose config.json has a GPTQ quantization_config
-    /// opens with the dequantizing `GPTQWeights`; anything else goes to `Checkpoint.open`.
-    public static func open(_ path: String) throws -> Checkpoint {
-        let url = URL(fileURLWithPath: path)
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue,
-              quantizationConfig(url.appendingPathComponent("config.json")) != nil else {
-            return try Checkpoint.open(path)
-        }
-        let (config, _, weights) = try load(url)
-        let checkpoint = Checkpoint(path: path, kind: .safetensors, config: config, weights: weights)
-        try checkpoint.validateShapes()
-        return checkpoint
-    }
-
     /// The quantization_config keys that name the zero format (`GPTQCheckpointFormat`).
     static let formatKeys = ["format", "checkpoint_format"]
 
     /// The "quantization_config" of a config.json when its quant_method is gptq; nil otherwise.
-    public static func quantizationConfig(_ configURL: URL) -> [String: Any]? {
+    package static func quantizationConfig(_ configURL: URL) -> [String: Any]? {
         guard let data = try? Data(contentsOf: configURL),
               let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
               let q = object["quantization_config"] as? [String: Any],
@@ -160,18 +145,18 @@ public enum QuantizedCheckpoint {
 
 /// The weights of a GPTQ checkpoint as fp32: quantized linears dequantized under `P.weight`,
 /// everything else as stored. `quantizedMatrix(_:)` gives the integer form.
-public final class GPTQWeights: WeightSource {
-    public let path: String
-    public let names: [String]
-    public let scheme: QuantScheme
+package final class GPTQWeights: WeightSource {
+    package let path: String
+    package let names: [String]
+    package let scheme: QuantScheme
     /// How the stored qzeros encode the zeros (v1: zero - 1, v2: as they are).
-    public let format: GPTQCheckpointFormat
-    public let quantizationConfig: [String: Any]
+    package let format: GPTQCheckpointFormat
+    package let quantizationConfig: [String: Any]
     private let stored: SafeTensorsWeights
     /// `P.weight` → (file, P, rows, cols) for quantized linears.
     private var layers: [String: (file: SafeTensorsFile, prefix: String, rows: Int, cols: Int)] = [:]
 
-    public init(directory: URL, quantizationConfig q: [String: Any], configPath: String) throws {
+    package init(directory: URL, quantizationConfig q: [String: Any], configPath: String) throws {
         path = directory.path
         quantizationConfig = q
         func int(_ key: String) -> Int? { (q[key] as? NSNumber).flatMap { Int(exactly: $0.doubleValue) } }
@@ -254,23 +239,23 @@ public final class GPTQWeights: WeightSource {
         return (rows, cols)
     }
 
-    public func has(_ name: String) -> Bool { layers[name] != nil || stored.has(name) }
+    package func has(_ name: String) -> Bool { layers[name] != nil || stored.has(name) }
 
-    public func shape(_ name: String) -> [Int]? {
+    package func shape(_ name: String) -> [Int]? {
         if let l = layers[name] { return [l.rows, l.cols] }
         return stored.shape(name)
     }
 
-    public func storageType(_ name: String) -> String? {
+    package func storageType(_ name: String) -> String? {
         if layers[name] != nil { return "GPTQ \(scheme)" }
         return stored.storageType(name)
     }
 
     /// The names that are stored quantized (`P.weight`).
-    public var quantizedNames: [String] { names.filter { layers[$0] != nil } }
+    package var quantizedNames: [String] { names.filter { layers[$0] != nil } }
 
     /// The integer form of a quantized linear, every buffer checked.
-    public func quantizedMatrix(_ name: String) throws -> QuantizedMatrix {
+    package func quantizedMatrix(_ name: String) throws -> QuantizedMatrix {
         guard let l = layers[name] else { throw FormatError(path, "\(name) is not a quantized tensor here") }
         let bits = scheme.weightBits!
         let p = l.prefix
@@ -287,7 +272,7 @@ public final class GPTQWeights: WeightSource {
         }
     }
 
-    public func tensor(_ name: String) throws -> Tensor {
+    package func tensor(_ name: String) throws -> Tensor {
         if layers[name] != nil { return try quantizedMatrix(name).dequantized() }
         return try stored.tensor(name)
     }
@@ -295,21 +280,21 @@ public final class GPTQWeights: WeightSource {
 
 /// Named fp32 tensors held in memory as a `WeightSource` (e.g. fake-quantized weights for a
 /// Decoder, to compare with a saved checkpoint).
-public final class InMemoryWeights: WeightSource {
-    public let path: String
-    public let tensors: [String: Tensor]
-    public var names: [String] { tensors.keys.sorted() }
+package final class InMemoryWeights: WeightSource {
+    package let path: String
+    package let tensors: [String: Tensor]
+    package var names: [String] { tensors.keys.sorted() }
 
-    public init(_ tensors: [String: Tensor], path: String = "<memory>") {
+    package init(_ tensors: [String: Tensor], path: String = "<memory>") {
         self.tensors = tensors
         self.path = path
     }
 
-    public func has(_ name: String) -> Bool { tensors[name] != nil }
-    public func tensor(_ name: String) throws -> Tensor {
+    package func has(_ name: String) -> Bool { tensors[name] != nil }
+    package func tensor(_ name: String) throws -> Tensor {
         guard let t = tensors[name] else { throw FormatError(path, "missing tensor \(name)") }
         return t
     }
-    public func shape(_ name: String) -> [Int]? { tensors[name]?.shape }
-    public func storageType(_ name: String) -> String? { tensors[name] == nil ? nil : "F32" }
+    package func shape(_ name: String) -> [Int]? { tensors[name]?.shape }
+    package func storageType(_ name: String) -> String? { tensors[name] == nil ? nil : "F32" }
 }

@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 
 /// The integer grid of one group of weights: x ≈ scale * (q - zero), q in 0...maxCode.
@@ -6,19 +7,19 @@ import Foundation
 /// includes 0 (min(x, 0) ... max(x, 0)); symmetric grids use zero = (maxCode + 1) / 2 and a
 /// range of ±max|x|; an all-zero group gets the range -1...1 so the scale is never 0.
 /// `shrink` < 1 clips the range (the MSE clip search tries several).
-public struct QuantGrid: Equatable, Sendable {
-    public var scale: Float
-    public var zero: Float
-    public let maxCode: Int
+package struct QuantGrid: Equatable, Sendable {
+    package var scale: Float
+    package var zero: Float
+    package let maxCode: Int
 
-    public init(scale: Float, zero: Float, maxCode: Int) {
+    package init(scale: Float, zero: Float, maxCode: Int) {
         self.scale = scale
         self.zero = zero
         self.maxCode = maxCode
     }
 
     /// The grid for values with this minimum and maximum.
-    public init(min lo: Float, max hi: Float, bits: Int, symmetric: Bool, shrink: Float = 1) {
+    package init(min lo: Float, max hi: Float, bits: Int, symmetric: Bool, shrink: Float = 1) {
         maxCode = (1 << bits) - 1
         var xmin = Swift.min(lo, 0) * shrink, xmax = Swift.max(hi, 0) * shrink
         if symmetric {
@@ -32,7 +33,7 @@ public struct QuantGrid: Equatable, Sendable {
     }
 
     /// The grid of `count` values at `x` (contiguous).
-    public init(values x: UnsafePointer<Float>, count: Int, bits: Int, symmetric: Bool, shrink: Float = 1) {
+    package init(values x: UnsafePointer<Float>, count: Int, bits: Int, symmetric: Bool, shrink: Float = 1) {
         var lo = Float.infinity, hi = -Float.infinity
         for i in 0..<count { lo = Swift.min(lo, x[i]); hi = Swift.max(hi, x[i]) }
         self.init(min: lo, max: hi, bits: bits, symmetric: symmetric, shrink: shrink)
@@ -40,15 +41,15 @@ public struct QuantGrid: Equatable, Sendable {
 
     /// The integer code of x (round to nearest, ties to even as torch.round; clamped).
     @inline(__always)
-    public func code(_ x: Float) -> Int {
+    package func code(_ x: Float) -> Int {
         let q = (x / scale).rounded(.toNearestOrEven) + zero
         return Int(Swift.min(Swift.max(q, 0), Float(maxCode)))
     }
 
     @inline(__always)
-    public func dequantize(_ q: Int) -> Float { scale * (Float(q) - zero) }
+    package func dequantize(_ q: Int) -> Float { scale * (Float(q) - zero) }
 
     /// Quantize-dequantize in one step.
     @inline(__always)
-    public func fakeQuantize(_ x: Float) -> Float { dequantize(code(x)) }
+    package func fakeQuantize(_ x: Float) -> Float { dequantize(code(x)) }
 }
