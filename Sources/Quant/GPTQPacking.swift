@@ -8,12 +8,12 @@ public struct GPTQPackingError: Error, CustomStringConvertible, Equatable {
     public var description: String { message }
 }
 
-/// A `QuantizedMatrix` in the tensors of a GPTQ checkpoint ("v1" `checkpoint_format: gptq`, as
-/// AutoGPTQ, GPTQModel and transformers read it). For a layer with `rows` output and `cols` input
-/// features, `groups` groups and `bits`:
+/// A `QuantizedMatrix` in the tensors of a GPTQ checkpoint. For a layer with `rows` output and
+/// `cols` input features, `groups` groups and `bits`:
 ///
 ///     qweight  I32 [cols * bits / 32, rows]   codes packed along the INPUT dimension
-///     qzeros   I32 [groups, rows * bits / 32] (zero - 1) mod 2^bits packed along the OUTPUT dimension
+///     qzeros   I32 [groups, rows * bits / 32] (zero - offset) mod 2^bits packed along the OUTPUT
+///                                             dimension; the offset is the format's (`GPTQCheckpointFormat`)
 ///     scales   F16 [groups, rows]
 ///     g_idx    I32 [cols]                     group of each input column
 ///
@@ -55,10 +55,31 @@ public struct GPTQPackedMatrix: Equatable, Sendable {
     public var gIdxShape: [Int] { [cols] }
 }
 
+/// How a GPTQ checkpoint stores its zero points: the `format` / `checkpoint_format` value of its
+/// quantization_config. The qweight, scales and g_idx layouts are the same in both.
+public enum GPTQCheckpointFormat: String, Sendable, CaseIterable {
+    /// Classic GPTQ ("v1", AutoGPTQ's): qzeros hold (zero - 1) mod 2^bits, an artefact of the
+    /// original CUDA kernels, which add the 1 back.
+    case v1 = "gptq"
+    /// GPTQModel's "gptq_v2": qzeros hold the zeros themselves.
+    case v2 = "gptq_v2"
+
+    /// Subtracted from each zero before packing (and added back, mod 2^bits, when reading).
+    public var zeroOffset: Int { self == .v1 ? 1 : 0 }
+
+    /// What `QuantizedCheckpoint.save` writes. Symmetric grids stay v1, the layout every GPTQ
+    /// loader reads (v2 is GPTQModel's own); their zero 2^(bits-1) never wraps.
+    /// Asymmetric grids are v2: GPTQModel refuses an asymmetric v1 file unless its own quantizer
+    /// wrote it, because at 2, 4 and 8 bits it converts v1 to v2 by adding 1 to whole packed words
+    /// (the inverse of its own writer's subtraction), which carries into the next zero wherever a
+    /// zero of 0 was stored per field as 2^bits - 1 (as AutoGPTQ and rqat store it). v2 it reads
+    /// as stored. The loader lines that decide this: docs/FORMATS.md.
+    public static func written(symmetric: Bool) -> Self { symmetric ? .v1 : .v2 }
+}
+
 public enum GPTQPacking {
-    /// Offset subtracted from zeros before packing: 1 in GPTQ's classic ("v1", `checkpoint_format:
-    /// gptq`) checkpoints, 0 in GPTQModel's "gptq_v2".
-    public static let v1ZeroOffset = 1
+    /// The zero offset of GPTQ's classic ("v1") checkpoints, the default of the packing functions.
+    public static let v1ZeroOffset = GPTQCheckpointFormat.v1.zeroOffset
 
     static func checkBits(_ bits: Int) throws {
         guard QuantScheme.supportedWeightBits.contains(bits) else {
@@ -200,20 +221,20 @@ public enum GPTQPacking {
 
     /// The GPTQ tensors of a matrix. Scales must already be fp16 values (they are when the
     /// matrix comes from `RTN` or a quantizer using `QuantGrid.roundedToFP16`).
-    public static func pack(_ m: QuantizedMatrix, zeroOffset: Int = v1ZeroOffset) throws -> GPTQPackedMatrix {
+    public static func pack(_ m: QuantizedMatrix, format: GPTQCheckpointFormat = .v1) throws -> GPTQPackedMatrix {
         for (i, s) in m.scales.enumerated() where Float(Float16(s)) != s {
             throw GPTQPackingError("scale \(s) (group \(i / max(m.rows, 1)), row \(i % max(m.rows, 1))) is not an fp16 value; round grids with QuantGrid.roundedToFP16 before computing codes")
         }
         return GPTQPackedMatrix(
             rows: m.rows, cols: m.cols, bits: m.bits, groups: m.groupCount,
             qweight: try packWeights(codes: m.codes, rows: m.rows, cols: m.cols, bits: m.bits),
-            qzeros: try packZeros(m.zeros, groups: m.groupCount, rows: m.rows, bits: m.bits, offset: zeroOffset),
+            qzeros: try packZeros(m.zeros, groups: m.groupCount, rows: m.rows, bits: m.bits, offset: format.zeroOffset),
             scales: m.scales, gIdx: m.gIdx)
     }
 
     /// The matrix of GPTQ tensors, every size and g_idx entry checked.
     public static func unpack(_ p: GPTQPackedMatrix, groupSize: Int?, symmetric: Bool,
-                              zeroOffset: Int = v1ZeroOffset) throws -> QuantizedMatrix {
+                              format: GPTQCheckpointFormat = .v1) throws -> QuantizedMatrix {
         try checkBits(p.bits)
         let groups = QuantizedMatrix.groupCount(cols: p.cols, groupSize: groupSize)
         guard p.groups == groups else {
@@ -232,7 +253,7 @@ public enum GPTQPacking {
             throw GPTQPackingError("scales[\(bad)] is \(p.scales[bad])")
         }
         let codes = try unpackWeights(p.qweight, rows: p.rows, cols: p.cols, bits: p.bits)
-        let zeros = try unpackZeros(p.qzeros, groups: groups, rows: p.rows, bits: p.bits, offset: zeroOffset)
+        let zeros = try unpackZeros(p.qzeros, groups: groups, rows: p.rows, bits: p.bits, offset: format.zeroOffset)
         return QuantizedMatrix(rows: p.rows, cols: p.cols, bits: p.bits, groupSize: groupSize, symmetric: symmetric,
                                codes: codes, scales: p.scales, zeros: zeros, gIdx: p.gIdx)
     }

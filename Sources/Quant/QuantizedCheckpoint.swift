@@ -12,7 +12,8 @@ import Darwin
 ///     model.safetensors   per quantized linear `P.weight`: P.qweight, P.qzeros, P.scales, P.g_idx
 ///                         (see `GPTQPackedMatrix`); everything else (embeddings, norms, lm_head,
 ///                         biases) full precision under its usual name
-///     config.json         the ModelConfig plus "quantization_config" {"quant_method": "gptq", ...}
+///     config.json         the ModelConfig plus "quantization_config" {"quant_method": "gptq", ...};
+///                         zeros in the format `GPTQCheckpointFormat.written(symmetric:)` picks
 ///     (extra files, e.g. tokenizer.json)
 ///
 /// Loading gives a `WeightSource` that dequantizes to fp32 under the usual `P.weight` names, so
@@ -25,16 +26,21 @@ public enum QuantizedCheckpoint {
     /// - quantized: keyed by HF weight name (`model.layers.0.self_attn.q_proj.weight`); each must
     ///   follow `scheme` (bits, group size, symmetry).
     /// - fullPrecision: every other tensor, written as `fullPrecisionDType` (F32 keeps logits exact).
-    /// - extra: merged into quantization_config last (e.g. "damp_percent", "desc_act").
+    /// - extra: merged into quantization_config last (e.g. "damp_percent", "desc_act"); not the
+    ///   format keys, which must describe the packed zeros.
     public static func save(directory: URL, config: ModelConfig, fullPrecision: [String: Tensor],
                             quantized: [String: QuantizedMatrix], scheme: QuantScheme, method: String,
                             extra: [String: Any] = [:], extraFiles: [URL] = [],
                             fullPrecisionDType: SafeTensorsDType = .F32) throws {
         let path = directory.path
         guard let bits = scheme.weightBits else { throw FormatError(path, "cannot save: scheme \(scheme) has no weight bits") }
+        if let key = extra.keys.first(where: Self.formatKeys.contains) {
+            throw FormatError(path, "cannot save: extra quantization_config key \"\(key)\" names the zero format, which the scheme decides; drop it")
+        }
         var entries: [(name: String, tensor: Tensor, dtype: SafeTensorsDType)] = []
         var taken = Set(fullPrecision.keys)
         for name in fullPrecision.keys.sorted() { entries.append((name, fullPrecision[name]!, fullPrecisionDType)) }
+        let format = GPTQCheckpointFormat.written(symmetric: scheme.symmetric)
         var actOrder = false
         for name in quantized.keys.sorted() {
             let m = quantized[name]!
@@ -46,7 +52,7 @@ public enum QuantizedCheckpoint {
             }
             let prefix = String(name.dropLast(".weight".count))
             let packed: GPTQPackedMatrix
-            do { packed = try GPTQPacking.pack(m) } catch {
+            do { packed = try GPTQPacking.pack(m, format: format) } catch {
                 throw FormatError(path, "cannot save \(name): \(error)")
             }
             actOrder = actOrder || m.hasPermutedGroups
@@ -70,8 +76,10 @@ public enum QuantizedCheckpoint {
             "group_size": scheme.groupSize ?? -1,
             "desc_act": actOrder,
             "sym": scheme.symmetric,
-            "checkpoint_format": "gptq",   // AutoGPTQ / older GPTQModel
-            "format": "gptq",              // transformers 5 GPTQConfig / newer GPTQModel
+            // Both keys, equal: transformers' GPTQConfig lets checkpoint_format override format,
+            // GPTQModel reads format first, AutoGPTQ knows only checkpoint_format.
+            "checkpoint_format": format.rawValue,
+            "format": format.rawValue,
             "true_sequential": true,
             "damp_percent": 0.01,
             "static_groups": false,
@@ -129,6 +137,9 @@ public enum QuantizedCheckpoint {
         return checkpoint
     }
 
+    /// The quantization_config keys that name the zero format (`GPTQCheckpointFormat`).
+    static let formatKeys = ["format", "checkpoint_format"]
+
     /// The "quantization_config" of a config.json when its quant_method is gptq; nil otherwise.
     public static func quantizationConfig(_ configURL: URL) -> [String: Any]? {
         guard let data = try? Data(contentsOf: configURL),
@@ -153,8 +164,8 @@ public final class GPTQWeights: WeightSource {
     public let path: String
     public let names: [String]
     public let scheme: QuantScheme
-    /// The zero offset of the stored qzeros: 1 for checkpoint_format "gptq" (v1), 0 for "gptq_v2".
-    public let zeroOffset: Int
+    /// How the stored qzeros encode the zeros (v1: zero - 1, v2: as they are).
+    public let format: GPTQCheckpointFormat
     public let quantizationConfig: [String: Any]
     private let stored: SafeTensorsWeights
     /// `P.weight` → (file, P, rows, cols) for quantized linears.
@@ -174,11 +185,16 @@ public final class GPTQWeights: WeightSource {
         }
         let symmetric = (q["sym"] as? Bool) ?? true
         scheme = QuantScheme(weightBits: bits, groupSize: groupSize == -1 ? nil : groupSize, symmetric: symmetric)
-        switch ((q["checkpoint_format"] ?? q["format"]) as? String)?.lowercased() ?? "gptq" {
-        case "gptq": zeroOffset = 1
-        case "gptq_v2": zeroOffset = 0
-        case let other: throw FormatError(configPath, "quantization_config checkpoint_format \"\(other)\" unsupported (gptq or gptq_v2)")
+        // Loaders disagree on which key wins (see save), so two different values are refused.
+        let declared = QuantizedCheckpoint.formatKeys.compactMap { key in (q[key] as? String).map { (key, $0.lowercased()) } }
+        if let (key, value) = declared.first(where: { $0.1 != declared[0].1 }) {
+            throw FormatError(configPath, "quantization_config \(declared[0].0) \"\(declared[0].1)\" and \(key) \"\(value)\" disagree; set both to the format the qzeros are in")
         }
+        let name = declared.first?.1 ?? GPTQCheckpointFormat.v1.rawValue
+        guard let format = GPTQCheckpointFormat(rawValue: name) else {
+            throw FormatError(configPath, "quantization_config \(declared[0].0) \"\(name)\" unsupported (\(GPTQCheckpointFormat.allCases.map(\.rawValue).joined(separator: " or ")))")
+        }
+        self.format = format
 
         stored = try SafeTensorsWeights(directory: directory)
         var names: [String] = []
@@ -265,7 +281,7 @@ public final class GPTQWeights: WeightSource {
             scales: try l.file.tensor(p + ".scales").array, gIdx: try l.file.int32s(p + ".g_idx"))
         do {
             return try GPTQPacking.unpack(packed, groupSize: scheme.groupSize, symmetric: scheme.symmetric,
-                                          zeroOffset: zeroOffset)
+                                          format: format)
         } catch {
             throw FormatError(l.file.path, "tensors \(p).{qweight,qzeros,scales,g_idx}: \(error)")
         }

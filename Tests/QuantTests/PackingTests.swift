@@ -58,7 +58,7 @@ final class PackingTests: XCTestCase {
         XCTAssertEqual(try GPTQPacking.unpackWeights(q, rows: 1, cols: 32, bits: 3), codes)
     }
 
-    /// v1 qzeros store zero - 1 (mod 2^bits): symmetric 4-bit zero 8 → nibbles of 7.
+    /// v1 qzeros store zero - 1 (mod 2^bits): symmetric 4-bit zero 8 → nibbles of 7; v2 the zero.
     func testZerosStoreZeroMinusOne() throws {
         let qz = try GPTQPacking.packZeros([Float](repeating: 8, count: 32), groups: 1, rows: 32, bits: 4)
         XCTAssertEqual(qz.map { UInt32(bitPattern: $0) }, [0x7777_7777, 0x7777_7777, 0x7777_7777, 0x7777_7777])
@@ -66,6 +66,14 @@ final class PackingTests: XCTestCase {
         XCTAssertEqual(UInt32(bitPattern: wrap[0]) & 0x3F, 0b10_00_11)  // 0 → 3, 1 → 0, 3 → 2
         let v2 = try GPTQPacking.packZeros([Float](repeating: 8, count: 32), groups: 1, rows: 32, bits: 4, offset: 0)
         XCTAssertEqual(UInt32(bitPattern: v2[0]), 0x8888_8888)
+        // Zero 0 (an asymmetric group of weights all >= 0) wraps to 0xF in v1 and stays 0 in v2.
+        let zeros: [Float] = [0, 3] + [Float](repeating: 1, count: 30)
+        XCTAssertEqual(UInt32(bitPattern: try GPTQPacking.packZeros(zeros, groups: 1, rows: 32, bits: 4)[0]), 0x0000_002F)
+        XCTAssertEqual(UInt32(bitPattern: try GPTQPacking.packZeros(zeros, groups: 1, rows: 32, bits: 4, offset: 0)[0]), 0x1111_1130)
+        XCTAssertEqual(GPTQCheckpointFormat.v1.zeroOffset, 1)
+        XCTAssertEqual(GPTQCheckpointFormat.v2.zeroOffset, 0)
+        XCTAssertEqual(GPTQCheckpointFormat.written(symmetric: true), .v1)
+        XCTAssertEqual(GPTQCheckpointFormat.written(symmetric: false), .v2)
         XCTAssertThrowsError(try GPTQPacking.packZeros([Float](repeating: 2.5, count: 32), groups: 1, rows: 32, bits: 4))
     }
 
@@ -86,10 +94,12 @@ final class PackingTests: XCTestCase {
         for scheme in [QuantScheme(weightBits: 3, groupSize: 128), QuantScheme(weightBits: 4, symmetric: true),
                        QuantScheme(weightBits: 2, groupSize: 32), QuantScheme(weightBits: 8, groupSize: 64)] {
             let q = RTN.quantize(w, scheme: scheme)
-            let p = try GPTQPacking.pack(q)
-            XCTAssertEqual(p.scalesShape, [q.groupCount, 64])
-            let back = try GPTQPacking.unpack(p, groupSize: scheme.groupSize, symmetric: scheme.symmetric)
-            XCTAssertEqual(back, q, "\(scheme)")
+            for format in GPTQCheckpointFormat.allCases {
+                let p = try GPTQPacking.pack(q, format: format)
+                XCTAssertEqual(p.scalesShape, [q.groupCount, 64])
+                let back = try GPTQPacking.unpack(p, groupSize: scheme.groupSize, symmetric: scheme.symmetric, format: format)
+                XCTAssertEqual(back, q, "\(scheme) \(format)")
+            }
         }
     }
 
@@ -143,10 +153,20 @@ final class PackingTests: XCTestCase {
         XCTAssertEqual(q["group_size"] as? Int, 16)
         XCTAssertEqual(q["sym"] as? Bool, false)
         XCTAssertEqual(q["desc_act"] as? Bool, false)
-        XCTAssertEqual(q["checkpoint_format"] as? String, "gptq")
-        XCTAssertEqual(q["format"] as? String, "gptq")
+        // Asymmetric: GPTQModel's v2 zeros, named under both keys (transformers and GPTQModel
+        // disagree on which one wins).
+        XCTAssertEqual(q["checkpoint_format"] as? String, "gptq_v2")
+        XCTAssertEqual(q["format"] as? String, "gptq_v2")
         XCTAssertEqual(q["damp_percent"] as? Double, 0.05)
         let file = try SafeTensorsFile(url: dir.appendingPathComponent("model.safetensors"))
+        // On disk the qzeros are the zeros themselves, not zero - 1.
+        let downName = "model.layers.0.mlp.down_proj.weight"
+        let down = try XCTUnwrap(quantized[downName])
+        let storedZeros = try GPTQPacking.unpackZeros(try file.int32s("model.layers.0.mlp.down_proj.qzeros"),
+                                                      groups: down.groupCount, rows: down.rows, bits: 4, offset: 0)
+        XCTAssertEqual(storedZeros, down.zeros)
+        XCTAssertNotEqual(try GPTQPacking.unpackZeros(try file.int32s("model.layers.0.mlp.down_proj.qzeros"),
+                                                      groups: down.groupCount, rows: down.rows, bits: 4, offset: 1), down.zeros)
         XCTAssertEqual(try file.info("model.layers.0.mlp.down_proj.qweight").shape, [128 * 4 / 32, 64])
         XCTAssertEqual(try file.info("model.layers.0.mlp.down_proj.qzeros").shape, [8, 64 * 4 / 32])
         XCTAssertEqual(try file.info("model.layers.0.mlp.down_proj.scales").dtype, .F16)
@@ -156,6 +176,7 @@ final class PackingTests: XCTestCase {
         let loaded = try QuantizedCheckpoint.load(dir)
         XCTAssertEqual(loaded.config, config)
         XCTAssertEqual(loaded.scheme, scheme)
+        XCTAssertEqual(loaded.weights.format, .v2)
         var inMemory = full
         for (name, m) in quantized {
             XCTAssertEqual(try loaded.weights.quantizedMatrix(name), m, name)
@@ -192,7 +213,16 @@ final class PackingTests: XCTestCase {
         let loaded = try QuantizedCheckpoint.load(dir)
         XCTAssertEqual(loaded.scheme, scheme)
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("config.json"))) as! [String: Any]
-        XCTAssertEqual((json["quantization_config"] as? [String: Any])?["group_size"] as? Int, -1)
+        let q = try XCTUnwrap(json["quantization_config"] as? [String: Any])
+        XCTAssertEqual(q["group_size"] as? Int, -1)
+        // Symmetric stays classic v1 (zero 4 stored as 3), which every GPTQ loader reads.
+        XCTAssertEqual(q["checkpoint_format"] as? String, "gptq")
+        XCTAssertEqual(q["format"] as? String, "gptq")
+        XCTAssertEqual(loaded.weights.format, .v1)
+        let file = try SafeTensorsFile(url: dir.appendingPathComponent("model.safetensors"))
+        let qzeros = try file.int32s("model.layers.0.self_attn.q_proj.qzeros")
+        XCTAssertEqual(try GPTQPacking.unpackZeros(qzeros, groups: 1, rows: qzeros.count * 32 / 3, bits: 3, offset: 0),
+                       [Float](repeating: 3, count: qzeros.count * 32 / 3))
         for (name, m) in quantized {
             XCTAssertEqual(try loaded.weights.tensor(name).array, m.dequantized().array, name)
         }
@@ -213,6 +243,42 @@ final class PackingTests: XCTestCase {
         }
         edit(&entries)
         try SafeTensorsWriter.write(entries, metadata: ["format": "pt"], to: url)
+    }
+
+    /// Replaces text in config.json (checking that it was there).
+    func editConfig(_ dir: URL, _ old: String, _ new: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let url = dir.appendingPathComponent("config.json")
+        let text = try String(contentsOf: url, encoding: .utf8)
+        XCTAssertTrue(text.contains(old), "config.json lacks \(old)", file: file, line: line)
+        try text.replacingOccurrences(of: old, with: new).write(to: url, atomically: true, encoding: .utf8)
+    }
+
+    /// Asymmetric checkpoints rqat wrote before it switched to v2 (classic "gptq" zeros, zero - 1)
+    /// still load exactly, zero-0 groups (stored as 2^bits - 1) included.
+    func testReadsClassicAsymmetricCheckpoints() throws {
+        let scheme = QuantScheme(weightBits: 4, groupSize: 32)
+        let (config, full, rtn) = try quantizedTinyModel(scheme)
+        var quantized = rtn
+        let name = "model.layers.0.self_attn.q_proj.weight"
+        quantized[name]!.zeros[0] = 0
+        quantized[name]!.zeros[5] = 15
+        let dir = try temporaryDirectory().appendingPathComponent("tiny-v1")
+        try QuantizedCheckpoint.save(directory: dir, config: config, fullPrecision: full, quantized: quantized,
+                                     scheme: scheme, method: "rtn")
+        XCTAssertEqual(try QuantizedCheckpoint.load(dir).weights.quantizedMatrix(name), quantized[name])
+        try rewrite(dir) { entries in
+            for (i, entry) in entries.enumerated() where entry.name.hasSuffix(".qzeros") {
+                let m = quantized[String(entry.name.dropLast(".qzeros".count)) + ".weight"]!
+                let v1 = try! GPTQPacking.pack(m, format: .v1)
+                entries[i].tensor = QuantizedCheckpoint.int32Tensor(v1.qzeros, shape: v1.qzerosShape)
+            }
+        }
+        try editConfig(dir, "\"format\" : \"gptq_v2\"", "\"format\" : \"gptq\"")
+        try editConfig(dir, "\"checkpoint_format\" : \"gptq_v2\"", "\"checkpoint_format\" : \"gptq\"")
+        let loaded = try QuantizedCheckpoint.load(dir)
+        XCTAssertEqual(loaded.weights.format, .v1)
+        XCTAssertEqual(loaded.config, config)
+        for (n, m) in quantized { XCTAssertEqual(try loaded.weights.quantizedMatrix(n), m, n) }
     }
 
     func testCorruptCheckpointsGiveOneLineErrors() throws {
@@ -262,6 +328,16 @@ final class PackingTests: XCTestCase {
         try text.write(to: configURL, atomically: true, encoding: .utf8)
         expectError(["config.json", "bits 5"])
 
+        // Format keys that disagree: transformers would take checkpoint_format, GPTQModel format.
+        try fresh()
+        try editConfig(dir, "\"format\" : \"gptq_v2\"", "\"format\" : \"gptq\"")
+        expectError(["config.json", "format \"gptq\"", "checkpoint_format \"gptq_v2\"", "disagree"])
+
+        // An unknown zero format.
+        try fresh()
+        try editConfig(dir, "\"gptq_v2\"", "\"gptq_v3\"")
+        expectError(["config.json", "\"gptq_v3\" unsupported", "gptq or gptq_v2"])
+
         // A g_idx entry naming a group that does not exist: caught when the tensor is read.
         try fresh()
         try rewrite(dir) { entries in
@@ -271,6 +347,12 @@ final class PackingTests: XCTestCase {
         let weights = try QuantizedCheckpoint.load(dir).weights
         XCTAssertThrowsError(try weights.tensor("model.layers.0.self_attn.k_proj.weight")) { error in
             XCTAssertTrue("\(error)".contains("model.safetensors") && "\(error)".contains("g_idx[5] = 9"), "\(error)")
+        }
+
+        // The caller cannot override the zero format the packing used.
+        XCTAssertThrowsError(try QuantizedCheckpoint.save(directory: dir, config: config, fullPrecision: full, quantized: quantized,
+                                                          scheme: scheme, method: "rtn", extra: ["format": "gptq"])) { error in
+            XCTAssertTrue("\(error)".contains("\"format\"") && !"\(error)".contains("\n"), "\(error)")
         }
 
         // Saving a matrix of another scheme is refused.
