@@ -1,4 +1,3 @@
-import Formats
 import Foundation
 
 /// The integer grid of one group of weights: x ≈ scale * (q - zero), q in 0...maxCode.

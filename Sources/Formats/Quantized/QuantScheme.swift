@@ -1,4 +1,3 @@
-import Formats
 import Tensors
 
 /// A quantization scheme written the way the field writes it: `w3g128` (3-bit weights in
