@@ -28,15 +28,17 @@ let package = Package(
         .target(name: "Train", dependencies: ["Tensors", "Formats", "Model"]),
         .target(name: "Quant", dependencies: ["Tensors", "Formats", "Model", "CKernels"]),
         .target(name: "Cluster", dependencies: ["CMPI", "CZstd", "CKernels", "Tensors", "Formats", "Model", "Train"]),
-        // Evaluations returning Codable results: perplexity, held-out KL to a teacher.
-        .target(name: "Eval", dependencies: ["Tensors", "Formats", "Model", "Train"]),
+        // Reasoning tasks (gsm8k, gsm-symbolic, arith) and answer checking; no model inside.
+        .target(name: "Reasoning", dependencies: ["Tensors", "Formats"]),
+        // Evaluations returning Codable results: perplexity, held-out KL to a teacher, accuracy.
+        .target(name: "Eval", dependencies: ["Tensors", "Formats", "Model", "Train", "Reasoning"]),
         // The jobs the command line runs (distillation roles, SFT, PTQ, generation, calibration
         // text) and what they leave behind for other tools (per-rank train summaries, the PTQ report).
         .target(name: "Jobs", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster"]),
         // The measurements of `rqat bench`, each returning Codable records (the --json lines).
         .target(name: "Bench", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Jobs"]),
         .executableTarget(name: "rqat", dependencies: [
-            "Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Jobs", "Bench",
+            "Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Jobs", "Bench", "Reasoning",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -48,6 +50,7 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["Model", "Formats", "TestSupport"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "Formats", "TestSupport"]),
         .testTarget(name: "QuantTests", dependencies: ["Quant", "Train", "Model", "Formats", "TestSupport"]),
+        .testTarget(name: "ReasoningTests", dependencies: ["Reasoning", "Formats", "TestSupport"]),
         .testTarget(name: "EvalTests", dependencies: ["Eval", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Train", "Model", "Formats", "Quant", "Tensors", "TestSupport"]),
         .testTarget(name: "JobsTests", dependencies: ["Jobs", "Cluster", "Quant", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
