@@ -32,13 +32,16 @@ let package = Package(
         .target(name: "Reasoning", dependencies: ["Tensors", "Formats"]),
         // Evaluations returning Codable results: perplexity, held-out KL to a teacher, accuracy.
         .target(name: "Eval", dependencies: ["Tensors", "Formats", "Model", "Train", "Reasoning"]),
-        // The jobs the command line runs (distillation roles, SFT, PTQ, generation, calibration
-        // text) and what they leave behind for other tools (per-rank train summaries, the PTQ report).
-        .target(name: "Jobs", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster"]),
+        // The jobs the command line runs (distillation roles, SFT, PTQ, generation, accuracy
+        // evaluation, task data, calibration text) and what they leave behind for other tools (per-rank train summaries, the PTQ report).
+        .target(name: "Jobs", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Reasoning"]),
+        // `rqat pipeline`: the staged workflow (teacher, traces, calibration, PTQ, QAT, evaluation)
+        // in stage directories with manifests, and its report (markdown, HTML, SVG).
+        .target(name: "Pipeline", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Reasoning", "Jobs"]),
         // The measurements of `rqat bench`, each returning Codable records (the --json lines).
         .target(name: "Bench", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Jobs"]),
         .executableTarget(name: "rqat", dependencies: [
-            "Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Jobs", "Bench", "Reasoning",
+            "Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Jobs", "Bench", "Reasoning", "Pipeline",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -51,9 +54,10 @@ let package = Package(
         .testTarget(name: "TrainTests", dependencies: ["Train", "Model", "Formats", "TestSupport"]),
         .testTarget(name: "QuantTests", dependencies: ["Quant", "Train", "Model", "Formats", "TestSupport"]),
         .testTarget(name: "ReasoningTests", dependencies: ["Reasoning", "Formats", "TestSupport"]),
-        .testTarget(name: "EvalTests", dependencies: ["Eval", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
+        .testTarget(name: "EvalTests", dependencies: ["Eval", "Reasoning", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Train", "Model", "Formats", "Quant", "Tensors", "TestSupport"]),
-        .testTarget(name: "JobsTests", dependencies: ["Jobs", "Cluster", "Quant", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
+        .testTarget(name: "JobsTests", dependencies: ["Jobs", "Eval", "Reasoning", "Cluster", "Quant", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Jobs", "Eval", "Reasoning", "Cluster", "Formats", "Tensors", "TestSupport"]),
         .testTarget(name: "BenchTests", dependencies: ["Bench", "Jobs", "Eval", "Cluster", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
         // Multi-rank checks of the MPI layer; ClusterTests starts it under mpirun (XCTest is one process).
         .executableTarget(name: "rqat-mpi-check", dependencies: ["Cluster", "Tensors", "Train"], path: "Tests/MPICheck"),

@@ -25,9 +25,12 @@ package struct GenerationResult: Sendable {
     }
 }
 
-/// Batched generation: all prompts are prefilled in one pass, then every running sequence
-/// advances one token per step in a shared forward; a sequence leaves the batch at its own
-/// stop token or length limit.
+/// Batched generation: prompts are prefilled, then every running sequence advances one token
+/// per step in a shared forward; a sequence leaves the batch at its own stop token or length
+/// limit. With `maxBatch` below the number of requests, at most that many run at once and a
+/// waiting request takes the place of one that finished (continuous batching: its prompt is
+/// prefilled in the same forward as the others' next tokens), in request order, so the result
+/// depends only on the requests and `maxBatch`.
 package final class Generator {
     package let decoder: Decoder
     package let stopTokens: Set<Int>
@@ -37,21 +40,40 @@ package final class Generator {
         self.stopTokens = stopTokens
     }
 
-    /// `onToken(request index, token)` is called as each token is chosen (for streaming).
-    package func generate(_ requests: [GenerationRequest],
-                         onToken: ((Int, Int) -> Void)? = nil) -> [GenerationResult] {
+    /// `onToken(request index, token)` is called as each token is chosen (for streaming),
+    /// `onFinish(request index, result)` as each sequence ends.
+    package func generate(_ requests: [GenerationRequest], maxBatch: Int? = nil,
+                         onToken: ((Int, Int) -> Void)? = nil,
+                         onFinish: ((Int, GenerationResult) -> Void)? = nil) -> [GenerationResult] {
         precondition(requests.allSatisfy { !$0.prompt.isEmpty }, "every prompt needs at least one token")
-        let cache = decoder.makeCache(capacities: requests.map { $0.prompt.count + $0.maxNewTokens })
-        var samplers = requests.map { Sampler($0.sampling) }
         var results = requests.map { _ in GenerationResult(tokens: [], logprobs: [], finish: .length) }
+        var waiting = requests.indices.filter { requests[$0].maxNewTokens > 0 }
+        for r in requests.indices where requests[r].maxNewTokens <= 0 { onFinish?(r, results[r]) }
+        guard !waiting.isEmpty else { return results }
+        let slots = min(max(1, maxBatch ?? waiting.count), waiting.count)
+        let capacity = { (r: Int) in requests[r].prompt.count + requests[r].maxNewTokens }
+        // All at once: slot i holds the i-th request exactly; otherwise every slot fits the longest.
+        let cache = decoder.makeCache(capacities: slots == waiting.count
+            ? waiting.map(capacity) : Array(repeating: waiting.map(capacity).max()!, count: slots))
+        var samplers = requests.map { Sampler($0.sampling) }
         let v = decoder.config.vocabSize
 
-        var active = requests.indices.filter { requests[$0].maxNewTokens > 0 }
-        var logits = decoder.forward(active.map { SequenceChunk(sequence: $0, tokens: requests[$0].prompt) },
-                                     cache: cache)
-        while !active.isEmpty {
-            var next: [Int] = []
-            for (row, s) in active.enumerated() {
+        // running: (request, cache slot) in the order of their rows in the next forward.
+        var running: [(request: Int, slot: Int)] = []
+        var freeSlots = Array(0..<slots)
+        while !waiting.isEmpty || !running.isEmpty {
+            // Every running sequence feeds its last token; free slots take waiting prompts.
+            var chunks = running.map { SequenceChunk(sequence: $0.slot, tokens: [results[$0.request].tokens.last!]) }
+            while !freeSlots.isEmpty && !waiting.isEmpty {
+                let r = waiting.removeFirst(), slot = freeSlots.removeFirst()
+                cache.reset(sequence: slot)
+                running.append((r, slot))
+                chunks.append(SequenceChunk(sequence: slot, tokens: requests[r].prompt))
+            }
+            let logits = decoder.forward(chunks, cache: cache)
+            var stillRunning: [(request: Int, slot: Int)] = []
+            for (row, entry) in running.enumerated() {
+                let s = entry.request
                 let (token, logprob) = samplers[s].sample(logits.row(row), count: v)
                 results[s].tokens.append(token)
                 results[s].logprobs.append(logprob)
@@ -59,13 +81,13 @@ package final class Generator {
                 if stopTokens.contains(token) {
                     results[s].finish = .eos
                 } else if results[s].tokens.count < requests[s].maxNewTokens {
-                    next.append(s)
+                    stillRunning.append(entry)
+                    continue
                 }
+                freeSlots.append(entry.slot)
+                onFinish?(s, results[s])
             }
-            active = next
-            if active.isEmpty { break }
-            logits = decoder.forward(active.map { SequenceChunk(sequence: $0, tokens: [results[$0].tokens.last!]) },
-                                     cache: cache)
+            running = stillRunning
         }
         return results
     }

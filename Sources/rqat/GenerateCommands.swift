@@ -72,13 +72,13 @@ struct Generate: ParsableCommand {
             let start = DispatchTime.now()
             let request = GenerationRequest(prompt: ids, maxNewTokens: maxTokens,
                                             sampling: SamplingParams(temperature: temperature, topP: topP, topK: topK, seed: seed))
-            let result = generator.generate([request]) { _, token in
+            let result = generator.generate([request], onToken: { _, token in
                 guard !lm.stopTokens.contains(token) else { return }
                 let piece = stream.push(token)
                 if !piece.isEmpty {
                     FileHandle.standardOutput.write(Data(piece.utf8))
                 }
-            }[0]
+            })[0]
             let tail = stream.finish()
             FileHandle.standardOutput.write(Data((tail + "\n").utf8))
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9

@@ -64,6 +64,29 @@ final class TinyModelTests: XCTestCase {
         }
     }
 
+    /// With fewer slots than requests, waiting prompts take the place of finished sequences
+    /// (continuous batching): never more than `maxBatch` run at once, and every sequence is the
+    /// one it is when all run together (greedy; logprobs to rounding).
+    func testContinuousBatchingKeepsEachSequence() throws {
+        let model = try decoder("tiny-qwen3")
+        let ref = try reference().qwen3
+        let requests = (0..<5).map { i in
+            GenerationRequest(prompt: Array(ref.input_ids[i % ref.input_ids.count].prefix(3 + i)), maxNewTokens: 4 + 3 * i)
+        }
+        let together = Generator(decoder: model, stopTokens: []).generate(requests)
+        var running = 0, most = 0, started = Set<Int>(), finished: [Int] = []
+        let slotted = Generator(decoder: model, stopTokens: []).generate(requests, maxBatch: 2, onToken: { r, _ in
+            if started.insert(r).inserted { running += 1; most = max(most, running) }
+        }, onFinish: { r, _ in running -= 1; finished.append(r) })
+        XCTAssertEqual(most, 2)
+        XCTAssertEqual(Set(finished), Set(0..<5))
+        for (a, b) in zip(together, slotted) {
+            XCTAssertEqual(a.tokens, b.tokens)
+            XCTAssertEqual(a.finish, b.finish)
+            for (x, y) in zip(a.logprobs, b.logprobs) { XCTAssertEqual(x, y, accuracy: 1e-4) }
+        }
+    }
+
     /// Prefill then one token at a time through the cache gives the logits of one full pass;
     /// two sequences of different lengths in one call give the logits of separate calls.
     func testCacheAndBatchingAgreeWithFullForward() throws {

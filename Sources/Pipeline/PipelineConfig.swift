@@ -1,0 +1,214 @@
+import Foundation
+
+/// `rqat pipeline --config FILE.json`: every stage's settings. Keys are snake_case; a key the
+/// config types do not have is refused (`StrictJSON`), so a misspelling cannot pass silently.
+package struct PipelineConfig: Codable, Sendable, Equatable {
+    /// Run directory; relative paths are relative to the config file.
+    package var out: String
+    package var task: TaskSection
+    package var teacher: TeacherSection
+    package var traces: TracesSection
+    /// Calibration sets by name; PTQ entries pick one.
+    package var calibration: [CalibrationSection]
+    package var ptq: [PTQSection]
+    package var qat: [QATSection]
+    package var eval: EvalSection
+    /// World ranks that serve the teacher during KD (the rest train data-parallel).
+    package var teachers: Int?
+
+    package struct TaskSection: Codable, Sendable, Equatable {
+        /// gsm8k, gsm-symbolic or arith.
+        package var name: String
+        /// Problems (with their worked solutions) a from-scratch teacher trains on.
+        package var teacherTrain: Int?
+        /// Training prompts the teacher answers to make the traces QAT trains on.
+        package var tracePrompts: Int
+        /// Held-out traces for KL and perplexity, from the validation split.
+        package var heldout: Int
+        /// Problems of the split that accuracy is reported on.
+        package var test: Int
+        /// Split accuracy is reported on: test (the default), or validation while tuning.
+        package var split: String?
+        /// Test problems from another task (e.g. gsm8k originals of the test templates).
+        package var testTask: String?
+        package var seed: UInt64?
+
+        enum CodingKeys: String, CodingKey {
+            case name, heldout, test, split, seed
+            case teacherTrain = "teacher_train", tracePrompts = "trace_prompts", testTask = "test_task"
+        }
+    }
+
+    package struct TeacherSection: Codable, Sendable, Equatable {
+        /// An existing full-precision model (GGUF file or Hugging Face directory)...
+        package var model: String?
+        /// ...or one trained from scratch: its shape (`rqat init`) and training (`rqat sft`).
+        package var initialize: InitSection?
+        package var train: TrainSection?
+    }
+
+    package struct InitSection: Codable, Sendable, Equatable {
+        package var arch: String
+        package var hidden: Int
+        package var layers: Int
+        package var heads: Int
+        package var kvHeads: Int?
+        package var intermediate: Int
+        package var headDim: Int?
+        package var maxPositions: Int?
+        package var seed: UInt64?
+
+        enum CodingKeys: String, CodingKey {
+            case arch, hidden, layers, heads, intermediate, seed
+            case kvHeads = "kv_heads", headDim = "head_dim", maxPositions = "max_positions"
+        }
+    }
+
+    /// Optimizer and data settings of a training run (teacher SFT or a QAT run).
+    package struct TrainSection: Codable, Sendable, Equatable {
+        package var steps: Int?
+        package var lr: Double?
+        package var warmup: Int?
+        package var minLRRatio: Double?
+        package var batchTokens: Int?
+        package var seqLen: Int?
+        package var packing: Bool?
+        package var weightDecay: Double?
+        /// QAT runs: evaluate the curve (held-out KL, accuracy) every this many steps (0 = end only).
+        package var curveEvery: Int?
+        package var seed: UInt64?
+
+        enum CodingKeys: String, CodingKey {
+            case steps, lr, warmup, packing, seed
+            case minLRRatio = "min_lr_ratio", batchTokens = "batch_tokens", seqLen = "seq_len"
+            case weightDecay = "weight_decay", curveEvery = "curve_every"
+        }
+
+        /// `self` with unset fields taken from `defaults`.
+        package func over(_ defaults: TrainSection?) -> TrainSection {
+            guard let d = defaults else { return self }
+            return TrainSection(steps: steps ?? d.steps, lr: lr ?? d.lr, warmup: warmup ?? d.warmup,
+                                minLRRatio: minLRRatio ?? d.minLRRatio, batchTokens: batchTokens ?? d.batchTokens,
+                                seqLen: seqLen ?? d.seqLen, packing: packing ?? d.packing,
+                                weightDecay: weightDecay ?? d.weightDecay, curveEvery: curveEvery ?? d.curveEvery,
+                                seed: seed ?? d.seed)
+        }
+    }
+
+    package struct TracesSection: Codable, Sendable, Equatable {
+        /// 0 = greedy.
+        package var temperature: Float
+        package var topP: Float?
+        package var maxTokens: Int
+        package var batch: Int?
+        /// Keep only traces whose final answer is right ("correct"), or all of them ("all").
+        package var keep: String?
+
+        enum CodingKeys: String, CodingKey {
+            case temperature, batch, keep
+            case topP = "top_p", maxTokens = "max_tokens"
+        }
+    }
+
+    package struct CalibrationSection: Codable, Sendable, Equatable {
+        package var name: String
+        /// "traces" (the teacher's own reasoning traces) or a text/JSONL file of prose.
+        package var source: String
+        package var windows: Int
+        package var length: Int
+    }
+
+    package struct PTQSection: Codable, Sendable, Equatable {
+        /// rtn or gptq.
+        package var method: String
+        package var scheme: String
+        /// Name of a calibration set (GPTQ needs one; RTN ignores it).
+        package var calibration: String?
+
+        /// The stage's name, also how QAT entries refer to it: "gptq-w3g128" (+ "-<calibration>"
+        /// when the calibration is not the first one).
+        package func stageName(defaultCalibration: String?) -> String {
+            let base = "\(method)-\(scheme)"
+            guard method != "rtn", let c = calibration, c != defaultCalibration else { return base }
+            return "\(base)-\(c)"
+        }
+    }
+
+    package struct QATSection: Codable, Sendable, Equatable {
+        /// The PTQ stage it starts from ("gptq-w3g128").
+        package var from: String
+        /// kd (distillation from the teacher's distribution) or sft (cross-entropy on the traces).
+        package var objective: String
+        package var train: TrainSection?
+
+        package var stageName: String { "\(from)+\(objective)" }
+    }
+
+    package struct EvalSection: Codable, Sendable, Equatable {
+        package var greedy: Bool?
+        package var seeds: [UInt64]?
+        package var temperature: Float?
+        package var topP: Float?
+        package var maxTokens: Int
+        package var batch: Int?
+        /// Problems of the validation split asked at each point of the QAT curves.
+        package var curveProblems: Int?
+        /// Also report accuracy with sampling (the paper's setting) besides greedy.
+        package var sampled: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case greedy, seeds, temperature, batch, sampled
+            case topP = "top_p", maxTokens = "max_tokens", curveProblems = "curve_problems"
+        }
+    }
+
+    /// Defaults every QAT run takes unless its entry overrides them.
+    package var qatTrain: TrainSection?
+
+    enum CodingKeys: String, CodingKey {
+        case out, task, teacher, traces, calibration, ptq, qat, eval, teachers
+        case qatTrain = "qat_train"
+    }
+
+    package static func load(_ url: URL) throws -> PipelineConfig {
+        guard let data = try? Data(contentsOf: url) else {
+            throw ConfigError("\(url.path): cannot read the config; check the path")
+        }
+        let config = try StrictJSON.decode(PipelineConfig.self, from: data, file: url.path)
+        try config.validate(file: url.path)
+        return config
+    }
+
+    /// Cross-references a JSON schema cannot express.
+    package func validate(file: String) throws {
+        if (teacher.model == nil) == (teacher.initialize == nil) {
+            throw ConfigError("\(file): teacher needs exactly one of \"model\" (an existing model) and \"initialize\" (train one from scratch)")
+        }
+        if teacher.initialize != nil && teacher.train == nil {
+            throw ConfigError("\(file): teacher.initialize needs teacher.train (how to train it)")
+        }
+        let calibrations = calibration.map(\.name)
+        if Set(calibrations).count != calibrations.count { throw ConfigError("\(file): calibration names repeat; give each a distinct name") }
+        for (i, p) in ptq.enumerated() {
+            guard ["rtn", "gptq"].contains(p.method) else {
+                throw ConfigError("\(file): ptq[\(i)].method \"\(p.method)\" is unknown; use rtn or gptq")
+            }
+            if p.method == "gptq" && calibrations.isEmpty { throw ConfigError("\(file): ptq[\(i)] is GPTQ, which needs a calibration set") }
+            if let c = p.calibration, !calibrations.contains(c) {
+                throw ConfigError("\(file): ptq[\(i)].calibration \"\(c)\" is not one of the calibration names (\(calibrations.joined(separator: ", ")))")
+            }
+        }
+        let ptqNames = ptq.map { $0.stageName(defaultCalibration: calibrations.first) }
+        for (i, q) in qat.enumerated() {
+            guard ptqNames.contains(q.from) else {
+                throw ConfigError("\(file): qat[\(i)].from \"\(q.from)\" names no PTQ stage; the PTQ stages are \(ptqNames.joined(separator: ", "))")
+            }
+            guard ["kd", "sft"].contains(q.objective) else {
+                throw ConfigError("\(file): qat[\(i)].objective \"\(q.objective)\" is unknown; use kd or sft")
+            }
+        }
+        if let keep = traces.keep, !["all", "correct"].contains(keep) {
+            throw ConfigError("\(file): traces.keep \"\(keep)\" is unknown; use all or correct")
+        }
+    }
+}
