@@ -69,7 +69,7 @@ package struct EvalJob {
         guard !problems.isEmpty else { throw JobError("task \(self.task) has no \(split.rawValue) problems; choose another --split") }
         let lm = try LanguageModel(path: model)
         let prompted = PromptedModel(lm, chat: chat)
-        try Self.checkVocabulary(problems, model: prompted, vocabSize: lm.config.vocabSize, path: model)
+        try Self.checkPrompts(problems, model: prompted, maxTokens: self.settings.maxTokens, path: model)
 
         let start = Date()
         var settings = self.settings
@@ -88,6 +88,7 @@ package struct EvalJob {
     /// r + size, ... (one each when `settings.shares` is the world size) and all are gathered.
     package static func outcomes(problems: [Problem], model: PromptedModel, settings: AccuracySettings,
                                  world: Communicator, log: @escaping (String) -> Void) throws -> [ProblemOutcome] {
+        try checkPrompts(problems, model: model, maxTokens: settings.maxTokens, path: "the model")
         let shares = max(settings.shares, world.size)
         let jobs = AccuracyEval.jobs(problems: problems.count, settings: settings)
         let start = Date()
@@ -128,11 +129,17 @@ package struct EvalJob {
         return perShare.flatMap { $0 }
     }
 
-    /// Every prompt must encode to ids the model has embeddings for.
-    static func checkVocabulary(_ problems: [Problem], model: PromptedModel, vocabSize: Int, path: String) throws {
+    /// Every prompt must encode to ids the model has embeddings for, and fit its context with
+    /// `maxTokens` more.
+    package static func checkPrompts(_ problems: [Problem], model: PromptedModel, maxTokens: Int, path: String) throws {
+        let config = model.decoder.config
         for p in problems {
-            if let bad = model.encode(prompt: p.prompt).first(where: { $0 >= vocabSize }) {
-                throw JobError("\(path): its tokenizer gives token id \(bad) for problem \(p.id), beyond the model's vocabulary of \(vocabSize); use the tokenizer the model was trained with")
+            let ids = model.encode(prompt: p.prompt)
+            if let bad = ids.first(where: { $0 >= config.vocabSize }) {
+                throw JobError("\(path): its tokenizer gives token id \(bad) for problem \(p.id), beyond the model's vocabulary of \(config.vocabSize); use the tokenizer the model was trained with")
+            }
+            if ids.count + maxTokens > config.maxPositionEmbeddings {
+                throw JobError("\(path): problem \(p.id) is \(ids.count) prompt tokens, which with \(maxTokens) new tokens exceeds the model's context of \(config.maxPositionEmbeddings); lower the maximum of new tokens or use a model with a longer context")
             }
         }
     }

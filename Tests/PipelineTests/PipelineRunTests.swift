@@ -1,0 +1,46 @@
+import Cluster
+import Foundation
+@testable import Pipeline
+import TestSupport
+import XCTest
+
+/// The whole pipeline on a tiny random teacher (its answers are nonsense; what is checked is
+/// that every stage runs, writes what the next reads, and that a re-run skips them all).
+final class PipelineRunTests: XCTestCase {
+    func testTheStagesRunAndAnUnchangedRerunSkipsThem() throws {
+        try TestPaths.require(TestPaths.gsmTemplates)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rqat-pipeline-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        try TinyModels.writeModel(at: dir.appendingPathComponent("teacher"), seed: 11, headDim: 32)
+        let config = """
+            {"out": "run", "task": {"name": "gsm8k", "trace_prompts": 6, "heldout": 3, "test": 4},
+             "teacher": {"model": "teacher"},
+             "traces": {"temperature": 0, "max_tokens": 6},
+             "calibration": [{"name": "traces", "source": "traces", "windows": 4, "length": 32}],
+             "ptq": [{"method": "gptq", "scheme": "w4g32"}, {"method": "rtn", "scheme": "w4g32"}],
+             "qat": [{"from": "gptq-w4g32", "objective": "kd"}, {"from": "gptq-w4g32", "objective": "sft"}],
+             "qat_train": {"steps": 2, "batch_tokens": 256, "seq_len": 128, "lr": 1e-3, "curve_every": 1},
+             "eval": {"max_tokens": 6, "batch": 2, "curve_problems": 2}}
+            """
+        let file = dir.appendingPathComponent("config.json")
+        try Data(config.utf8).write(to: file)
+        let world = try MPI.initialize()
+        var lines: [String] = []
+        let run = try PipelineRun(configFile: file, assets: TestPaths.assets)
+        let report = try XCTUnwrap(try run.run(world: world, log: { lines.append($0) }))
+        XCTAssertEqual(report.models.map(\.name), ["teacher", "gptq-w4g32", "rtn-w4g32", "gptq-w4g32+kd", "gptq-w4g32+sft"])
+        XCTAssertTrue(report.models.allSatisfy { $0.accuracy?.problems == 4 })
+        XCTAssertEqual(report.models[0].heldoutKL, 0)
+        XCTAssertTrue(report.models.dropFirst().allSatisfy { ($0.heldoutKL ?? -1) > 0 }, "quantized models differ from the teacher")
+        XCTAssertEqual(report.curves.map { $0.points.map(\.step) }, [[0, 1, 2], [0, 1, 2]])
+        XCTAssertEqual(report.comparisons.first?.a, "gptq-w4g32+kd")
+        for name in ["report.md", "report.html", "report.json", "plot-1.svg"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("run/\(name)").path), name)
+        }
+        XCTAssertTrue(report.stagesSkipped.isEmpty)
+
+        let again = try XCTUnwrap(try PipelineRun(configFile: file, assets: TestPaths.assets).run(world: world, log: { _ in }))
+        XCTAssertEqual(again.stagesRun, [], "nothing changed, nothing ran")
+        XCTAssertEqual(again.models.map(\.accuracy), report.models.map(\.accuracy))
+    }
+}
