@@ -185,6 +185,11 @@ package enum GSMValues {
             if x.isFinite, x == x.rounded(.towardZero), let i = Int(exactly: x) { return .int(i) }
             return value
         case .string(let s):
+            // Most values are words: without a digit only inf/nan could read as a number.
+            if !s.unicodeScalars.contains(where: { $0.properties.numericType != nil }) {
+                let word = s.trimmingCharacters(in: .whitespacesAndNewlines).lowercased().drop { $0 == "+" || $0 == "-" }
+                guard word == "inf" || word == "infinity" || word == "nan" else { return value }
+            }
             if !s.isEmpty && s.unicodeScalars.allSatisfy({ $0.properties.numericType != nil }) {
                 if let i = PythonFormat.parseInt(s) { return .int(i) }
                 return value
@@ -554,11 +559,52 @@ package struct GSMInstantiationFailure: Error, Equatable, CustomStringConvertibl
     package var description: String { "gsm-symbolic template \(template) (\(file)): \(reason)" }
 }
 
+/// The values one draw of an init line can give, aligned to the line's variables, both as
+/// drawn and as read (so a draw costs no parsing).
+private enum GSMLineChoices: Sendable {
+    case listed(drawn: [[PythonValue]], read: [[PythonValue]])
+    /// `sample(items, k)` with k > 1: one of the k-combinations of items in list order, drawn
+    /// as k distinct positions in increasing order (the same distribution) instead of listing
+    /// all C(n, k) of them (`sample(names, 5)` alone would be 658,008).
+    case combinations(items: [PythonValue], k: Int)
+
+    var isEmpty: Bool {
+        switch self {
+        case .listed(let drawn, _): drawn.isEmpty
+        case .combinations(let items, let k): k > items.count
+        }
+    }
+
+    /// One uniform draw: the values as read go into `read` (what conditions see), the values
+    /// as drawn are returned (what the question prints). Plain loops: this runs by the thousand
+    /// per instance, and debug builds pay dearly for generic sequence adaptors.
+    func draw(_ draws: GSMDraws, variables: [String], read: inout [String: PythonValue]) -> [PythonValue] {
+        switch self {
+        case .listed(let allDrawn, let allRead):
+            let i = draws.index(below: allDrawn.count)
+            let readValues = allRead[i]
+            var k = 0
+            while k < variables.count {
+                read[variables[k]] = readValues[k]
+                k += 1
+            }
+            return allDrawn[i]
+        case .combinations(let items, let k):
+            var positions = Array(items.indices)
+            for j in 0..<k { positions.swapAt(j, j + draws.index(below: positions.count - j)) }
+            let values = GSMValues.aligned(.tuple(positions[0..<k].sorted().map { items[$0] }), to: variables)
+            for (name, v) in zip(variables, values) { read[name] = GSMValues.parsed(v) }
+            return values
+        }
+    }
+}
+
 /// A template prepared for drawing: each non-derived line's possibilities evaluated once,
 /// each condition placed after the last constrained line it reads.
 package struct GSMSampler: Sendable {
     package let template: GSMTemplate
-    private let possibilities: [[PythonValue]]  // by init line; empty for derived lines
+    private let choices: [GSMLineChoices?]  // by init line; nil for derived lines
+    private let lineVariables: [[String]]
     private let constrainedLines: [Int]
     private let freeLines: [Int]
     private let derivedLines: [Int]
@@ -569,23 +615,43 @@ package struct GSMSampler: Sendable {
     package init(template: GSMTemplate, replacements: [String: PythonValue]) throws {
         self.template = template
         self.replacements = replacements
-        let environment = PythonEnvironment(variables: replacements, functions: GSMTemplateFunctions.possibilities)
-        var possibilities: [[PythonValue]] = []
-        for line in template.initLines {
-            guard line.kind != .derived else { possibilities.append([]); continue }
-            let value: PythonValue
-            do { value = try line.expression.evaluate(in: environment) } catch {
-                throw GSMInstantiationFailure(template: template.stem, file: template.url.path,
-                                              reason: "the #init line `\(line.source)` fails: \(error)")
-            }
-            let choices: [PythonValue] = if case .list(let items) = value { items } else { [value] }
-            for choice in choices where GSMValues.aligned(choice, to: line.variables).count != line.variables.count {
-                throw GSMInstantiationFailure(template: template.stem, file: template.url.path,
-                                              reason: "the #init line `\(line.source)` gives \(choice.represented), which does not unpack into \(line.variables.count) variables")
-            }
-            possibilities.append(choices)
+        func failure(_ reason: String) -> GSMInstantiationFailure {
+            GSMInstantiationFailure(template: template.stem, file: template.url.path, reason: reason)
         }
-        self.possibilities = possibilities
+        let environment = PythonEnvironment(variables: replacements, functions: GSMTemplateFunctions.possibilities)
+        var choices: [GSMLineChoices?] = []
+        for line in template.initLines {
+            guard line.kind != .derived else { choices.append(nil); continue }
+            do {
+                if case .call("sample", let arguments) = line.expression, arguments.count == 2,
+                   case .int(let k) = try arguments[1].evaluate(in: environment), k > 1 {
+                    let items = try arguments[0].evaluate(in: environment).elements(for: "sample")
+                    if k <= items.count && GSMValues.aligned(.tuple(Array(items[0..<k])), to: line.variables).count != line.variables.count {
+                        throw failure("the #init line `\(line.source)` draws \(k) values for \(line.variables.count) variables")
+                    }
+                    choices.append(.combinations(items: items, k: k))
+                    continue
+                }
+                let value = try line.expression.evaluate(in: environment)
+                let listed: [PythonValue] = if case .list(let items) = value { items } else { [value] }
+                var drawn: [[PythonValue]] = [], read: [[PythonValue]] = []
+                for choice in listed {
+                    let values = GSMValues.aligned(choice, to: line.variables)
+                    guard values.count == line.variables.count else {
+                        throw failure("the #init line `\(line.source)` gives \(choice.represented), which does not unpack into \(line.variables.count) variables")
+                    }
+                    drawn.append(values)
+                    read.append(values.map(GSMValues.parsed))
+                }
+                choices.append(.listed(drawn: drawn, read: read))
+            } catch let known as GSMInstantiationFailure {
+                throw known
+            } catch {
+                throw failure("the #init line `\(line.source)` fails: \(error)")
+            }
+        }
+        self.choices = choices
+        lineVariables = template.initLines.map(\.variables)
         constrainedLines = template.initLines.indices.filter { template.initLines[$0].kind == .constrained }
         freeLines = template.initLines.indices.filter { template.initLines[$0].kind == .free }
         derivedLines = template.initLines.indices.filter { template.initLines[$0].kind == .derived }
@@ -616,49 +682,53 @@ package struct GSMSampler: Sendable {
     package func instance(seed: UInt64, index: Int, maxTries: Int) throws -> GSMInstance {
         let draws = GSMDraws(seed: Self.instanceSeed(seed: seed, template: template.stem, index: index))
         var lastProblem = "no draw met the conditions"
-        var drawn: [String: PythonValue] = [:]  // as drawn (how free and derived variables print)
         var parsed = PythonEnvironment()  // as read (how conditions and slots see them)
+        let choices = self.choices, lineVariables = self.lineVariables, constrainedLines = self.constrainedLines
+        let checksAfter = self.checksAfter
+        var drawnValues = [[PythonValue]](repeating: [], count: choices.count)  // by line, as drawn
         for attempt in 1...max(maxTries, 1) {
-            drawn.removeAll(keepingCapacity: true)
             parsed.variables.removeAll(keepingCapacity: true)
-            func bind(_ line: Int, _ value: PythonValue) {
-                for (name, v) in zip(template.initLines[line].variables, GSMValues.aligned(value, to: template.initLines[line].variables)) {
-                    drawn[name] = v
-                    parsed.variables[name] = GSMValues.parsed(v)
-                }
-            }
-            func holds(_ conditions: [GSMCondition]) -> Bool {
-                for condition in conditions {
-                    do { if !(try condition.expression.evaluate(in: parsed).isTruthy) { return false } } catch {
+            var ok = true
+            var k = 0
+            while ok {
+                for condition in checksAfter[k] {
+                    do { ok = try condition.expression.evaluate(in: parsed).isTruthy } catch {
                         lastProblem = "the condition `\(condition.source)` fails: \(error)"
-                        return false
+                        ok = false
                     }
+                    if !ok { break }
                 }
-                return true
-            }
-            var ok = holds(checksAfter[0])
-            for (k, line) in constrainedLines.enumerated() where ok {
-                let choices = possibilities[line]
-                guard !choices.isEmpty else {
+                guard ok && k < constrainedLines.count else { break }
+                let line = constrainedLines[k]
+                guard let lineChoices = choices[line], !lineChoices.isEmpty else {
                     throw failure("the #init line `\(template.initLines[line].source)` has no values")
                 }
-                bind(line, choices[draws.index(below: choices.count)])
-                ok = holds(checksAfter[k + 1])
+                drawnValues[line] = lineChoices.draw(draws, variables: lineVariables[line], read: &parsed.variables)
+                k += 1
             }
             guard ok else { continue }
             for line in freeLines {
-                let choices = possibilities[line]
-                guard !choices.isEmpty else { throw failure("the #init line `\(template.initLines[line].source)` has no values") }
-                bind(line, choices[draws.index(below: choices.count)])
+                guard let lineChoices = choices[line], !lineChoices.isEmpty else {
+                    throw failure("the #init line `\(template.initLines[line].source)` has no values")
+                }
+                drawnValues[line] = lineChoices.draw(draws, variables: lineVariables[line], read: &parsed.variables)
+            }
+            var drawn: [String: PythonValue] = [:]  // as drawn (how free and derived variables print)
+            for line in constrainedLines + freeLines {
+                for (name, v) in zip(lineVariables[line], drawnValues[line]) { drawn[name] = v }
             }
             do {
                 if !derivedLines.isEmpty {
                     var environment = PythonEnvironment(variables: replacements, functions: GSMTemplateFunctions.drawing(with: draws))
                     for (name, value) in parsed.variables { environment.variables[name] = value }
                     for line in derivedLines {
+                        let variables = template.initLines[line].variables
                         let value = try template.initLines[line].expression.evaluate(in: environment)
-                        bind(line, value)
-                        for name in template.initLines[line].variables { environment.variables[name] = parsed.variables[name] }
+                        for (name, v) in zip(variables, GSMValues.aligned(value, to: variables)) {
+                            drawn[name] = v
+                            parsed.variables[name] = GSMValues.parsed(v)
+                            environment.variables[name] = parsed.variables[name]
+                        }
                     }
                 }
                 let constrained = Set(constrainedLines.flatMap { template.initLines[$0].variables })

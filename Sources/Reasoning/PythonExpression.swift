@@ -1031,12 +1031,37 @@ extension PythonExpression {
         case .tuple(let items): return .tuple(try items.map { try $0.evaluate(in: environment) })
         case .unary(let op, let e): return try PythonValue.unary(op, try e.evaluate(in: environment))
         case .binary(let op, let a, let b):
-            return try PythonValue.binary(op, try a.evaluate(in: environment), try b.evaluate(in: environment))
+            let x = try a.evaluate(in: environment), y = try b.evaluate(in: environment)
+            // Conditions are mostly integer arithmetic, and rejection sampling runs them by the thousand.
+            if case .int(let i) = x, case .int(let j) = y {
+                switch op {
+                case .add: return .int(try checkedAdd(i, j))
+                case .subtract: return .int(try checkedSubtract(i, j))
+                case .multiply: return .int(try checkedMultiply(i, j))
+                case .floorDivide where j > 0: return .int(floorDivide(i, j))
+                case .modulo where j > 0: return .int(floorModulo(i, j))
+                default: break
+                }
+            }
+            return try PythonValue.binary(op, x, y)
         case .comparison(let first, let links):
             var left = try first.evaluate(in: environment)
             for link in links {
                 let right = try link.operand.evaluate(in: environment)
-                if !(try PythonValue.compare(link.op, left, right)) { return .bool(false) }
+                let holds: Bool
+                if case .int(let i) = left, case .int(let j) = right {
+                    switch link.op {
+                    case .less: holds = i < j
+                    case .lessOrEqual: holds = i <= j
+                    case .greater: holds = i > j
+                    case .greaterOrEqual: holds = i >= j
+                    case .equal: holds = i == j
+                    case .notEqual: holds = i != j
+                    }
+                } else {
+                    holds = try PythonValue.compare(link.op, left, right)
+                }
+                if !holds { return .bool(false) }
                 left = right
             }
             return .bool(true)
