@@ -11,7 +11,7 @@ final class PipelineRunTests: XCTestCase {
         try TestPaths.require(TestPaths.gsmTemplates)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rqat-pipeline-\(UUID().uuidString)")
         addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-        try TinyModels.writeModel(at: dir.appendingPathComponent("teacher"), seed: 11, headDim: 32)
+        try TinyModels.writeModel(at: dir.appendingPathComponent("teacher"), seed: 11, headDim: 32, maxPositions: 1024)
         let config = """
             {"out": "run", "task": {"name": "gsm8k", "trace_prompts": 6, "heldout": 3, "test": 4},
              "teacher": {"model": "teacher"},
@@ -19,7 +19,7 @@ final class PipelineRunTests: XCTestCase {
              "calibration": [{"name": "traces", "source": "traces", "windows": 4, "length": 32}],
              "ptq": [{"method": "gptq", "scheme": "w4g32"}, {"method": "rtn", "scheme": "w4g32"}],
              "qat": [{"from": "gptq-w4g32", "objective": "kd"}, {"from": "gptq-w4g32", "objective": "sft"}],
-             "qat_train": {"steps": 2, "batch_tokens": 256, "seq_len": 128, "lr": 1e-3, "curve_every": 1},
+             "qat_train": {"steps": 2, "batch_tokens": 1024, "seq_len": 1024, "lr": 1e-3, "curve_every": 1},
              "eval": {"max_tokens": 6, "batch": 2, "curve_problems": 2}}
             """
         let file = dir.appendingPathComponent("config.json")

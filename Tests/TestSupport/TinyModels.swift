@@ -8,7 +8,8 @@ package enum TinyModels {
     /// (`config.json`, `model.safetensors`, `tokenizer.json`). Norm weights are 1, every matrix
     /// is drawn from N(0, 0.2²) by a generator seeded with `seed`. `headDim` 32 gives every
     /// matrix a multiple of 32 rows, which the GPTQ packed format of `rqat ptq` needs.
-    package static func writeModel(at directory: URL, seed: UInt64, vocabOverride: Int? = nil, headDim: Int = 8) throws {
+    package static func writeModel(at directory: URL, seed: UInt64, vocabOverride: Int? = nil, headDim: Int = 8,
+                                   maxPositions: Int = 128) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let tokenizer = TestPaths.fixture("tiny-tokenizer/tokenizer.json")
         try FileManager.default.copyItem(at: tokenizer, to: directory.appendingPathComponent("tokenizer.json"))
@@ -18,7 +19,7 @@ package enum TinyModels {
             "model_type": "qwen3", "hidden_size": hidden, "intermediate_size": intermediate,
             "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kvHeads,
             "head_dim": headDim, "vocab_size": vocab, "rms_norm_eps": 1e-6, "rope_theta": 10_000,
-            "max_position_embeddings": 128, "tie_word_embeddings": true, "attention_bias": false,
+            "max_position_embeddings": maxPositions, "tie_word_embeddings": true, "attention_bias": false,
         ]
         try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .prettyPrinted])
             .write(to: directory.appendingPathComponent("config.json"))
