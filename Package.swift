@@ -39,7 +39,7 @@ let package = Package(
         // in stage directories with manifests, and its report (markdown, HTML, SVG).
         .target(name: "Pipeline", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Reasoning", "Jobs"]),
         // The measurements of `rqat bench`, each returning Codable records (the --json lines).
-        .target(name: "Bench", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Jobs"]),
+        .target(name: "Bench", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Jobs", "Reasoning"]),
         .executableTarget(name: "rqat", dependencies: [
             "Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Jobs", "Bench", "Reasoning", "Pipeline",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -58,7 +58,7 @@ let package = Package(
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Train", "Model", "Formats", "Quant", "Tensors", "TestSupport"]),
         .testTarget(name: "JobsTests", dependencies: ["Jobs", "Eval", "Reasoning", "Cluster", "Quant", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Jobs", "Eval", "Reasoning", "Cluster", "Formats", "Tensors", "TestSupport"]),
-        .testTarget(name: "BenchTests", dependencies: ["Bench", "Jobs", "Eval", "Cluster", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
+        .testTarget(name: "BenchTests", dependencies: ["Bench", "Reasoning", "Jobs", "Eval", "Cluster", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
         // Multi-rank checks of the MPI layer; ClusterTests starts it under mpirun (XCTest is one process).
         .executableTarget(name: "rqat-mpi-check", dependencies: ["Cluster", "Tensors", "Train"], path: "Tests/MPICheck"),
         // Runs the built `rqat` executable as a user would.
