@@ -19,7 +19,7 @@ import Train
 /// pays (traces, evaluation: shares of the problems; KD: teacher ranks serve, students train
 /// data-parallel) and run on rank 0 alone otherwise.
 package struct PipelineRun {
-    package let config: PipelineConfig
+    package var config: PipelineConfig
     /// The config file's folder: relative paths in the config are relative to it.
     package let base: URL
     package let assets: URL
@@ -89,7 +89,10 @@ package struct PipelineRun {
         // traces: the teacher answers the training prompts (QAT data, calibration) and the
         // held-out ones (KL, perplexity), each trace kept with its correctness.
         let tracesDir = runner.directory("traces")
-        let tracesDigest = try runner.run("traces", inputs: ["teacher": teacherDigest, "settings": try StageRunner.digest(config.traces).canonical]) { dir in
+        // Ranks change batching (hence rounding) and data-parallel sums, so they are an input too.
+        let layout = "\(world.size) ranks, \(config.teachers ?? 1) teachers"
+        let tracesDigest = try runner.run("traces", inputs: ["teacher": teacherDigest, "layout": layout,
+                                                            "settings": try StageRunner.digest(config.traces).canonical]) { dir in
             let settings = AccuracySettings(seeds: [seed], temperature: config.traces.temperature, topP: config.traces.topP ?? 1,
                                             maxTokens: config.traces.maxTokens, batch: config.traces.batch ?? 32)
             for (input, output) in [("trace-prompts", "traces"), ("heldout", "heldout-traces")] {
@@ -161,7 +164,7 @@ package struct PipelineRun {
         for q in config.qat {
             let from = ptqDigests[q.from]!
             let train = (q.train ?? PipelineConfig.TrainSection()).over(config.qatTrain)
-            let digest = try runner.run("qat-\(q.stageName)", inputs: ["ptq": from.digest, "traces": tracesDigest,
+            let digest = try runner.run("qat-\(q.stageName)", inputs: ["ptq": from.digest, "traces": tracesDigest, "layout": layout,
                                                                        "qat": try StageRunner.digest(q).canonical,
                                                                        "train": try StageRunner.digest(train).canonical]) { dir in
                 try QATRun(teacher: teacherPath, student: from.dir.appendingPathComponent("model").path, scheme: from.scheme,
@@ -219,7 +222,8 @@ package struct PipelineRun {
         var evaluations: [ModelEvaluation] = []
         for m in models {
             let settingsList = [evalSettings] + ((config.eval.sampled ?? false) && evalSettings.greedy ? [sampledSettings] : [])
-            try runner.run("eval-\(m.name)", inputs: ["model": m.digest, "data": dataDigest, "eval": try StageRunner.digest(config.eval).canonical]) { dir in
+            try runner.run("eval-\(m.name)", inputs: ["model": m.digest, "data": dataDigest, "layout": layout,
+                                                      "eval": try StageRunner.digest(config.eval).canonical]) { dir in
                 var evaluation = ModelEvaluation(name: m.name, path: m.path, method: m.method, scheme: m.scheme)
                 let lm = m.name == "teacher" ? teacher : try LanguageModel(path: m.path)
                 let model = PromptedModel(lm, chat: prompted.chat)

@@ -102,11 +102,15 @@ package final class StageRunner {
     }
 
     /// Runs `body` on rank 0 while the other ranks wait for it by polling with sleeps (an MPI
-    /// barrier spins, which would take a core from rank 0 on a shared machine). An error on
+    /// barrier spins, which would take a core from rank 0 on a shared machine). Meanwhile rank 0
+    /// uses every core of its machine (launchers give each rank a share of them). An error on
     /// rank 0 stops every rank.
     package func rank0Only(_ body: () throws -> Void) throws {
         let tag = 7_001
         if world.rank == 0 {
+            let threads = Threads.count
+            if world.size > 1 { Threads.set(ProcessInfo.processInfo.activeProcessorCount) }
+            defer { Threads.set(threads) }
             do {
                 try body()
             } catch {

@@ -18,13 +18,16 @@ struct PipelineCommand: ParsableCommand {
 
     @Option(help: "The pipeline config (JSON).")
     var config: String
+    @Option(help: "World ranks that serve the teacher during KD (cluster/launch.sh passes it); overrides the config's \"teachers\".")
+    var teachers: Int?
     @OptionGroup var assets: AssetOptions
     @OptionGroup var runtime: RuntimeOptions
 
     func run() throws {
         runtime.apply()
         try reportingErrors {
-            let pipeline = try PipelineRun(configFile: URL(fileURLWithPath: config), assets: assets.url)
+            var pipeline = try PipelineRun(configFile: URL(fileURLWithPath: config), assets: assets.url)
+            if let teachers { pipeline.config.teachers = teachers }
             let world = try MPI.initialize()
             defer { MPI.finalize() }
             do {
