@@ -172,6 +172,8 @@ package struct PipelineRun {
                            format: format, teachers: config.teachers ?? 1, dir: dir)
                     .run(world: world, log: { log("qat-\(q.stageName): " + $0) })
                 guard (train.curveEvery ?? 0) > 0 else { return }
+                // The lead student writes the checkpoints; every rank lists them after it has.
+                try world.barrier()
                 // The curve: the PTQ init (step 0) and every saved checkpoint.
                 var points: [CurvePoint] = []
                 var stages: [(Int, () throws -> (TrainableDecoder, LanguageModel?))] = [(0, {
