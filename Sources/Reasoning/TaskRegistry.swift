@@ -9,7 +9,7 @@ package struct TaskError: UserFacingError {
 
 /// The tasks `--task` names, and where their data lives.
 package enum TaskRegistry {
-    package static let names = ["gsm8k", "gsm8k-100", "gsm-symbolic"]
+    package static let names = ["arith", "gsm8k", "gsm8k-100", "gsm-symbolic"]
 
     /// `assets` is the folder `scripts/fetch-assets.sh` fills (the GSM-Symbolic templates are
     /// in `gsm-symbolic/eng`); `arith` needs none.
@@ -19,6 +19,7 @@ package enum TaskRegistry {
         case "gsm8k": return try GSM8KTask(directory: templates)
         case "gsm8k-100": return GSM8KAll(originals: try GSM8KTask(directory: templates))
         case "gsm-symbolic": return try GSMSymbolicTask(directory: templates)
+        case "arith": return ArithTask.default
         default:
             throw TaskError("unknown task \"\(name)\"; the tasks are \(names.joined(separator: ", "))")
         }
