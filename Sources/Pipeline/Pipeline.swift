@@ -67,7 +67,9 @@ package struct PipelineRun {
         }
 
         // teacher: an existing model, or one trained from scratch on the task's worked solutions.
-        var teacherInputs: [String: String] = ["data": dataDigest]
+        // Only what the teacher trains on is its input, so a change of the other sets keeps it.
+        var teacherInputs: [String: String] = ["task": config.task.name, "seed": "\(seed)",
+                                               "teacher_train": "\(config.task.teacherTrain ?? 0)"]
         if let model = config.teacher.model {
             teacherInputs["model"] = model
             teacherInputs["fingerprint"] = try Self.fingerprint(resolve(model))
