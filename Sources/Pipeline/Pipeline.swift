@@ -93,7 +93,7 @@ package struct PipelineRun {
         let tracesDir = runner.directory("traces")
         // Ranks change batching (hence rounding) and data-parallel sums, so they are an input too.
         let layout = "\(world.size) ranks, \(config.teachers ?? 1) teachers"
-        let tracesDigest = try runner.run("traces", inputs: ["teacher": teacherDigest, "layout": layout,
+        let tracesDigest = try runner.run("traces", inputs: ["teacher": teacherDigest, "data": dataDigest, "layout": layout,
                                                             "settings": try StageRunner.digest(config.traces).canonical]) { dir in
             let settings = AccuracySettings(seeds: [seed], temperature: config.traces.temperature, topP: config.traces.topP ?? 1,
                                             maxTokens: config.traces.maxTokens, batch: config.traces.batch ?? 32)
