@@ -39,6 +39,7 @@ Fixture groups (``--only NAME``) and their scripts:
     grads           reference/grads.py           grad-qwen3/, grad-llama/, grad-reference.json, grad-adamw.json
     gptq            reference/gptq.py            gptq-hessian.safetensors, gptq-reference.json
     kd              reference/kd.py              kd-loss.json
+    kd-divergences  reference/kd_divergences.py  kd-divergences.json
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from pathlib import Path
 
 from reference_env import parse_args, start  # noqa: E402  (sets the environment first)
 
-GROUPS = ("smollm2", "tokenizer-gguf", "tiny-models", "tiny-tokenizer", "grads", "gptq", "kd")
+GROUPS = ("smollm2", "tokenizer-gguf", "tiny-models", "tiny-tokenizer", "grads", "gptq", "kd", "kd-divergences")
 
 
 def load_group(name: str):

@@ -3,9 +3,10 @@ import Tensors
 import Train
 
 /// How far the KD loss a student computes from a wire signal (top-k + tail, sampled draws,
-/// bf16 logits) is from the exact full-vocabulary forward KL, and how far its gradient w.r.t.
-/// the student logits is from the exact one: sums over rows that `summary` turns into the
-/// `kd_bias` figures of `rqat bench wire`.
+/// bf16 logits) is from the exact full-vocabulary divergence (`options.divergence`: forward KL,
+/// or reverse KL / JSD, whose top-k + tail losses are bucketed approximations), and how far its
+/// gradient w.r.t. the student logits is from the exact one: sums over rows that `summary` turns
+/// into the `kd_bias` figures of `rqat bench wire`.
 package struct KDBias: Equatable, Sendable {
     /// Sums over rows of the estimate and of the exact KL (nats), and of their squared difference.
     package var estimate = 0.0, reference = 0.0, diffSquares = 0.0
@@ -20,9 +21,10 @@ package struct KDBias: Equatable, Sendable {
 
     package init() {}
 
-    /// The exact side for `rows` positions: each row's forward KL(teacher || student) and the
-    /// teacher's entropy at the temperature of `options`, and the full-logit gradient of the
-    /// mean loss w.r.t. the student logits, (rows, vocab).
+    /// The exact side for `rows` positions: each row's full-vocabulary divergence (`kl`: forward
+    /// KL(teacher || student) unless `options.divergence` says otherwise) and the teacher's
+    /// entropy at the temperature of `options`, and the full-logit gradient of the mean loss
+    /// w.r.t. the student logits, (rows, vocab).
     package static func reference(student: Tensor, teacher: Tensor, vocab v: Int, rows n: Int,
                                   options: KDLoss.Options) -> (kl: [Double], entropy: [Double], gradient: Tensor) {
         let invT = 1 / options.temperature

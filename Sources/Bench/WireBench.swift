@@ -41,6 +41,8 @@ package final class WireBench {
         package var valueTypes: [FrameDType] = [.float16, .bfloat16]
         package var zstdLevel = 3
         package var kdTemperature: Float = 1
+        /// beta of the JSD whose bucketing bias is measured beside forward and reverse KL.
+        package var jsdBeta: Float = 0.5
         package var steps = 30
         package var gradAccum = 1
         package var lr = 5e-5
@@ -52,6 +54,10 @@ package final class WireBench {
         package var targetBytes = 300.0
         package var targetRelative = 0.02
         package init() {}
+
+        /// The divergences whose bias is measured: forward KL (every encoding), reverse KL and
+        /// JSD (full logits and top-k; sampled draws carry no teacher probabilities).
+        package var divergences: [KDDivergence] { [.forwardKL, .reverseKL, .jsd(beta: jsdBeta)] }
     }
 
     package let options: Options
@@ -156,9 +162,13 @@ package final class WireBench {
         let codecs: [FrameCodec] = [.raw, .zstd(level: o.zstdLevel), .shuffledZstd(level: o.zstdLevel)]
         var bytes = [[Int]](repeating: Array(repeating: 0, count: codecs.count), count: variants.count)
         var times = [[Double]](repeating: Array(repeating: 0, count: codecs.count), count: variants.count)
-        var bias = [KDBias](repeating: KDBias(), count: variants.count)
+        let divergences = o.divergences
+        // bias[variant][divergence]; nil where the encoding cannot estimate the divergence.
+        var bias = variants.map { variant in
+            divergences.map { d -> KDBias? in variant.encoding.isSampled && !d.acceptsSampledSignal ? nil : KDBias() }
+        }
         var positions = 0, batches = 0, fullKL = 0.0
-        let lossOptions = KDLoss.Options(temperature: o.kdTemperature, scaleByTemperatureSquared: false)
+        let lossOptions = divergences.map { KDLoss.Options(temperature: o.kdTemperature, scaleByTemperatureSquared: false, divergence: $0) }
 
         let service = TeacherService(decoder: teacher.decoder, options: SignalOptions())
         // The same micro-batches the first steps of every run train on.
@@ -176,8 +186,10 @@ package final class WireBench {
             let teacherLogits = service.logits(for: request)
             // The untrained student's logits at the same positions.
             let studentLogits = student.forward(tokens: batch.tokens, batch: o.rows, length: o.seqLen).gatherRows(request.positions)
-            let exact = KDBias.reference(student: studentLogits, teacher: teacherLogits, vocab: v, rows: n, options: lossOptions)
-            fullKL += exact.kl.reduce(0, +)
+            let exact = lossOptions.map {
+                KDBias.reference(student: studentLogits, teacher: teacherLogits, vocab: v, rows: n, options: $0)
+            }
+            fullKL += exact[0].kl.reduce(0, +)
 
             for (vi, variant) in variants.enumerated() {
                 let signalOptions = variant.signalOptions(temperature: o.kdTemperature, seed: o.seed)
@@ -198,8 +210,10 @@ package final class WireBench {
                                                     rows: n, vocab: v, encoding: variant.encoding, from: 0)
                     }
                 }
-                bias[vi].add(signal: decoded!, student: studentLogits, vocab: v, rows: n, reference: exact.kl,
-                            entropy: exact.entropy, referenceGradient: exact.gradient, options: lossOptions)
+                for di in divergences.indices where bias[vi][di] != nil {
+                    bias[vi][di]!.add(signal: decoded!, student: studentLogits, vocab: v, rows: n, reference: exact[di].kl,
+                                      entropy: exact[di].entropy, referenceGradient: exact[di].gradient, options: lossOptions[di])
+                }
             }
         }
         guard positions > 0 else { throw JobError("the first \(o.wireBatches) micro-batches have no completion tokens") }
@@ -214,14 +228,19 @@ package final class WireBench {
                     tokensPerS: Double(positions) / max(times[i][c], 1e-12), positions: positions, batches: batches,
                     vocab: v, threads: threads, ratioToRaw: c > 0 ? perToken / (Double(bytes[i][0]) / Double(positions)) : nil))
             }
-            let s = bias[i].summary
-            let biasRecord = Flattened(encoding, KDBiasFields(
-                valueType: typeName(variant.valueType), kdEstimate: s.estimate, kdFull: s.reference, bias: s.bias,
-                biasSE: s.biasSE, biasNats: s.biasNats, gradCosine: s.gradCosine, gradCosineRowMean: s.gradCosineRowMean,
-                positions: s.positions, temperature: Double(o.kdTemperature),
-                tailMass: variant.encoding.isTopK ? s.tailMass : nil,
-                distinctIds: variant.encoding.isSampled ? s.distinctIds : nil))
-            return .init(bytes: byteRecords, bias: biasRecord)
+            let biasRecords = divergences.indices.compactMap { di -> KDBiasRecord? in
+                guard let s = bias[i][di]?.summary else { return nil }
+                var beta: Double?
+                if case .jsd(let b) = divergences[di] { beta = Double(b) }
+                return Flattened(encoding, KDBiasFields(
+                    divergence: divergences[di].description, jsdBeta: beta,
+                    valueType: typeName(variant.valueType), kdEstimate: s.estimate, kdFull: s.reference, bias: s.bias,
+                    biasSE: s.biasSE, biasNats: s.biasNats, gradCosine: s.gradCosine, gradCosineRowMean: s.gradCosineRowMean,
+                    positions: s.positions, temperature: Double(o.kdTemperature),
+                    tailMass: variant.encoding.isTopK ? s.tailMass : nil,
+                    distinctIds: variant.encoding.isSampled ? s.distinctIds : nil))
+            }
+            return .init(bytes: byteRecords, biases: biasRecords)
         }
         return WireMeasurement(batches: batches, positions: positions, vocab: v, fullKL: fullKL / Double(positions),
                                codecs: codecs.map(codecName), variants: results)
@@ -341,7 +360,9 @@ package struct WireMeasurement: Codable {
     package struct Variant: Codable {
         /// One per codec, in the order of `codecs`.
         package var bytes: [WireBytesRecord]
-        package var bias: KDBiasRecord
+        /// One per divergence of `Options.divergences` the encoding can estimate, in that order
+        /// (forward KL first).
+        package var biases: [KDBiasRecord]
     }
     package var batches: Int
     package var positions: Int
@@ -436,6 +457,9 @@ package struct WireBytes: BenchRecord, Equatable {
 
 package struct KDBiasFields: BenchRecord, Equatable {
     package static let name = "kd_bias"
+    /// kd-fkl, kd-rkl or kd-jsd (`KDDivergence`), and the JSD's beta.
+    package var divergence: String
+    package var jsdBeta: Double?
     package var valueType: String
     package var kdEstimate: Double, kdFull: Double
     package var bias: Double, biasSE: Double, biasNats: Double
@@ -446,7 +470,8 @@ package struct KDBiasFields: BenchRecord, Equatable {
     package var distinctIds: Double?
 
     enum CodingKeys: String, CodingKey {
-        case bias, positions, temperature
+        case bias, positions, temperature, divergence
+        case jsdBeta = "jsd_beta"
         case valueType = "value_type"
         case kdEstimate = "kd_estimate", kdFull = "kd_full"
         case biasSE = "bias_se", biasNats = "bias_nats"

@@ -10,11 +10,47 @@ import Train
 /// ranks) every student runs its teacher in-process. Every rank ends by writing its
 /// `TrainSummary` to OUT/summary-rank<N>.json.
 package struct DistillJob {
-    package enum Loss: String, CaseIterable { case kd, ce }
+    /// What the student minimises: a divergence to the teacher (`KDDivergence`), or plain
+    /// cross-entropy on the data (`ce`; the teacher's signal is not used).
+    package enum Loss: String, CaseIterable, Sendable {
+        case forwardKL = "kd-fkl", reverseKL = "kd-rkl", jsd = "kd-jsd", ce
+
+        /// Forward KL under its name from before the other divergences (`--loss kd`).
+        package static let kd = Loss.forwardKL
+
+        /// A `--loss` value: a raw value, or `kd` for forward KL.
+        package init?(name: String) {
+            self.init(rawValue: name == "kd" ? Loss.forwardKL.rawValue : name)
+        }
+
+        package static let validNames = "kd-fkl (alias kd), kd-rkl, kd-jsd, ce"
+
+        /// The divergence of a KD loss, nil for `ce`.
+        package func divergence(jsdBeta: Float) -> KDDivergence? {
+            switch self {
+            case .forwardKL: return .forwardKL
+            case .reverseKL: return .reverseKL
+            case .jsd: return .jsd(beta: jsdBeta)
+            case .ce: return nil
+            }
+        }
+
+        /// Why this loss cannot run on `encoding` (reverse KL and JSD need teacher probabilities),
+        /// nil if it can.
+        package func problem(with encoding: SignalEncoding, jsdBeta: Float) -> String? {
+            if self == .jsd && !(jsdBeta > 0 && jsdBeta < 1) {
+                return "--jsd-beta \(jsdBeta) is outside (0, 1), where the JSD is identically zero: pick e.g. 0.5"
+            }
+            guard case .sampled = encoding, let d = divergence(jsdBeta: jsdBeta), !d.acceptsSampledSignal else { return nil }
+            return "--loss \(rawValue) needs the teacher's probabilities, which sampled draws (--signal \(encoding)) do not carry: use --signal full or top-K (e.g. top-64), or --loss kd-fkl"
+        }
+    }
 
     package var teacher: String
     package var student: String
     package var loss: Loss
+    /// beta of `--loss kd-jsd`, in (0, 1).
+    package var jsdBeta: Float
     /// The teacher signal on the wire; its temperature is the KD temperature.
     package var signal: SignalOptions
     /// World ranks that serve the teacher (0 = a teacher inside every student).
@@ -25,10 +61,11 @@ package struct DistillJob {
     package var spec: TrainingSpec
 
     package init(teacher: String, student: String, loss: Loss, signal: SignalOptions, teachers: Int, lookahead: Int,
-                 bucketMB: Double, syncCheckEvery: Int, spec: TrainingSpec) {
+                 bucketMB: Double, syncCheckEvery: Int, spec: TrainingSpec, jsdBeta: Float = 0.5) {
         self.teacher = teacher
         self.student = student
         self.loss = loss
+        self.jsdBeta = jsdBeta
         self.signal = signal
         self.teachers = teachers
         self.lookahead = lookahead
@@ -68,6 +105,7 @@ package struct DistillJob {
         let world = roles.world
         let isLead = world.rank == roles.teachers
         let log: (String) -> Void = { if isLead { printLine("train: " + $0) } }
+        if let problem = loss.problem(with: signal.encoding, jsdBeta: jsdBeta) { throw JobError(problem) }
         log(try roles.layoutLine(threads: Threads.count))
 
         // Teacher and student must share one vocabulary: compared on every rank before any work.
@@ -96,9 +134,13 @@ package struct DistillJob {
             ? RemoteTeacherLink(world: world, teacherRanks: roles.teacherRanks, studentIndex: roles.group.rank,
                                 studentCount: roles.students, vocab: s.decoder.config.vocabSize, options: signal)
             : LocalTeacherLink(service: TeacherService(decoder: teacherModel!.decoder, options: signal))
-        let objective: TrainingObjective = loss == .kd
-            ? KDObjective(link: link, lossOptions: KDLoss.Options(temperature: signal.temperature), lookahead: lookahead)
-            : CrossEntropyObjective()
+        let objective: TrainingObjective
+        if let divergence = loss.divergence(jsdBeta: jsdBeta) {
+            objective = KDObjective(link: link, lossOptions: KDLoss.Options(temperature: signal.temperature, divergence: divergence),
+                                    lookahead: lookahead)
+        } else {
+            objective = CrossEntropyObjective()
+        }
         let trainer = try Trainer(model: s.decoder, dataset: s.dataset, padId: s.padId, options: spec.options,
                                   runDir: spec.runDir, quantizer: s.quantizer, objective: objective, group: group)
         trainer.syncCheckEvery = syncCheckEvery
@@ -106,7 +148,7 @@ package struct DistillJob {
         let start = Date()
         try s.train(trainer, log: log)
         let seconds = Date().timeIntervalSince(start)
-        if loss == .kd {
+        if loss != .ce {
             log(String(format: "student waited %.3f s for the teacher of %.3f s (%.1f%%); %d bytes of teacher signal received",
                        link.waitSeconds, seconds, 100 * link.waitSeconds / max(seconds, 1e-9), link.bytesReceived))
         }

@@ -4,7 +4,9 @@ import Tensors
 
 /// Knowledge-distillation loss: forward KL(teacher || student) at temperature T, per position,
 /// weighted by a per-position mask (completion tokens only) and divided by `normalizer` (like
-/// `CrossEntropy`: the number of predicted tokens of the whole optimizer step).
+/// `CrossEntropy`: the number of predicted tokens of the whole optimizer step). With
+/// `options.divergence` the full-logit and top-k losses are reverse KL or JSD(beta) instead
+/// (`KDDivergences`, same conventions); the formulas below are forward KL's.
 ///
 /// Notation per row: z = s / T (student logits at temperature T), q = softmax(z), p = the teacher
 /// distribution at temperature T. Since dz/ds = 1/T, every gradient below carries a 1/T.
@@ -29,11 +31,17 @@ package enum KDLoss {
         package var temperature: Float
         /// Multiply loss and gradient by T^2 (Hinton's convention). Default true.
         package var scaleByTemperatureSquared: Bool
+        /// What is minimised: forward KL (the default), reverse KL or JSD(beta) (`KDDivergence`).
+        /// The T^2 convention applies to all three alike.
+        package var divergence: KDDivergence
 
-        package init(temperature: Float = 1, scaleByTemperatureSquared: Bool = true) {
+        package init(temperature: Float = 1, scaleByTemperatureSquared: Bool = true,
+                     divergence: KDDivergence = .forwardKL) {
             precondition(temperature > 0, "temperature must be positive")
+            if case .jsd(let beta) = divergence { precondition(beta > 0 && beta < 1, "JSD beta must be in (0, 1)") }
             self.temperature = temperature
             self.scaleByTemperatureSquared = scaleByTemperatureSquared
+            self.divergence = divergence
         }
 
         /// The factor applied to loss and gradient: T^2 or 1.
@@ -55,6 +63,10 @@ package enum KDLoss {
                                   weights: [Float], normalizer: Double,
                                   options: Options = Options(),
                                   gradient: UnsafeMutablePointer<Float>?) -> Double {
+        guard options.divergence == .forwardKL else {
+            return KDDivergences.fullLogits(student: student, vocab: v, teacher: teacher, weights: weights,
+                                            normalizer: normalizer, options: options, gradient: gradient)
+        }
         let n = weights.count
         let invT = 1 / options.temperature
         let lossScale = options.lossScale
@@ -110,6 +122,10 @@ package enum KDLoss {
         precondition(k >= 1 && k <= v, "k must be in 1...vocab")
         precondition(ids.count == n * k && logProbs.count == n * k, "ids and logProbs hold N*k values")
         precondition(tailMass.count == n, "one tail mass per row")
+        guard options.divergence == .forwardKL else {
+            return KDDivergences.topK(student: student, vocab: v, ids: ids, logProbs: logProbs, k: k, tailMass: tailMass,
+                                      weights: weights, normalizer: normalizer, options: options, gradient: gradient)
+        }
         let invT = 1 / options.temperature
         let lossScale = options.lossScale
         var rowLoss = [Double](repeating: 0, count: n)
@@ -196,6 +212,8 @@ package enum KDLoss {
                                gradient: UnsafeMutablePointer<Float>?) -> Double {
         let n = weights.count
         precondition(draws.count == n, "one list of draws per row")
+        precondition(options.divergence.acceptsSampledSignal,
+                     "\(options.divergence) needs teacher probabilities: full logits or top-k, not sampled draws")
         let invT = 1 / options.temperature
         let lossScale = options.lossScale
         return RowLosses.sum(rows: n, vocab: v, weights: weights, normalizer: normalizer, gradient: gradient) { r, w, gr in

@@ -17,7 +17,8 @@ package protocol TeacherLink: AnyObject {
 
 /// Knowledge distillation as a training objective: each micro-batch is sent to the teacher
 /// when it is drawn (`lookahead` micro-batches before it is trained on), and its loss is the
-/// forward KL to the teacher's signal at the completion positions (where the loss mask is > 0).
+/// divergence of `lossOptions` (forward KL unless told otherwise) to the teacher's signal at the
+/// completion positions (where the loss mask is > 0).
 package final class KDObjective: TrainingObjective {
     package let link: TeacherLink
     package let lossOptions: KDLoss.Options

@@ -27,7 +27,9 @@ struct BenchWire: ParsableCommand {
             2. kd_bias: on the same batches and the untrained student's logits, each encoding's KD-loss \
             estimate (decoded from the wire) against the full-vocabulary forward KL at --kd-temperature; \
             for sampled signals the estimate is the cross-entropy minus the teacher's entropy. Also the \
-            cosine between each encoding's gradient w.r.t. the student logits and the exact one.
+            cosine between each encoding's gradient w.r.t. the student logits and the exact one. The same \
+            for reverse KL and JSD(--jsd-beta) on full logits and top-k + tail (bucketed), against their \
+            full-vocabulary values.
             3. kd_run: --steps KD steps with each of --runs through the Trainer, KDObjective and \
             LocalTeacherLink path of `rqat train` (in process), then the full-vocabulary KL at T = 1 to \
             the teacher over the completion tokens of the held-out examples; relative to the full-logit run.
@@ -56,6 +58,7 @@ struct BenchWire: ParsableCommand {
     var logprobTypes = "fp16,bf16"
     @Option(help: "zstd level of the zstd codecs.") var zstdLevel = 3
     @Option(help: "KD temperature (bias and training; held-out KL is always at T = 1).") var kdTemperature: Float = 1
+    @Option(help: "beta of the JSD whose bias is measured, in (0, 1).") var jsdBeta: Float = 0.5
     @Option(help: "Encodings trained with, comma-separated (full, top-K, sampled-M; log-probs fp16, shuffled zstd); empty = no runs.")
     var runs = "full,top-16,top-64,top-256,sampled-16,sampled-64"
     @Option(help: "Optimizer steps per run.") var steps = 30
@@ -101,6 +104,7 @@ struct BenchWire: ParsableCommand {
         guard seqLen >= 2, rows >= 1, wireBatches >= 0, steps >= 1, gradAccum >= 1 else {
             throw ValidationError("--seq-len >= 2, --rows, --steps and --grad-accum >= 1, --wire-batches >= 0")
         }
+        guard jsdBeta > 0 && jsdBeta < 1 else { throw ValidationError("--jsd-beta must be in (0, 1)") }
         guard lr > 0, kdTemperature > 0, heldoutCount >= 1 else { throw ValidationError("--lr, --kd-temperature and --heldout-count must be positive") }
         guard (1...22).contains(zstdLevel) else { throw ValidationError("--zstd-level must be in 1...22") }
         guard scheme == "none" || (try? QuantScheme.parse(scheme))?.weightBits != nil else {
@@ -154,6 +158,7 @@ struct BenchWire: ParsableCommand {
             o.valueTypes = try parsedValueTypes()
             o.zstdLevel = zstdLevel
             o.kdTemperature = kdTemperature
+            o.jsdBeta = jsdBeta
             o.steps = steps
             o.gradAccum = gradAccum
             o.lr = lr
@@ -222,24 +227,36 @@ struct BenchWire: ParsableCommand {
     }
 
     func reportBias(_ wire: WireMeasurement) {
-        if !output.json {
-            say("")
-            say(String(format: "KD-loss estimate vs the full-vocabulary forward KL at T = %g on the untrained student (%d positions; full KL %.4f nats/token)",
-                         kdTemperature, wire.positions, wire.fullKL))
-            say("sampled: estimate = cross-entropy on the draws - teacher entropy; ± is one standard error over positions")
-            say(pad("encoding", 16) + pad("values", 8) + pad("estimate", 12, right: true) + pad("bias", 20, right: true)
-                  + pad("grad cosine", 14, right: true) + pad("row mean", 12, right: true) + "   per position")
-        }
-        for variant in wire.variants {
-            let b = variant.bias
-            var extra = ""
-            if let tail = b.tailMass { extra = String(format: "tail mass %.4f", tail) }
-            if let distinct = b.distinctIds { extra = String(format: "%.2f distinct ids", distinct) }
-            emit(b, text: pad(b.shared.encoding, 16) + pad(valueLabel(b.shared, b.valueType), 8)
-                            + pad(String(format: "%.4f", b.kdEstimate), 12, right: true)
-                            + pad(String(format: "%+.2f%% ± %.2f%%", 100 * b.bias, 100 * b.biasSE), 20, right: true)
-                            + pad(String(format: "%.4f", b.gradCosine), 14, right: true)
-                            + pad(String(format: "%.4f", b.gradCosineRowMean), 12, right: true) + "   " + extra)
+        var options = WireBench.Options()
+        options.jsdBeta = jsdBeta
+        for divergence in options.divergences {
+            let rows = wire.variants.compactMap { $0.biases.first { $0.divergence == divergence.description } }
+            guard let first = rows.first else { continue }
+            if !output.json {
+                say("")
+                switch divergence {
+                case .forwardKL:
+                    say(String(format: "KD-loss estimate vs the full-vocabulary forward KL at T = %g on the untrained student (%d positions; full KL %.4f nats/token)",
+                                 kdTemperature, wire.positions, wire.fullKL))
+                    say("sampled: estimate = cross-entropy on the draws - teacher entropy; ± is one standard error over positions")
+                default:
+                    let name = divergence == .reverseKL ? "reverse KL(student || teacher)" : String(format: "JSD(beta = %g)", jsdBeta)
+                    say(String(format: "%@ (%@): top-k + tail (bucketed) vs full vocabulary at T = %g (%d positions; full %.4f nats/token)",
+                                 divergence.description, name, kdTemperature, first.positions, first.kdFull))
+                }
+                say(pad("encoding", 16) + pad("values", 8) + pad("estimate", 12, right: true) + pad("bias", 20, right: true)
+                      + pad("grad cosine", 14, right: true) + pad("row mean", 12, right: true) + "   per position")
+            }
+            for b in rows {
+                var extra = ""
+                if let tail = b.tailMass { extra = String(format: "tail mass %.4f", tail) }
+                if let distinct = b.distinctIds { extra = String(format: "%.2f distinct ids", distinct) }
+                emit(b, text: pad(b.shared.encoding, 16) + pad(valueLabel(b.shared, b.valueType), 8)
+                                + pad(String(format: "%.4f", b.kdEstimate), 12, right: true)
+                                + pad(String(format: "%+.2f%% ± %.2f%%", 100 * b.bias, 100 * b.biasSE), 20, right: true)
+                                + pad(String(format: "%.4f", b.gradCosine), 14, right: true)
+                                + pad(String(format: "%.4f", b.gradCosineRowMean), 12, right: true) + "   " + extra)
+            }
         }
     }
 

@@ -102,9 +102,13 @@ struct TrainCommand: ParsableCommand {
         commandName: "train",
         abstract: "Knowledge distillation from a full-precision teacher into a (fake-quantized) student; single process or under mpirun.",
         discussion: """
-            The loss is the forward KL(teacher || student) at --kd-temperature on completion \
-            tokens, with the teacher's signal sent as --signal (full logits, top-k log-probabilities \
-            plus tail mass, or sampled tokens). Under mpirun, world ranks 0..<--teachers run the \
+            The loss (--loss) is a divergence to the teacher at --kd-temperature on completion \
+            tokens: kd-fkl (the default; alias kd) the forward KL(teacher || student), kd-rkl the \
+            reverse KL(student || teacher), kd-jsd the generalized JSD of GKD with --jsd-beta; or ce, \
+            cross-entropy on the data without the teacher's signal. The teacher's signal is sent \
+            as --signal (full logits, top-k log-probabilities plus tail mass, or sampled tokens; \
+            kd-rkl and kd-jsd need full or top-k, and on top-k + tail are bucketed approximations, \
+            see docs/WIRE.md). Under mpirun, world ranks 0..<--teachers run the \
             teacher and answer the students' requests --lookahead micro-batches ahead; the other \
             ranks are data-parallel students whose gradients are summed with MPI allreduce. \
             Without mpirun (or with --teachers 0) each process runs its teacher in-process. \
@@ -119,8 +123,10 @@ struct TrainCommand: ParsableCommand {
     var teacher: String
     @Option(help: "The student to train: a .gguf file, a Hugging Face directory or a GPTQ-packed directory (rqat ptq).")
     var student: String
-    @Option(help: "kd (distil from the teacher) or ce (cross-entropy on the data; the teacher is not used).")
-    var loss = "kd"
+    @Option(help: "kd-fkl (forward KL to the teacher; alias kd), kd-rkl (reverse KL), kd-jsd (generalized JSD, see --jsd-beta) or ce (cross-entropy on the data; the teacher's signal is not used). kd-rkl and kd-jsd need --signal full or top-K.")
+    var loss = "kd-fkl"
+    @Option(help: "beta of --loss kd-jsd, in (0, 1): M = beta P_teacher + (1 - beta) P_student, loss = beta KL(P_teacher || M) + (1 - beta) KL(P_student || M).")
+    var jsdBeta: Float = 0.5
     @Option(help: "Teacher signal on the wire: \(SignalEncoding.validForms).")
     var signal = "top-64"
     @Option(help: "KD temperature.") var kdTemperature: Float = 1
@@ -135,8 +141,11 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
-        guard DistillJob.Loss(rawValue: loss) != nil else { throw ValidationError("--loss must be kd or ce") }
-        guard SignalEncoding(signal) != nil else { throw ValidationError("--signal: valid forms are \(SignalEncoding.validForms)") }
+        guard let parsedLoss = DistillJob.Loss(name: loss) else {
+            throw ValidationError("--loss \(loss) is unknown: valid values are \(DistillJob.Loss.validNames)")
+        }
+        guard let encoding = SignalEncoding(signal) else { throw ValidationError("--signal: valid forms are \(SignalEncoding.validForms)") }
+        if let problem = parsedLoss.problem(with: encoding, jsdBeta: jsdBeta) { throw ValidationError(problem) }
         guard kdTemperature > 0 else { throw ValidationError("--kd-temperature must be positive") }
         guard lookahead >= 0 else { throw ValidationError("--lookahead must be 0 or more") }
         guard logprobType == "fp16" || logprobType == "bf16" else { throw ValidationError("--logprob-type must be fp16 or bf16") }
@@ -155,9 +164,9 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         runtime.apply()
-        let job = DistillJob(teacher: teacher, student: student, loss: DistillJob.Loss(rawValue: loss)!, signal: signalOptions,
+        let job = DistillJob(teacher: teacher, student: student, loss: DistillJob.Loss(name: loss)!, signal: signalOptions,
                              teachers: teachers, lookahead: lookahead, bucketMB: bucketMB, syncCheckEvery: syncCheckEvery,
-                             spec: flags.spec)
+                             spec: flags.spec, jsdBeta: jsdBeta)
         let status = job.runInWorld(printLine: printErr)
         if status != 0 { throw ExitCode(status) }
     }

@@ -119,6 +119,31 @@ final class KDBiasTests: XCTestCase {
         XCTAssertEqual(s.gradCosineRowMean, 0.75)
     }
 
+    /// Reverse KL and JSD(1/2): the top-1 + tail estimate is the divergence of the bucketed
+    /// distributions (teacher (0.5, 0.5), student (0.2, 0.8)), the reference the full one.
+    func testReverseKLAndJSDBiasAreTheBucketedDivergences() {
+        func kl(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).reduce(0) { $0 + $1.0 * log($1.0 / $1.1) } }
+        func jsd(_ a: [Double], _ b: [Double]) -> Double {
+            let m = zip(a, b).map { ($0 + $1) / 2 }
+            return kl(a, m) / 2 + kl(b, m) / 2
+        }
+        let pb = [0.5, 0.5], qb = [0.2, 0.8]
+        for (divergence, full, bucketed) in [(KDDivergence.reverseKL, kl(q, p), kl(qb, pb)),
+                                             (.jsd(beta: 0.5), jsd(p, q), jsd(pb, qb))] {
+            let opts = KDLoss.Options(temperature: 1, scaleByTemperatureSquared: false, divergence: divergence)
+            let student = logits(q)
+            let exact = KDBias.reference(student: student, teacher: logits(p), vocab: 3, rows: 1, options: opts)
+            XCTAssertEqual(exact.kl[0], full, accuracy: 1e-6, "\(divergence)")
+            var acc = KDBias()
+            acc.add(signal: .topK(k: 1, ids: [0], logProbs: [Float(log(0.5))], tailMass: [0.5]), student: student, vocab: 3,
+                    rows: 1, reference: exact.kl, entropy: exact.entropy, referenceGradient: exact.gradient, options: opts)
+            let s = acc.summary
+            XCTAssertEqual(s.estimate, bucketed, accuracy: 1e-6, "\(divergence)")
+            XCTAssertEqual(s.bias, (bucketed - full) / full, accuracy: 1e-5, "\(divergence)")
+            XCTAssertLessThan(s.bias, 0, "\(divergence): bucketing loses divergence")
+        }
+    }
+
     func testRowOfASignal() {
         XCTAssertEqual(KDBias.row(1, of: .full(logits: [1, 2, 3, 4, 5, 6], vocab: 3)), .full(logits: [4, 5, 6], vocab: 3))
         XCTAssertEqual(KDBias.row(1, of: .topK(k: 2, ids: [0, 1, 2, 0], logProbs: [-1, -2, -3, -4], tailMass: [0.1, 0.2])),

@@ -35,17 +35,33 @@ final class WireBenchTests: XCTestCase {
         let wire = try XCTUnwrap(measured)
         XCTAssertEqual(wire.codecs, ["raw", "zstd", "shuffled-zstd"])
         // full fp32 and bf16, top-4 in fp16 and bf16 (top-100000 exceeds the vocabulary), sampled-8.
-        XCTAssertEqual(wire.variants.map { "\($0.bias.shared.encoding) \($0.bias.valueType)" },
+        XCTAssertEqual(wire.variants.map { "\($0.biases[0].shared.encoding) \($0.biases[0].valueType)" },
                        ["full fp32", "full bf16", "top-4 fp16", "top-4 bf16", "sampled-8 uint8"])
         XCTAssertEqual(wire.batches, 2)
         for variant in wire.variants {
             XCTAssertEqual(variant.bytes.map(\.codec), wire.codecs)
             XCTAssertNil(variant.bytes[0].ratioToRaw)
             for b in variant.bytes { XCTAssertTrue(b.bytesPerToken > 0 && b.tokensPerS > 0, "\(b)") }
-            XCTAssertEqual(variant.bias.positions, wire.positions)
-            XCTAssertEqual(variant.bias.kdFull, wire.fullKL, accuracy: 1e-12)
+            // Forward KL for every encoding; reverse KL and JSD(1/2) only where the teacher's
+            // probabilities travel (not sampled draws).
+            let sampledOnly = variant.biases[0].shared.m != nil
+            XCTAssertEqual(variant.biases.map(\.divergence), sampledOnly ? ["kd-fkl"] : ["kd-fkl", "kd-rkl", "kd-jsd"])
+            XCTAssertEqual(variant.biases.map(\.jsdBeta), sampledOnly ? [nil] : [nil, nil, 0.5])
+            for b in variant.biases { XCTAssertEqual(b.positions, wire.positions) }
+            XCTAssertEqual(variant.biases[0].kdFull, wire.fullKL, accuracy: 1e-12)
         }
-        let full = wire.variants[0].bias, top = wire.variants[2].bias, sampled = wire.variants[4].bias
+        for d in 1...2 {
+            let full = wire.variants[0].biases[d], top = wire.variants[2].biases[d]
+            XCTAssertEqual(full.bias, 0, accuracy: 1e-6, full.divergence)
+            XCTAssertEqual(full.gradCosine, 1, accuracy: 1e-6, full.divergence)
+            XCTAssertGreaterThan(full.kdFull, 0, full.divergence)
+            XCTAssertEqual(top.kdFull, full.kdFull, accuracy: 1e-12, "one reference per divergence")
+            XCTAssertLessThan(top.bias, 0, "\(top.divergence): bucketing loses divergence")
+            // Reverse KL weighs each tail token by log(q_j / p_j), which one bucket cannot see:
+            // its bucketed gradient is further from the full one (0.41 here) than forward KL's.
+            XCTAssertGreaterThan(top.gradCosine, 0, top.divergence)
+        }
+        let full = wire.variants[0].biases[0], top = wire.variants[2].biases[0], sampled = wire.variants[4].biases[0]
         XCTAssertEqual(full.bias, 0, accuracy: 1e-6)
         XCTAssertEqual(full.gradCosine, 1, accuracy: 1e-6)
         XCTAssertNil(full.tailMass)

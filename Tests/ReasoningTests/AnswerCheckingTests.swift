@@ -1,3 +1,5 @@
+import Foundation
+import TestSupport
 import XCTest
 @testable import Reasoning
 
@@ -138,6 +140,30 @@ final class AnswerCheckingTests: XCTestCase {
         XCTAssertEqual(AnswerChecker.strictExtraction("#### -3 and #### 4"), "-3")
         XCTAssertNil(AnswerChecker.strictExtraction("#### \u{2212}3"))
         XCTAssertNil(AnswerChecker.strictExtraction("### 3"))
+    }
+
+    /// The 100 original GSM8K solutions carried by the fetched templates are judged correct by
+    /// both verdicts (strict reads their `#### N`), and wrong against another gold answer.
+    func testGSM8KReferenceSolutionsAreCorrect() throws {
+        try TestPaths.require(TestPaths.gsmTemplates)
+        let files = try FileManager.default.contentsOfDirectory(at: TestPaths.gsmTemplates, includingPropertiesForKeys: nil)
+            .filter { $0.pathExtension == "toml" }.sorted { $0.path < $1.path }
+        XCTAssertEqual(files.count, 100)
+        for file in files {
+            let toml = try String(contentsOf: file, encoding: .utf8)
+            // The `answer = """..."""` block (the first one; `answer_annotated` comes later).
+            guard let start = toml.range(of: "\nanswer = \"\"\"\n"),
+                  let end = toml.range(of: "\"\"\"", range: start.upperBound..<toml.endIndex) else {
+                XCTFail("\(file.lastPathComponent): no answer block"); continue
+            }
+            let solution = String(toml[start.upperBound..<end.lowerBound])
+            let gold = try XCTUnwrap(solution.components(separatedBy: "#### ").last?.trimmingCharacters(in: .whitespacesAndNewlines))
+            let v = AnswerChecker.check(completion: solution, gold: gold)
+            XCTAssertTrue(v.strictCorrect && v.flexibleCorrect && v.flexibleRule == .hashes, "\(file.lastPathComponent): \(v)")
+            XCTAssertNotNil(AnswerChecker.normalize(gold), "\(file.lastPathComponent): gold \(gold)")
+            let wrong = AnswerChecker.check(completion: solution, gold: gold + "1")
+            XCTAssertFalse(wrong.strictCorrect || wrong.flexibleCorrect, "\(file.lastPathComponent)")
+        }
     }
 
     func testVerdictRecordUsesTheDocumentedKeys() throws {

@@ -148,6 +148,50 @@ final class CLITests: XCTestCase {
         assertOneLineError(ptq, names: "w4a8", contains: "activation quantization (a8) is not implemented")
     }
 
+    /// `rqat train --loss`: an unknown value and a divergence the signal cannot carry are refused
+    /// before any work; reverse KL and JSD train (and differ from forward KL); `ce` needs no signal.
+    func testTrainLossChoices() throws {
+        let dir = try scratch()
+        try TinyModels.writeModel(at: dir.appendingPathComponent("teacher"), seed: 11)
+        try TinyModels.writeModel(at: dir.appendingPathComponent("student"), seed: 7)
+        let data = dir.appendingPathComponent("d.jsonl")
+        try TinyModels.writeArithmeticData(to: data, count: 8)
+        func train(_ out: String, _ extra: [String]) throws -> ProcessResult {
+            try run(["train", "--teacher", dir.appendingPathComponent("teacher").path,
+                     "--student", dir.appendingPathComponent("student").path, "--data", data.path,
+                     "--out", dir.appendingPathComponent(out).path, "--steps", "2", "--batch-tokens", "128",
+                     "--seq-len", "64", "--threads", "1"] + extra)
+        }
+        func firstLoss(_ out: String) throws -> Double {
+            let text = try String(contentsOf: dir.appendingPathComponent(out).appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+            let line = try XCTUnwrap(text.split(separator: "\n").first)
+            return try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["loss"] as? Double)
+        }
+
+        let unknown = try train("bad", ["--loss", "kd-xl"])
+        XCTAssertNotEqual(unknown.status, 0)
+        XCTAssertTrue(unknown.stderr.contains("--loss kd-xl is unknown: valid values are kd-fkl (alias kd), kd-rkl, kd-jsd, ce"), unknown.stderr)
+        let sampled = try train("bad", ["--loss", "kd-rkl", "--signal", "sampled-8"])
+        XCTAssertNotEqual(sampled.status, 0)
+        XCTAssertTrue(sampled.stderr.contains("--loss kd-rkl needs the teacher's probabilities"), sampled.stderr)
+        let beta = try train("bad", ["--loss", "kd-jsd", "--jsd-beta", "1"])
+        XCTAssertNotEqual(beta.status, 0)
+        XCTAssertTrue(beta.stderr.contains("--jsd-beta 1.0 is outside (0, 1)"), beta.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("bad").path))
+
+        var losses: [String: Double] = [:]
+        for loss in ["kd", "kd-fkl", "kd-rkl", "kd-jsd", "ce"] {
+            let r = try train(loss, ["--loss", loss, "--signal", "top-8", "--kd-temperature", "2"])
+            XCTAssertEqual(r.status, 0, "\(loss): \(r.stderr)")
+            losses[loss] = try firstLoss(loss)
+            XCTAssertTrue(losses[loss]!.isFinite && losses[loss]! > 0, "\(loss): \(losses[loss]!)")
+        }
+        XCTAssertEqual(losses["kd"], losses["kd-fkl"], "kd is forward KL")
+        XCTAssertNotEqual(losses["kd-rkl"], losses["kd-fkl"])
+        XCTAssertNotEqual(losses["kd-jsd"], losses["kd-fkl"])
+        XCTAssertLessThan(losses["kd-jsd"]!, log(2) * 4, "JSD(1/2) is at most log 2 per token, times T^2")
+    }
+
     func testEverySubcommandHasHelp() throws {
         for command in [["info"], ["tokenize"], ["generate"], ["ppl"], ["sft"], ["ptq"], ["bench"], ["bench", "decode"], ["bench", "train"]] {
             let r = try run(command + ["--help"])
