@@ -137,7 +137,8 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
     package struct QATSection: Codable, Sendable, Equatable {
         /// The PTQ stage it starts from ("gptq-w3g128").
         package var from: String
-        /// kd (distillation from the teacher's distribution) or sft (cross-entropy on the traces).
+        /// kd (= kd-fkl, forward KL to the teacher's distribution), kd-rkl (reverse KL), kd-jsd
+        /// (generalized JSD, beta 0.5) or sft (cross-entropy on the traces).
         package var objective: String
         package var train: TrainSection?
 
@@ -203,8 +204,8 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
             guard ptqNames.contains(q.from) else {
                 throw ConfigError("\(file): qat[\(i)].from \"\(q.from)\" names no PTQ stage; the PTQ stages are \(ptqNames.joined(separator: ", "))")
             }
-            guard ["kd", "sft"].contains(q.objective) else {
-                throw ConfigError("\(file): qat[\(i)].objective \"\(q.objective)\" is unknown; use kd or sft")
+            guard ["kd", "kd-fkl", "kd-rkl", "kd-jsd", "sft"].contains(q.objective) else {
+                throw ConfigError("\(file): qat[\(i)].objective \"\(q.objective)\" is unknown; use kd (= kd-fkl), kd-rkl, kd-jsd or sft")
             }
         }
         if let keep = traces.keep, !["all", "correct"].contains(keep) {

@@ -42,7 +42,7 @@ struct QATRun {
 
     func run(world: Communicator, log: @escaping (String) -> Void) throws {
         let spec = TrainingSpec(data: data, format: format, dropLong: true, qat: scheme, lsq: false, options: options, runDir: dir)
-        let job = DistillJob(teacher: teacher, student: student, loss: objective == "kd" ? .kd : .ce, signal: SignalOptions(),
+        let job = DistillJob(teacher: teacher, student: student, loss: objective == "sft" ? .ce : DistillJob.Loss(name: objective) ?? .kd, signal: SignalOptions(),
                              teachers: world.size > 1 ? teachers : 0, lookahead: 2, bucketMB: 8, syncCheckEvery: 10, spec: spec)
         let roles = try Roles(world: world, teachers: job.teachers)
         _ = try job.run(roles: roles, printLine: log)

@@ -100,7 +100,7 @@ package struct PipelineReport: Codable, Sendable {
             let d = Bootstrap.pairedDifference(ids.map { pa[$0]! }, ids.map { pb[$0]! })
             comparisons.append(Comparison(a: a, b: b, difference: d, beats: d.excludesZero && d.mean > 0))
         }
-        for run in qatRuns where run.objective == "kd" {
+        for run in qatRuns where run.objective.hasPrefix("kd") {
             if qatRuns.contains(where: { $0.from == run.from && $0.objective == "sft" }) { compare(run.name, "\(run.from)+sft") }
         }
         for run in qatRuns { compare(run.name, run.from) }

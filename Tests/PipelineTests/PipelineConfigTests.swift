@@ -47,7 +47,7 @@ final class PipelineConfigTests: XCTestCase {
     func testCrossReferencesAreChecked() {
         XCTAssertTrue(message(Self.minimal.replacingOccurrences(of: "\"from\": \"gptq-w3g128\"", with: "\"from\": \"gptq-w2g64\""))
             .contains("qat[0].from \"gptq-w2g64\" names no PTQ stage"))
-        XCTAssertTrue(message(Self.minimal.replacingOccurrences(of: "\"objective\": \"kd\"", with: "\"objective\": \"rl\"")).contains("use kd or sft"))
+        XCTAssertTrue(message(Self.minimal.replacingOccurrences(of: "\"objective\": \"kd\"", with: "\"objective\": \"rl\"")).contains("use kd (= kd-fkl), kd-rkl, kd-jsd or sft"))
         XCTAssertTrue(message(Self.minimal.replacingOccurrences(of: "\"method\": \"rtn\"", with: "\"method\": \"awq\"")).contains("use rtn or gptq"))
         XCTAssertTrue(message(Self.minimal.replacingOccurrences(of: "{\"model\": \"teacher.gguf\"}", with: "{}")).contains("exactly one of"))
     }
