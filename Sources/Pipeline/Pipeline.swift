@@ -69,7 +69,8 @@ package struct PipelineRun {
         // teacher: an existing model, or one trained from scratch on the task's worked solutions.
         // Only what the teacher trains on is its input, so a change of the other sets keeps it.
         var teacherInputs: [String: String] = ["task": config.task.name, "seed": "\(seed)",
-                                               "teacher_train": "\(config.task.teacherTrain ?? 0)"]
+                                               "teacher_train": "\(config.task.teacherTrain ?? 0)",
+                                               "levels": try StageRunner.digest(config.task.teacherLevels ?? config.task.level.map { [$0] } ?? []).canonical]
         if let model = config.teacher.model {
             teacherInputs["model"] = model
             teacherInputs["fingerprint"] = try Self.fingerprint(resolve(model))
@@ -272,7 +273,14 @@ package struct PipelineRun {
 
     func writeData(_ dir: URL, seed: UInt64, log: (String) -> Void) throws {
         let t = config.task
-        let task = try TaskRegistry.task(named: t.name, assets: assets)
+        var task = try TaskRegistry.task(named: t.name, assets: assets)
+        var teacherTask = task
+        if t.name == "arith" {
+            if let level = t.level { task = ArithTask(levels: [level]) }
+            teacherTask = t.teacherLevels.map { ArithTask(levels: $0) } ?? task
+        } else if t.level != nil || t.teacherLevels != nil {
+            throw ConfigError("task.level and task.teacher_levels apply to the arith task only; remove them")
+        }
         let testTask = try t.testTask.map { try TaskRegistry.task(named: $0, assets: assets) } ?? task
         let testSplit = Split(rawValue: t.split ?? "test") ?? .test
         var sets: [(String, [Problem])] = [
@@ -281,7 +289,7 @@ package struct PipelineRun {
             ("test", try testTask.problems(split: testSplit, count: t.test, seed: seed)),
             ("curve", try task.problems(split: .validation, count: config.eval.curveProblems ?? 0, seed: seed &+ 2)),
         ]
-        if let n = t.teacherTrain { sets.append(("teacher-train", try task.problems(split: .train, count: n, seed: seed))) }
+        if let n = t.teacherTrain { sets.append(("teacher-train", try teacherTask.problems(split: .train, count: n, seed: seed))) }
         for (name, problems) in sets {
             try JobJSON.writeLines(problems, to: dir.appendingPathComponent("\(name).jsonl"))
             log("data: \(problems.count) \(name) problems")

@@ -1,4 +1,5 @@
 import Foundation
+import Reasoning
 
 /// `rqat pipeline --config FILE.json`: every stage's settings. Keys are snake_case; a key the
 /// config types do not have is refused (`StrictJSON`), so a misspelling cannot pass silently.
@@ -32,10 +33,16 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
         /// Test problems from another task (e.g. gsm8k originals of the test templates).
         package var testTask: String?
         package var seed: UInt64?
+        /// arith: the levels the from-scratch teacher trains on, in turn (a curriculum, e.g. one
+        /// step, then 2-4 steps); the other sets use the task's own level.
+        package var teacherLevels: [ArithLevel]?
+        /// arith: the level of every other set (default: `ArithTask.defaultLevel`).
+        package var level: ArithLevel?
 
         enum CodingKeys: String, CodingKey {
-            case name, heldout, test, split, seed
+            case name, heldout, test, split, seed, level
             case teacherTrain = "teacher_train", tracePrompts = "trace_prompts", testTask = "test_task"
+            case teacherLevels = "teacher_levels"
         }
     }
 
