@@ -57,7 +57,7 @@ let package = Package(
         .testTarget(name: "EvalTests", dependencies: ["Eval", "Reasoning", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Train", "Model", "Formats", "Quant", "Tensors", "TestSupport"]),
         .testTarget(name: "JobsTests", dependencies: ["Jobs", "Eval", "Reasoning", "Cluster", "Quant", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
-        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Jobs", "Eval", "Reasoning", "Cluster", "Formats", "Tensors", "TestSupport"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Jobs", "Eval", "Reasoning", "Formats", "Tensors", "TestSupport"]),
         .testTarget(name: "BenchTests", dependencies: ["Bench", "Reasoning", "Jobs", "Eval", "Cluster", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
         // Multi-rank checks of the MPI layer; ClusterTests starts it under mpirun (XCTest is one process).
         .executableTarget(name: "rqat-mpi-check", dependencies: ["Cluster", "Tensors", "Train"], path: "Tests/MPICheck"),

@@ -17,6 +17,20 @@ package struct StageManifest: Codable, Sendable, Equatable {
     package static func url(_ directory: URL) -> URL { directory.appendingPathComponent("manifest.json") }
 }
 
+/// What the stage runner needs of the MPI world; `Communicator` is one, and tests use a world of
+/// one rank without MPI (initialising MPI inside a test process would break the `mpirun`
+/// children of later tests, which inherit its environment).
+package protocol StageWorld: AnyObject {
+    var rank: Int { get }
+    var size: Int { get }
+    func broadcast(_ bytes: inout [UInt8], root: Int) throws
+    func barrier() throws
+    func send(_ bytes: [UInt8], to destination: Int, tag: Int) throws
+    func poll(from source: Int?, tag: Int?) throws -> (bytes: [UInt8], source: Int, tag: Int)?
+}
+
+extension Communicator: StageWorld {}
+
 /// Runs stages in their directories under `root`, skipping those whose inputs are unchanged.
 ///
 /// A stage is (name, inputs, body). Its directory holds `manifest.json`:
@@ -31,12 +45,12 @@ package struct StageManifest: Codable, Sendable, Equatable {
 /// spinning on a core: `StageRunner.rank0Only`).
 package final class StageRunner {
     package let root: URL
-    package let world: Communicator
+    package let world: any StageWorld
     package let log: (String) -> Void
     package private(set) var ran: [String] = []
     package private(set) var skipped: [String] = []
 
-    package init(root: URL, world: Communicator, log: @escaping (String) -> Void) {
+    package init(root: URL, world: any StageWorld, log: @escaping (String) -> Void) {
         self.root = root
         self.world = world
         self.log = log

@@ -1,16 +1,16 @@
-import Cluster
 import Foundation
 @testable import Pipeline
 import TestSupport
 import XCTest
 
-/// The whole pipeline on a tiny random teacher (its answers are nonsense; what is checked is
-/// that every stage runs, writes what the next reads, and that a re-run skips them all).
+/// The whole pipeline in one process (`rqat pipeline`, as a user runs it: MPI must not be
+/// initialised inside the test process) on a tiny random teacher. Its answers are nonsense; what
+/// is checked is that every stage runs and writes what the next reads, and that a re-run skips
+/// them all.
 final class PipelineRunTests: XCTestCase {
     func testTheStagesRunAndAnUnchangedRerunSkipsThem() throws {
         try TestPaths.require(TestPaths.gsmTemplates)
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rqat-pipeline-\(UUID().uuidString)")
-        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        let dir = try makeScratchDirectory("rqat-pipeline")
         try TinyModels.writeModel(at: dir.appendingPathComponent("teacher"), seed: 11, headDim: 32, maxPositions: 1024)
         let config = """
             {"out": "run", "task": {"name": "gsm8k", "trace_prompts": 6, "heldout": 3, "test": 4},
@@ -24,10 +24,13 @@ final class PipelineRunTests: XCTestCase {
             """
         let file = dir.appendingPathComponent("config.json")
         try Data(config.utf8).write(to: file)
-        let world = try MPI.initialize()
-        var lines: [String] = []
-        let run = try PipelineRun(configFile: file, assets: TestPaths.assets)
-        let report = try XCTUnwrap(try run.run(world: world, log: { lines.append($0) }))
+        let arguments = ["pipeline", "--config", file.path, "--threads", "1", "--assets", TestPaths.assets.path]
+        func run() throws -> PipelineReport {
+            let result = try MPIRun.run(executable: "rqat", ranks: nil, arguments: arguments)
+            XCTAssertEqual(result.status, 0, result.output)
+            return try JSONDecoder().decode(PipelineReport.self, from: Data(contentsOf: dir.appendingPathComponent("run/report.json")))
+        }
+        let report = try run()
         XCTAssertEqual(report.models.map(\.name), ["teacher", "gptq-w4g32", "rtn-w4g32", "gptq-w4g32+kd", "gptq-w4g32+sft"])
         XCTAssertTrue(report.models.allSatisfy { $0.accuracy?.problems == 4 })
         XCTAssertEqual(report.models[0].heldoutKL, 0)
@@ -39,7 +42,7 @@ final class PipelineRunTests: XCTestCase {
         }
         XCTAssertTrue(report.stagesSkipped.isEmpty)
 
-        let again = try XCTUnwrap(try PipelineRun(configFile: file, assets: TestPaths.assets).run(world: world, log: { _ in }))
+        let again = try run()
         XCTAssertEqual(again.stagesRun, [], "nothing changed, nothing ran")
         XCTAssertEqual(again.models.map(\.accuracy), report.models.map(\.accuracy))
     }

@@ -83,6 +83,12 @@ package enum MPIRun {
             return try runProcess(program, arguments, environment: environment)
         }
         guard let mpirun else { throw XCTSkip("mpirun not installed (scripts/setup.sh installs openmpi-bin)") }
-        return try runProcess(mpirun, launcherArguments(ranks: ranks) + [program.path] + arguments)
+        return try runProcess(mpirun, launcherArguments(ranks: ranks) + [program.path] + arguments, environment: cleanEnvironment)
+    }
+
+    /// This process's environment without the variables an MPI job sets (a test process that
+    /// initialised MPI would otherwise make every mpirun it starts think it runs inside that job).
+    package static var cleanEnvironment: [String: String] {
+        ProcessInfo.processInfo.environment.filter { key, _ in !["OMPI_", "PMIX_", "ORTE_", "OPAL_"].contains { key.hasPrefix($0) } }
     }
 }
