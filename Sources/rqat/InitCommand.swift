@@ -56,7 +56,7 @@ struct InitCommand: ParsableCommand {
     private func tokenizerFile() throws -> URL {
         if tokenizer == ArithTask.default.name {
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rqat-init-tokenizer-\(UUID().uuidString)")
-            try ArithTask.default.trainTokenizer().write(to: dir)
+            try ArithTask.trainTokenizer().write(to: dir)
             return dir.appendingPathComponent("tokenizer.json")
         }
         var isDirectory: ObjCBool = false
