@@ -226,16 +226,18 @@ package struct ArithTask: ReasoningTask {
         return nil
     }
 
-    /// Text covering the task's surface, for training its tokenizer: every name, item and
-    /// sentence form, drawn from the train split only.
-    package func tokenizerCorpus(count: Int = 2_000, seed: UInt64 = 0) throws -> [String] {
+    /// Text covering the task's surface, for training its tokenizer: every name and item, and
+    /// problems of every operation drawn from the train split. Fixed (independent of a task's
+    /// levels), so every `arith` model shares one vocabulary.
+    package static func tokenizerCorpus(count: Int = 2_000, seed: UInt64 = 0) throws -> [String] {
         let everyOperation = ArithLevel(minSteps: 1, maxSteps: 4, maxOperand: 9, maxValue: 99,
                                         operations: ArithOperation.allCases)
         var texts: [String] = []
-        for name in Self.names {
-            for item in Self.items { texts.append("\(name) has 3 \(item). How many \(item) does \(name) have now?\n") }
+        for name in names {
+            for item in items { texts.append("\(name) has 3 \(item). How many \(item) does \(name) have now?\n") }
         }
-        let problems = try ArithTask(levels: levels + [everyOperation]).problems(split: .train, count: count, seed: seed)
+        let problems = try ArithTask(levels: [defaultLevel, everyOperation])
+            .problems(split: .train, count: count, seed: seed)
         texts += problems.map { $0.prompt + $0.completion }
         return texts
     }
@@ -272,8 +274,8 @@ extension ArithTask {
 
 extension ArithTask {
     /// The task's own byte-level BPE tokenizer, learnt from its train split (deterministic: the
-    /// same corpus and merges every time). Write it with `result.write(to:)`.
-    package func trainTokenizer(maxMerges: Int = 256) throws -> BPETrainer.Result {
+    /// same corpus and merges every time, whatever the levels). Write it with `result.write(to:)`.
+    package static func trainTokenizer(maxMerges: Int = 256) throws -> BPETrainer.Result {
         BPETrainer(maxMerges: maxMerges).train(try tokenizerCorpus())
     }
 }

@@ -45,7 +45,13 @@ struct InitCommand: ParsableCommand {
             job.maxPositions = maxPositions
             job.tieEmbeddings = !untied
             job.seed = seed
-            let summary = try job.run(tokenizerURL: try tokenizerFile(), out: URL(fileURLWithPath: out))
+            let tokenizerURL = try tokenizerFile()
+            var summary = try job.run(tokenizerURL: tokenizerURL, out: URL(fileURLWithPath: out))
+            if tokenizer == ArithTask.default.name {
+                // The learnt files now live in OUT; the temporary copy is not worth naming.
+                try? FileManager.default.removeItem(at: tokenizerURL.deletingLastPathComponent())
+                summary.tokenizer = tokenizer
+            }
             let data = try JobJSON.encoder().encode(summary)
             print(String(decoding: data, as: UTF8.self))
         }
@@ -56,7 +62,7 @@ struct InitCommand: ParsableCommand {
     private func tokenizerFile() throws -> URL {
         if tokenizer == ArithTask.default.name {
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rqat-init-tokenizer-\(UUID().uuidString)")
-            try ArithTask.default.trainTokenizer().write(to: dir)
+            try ArithTask.trainTokenizer().write(to: dir)
             return dir.appendingPathComponent("tokenizer.json")
         }
         var isDirectory: ObjCBool = false

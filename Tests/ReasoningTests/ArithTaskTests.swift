@@ -86,8 +86,8 @@ final class ArithTaskTests: XCTestCase {
 
     func testTheTaskTokenizerRoundTripsTaskTextAndSpellsDigitsOneByOne() throws {
         let dir = try makeScratchDirectory("arith-tokenizer")
-        let trained = try task.trainTokenizer()
-        XCTAssertEqual(trained, try task.trainTokenizer(), "training is deterministic")
+        let trained = try ArithTask.trainTokenizer()
+        XCTAssertEqual(trained, try ArithTask.trainTokenizer(), "training is deterministic")
         let tokenizer = try trained.write(to: dir)
         // Loaded back the way checkpoints load it (tokenizer_config.json names EOS and pad).
         let reloaded = try BPETokenizer(tokenizerJSON: dir.appendingPathComponent("tokenizer.json"))

@@ -43,7 +43,7 @@ def main() -> int:
     digits = [auto.convert_ids_to_tokens(auto(str(d), add_special_tokens=False)["input_ids"]) for d in range(10)]
     single = all(len(t) == 1 for t in digits)
     no_mixed = not any(any(c.isdigit() for c in tok) and len(tok) > 1 for tok in auto.get_vocab())
-    print(f"vocab {auto.vocab_size + len(auto.get_added_vocab())} (config {config['vocab_size']}), eos {auto.eos_token!r} "
+    print(f"vocab {len(auto)} (config {config['vocab_size']}), eos {auto.eos_token!r} "
           f"id {auto.eos_token_id} (config {config.get('eos_token_id')}), pad {auto.pad_token!r}; "
           f"digits single tokens: {single}; no token mixes a digit with other text: {no_mixed}")
     failures += not (single and no_mixed and auto.eos_token_id == config.get("eos_token_id"))
