@@ -1,5 +1,6 @@
 import Foundation
 @testable import Pipeline
+import TestSupport
 import XCTest
 
 final class PipelineConfigTests: XCTestCase {
@@ -28,6 +29,13 @@ final class PipelineConfigTests: XCTestCase {
         XCTAssertEqual(c.ptq.map { $0.stageName(defaultCalibration: "traces") }, ["gptq-w3g128", "rtn-w3g128"])
         XCTAssertEqual(c.qat[0].stageName, "gptq-w3g128+kd")
         XCTAssertEqual(c.qat[0].train?.steps, 3)
+    }
+
+    func testTheCommittedConfigsLoad() throws {
+        for name in ["arith", "smollm2-gsm"] {
+            let config = try PipelineConfig.load(TestPaths.root.appendingPathComponent("configs/\(name).json"))
+            XCTAssertFalse(config.qat.isEmpty, name)
+        }
     }
 
     func testUnknownKeysAreRefusedByName() {
