@@ -63,7 +63,7 @@ package struct GenerationJob {
                                   generate: ([GenerationRequest]) throws -> [GenerationResult], log: (String) -> Void) throws {
         let texts = try Self.readPrompts(promptsPath)
         guard !texts.isEmpty else { throw FormatError(promptsPath, "no prompts") }
-        FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
         guard let handle = FileHandle(forWritingAtPath: outPath) else { throw FormatError(outPath, "cannot write") }
         defer { try? handle.close() }
         let start = Date()
