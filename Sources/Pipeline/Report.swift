@@ -140,7 +140,7 @@ package struct PipelineReport: Codable, Sendable {
 
     /// The results table as markdown rows.
     package var tableLines: [String] {
-        var lines = ["| model | scheme | bits/weight | size MB | accuracy strict % [95%] | accuracy flexible % [95%] | held-out KL | perplexity |",
+        var lines = ["| model | scheme | bits/weight | size MB | accuracy strict % [95%] | accuracy flexible % [95%] | held-out KL | perplexity (completions) |",
                      "|---|---|---|---|---|---|---|---|"]
         for m in models {
             lines.append("| \(m.name) | \(m.scheme ?? "fp32") | \(m.bitsPerWeight.map { String(format: "%.2f", $0) } ?? "-") | "
