@@ -191,12 +191,7 @@ package enum AccuracyEval {
 
     /// A seed for the sampler from the problem's id and the run's seed (FNV-1a, then SplitMix64).
     package static func samplingSeed(problemID: String, seed: UInt64) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in problemID.utf8 { h = (h ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
-        var z = h ^ (seed &* 0x9E37_79B9_7F4A_7C15)
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+        StableHash.mix64(StableHash.fnv1a(problemID) ^ (seed &* StableHash.golden))
     }
 
     /// Generates and checks the jobs of one share; `progress(done, tokens)` after each job.

@@ -1,4 +1,5 @@
 import Foundation
+import Tensors
 
 /// A byte-level BPE tokenizer (GPT-2 style: SmolLM2, Qwen), read from a GGUF file's metadata or
 /// a Hugging Face tokenizer.json, giving the ids transformers gives.
@@ -21,10 +22,10 @@ package final class BPETokenizer: @unchecked Sendable {
     /// A hash of every token string by id: two tokenizers with equal fingerprints give the
     /// same ids, which is what a teacher and its student must share.
     package var vocabularyFingerprint: UInt64 {
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        var h = StableHash.fnvOffset
         for token in tokens {
-            for byte in token.utf8 { h = (h ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
-            h = (h ^ 0xFF) &* 0x0000_0100_0000_01B3   // separator: "ab","c" differs from "a","bc"
+            h = StableHash.fnv1a(token.utf8, from: h)
+            h = StableHash.fnv1a(CollectionOfOne(0xFF), from: h)   // separator: "ab","c" differs from "a","bc"
         }
         return h
     }

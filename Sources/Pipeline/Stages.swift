@@ -63,9 +63,7 @@ package final class StageRunner {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let canonical = String(decoding: try encoder.encode(inputs), as: UTF8.self)
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in canonical.utf8 { h = (h ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
-        return (String(format: "%016llx", h), canonical)
+        return (String(format: "%016llx", StableHash.fnv1a(canonical)), canonical)
     }
 
     /// Runs (or skips) one stage; returns its digest for the stages that depend on it.

@@ -132,9 +132,7 @@ package struct ArithTask: ReasoningTask {
 
     /// The split that owns a prompt: FNV-1a of its UTF-8 bytes, modulo 20.
     package static func split(ofPrompt prompt: String) -> Split {
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in prompt.utf8 { h = (h ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
-        switch h % 20 {
+        switch StableHash.fnv1a(prompt) % 20 {
         case 0: return .test
         case 1: return .validation
         default: return .train
@@ -144,10 +142,7 @@ package struct ArithTask: ReasoningTask {
     /// The seed of draw `index` of stream `seed` (SplitMix64 of the pair), so each problem is
     /// reproducible on its own.
     private static func streamSeed(_ seed: UInt64, _ index: UInt64) -> UInt64 {
-        var z = seed &* 0x9E37_79B9_7F4A_7C15 &+ index &+ 0x632B_E59B_D9B4_E019
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+        StableHash.mix64(seed &* StableHash.golden &+ index &+ 0x632B_E59B_D9B4_E019)
     }
 
     // MARK: - Surface

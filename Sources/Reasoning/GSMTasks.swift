@@ -39,7 +39,7 @@ package enum GSMSolutionText {
 ///
 /// **Splits.** Both tasks split the templates by the GSM8K problem they came from (`id_orig`),
 /// so that no test problem's template feeds training or calibration: every distinct `id_orig`
-/// gets the key `splitMix64(UInt64(id_orig))` (the SplitMix64 finaliser of `GSMSampler.splitMix`);
+/// gets the key `splitMix64(UInt64(id_orig))` (`StableHash.splitMix`);
 /// the ids sorted by (key, id) are cut into train (the first n - 2*(n/5)), validation (the next
 /// n/5) and test (the last n/5), n being the number of distinct ids: 60/20/20 for the 100 English
 /// templates. The gsm8k test split is therefore the originals of the gsm-symbolic test templates.
@@ -81,7 +81,7 @@ package struct GSMTemplateSet: Sendable {
     /// The split rule of the type's documentation, for any set of `id_orig`s.
     package static func assignSplits(ids: [Int]) -> [Int: Split] {
         let distinct = Array(Set(ids))
-        let ranked = distinct.map { (key: GSMSampler.splitMix(UInt64(bitPattern: Int64($0))), id: $0) }
+        let ranked = distinct.map { (key: StableHash.splitMix(UInt64(bitPattern: Int64($0))), id: $0) }
             .sorted { $0.key != $1.key ? $0.key < $1.key : $0.id < $1.id }
         let held = ranked.count / 5
         let trainCount = ranked.count - 2 * held

@@ -665,16 +665,7 @@ package struct GSMSampler: Sendable {
 
     /// The seed of draw `index` of this template under `seed`: the same triple gives the same instance.
     package static func instanceSeed(seed: UInt64, template: String, index: Int) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a of the stem
-        for byte in template.utf8 { h = (h ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
-        return splitMix(splitMix(seed ^ h) ^ UInt64(truncatingIfNeeded: index))
-    }
-
-    static func splitMix(_ x: UInt64) -> UInt64 {
-        var z = x &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+        StableHash.splitMix(StableHash.splitMix(seed ^ StableHash.fnv1a(template)) ^ UInt64(truncatingIfNeeded: index))
     }
 
     /// Draw `index` under `seed`: constrained lines redrawn until every condition holds and the

@@ -51,3 +51,34 @@ package struct SeededRNG: RandomNumberGenerator, Sendable, Codable, Equatable {
 import Foundation
 @inline(__always) private func _log(_ x: Double) -> Double { Foundation.log(x) }
 @inline(__always) private func _cos(_ x: Double) -> Double { Foundation.cos(x) }
+
+/// Hashes that stay the same across runs, machines and Swift versions (Swift's `Hasher` is
+/// seeded per process): for split assignment, per-problem seeds, digests and fingerprints.
+package enum StableHash {
+    package static let fnvOffset: UInt64 = 0xCBF2_9CE4_8422_2325
+    static let fnvPrime: UInt64 = 0x0000_0100_0000_01B3
+    package static let golden: UInt64 = 0x9E37_79B9_7F4A_7C15
+
+    /// FNV-1a, 64-bit, of `bytes`, continuing from `h`.
+    @inline(__always)
+    package static func fnv1a<S: Sequence>(_ bytes: S, from h: UInt64 = fnvOffset) -> UInt64 where S.Element == UInt8 {
+        var h = h
+        for byte in bytes { h = (h ^ UInt64(byte)) &* fnvPrime }
+        return h
+    }
+
+    /// FNV-1a of a string's UTF-8 bytes.
+    package static func fnv1a(_ text: String) -> UInt64 { fnv1a(text.utf8) }
+
+    /// SplitMix64's output function (the bit mixer, without the state increment).
+    @inline(__always)
+    package static func mix64(_ x: UInt64) -> UInt64 {
+        var z = x
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// One SplitMix64 step from state `x`: the golden-ratio increment, then the mixer.
+    package static func splitMix(_ x: UInt64) -> UInt64 { mix64(x &+ golden) }
+}
