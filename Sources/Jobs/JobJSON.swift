@@ -42,10 +42,8 @@ package enum JobJSON {
 extension JobJSON {
     /// One compact JSON object per line (JSONL), written like `write`: whole or not at all.
     package static func writeLines<T: Encodable>(_ values: [T], to url: URL) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(
-            positiveInfinity: nonFinite.positive, negativeInfinity: nonFinite.negative, nan: nonFinite.nan)
+        let encoder = encoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]   // one line per value
         var data = Data()
         for value in values {
             data.append(try encoder.encode(value))
