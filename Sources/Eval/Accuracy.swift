@@ -159,10 +159,7 @@ package struct PromptedModel {
                   chat: chat ?? (lm.tokenizer.id(of: "<|im_end|>") != nil))
     }
 
-    package func encode(prompt: String) -> [Int] {
-        let text = chat ? chatTemplate.render([ChatMessage(role: "user", content: prompt)], addGenerationPrompt: true) : prompt
-        return tokenizer.encode(text)
-    }
+    package func encode(prompt: String) -> [Int] { tokenizer.encode(chatTemplate.prompt(prompt, chat: chat)) }
 
     package func completionText(_ tokens: [Int]) -> String {
         tokenizer.decode(tokens.filter { !stopTokens.contains($0) })

@@ -48,4 +48,10 @@ package struct ChatTemplate: Equatable, Sendable {
         let presets = [smolLM2, qwen2_5, qwen2]
         return presets.first { jinja.contains($0.defaultSystemPrompt! + "<|im_end|>") } ?? .chatML
     }
+
+    /// `text` as a model is asked it: one user message and the assistant generation prompt when
+    /// `chat`, else the text itself.
+    package func prompt(_ text: String, chat: Bool = true) -> String {
+        chat ? render([ChatMessage(role: "user", content: text)], addGenerationPrompt: true) : text
+    }
 }

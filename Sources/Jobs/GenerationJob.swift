@@ -80,7 +80,7 @@ package struct GenerationJob {
             let results = try generate(requests)
             for (i, r) in results.enumerated() {
                 let completionIds = r.tokens.filter { !lm.stopTokens.contains($0) }
-                let promptText = chat ? lm.chatTemplate.render([ChatMessage(role: "user", content: slice[i])], addGenerationPrompt: true) : slice[i]
+                let promptText = lm.chatTemplate.prompt(slice[i], chat: chat)
                 let completion = lm.tokenizer.decode(completionIds)
                 let fullText = promptText + lm.tokenizer.decode(r.tokens)
                 let record: [String: Any] = ["prompt": slice[i], "completion": completion, "text": fullText,

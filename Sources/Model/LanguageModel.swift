@@ -35,9 +35,6 @@ package final class LanguageModel {
 
     /// The prompt as token ids, wrapped in the chat template when `chat` is set.
     package func encodePrompt(_ text: String, chat: Bool) -> [Int] {
-        let rendered = chat
-            ? chatTemplate.render([ChatMessage(role: "user", content: text)], addGenerationPrompt: true)
-            : text
-        return tokenizer.encode(rendered)
+        tokenizer.encode(chatTemplate.prompt(text, chat: chat))
     }
 }

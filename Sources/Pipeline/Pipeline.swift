@@ -119,7 +119,7 @@ package struct PipelineRun {
                     let texts: [String]
                     if c.source == "traces" {
                         texts = try Self.readTraces(tracesDir.appendingPathComponent("traces.jsonl")).map { trace in
-                            (prompted.chat ? prompted.chatTemplate.render([ChatMessage(role: "user", content: trace.prompt)], addGenerationPrompt: true) : trace.prompt) + trace.completion
+                            prompted.chatTemplate.prompt(trace.prompt, chat: prompted.chat) + trace.completion
                         }
                     } else {
                         texts = try TextRecords.read(resolve(c.source).path, field: "text", what: "calibration source")

@@ -108,7 +108,7 @@ package struct SFTDataset: Sendable {
                                 format: SFTFormat, template: ChatTemplate) -> SFTExample {
         switch format {
         case .chat:
-            let promptText = template.render([ChatMessage(role: "user", content: prompt)], addGenerationPrompt: true)
+            let promptText = template.prompt(prompt)
             let p = tokenizer.encode(promptText)
             let c = tokenizer.encode(completion + endOfTurn)
             return SFTExample(tokens: p + c, promptLength: p.count, line: line)

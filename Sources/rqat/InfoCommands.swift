@@ -51,7 +51,7 @@ struct Tokenize: ParsableCommand {
         try reportingErrors {
             let checkpoint = try Checkpoint.open(model)
             let (tokenizer, template) = try checkpoint.loadTokenizer()
-            let rendered = chat ? template.render([ChatMessage(role: "user", content: text)], addGenerationPrompt: true) : text
+            let rendered = template.prompt(text, chat: chat)
             let ids = tokenizer.encode(rendered)
             print("[" + ids.map(String.init).joined(separator: ",") + "]")
         }
