@@ -18,19 +18,24 @@ import Foundation
 @inline(__always) private func _exp(_ x: Double) -> Double { Foundation.exp(x) }
 
 extension Decoder {
-    package func perplexity(of sequences: [[Int]]) -> PerplexityResult {
+    /// `positions[i]`, when given, are the positions of sequence i whose next token is scored
+    /// (e.g. a trace's completion only); by default every position but the last.
+    package func perplexity(of sequences: [[Int]], positions: [[Int]]? = nil) -> PerplexityResult {
         var result = PerplexityResult(totalNLL: 0, predictedTokens: 0, perSequence: [])
         let v = config.vocabSize
-        for tokens in sequences {
-            guard tokens.count >= 2 else { result.perSequence.append((.nan, 0)); continue }
+        for (i, tokens) in sequences.enumerated() {
+            let scored = positions?[i] ?? Array(0..<max(tokens.count - 1, 0))
+            guard !scored.isEmpty else { result.perSequence.append((.nan, 0)); continue }
             let cache = makeCache(capacities: [tokens.count])
-            let logits = forward([SequenceChunk(sequence: 0, tokens: tokens)], cache: cache, allLogits: true)
+            let chunk = [SequenceChunk(sequence: 0, tokens: tokens)]
+            // Logits of the scored rows only (row r is scored[r]), or of every row.
+            let logits = positions == nil ? forward(chunk, cache: cache, allLogits: true) : forward(chunk, cache: cache, logitRows: scored)
             var nll: Double = 0
-            for t in 0..<(tokens.count - 1) {
-                let row = logits.row(t)
+            for (r, t) in scored.enumerated() {
+                let row = logits.row(r)
                 nll += Double(logSumExp(row, v, scale: 1) - row[tokens[t + 1]])
             }
-            let n = tokens.count - 1
+            let n = scored.count
             result.totalNLL += nll
             result.predictedTokens += n
             result.perSequence.append((nll / Double(n), n))

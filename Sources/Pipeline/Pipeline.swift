@@ -383,19 +383,8 @@ struct HeldoutSet {
     /// Perplexity of the completion tokens (the reasoning the model writes; the prompts' names
     /// and numbers are random and would swamp it), and the KL at the same positions.
     func measure(_ lm: LanguageModel, isTeacher: Bool) throws -> (kl: Double?, perplexity: Double) {
-        var nll = 0.0, count = 0
-        for example in examples {
-            let positions = HeldoutDistillation.completionPositions(example)
-            guard !positions.isEmpty else { continue }
-            let cache = lm.decoder.makeCache(capacities: [example.tokens.count])
-            let logits = lm.decoder.forward([SequenceChunk(sequence: 0, tokens: example.tokens)], cache: cache, logitRows: positions)
-            for (row, t) in positions.enumerated() {
-                let r = logits.row(row)
-                nll += Double(logSumExp(r, lm.config.vocabSize, scale: 1) - r[example.tokens[t + 1]])
-            }
-            count += positions.count
-        }
-        let perplexity = exp(nll / Double(max(count, 1)))
+        let perplexity = lm.decoder.perplexity(of: examples.map(\.tokens),
+                                               positions: examples.map(HeldoutDistillation.completionPositions)).perplexity
         guard !isTeacher else { return (0, perplexity) }
         let student = try TrainableDecoder(config: lm.config, source: lm.checkpoint.weights)
         return (distillation.evaluate(student: student).mean, perplexity)
