@@ -1,5 +1,6 @@
 import Foundation
 import Reasoning
+import Train
 
 /// `rqat pipeline --config FILE.json`: every stage's settings. Keys are snake_case; a key the
 /// config types do not have is refused (`StrictJSON`), so a misspelling cannot pass silently.
@@ -89,6 +90,21 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
             case steps, lr, warmup, packing, seed
             case minLRRatio = "min_lr_ratio", batchTokens = "batch_tokens", seqLen = "seq_len"
             case weightDecay = "weight_decay", curveEvery = "curve_every"
+        }
+
+        /// The trainer's options: the fields set here over `defaults`.
+        package func options(over defaults: TrainOptions) -> TrainOptions {
+            var o = defaults
+            o.steps = steps ?? o.steps
+            o.lr = lr ?? o.lr
+            o.warmupSteps = warmup ?? o.warmupSteps
+            o.minLRRatio = minLRRatio ?? o.minLRRatio
+            o.batchTokens = batchTokens ?? o.batchTokens
+            o.seqLen = seqLen ?? o.seqLen
+            o.packing = packing ?? o.packing
+            o.weightDecay = weightDecay ?? o.weightDecay
+            o.seed = seed ?? o.seed
+            return o
         }
 
         /// `self` with unset fields taken from `defaults`.

@@ -24,16 +24,7 @@ struct QATRun {
     let dir: URL
 
     var options: TrainOptions {
-        var o = TrainOptions()
-        o.steps = train.steps ?? 100
-        o.lr = train.lr ?? 1e-4
-        o.warmupSteps = train.warmup ?? 0
-        o.minLRRatio = train.minLRRatio ?? 0.1
-        o.batchTokens = train.batchTokens ?? 2048
-        o.seqLen = train.seqLen ?? 256
-        o.packing = train.packing ?? false
-        o.weightDecay = train.weightDecay ?? 0.01
-        o.seed = train.seed ?? 0
+        var o = train.options(over: TrainOptions())
         let every = train.curveEvery ?? 0
         o.saveEvery = every
         o.keepLast = every > 0 ? o.steps / every + 2 : 2

@@ -45,16 +45,9 @@ struct TeacherTraining {
             let summary = try initJob.run(tokenizerURL: tokenizerDir.appendingPathComponent("tokenizer.json"), out: initDir)
             log("teacher: random \(shape.arch) with \(summary.parameters) parameters written to \(initDir.path)")
         }
-        var o = TrainOptions()
-        o.steps = train.steps ?? 1000
-        o.lr = train.lr ?? 2e-3
-        o.warmupSteps = train.warmup ?? 0
-        o.minLRRatio = train.minLRRatio ?? 0.1
-        o.batchTokens = train.batchTokens ?? 8192
-        o.seqLen = train.seqLen ?? 256
-        o.packing = train.packing ?? true
-        o.weightDecay = train.weightDecay ?? 0.01
-        o.seed = train.seed ?? 0
+        var defaults = TrainOptions()
+        (defaults.steps, defaults.lr, defaults.batchTokens, defaults.packing) = (1000, 2e-3, 8192, true)
+        var o = train.options(over: defaults)
         o.saveEvery = max(o.steps / 10, 1)
         o.keepLast = 1
         let spec = TrainingSpec(data: data.path, format: .plain, dropLong: true, qat: nil, lsq: false, options: o,
