@@ -11,19 +11,7 @@ final class PipelineRunTests: XCTestCase {
     func testTheStagesRunAndAnUnchangedRerunSkipsThem() throws {
         try TestPaths.require(TestPaths.gsmTemplates)
         let dir = try makeScratchDirectory("rqat-pipeline")
-        try TinyModels.writeModel(at: dir.appendingPathComponent("teacher"), seed: 11, headDim: 32, maxPositions: 1024)
-        let config = """
-            {"out": "run", "task": {"name": "gsm8k", "trace_prompts": 6, "heldout": 3, "test": 4},
-             "teacher": {"model": "teacher"},
-             "traces": {"temperature": 0, "max_tokens": 6},
-             "calibration": [{"name": "traces", "source": "traces", "windows": 4, "length": 32}],
-             "ptq": [{"method": "gptq", "scheme": "w4g32"}, {"method": "rtn", "scheme": "w4g32"}],
-             "qat": [{"from": "gptq-w4g32", "objective": "kd"}, {"from": "gptq-w4g32", "objective": "sft"}],
-             "qat_train": {"steps": 2, "batch_tokens": 1024, "seq_len": 1024, "lr": 1e-3, "curve_every": 1},
-             "eval": {"max_tokens": 6, "batch": 2, "curve_problems": 2}}
-            """
-        let file = dir.appendingPathComponent("config.json")
-        try Data(config.utf8).write(to: file)
+        let file = try TinyModels.writePipeline(in: dir, extraPTQ: ", {\"method\": \"rtn\", \"scheme\": \"w4g32\"}")
         let arguments = ["pipeline", "--config", file.path, "--threads", "1", "--assets", TestPaths.assets.path]
         func run() throws -> PipelineReport {
             let result = try MPIRun.run(executable: "rqat", ranks: nil, arguments: arguments)

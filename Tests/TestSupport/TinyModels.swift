@@ -52,6 +52,26 @@ package enum TinyModels {
         try writeSafeTensors(tensors, to: directory.appendingPathComponent("model.safetensors"))
     }
 
+    /// A tiny teacher (`dir/teacher`) and a pipeline config (`dir/config.json`, run in `dir/run`)
+    /// that runs every stage in seconds on gsm8k prompts: GPTQ (and the `extraPTQ` entries)
+    /// at W4G32, KD and SFT from GPTQ for 2 steps with a curve point at each. Returns the config.
+    package static func writePipeline(in dir: URL, extraPTQ: String = "", batchTokens: Int = 1024) throws -> URL {
+        try writeModel(at: dir.appendingPathComponent("teacher"), seed: 11, headDim: 32, maxPositions: 1024)
+        let config = """
+            {"out": "run", "task": {"name": "gsm8k", "trace_prompts": 6, "heldout": 3, "test": 4},
+             "teacher": {"model": "teacher"},
+             "traces": {"temperature": 0, "max_tokens": 6},
+             "calibration": [{"name": "traces", "source": "traces", "windows": 4, "length": 32}],
+             "ptq": [{"method": "gptq", "scheme": "w4g32"}\(extraPTQ)],
+             "qat": [{"from": "gptq-w4g32", "objective": "kd"}, {"from": "gptq-w4g32", "objective": "sft"}],
+             "qat_train": {"steps": 2, "batch_tokens": \(batchTokens), "seq_len": 1024, "lr": 1e-3, "curve_every": 1},
+             "eval": {"max_tokens": 6, "batch": 2, "curve_problems": 2}}
+            """
+        let file = dir.appendingPathComponent("config.json")
+        try Data(config.utf8).write(to: file)
+        return file
+    }
+
     /// `count` chat records {"prompt": "What is a + b?", "completion": "a + b = c. The answer is c."}
     /// as JSONL.
     package static func writeArithmeticData(to url: URL, count: Int = 16) throws {
