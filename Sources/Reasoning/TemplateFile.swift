@@ -170,8 +170,8 @@ private struct TemplateFileParser {
 
     private mutating func parseValue() throws -> TemplateFileValue {
         guard let c = current else { throw error("expected a value at the end of the file") }
-        if starts(with: "\"\"\"") { return .string(try parseMultilineBasicString()) }
-        if starts(with: "'''") { return .string(try parseMultilineLiteralString()) }
+        if starts(with: "\"\"\"") { return .string(try parseMultilineString(quote: "\"", escapes: true)) }
+        if starts(with: "'''") { return .string(try parseMultilineString(quote: "'", escapes: false)) }
         if c == "\"" { return .string(try parseBasicString()) }
         if c == "'" { return .string(try parseLiteralString()) }
         if starts(with: "true") { position += 4; return .boolean(true) }
@@ -224,22 +224,24 @@ private struct TemplateFileParser {
     }
 
     /// TOML: a newline right after the opening quotes is dropped; the closing quotes may be
-    /// preceded by up to two more quotes that belong to the content.
-    private mutating func parseMultilineBasicString() throws -> String {
+    /// preceded by up to two more quotes that belong to the content. Basic strings (`"""`) take
+    /// escapes and line-ending backslashes; literal ones (`'''`) take every character as it is.
+    private mutating func parseMultilineString(quote: Unicode.Scalar, escapes: Bool) throws -> String {
         let startLine = line
+        let closing = String(repeating: Character(quote), count: 3)
         position += 3
         skipFirstNewline()
         var out = ""
         while true {
             guard let c = current else { throw error("unterminated multi-line string", line: startLine) }
-            if starts(with: "\"\"\"") {
+            if starts(with: closing) {
                 var extra = 0
-                while peek(3 + extra) == "\"" && extra < 2 { extra += 1 }
-                for _ in 0..<extra { out.unicodeScalars.append("\"") }
+                while peek(3 + extra) == quote && extra < 2 { extra += 1 }
+                for _ in 0..<extra { out.unicodeScalars.append(quote) }
                 position += 3 + extra
                 return out
             }
-            if c == "\\" {
+            if escapes && c == "\\" {
                 if isLineEndingBackslash() {
                     advance()
                     while let w = current, w == " " || w == "\t" || w == "\n" || w == "\r" { advance() }
@@ -247,26 +249,6 @@ private struct TemplateFileParser {
                     out.unicodeScalars.append(try parseEscape())
                 }
                 continue
-            }
-            if c == "\r", peek(1) == "\n" { advance(); continue }
-            out.unicodeScalars.append(c)
-            advance()
-        }
-    }
-
-    private mutating func parseMultilineLiteralString() throws -> String {
-        let startLine = line
-        position += 3
-        skipFirstNewline()
-        var out = ""
-        while true {
-            guard let c = current else { throw error("unterminated multi-line string", line: startLine) }
-            if starts(with: "'''") {
-                var extra = 0
-                while peek(3 + extra) == "'" && extra < 2 { extra += 1 }
-                for _ in 0..<extra { out.unicodeScalars.append("'") }
-                position += 3 + extra
-                return out
             }
             if c == "\r", peek(1) == "\n" { advance(); continue }
             out.unicodeScalars.append(c)
