@@ -69,12 +69,12 @@ package struct EvalJob {
         guard !problems.isEmpty else { throw JobError("task \(self.task) has no \(split.rawValue) problems; choose another --split") }
         let lm = try LanguageModel(path: model)
         let prompted = PromptedModel(lm, chat: chat)
-        try Self.checkPrompts(problems, model: prompted, maxTokens: self.settings.maxTokens, path: model)
 
         let start = Date()
         var settings = self.settings
         settings.shares = max(settings.shares, world.size)
-        let outcomes = try Self.outcomes(problems: problems, model: prompted, settings: settings, world: world, log: log)
+        let outcomes = try Self.outcomes(problems: problems, model: prompted, modelName: model, settings: settings,
+                                         world: world, log: log)
         let seconds = Date().timeIntervalSince(start)
         let summary = AccuracyEval.summarize(outcomes, problems: problems, settings: settings, model: model,
                                              task: self.task, split: split.rawValue, seconds: seconds)
@@ -86,9 +86,11 @@ package struct EvalJob {
 
     /// The outcomes of every (seed, problem) job, on every rank: rank r generates shares r,
     /// r + size, ... (one each when `settings.shares` is the world size) and all are gathered.
-    package static func outcomes(problems: [Problem], model: PromptedModel, settings: AccuracySettings,
-                                 world: Communicator, log: @escaping (String) -> Void) throws -> [ProblemOutcome] {
-        try checkPrompts(problems, model: model, maxTokens: settings.maxTokens, path: "the model")
+    /// `modelName` names the model in errors (its path).
+    package static func outcomes(problems: [Problem], model: PromptedModel, modelName: String = "the model",
+                                 settings: AccuracySettings, world: Communicator,
+                                 log: @escaping (String) -> Void) throws -> [ProblemOutcome] {
+        try checkPrompts(problems, model: model, maxTokens: settings.maxTokens, path: modelName)
         let shares = max(settings.shares, world.size)
         let jobs = AccuracyEval.jobs(problems: problems.count, settings: settings)
         let start = Date()

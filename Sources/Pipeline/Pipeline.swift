@@ -100,7 +100,7 @@ package struct PipelineRun {
                                             maxTokens: config.traces.maxTokens, batch: config.traces.batch ?? 32)
             for (input, output) in [("trace-prompts", "traces"), ("heldout", "heldout-traces")] {
                 let problems = try Self.readProblems(dataDir.appendingPathComponent("\(input).jsonl"))
-                let outcomes = try EvalJob.outcomes(problems: problems, model: prompted, settings: settings, world: world, log: log)
+                let outcomes = try EvalJob.outcomes(problems: problems, model: prompted, modelName: teacherPath, settings: settings, world: world, log: log)
                 if lead {
                     let kept = outcomes.filter { config.traces.keep != "correct" || $0.flexibleCorrect }
                     try JobJSON.writeLines(kept.map(Trace.init), to: dir.appendingPathComponent("\(output).jsonl"))
@@ -234,7 +234,7 @@ package struct PipelineRun {
                 let model = PromptedModel(lm, chat: prompted.chat)
                 for (i, settings) in settingsList.enumerated() {
                     let t0 = Date()
-                    let outcomes = try EvalJob.outcomes(problems: test, model: model, settings: settings, world: world, log: log)
+                    let outcomes = try EvalJob.outcomes(problems: test, model: model, modelName: m.path, settings: settings, world: world, log: log)
                     let summary = AccuracyEval.summarize(outcomes, problems: test, settings: settings, model: m.name,
                                                          task: config.task.testTask ?? config.task.name,
                                                          split: config.task.split ?? "test", seconds: Date().timeIntervalSince(t0))
