@@ -80,7 +80,7 @@ package struct PipelineRun {
         let teacherDigest = try runner.run("teacher", inputs: teacherInputs) { dir in
             guard config.teacher.model == nil else { return }
             try runner.rank0Only {
-                try TeacherTraining(config: config.teacher, task: config.task.name, data: dataDir.appendingPathComponent("teacher-train.jsonl"), dir: dir)
+                try TeacherTraining(config: config.teacher, task: try TaskRegistry.task(named: config.task.name, assets: assets), data: dataDir.appendingPathComponent("teacher-train.jsonl"), dir: dir)
                     .run(log: log)
             }
         }

@@ -10,7 +10,7 @@ import Train
 /// `rqat sft` in the plain format. Resumes from its last checkpoint when interrupted.
 struct TeacherTraining {
     let config: PipelineConfig.TeacherSection
-    let task: String
+    let task: any ReasoningTask
     let data: URL
     let dir: URL
 
@@ -25,13 +25,8 @@ struct TeacherTraining {
         guard let shape = config.initialize, let train = config.train else { return }
         let tokenizerDir = dir.appendingPathComponent("tokenizer"), initDir = dir.appendingPathComponent("init")
         if !FileManager.default.fileExists(atPath: initDir.appendingPathComponent("config.json").path) {
-            // arith has one fixed vocabulary of its own; another task's is learnt from its text.
-            if task == "arith" {
-                try ArithTask.trainTokenizer().write(to: tokenizerDir)
-            } else {
-                let problems = try PipelineRun.readProblems(data)
-                try BPETrainer().train(problems.map { $0.prompt + $0.completion }).write(to: tokenizerDir)
-            }
+            try task.tokenizerForTraining(texts: { try PipelineRun.readProblems(data).map { $0.prompt + $0.completion } })
+                .write(to: tokenizerDir)
             guard let family = ModelConfig.Family(rawValue: shape.arch) else {
                 throw ConfigError("teacher.initialize.arch \"\(shape.arch)\" is unknown; use llama or qwen3")
             }

@@ -273,4 +273,9 @@ extension ArithTask {
     package static func trainTokenizer(maxMerges: Int = 256) throws -> BPETrainer.Result {
         BPETrainer(maxMerges: maxMerges).train(try tokenizerCorpus())
     }
+
+    /// The task's one fixed vocabulary, whatever the training text.
+    package func tokenizerForTraining(texts: () throws -> [String]) throws -> BPETrainer.Result {
+        try Self.trainTokenizer()
+    }
 }

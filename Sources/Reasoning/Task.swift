@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 
 /// Which part of a task a problem belongs to. Tuning uses `validation` only; `test` is scored once.
@@ -36,4 +37,13 @@ package protocol ReasoningTask: Sendable {
     var name: String { get }
     /// `count` problems of `split` (fewer when the split is finite and smaller), drawn with `seed`.
     func problems(split: Split, count: Int, seed: UInt64) throws -> [Problem]
+    /// The tokenizer of a model trained from scratch on the task: by default byte-level BPE
+    /// learnt from `texts` (what it will train on); a task with a vocabulary of its own returns that.
+    func tokenizerForTraining(texts: () throws -> [String]) throws -> BPETrainer.Result
+}
+
+extension ReasoningTask {
+    package func tokenizerForTraining(texts: () throws -> [String]) throws -> BPETrainer.Result {
+        BPETrainer().train(try texts())
+    }
 }
