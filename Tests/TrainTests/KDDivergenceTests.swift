@@ -5,7 +5,7 @@ import Train
 
 /// Reverse KL and JSD(beta) (`KDLoss` with `options.divergence`), on full logits and top-k +
 /// tail, against direct Double computations and central finite differences of those.
-final class KDDivergenceTests: XCTestCase {
+final class KDDivergenceTests: XCTestCase, KDBatch {
     let n = 4, v = 9
     let weights: [Float] = [1, 0, 0.5, 2]
     let normalizer = 3.5
@@ -14,16 +14,6 @@ final class KDDivergenceTests: XCTestCase {
 
     // MARK: - Double references
 
-    func randomLogits(seed: UInt64, std: Float = 2) -> [Float] {
-        var rng = SeededRNG(seed: seed)
-        return (0..<(n * v)).map { _ in rng.normal() * std }
-    }
-
-    static func logSoftmax(_ x: [Double]) -> [Double] {
-        let m = x.max()!
-        let lz = m + log(x.reduce(0) { $0 + exp($1 - m) })
-        return x.map { $0 - lz }
-    }
 
     /// The divergence of two distributions over the same buckets (p need not sum to 1).
     static func divergence(_ d: KDDivergence, p: [Double], q: [Double]) -> Double {

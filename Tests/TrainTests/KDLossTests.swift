@@ -5,7 +5,7 @@ import Train
 
 /// `KDLoss`: forward KL(teacher || student) at temperature T in its three teacher encodings,
 /// against direct Double computations and central finite differences of those.
-final class KDLossTests: XCTestCase {
+final class KDLossTests: XCTestCase, KDBatch {
     let n = 4, v = 9
     let weights: [Float] = [1, 0, 0.5, 2]
     let normalizer = 3.5
@@ -13,16 +13,6 @@ final class KDLossTests: XCTestCase {
 
     // MARK: - Helpers
 
-    func randomLogits(seed: UInt64, std: Float = 2) -> [Float] {
-        var rng = SeededRNG(seed: seed)
-        return (0..<(n * v)).map { _ in rng.normal() * std }
-    }
-
-    static func logSoftmax(_ x: [Double]) -> [Double] {
-        let m = x.max()!
-        let lz = m + log(x.reduce(0) { $0 + exp($1 - m) })
-        return x.map { $0 - lz }
-    }
 
     func row(_ a: [Float], _ r: Int, _ T: Double) -> [Double] { (0..<v).map { Double(a[r * v + $0]) / T } }
 
