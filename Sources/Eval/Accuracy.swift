@@ -247,6 +247,22 @@ package enum AccuracyEval {
         return sums.mapValues { $0.0 / Double($0.1) }
     }
 
+    /// Agreement with a reference model (the teacher): the share of (problem, seed) pairs at
+    /// which the reference reached a final answer (flexible extraction) and `outcomes` reached the
+    /// same one, right or wrong. Nil when no pair has a reference answer.
+    package static func agreement(_ outcomes: [ProblemOutcome], with reference: [ProblemOutcome]) -> Double? {
+        struct Key: Hashable { let id: String; let seed: UInt64 }
+        var answers: [Key: String] = [:]
+        for r in reference { if let a = r.flexibleAnswer { answers[Key(id: r.id, seed: r.seed)] = a } }
+        var pairs = 0, agree = 0
+        for o in outcomes {
+            guard let reference = answers[Key(id: o.id, seed: o.seed)] else { continue }
+            pairs += 1
+            if let mine = o.flexibleAnswer, AnswerChecker.matches(mine, gold: reference) { agree += 1 }
+        }
+        return pairs > 0 ? Double(agree) / Double(pairs) : nil
+    }
+
     package static func summarize(_ outcomes: [ProblemOutcome], problems: [Problem], settings: AccuracySettings,
                                   model: String, task: String, split: String, seconds: Double) -> AccuracySummary {
         func figure(strict: Bool) -> AccuracyFigure {

@@ -14,6 +14,9 @@ package struct ModelEvaluation: Codable, Sendable, Equatable {
     package var sampledAccuracy: AccuracySummary?
     /// Mean forward KL(teacher || model) per completion token of the held-out traces.
     package var heldoutKL: Double?
+    /// Share of (problem, seed) pairs with the teacher's final answer, right or wrong
+    /// (`AccuracyEval.agreement`); filled in by the report from the outcomes files.
+    package var agreement: Double?
     package var perplexity: Double?
     package var bitsPerWeight: Double?
     package var sizeBytes: Int?
@@ -26,7 +29,7 @@ package struct ModelEvaluation: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, path, method, scheme, accuracy, perplexity
+        case name, path, method, scheme, accuracy, perplexity, agreement
         case sampledAccuracy = "sampled_accuracy", heldoutKL = "heldout_kl"
         case bitsPerWeight = "bits_per_weight", sizeBytes = "size_bytes"
     }
@@ -83,10 +86,15 @@ package struct PipelineReport: Codable, Sendable {
                       qatRuns: [(name: String, dir: URL, from: String, objective: String)],
                       stagesRun: [String], stagesSkipped: [String], seconds: Double) throws -> PipelineReport {
         let curves = qatRuns.compactMap { try? JobJSON.read(QATCurve.self, from: $0.dir.appendingPathComponent("curve.json"), missing: "") }
-        func perProblem(_ name: String) -> [String: Double] {
+        func outcomes(_ name: String) -> [ProblemOutcome] {
             let url = root.appendingPathComponent("eval-\(name)/outcomes.jsonl")
-            let outcomes = ((try? PipelineRun.readLines(url)) ?? []).compactMap { try? JSONDecoder().decode(ProblemOutcome.self, from: $0) }
-            return AccuracyEval.perProblem(outcomes, strict: false)
+            return ((try? PipelineRun.readLines(url)) ?? []).compactMap { try? JSONDecoder().decode(ProblemOutcome.self, from: $0) }
+        }
+        func perProblem(_ name: String) -> [String: Double] { AccuracyEval.perProblem(outcomes(name), strict: false) }
+        let teacherOutcomes = outcomes("teacher")
+        var evaluations = evaluations
+        for i in evaluations.indices where evaluations[i].name != "teacher" {
+            evaluations[i].agreement = AccuracyEval.agreement(outcomes(evaluations[i].name), with: teacherOutcomes)
         }
         func accuracy(_ name: String) -> Double? { evaluations.first { $0.name == name }?.accuracy?.flexible.mean }
 
@@ -140,12 +148,12 @@ package struct PipelineReport: Codable, Sendable {
 
     /// The results table as markdown rows.
     package var tableLines: [String] {
-        var lines = ["| model | scheme | bits/weight | size MB | accuracy strict % [95%] | accuracy flexible % [95%] | held-out KL | perplexity (completions) |",
-                     "|---|---|---|---|---|---|---|---|"]
+        var lines = ["| model | scheme | bits/weight | size MB | accuracy strict % [95%] | accuracy flexible % [95%] | same answer as teacher % | held-out KL | perplexity (completions) |",
+                     "|---|---|---|---|---|---|---|---|---|"]
         for m in models {
             lines.append("| \(m.name) | \(m.scheme ?? "fp32") | \(m.bitsPerWeight.map { String(format: "%.2f", $0) } ?? "-") | "
                 + "\(m.sizeBytes.map { String(format: "%.2f", Double($0) / 1e6) } ?? "-") | \(Self.accuracyCell(m.accuracy?.strict)) | "
-                + "\(Self.accuracyCell(m.accuracy?.flexible)) | \(m.heldoutKL.map { String(format: "%.4f", $0) } ?? "-") | "
+                + "\(Self.accuracyCell(m.accuracy?.flexible)) | \(m.name == "teacher" ? "100" : Self.percent(m.agreement)) | \(m.heldoutKL.map { String(format: "%.4f", $0) } ?? "-") | "
                 + "\(m.perplexity.map { String(format: "%.3f", $0) } ?? "-") |")
         }
         if models.contains(where: { $0.sampledAccuracy != nil }) {

@@ -82,6 +82,21 @@ final class AccuracyTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(s.flexible.high, s.flexible.mean)
     }
 
+    /// Agreement pairs (problem, seed) with the reference's answer, right or wrong, as numbers.
+    func testAgreementCountsSameAnswersAtTheSameSeed() {
+        func outcome(_ id: String, _ seed: UInt64, _ answer: String?) -> ProblemOutcome {
+            ProblemOutcome(id: id, seed: seed, prompt: "", completion: "", gold: "1", strictAnswer: nil, strictCorrect: false,
+                           flexibleAnswer: answer, flexibleRule: nil, flexibleCorrect: answer == "1", finish: .eos, tokens: 1)
+        }
+        let teacher = [outcome("a", 1, "5"), outcome("b", 1, "1"), outcome("a", 2, "7"), outcome("b", 2, nil)]
+        let student = [outcome("a", 1, "5.0"), outcome("b", 1, "2"), outcome("a", 2, "5"), outcome("b", 2, "1")]
+        // a/1: same wrong answer (5 = 5.0); b/1: differs; a/2: differs (5 is a's answer at seed 1 only);
+        // b/2: the teacher has no answer, so the pair does not count.
+        XCTAssertEqual(AccuracyEval.agreement(student, with: teacher) ?? -1, 1.0 / 3, accuracy: 1e-12)
+        XCTAssertEqual(AccuracyEval.agreement(teacher, with: teacher) ?? -1, 1)
+        XCTAssertNil(AccuracyEval.agreement(student, with: [outcome("a", 1, nil)]))
+    }
+
     func testBootstrapIntervals() {
         // 400 coin flips with half heads: the normal approximation gives 0.5 +- 0.049.
         let coins = (0..<400).map { Double($0 % 2) }
