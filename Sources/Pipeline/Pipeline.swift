@@ -137,7 +137,7 @@ package struct PipelineRun {
             let calibrationName = p.method == "rtn" ? nil : (p.calibration ?? defaultCalibration)
             let calibration = config.calibration.first { $0.name == calibrationName }
             let scheme = try QuantScheme.parse(p.scheme)
-            let digest = try runner.run("ptq-\(name)", inputs: ["teacher": teacherDigest, "ptq": try StageRunner.digest(p).canonical,
+            let digest = try runner.run("ptq-\(name)", inputs: ["teacher": teacherDigest, "ptq": try StageRunner.digest(p.withoutEvaluate).canonical,
                                                                "calibration": calibrationName.flatMap { calibrationDigests[$0] } ?? "-"]) { dir in
                 try runner.rank0Only {
                     let job = PTQJob(model: teacherPath, scheme: scheme, method: PTQMethod(rawValue: p.method)!,
@@ -168,7 +168,7 @@ package struct PipelineRun {
             let from = ptqDigests[q.from]!
             let train = (q.train ?? PipelineConfig.TrainSection()).over(config.qatTrain)
             let digest = try runner.run("qat-\(q.stageName)", inputs: ["ptq": from.digest, "traces": tracesDigest, "layout": layout,
-                                                                       "qat": try StageRunner.digest(q).canonical,
+                                                                       "qat": try StageRunner.digest(q.withoutEvaluate).canonical,
                                                                        "train": try StageRunner.digest(train).canonical]) { dir in
                 try QATRun(teacher: teacherPath, student: from.dir.appendingPathComponent("model").path, scheme: from.scheme,
                            objective: q.objective, train: train, data: tracesDir.appendingPathComponent("traces.jsonl").path,
@@ -216,11 +216,11 @@ package struct PipelineRun {
         // Evaluation of every model on the test problems.
         let test = try Self.readProblems(dataDir.appendingPathComponent("test.jsonl"))
         var models: [(name: String, path: String, method: String, scheme: String?, digest: String)] = [("teacher", teacherPath, "fp", nil, teacherDigest)]
-        for p in config.ptq {
+        for p in config.ptq where p.evaluate ?? true {
             let name = p.stageName(defaultCalibration: defaultCalibration)
             models.append((name, ptqDigests[name]!.dir.appendingPathComponent("model").path, p.method, p.scheme, ptqDigests[name]!.digest))
         }
-        for q in qatRuns {
+        for q in qatRuns where config.qat.first(where: { $0.stageName == q.name })?.evaluate ?? true {
             models.append((q.name, q.dir.appendingPathComponent("quantized").path, "\(q.from.split(separator: "-")[0])+\(q.objective)",
                            config.ptq.first { $0.stageName(defaultCalibration: defaultCalibration) == q.from }?.scheme, q.digest))
         }

@@ -147,6 +147,9 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
         package var scheme: String
         /// Name of a calibration set (GPTQ needs one; RTN ignores it).
         package var calibration: String?
+        /// false: no accuracy evaluation of this init (it still seeds QAT runs), e.g. for an
+        /// ablation read from the QAT runs' held-out KL curves alone.
+        package var evaluate: Bool?
 
         /// The stage's name, also how QAT entries refer to it: "gptq-w3g128" (+ "-<calibration>"
         /// when the calibration is not the first one).
@@ -155,6 +158,9 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
             guard method != "rtn", let c = calibration, c != defaultCalibration else { return base }
             return "\(base)-\(c)"
         }
+
+        /// The entry as its stage's input: whether it is evaluated does not change the model.
+        var withoutEvaluate: PTQSection { var p = self; p.evaluate = nil; return p }
     }
 
     package struct QATSection: Codable, Sendable, Equatable {
@@ -164,8 +170,13 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
         /// (generalized JSD, beta 0.5) or sft (cross-entropy on the traces).
         package var objective: String
         package var train: TrainSection?
+        /// false: no accuracy evaluation of the result (its curve is still measured).
+        package var evaluate: Bool?
 
         package var stageName: String { "\(from)+\(objective)" }
+
+        /// The entry as its stage's input: whether it is evaluated does not change what it trains.
+        var withoutEvaluate: QATSection { var q = self; q.evaluate = nil; return q }
     }
 
     package struct EvalSection: Codable, Sendable, Equatable {

@@ -27,20 +27,25 @@ package struct ArithLevel: Codable, Sendable, Equatable {
     package var maxValue: Int
     package var maxMultiplier: Int
     package var operations: [ArithOperation]
+    /// Solutions write the operands of + and * in either order, drawn 50/50 (`12+5=17` or
+    /// `5+12=17`): two equally right continuations, so a teacher trained on them spreads its
+    /// probability as a language model does over equivalent phrasings. Off (nil) by default.
+    package var eitherOrder: Bool?
 
     package init(minSteps: Int, maxSteps: Int, maxOperand: Int = 9, maxValue: Int = 99,
-                maxMultiplier: Int = 3, operations: [ArithOperation] = [.add, .subtract]) {
+                maxMultiplier: Int = 3, operations: [ArithOperation] = [.add, .subtract], eitherOrder: Bool? = nil) {
         self.minSteps = minSteps
         self.maxSteps = maxSteps
         self.maxOperand = maxOperand
         self.maxValue = maxValue
         self.maxMultiplier = maxMultiplier
         self.operations = operations
+        self.eitherOrder = eitherOrder
     }
 
     enum CodingKeys: String, CodingKey {
         case minSteps = "min_steps", maxSteps = "max_steps", maxOperand = "max_operand", maxValue = "max_value"
-        case maxMultiplier = "max_multiplier", operations
+        case maxMultiplier = "max_multiplier", operations, eitherOrder = "either_order"
     }
 
     /// Refuses levels no problem can be drawn from (the message names the field).
@@ -204,7 +209,8 @@ package struct ArithTask: ReasoningTask {
                 }
                 let next = op.apply(value, b)
                 sentences.append(sentence(op, operand: b, name: name))
-                lines.append("\(value)\(op.rawValue)\(b)=\(next)")
+                let swapped = op != .subtract && level.eitherOrder == true && rng.next() % 2 == 1
+                lines.append(swapped ? "\(b)\(op.rawValue)\(value)=\(next)" : "\(value)\(op.rawValue)\(b)=\(next)")
                 numbers.append(b)
                 value = next
             }
@@ -242,7 +248,8 @@ package struct ArithTask: ReasoningTask {
 
 extension ArithTask {
     /// Re-evaluates a completion's steps: each line `a<op>b=c` must have c = a op b and (after the
-    /// first) a equal to the previous line's c; returns the value of the last step and the
+    /// first) a equal to the previous line's c (or b, for + and *, whose operands may come in
+    /// either order); returns the value of the last step and the
     /// `#### N` answer, or nil if a line breaks these rules.
     package static func replay(_ completion: String) -> (lastValue: Int, answer: Int, steps: Int)? {
         var previous: Int? = nil
@@ -257,7 +264,7 @@ extension ArithTask {
             guard let opIndex = lhs.dropFirst().firstIndex(where: { "+-*".contains($0) }),
                   let op = ArithOperation(rawValue: String(lhs[opIndex])),
                   let a = Int(lhs[..<opIndex]), let b = Int(lhs[lhs.index(after: opIndex)...]) else { return nil }
-            guard op.apply(a, b) == result, previous == nil || previous == a else { return nil }
+            guard op.apply(a, b) == result, previous == nil || previous == a || (op != .subtract && previous == b) else { return nil }
             previous = result
             steps += 1
         }

@@ -11,7 +11,7 @@ final class PipelineRunTests: XCTestCase {
     func testTheStagesRunAndAnUnchangedRerunSkipsThem() throws {
         try TestPaths.require(TestPaths.gsmTemplates)
         let dir = try makeScratchDirectory("rqat-pipeline")
-        let file = try TinyModels.writePipeline(in: dir, extraPTQ: ", {\"method\": \"rtn\", \"scheme\": \"w4g32\"}")
+        let file = try TinyModels.writePipeline(in: dir, extraPTQ: ", {\"method\": \"rtn\", \"scheme\": \"w4g32\", \"evaluate\": false}")
         let arguments = ["pipeline", "--config", file.path, "--threads", "1", "--assets", TestPaths.assets.path]
         func run() throws -> PipelineReport {
             let result = try MPIRun.run(executable: "rqat", ranks: nil, arguments: arguments)
@@ -19,7 +19,8 @@ final class PipelineRunTests: XCTestCase {
             return try JSONDecoder().decode(PipelineReport.self, from: Data(contentsOf: dir.appendingPathComponent("run/report.json")))
         }
         let report = try run()
-        XCTAssertEqual(report.models.map(\.name), ["teacher", "gptq-w4g32", "rtn-w4g32", "gptq-w4g32+kd", "gptq-w4g32+sft"])
+        XCTAssertEqual(report.models.map(\.name), ["teacher", "gptq-w4g32", "gptq-w4g32+kd", "gptq-w4g32+sft"], "rtn-w4g32 is not evaluated")
+        XCTAssertTrue(report.stagesRun.contains("ptq-rtn-w4g32"))
         XCTAssertTrue(report.models.allSatisfy { $0.accuracy?.problems == 4 })
         XCTAssertEqual(report.models[0].heldoutKL, 0)
         XCTAssertTrue(report.models.dropFirst().allSatisfy { ($0.heldoutKL ?? -1) > 0 }, "quantized models differ from the teacher")
@@ -33,5 +34,10 @@ final class PipelineRunTests: XCTestCase {
         let again = try run()
         XCTAssertEqual(again.stagesRun, [], "nothing changed, nothing ran")
         XCTAssertEqual(again.models.map(\.accuracy), report.models.map(\.accuracy))
+
+        // Asking for its evaluation evaluates it and reruns nothing else: "evaluate" is no input of a PTQ stage.
+        let text = try String(contentsOf: file, encoding: .utf8)
+        try text.replacingOccurrences(of: "\"evaluate\": false", with: "\"evaluate\": true").write(to: file, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try run().stagesRun, ["eval-rtn-w4g32"])
     }
 }

@@ -51,11 +51,34 @@ final class ArithTaskTests: XCTestCase {
         XCTAssertEqual(counts, [1, 2, 3, 4, 5])
     }
 
+    func testEitherOrderWritesBothOrdersOfAnAddition() throws {
+        var level = ArithTask.defaultLevel
+        level.eitherOrder = true
+        let problems = try ArithTask(levels: [level]).problems(split: .validation, count: 200, seed: 5)
+        var swapped = 0, kept = 0
+        for p in problems {
+            let replay = try XCTUnwrap(ArithTask.replay(p.completion), p.completion)
+            XCTAssertEqual(String(replay.answer), p.answer)
+            var previous = Self.numbers(in: p.prompt)[0]
+            for line in p.completion.split(separator: "\n").dropLast() {
+                let result = Int(line.split(separator: "=")[1])!
+                if line.contains("+") { if line.hasPrefix("\(previous)+") { kept += 1 } else { swapped += 1 } }
+                previous = result
+            }
+        }
+        XCTAssertGreaterThan(swapped, 100)
+        XCTAssertGreaterThan(kept, 100)
+        let decoded = try JSONDecoder().decode(ArithLevel.self, from: Data(#"{"min_steps": 1, "max_steps": 2, "max_operand": 9, "max_value": 99, "max_multiplier": 3, "operations": ["+"], "either_order": true}"#.utf8))
+        XCTAssertEqual(decoded.eitherOrder, true)
+    }
+
     func testReplayRejectsAWrongStepOrABrokenChain() {
         XCTAssertNotNil(ArithTask.replay("7+5=12\n12-3=9\n#### 9"))
         XCTAssertNil(ArithTask.replay("7+5=13\n13-3=10\n#### 10"), "7+5 is not 13")
         XCTAssertNil(ArithTask.replay("7+5=12\n11-3=8\n#### 8"), "the second step must start from 12")
         XCTAssertNil(ArithTask.replay("7+5=12\n12-3=9"), "no answer line")
+        XCTAssertNotNil(ArithTask.replay("7+5=12\n3+12=15\n#### 15"), "+ may take the previous result second")
+        XCTAssertNil(ArithTask.replay("7+5=12\n15-12=3\n#### 3"), "- may not")
     }
 
     /// Chain of thought is needed: the answer is never a number written in the question, and
