@@ -51,6 +51,11 @@ package final class LinearLayer {
     package var inputHooks: [LinearHook] = []
     package var outputHooks: [LinearHook] = []
 
+    /// Above this many rows the product goes to OpenBLAS's sgemm. On the 2-core VM of
+    /// docs/PERFORMANCE.md the tiled kernel was faster at every size measured (2-4x at 128-2048
+    /// prompt tokens), so only very long chunks go to sgemm.
+    static let tiledGEMVMaxRows = 4096
+
     package init(_ weight: LinearWeight, bias: Tensor? = nil) {
         self.weight = weight
         self.bias = bias
@@ -81,6 +86,24 @@ package final class LinearLayer {
                 // Few rows (decoding): memory-bound; stream W once for all rows, threads split W's rows.
                 Threads.parallelFor(outF) { rows in
                     rqat_gemv_rows(x.ptr, n, inF, w.ptr, inF, y.ptr, outF, accumulate ? 1 : 0, rows.lowerBound, rows.upperBound)
+                }
+            } else if n <= Self.tiledGEMVMaxRows {
+                // Batched decoding and prefill: sgemm packs all of W for every call, which for a
+                // few dozen rows costs more than the product (4x slower than this at 32 rows).
+                // Instead each tile of W's rows, brought into cache once, meets the rows of x 8
+                // at a time.
+                let tile = max(16, 65_536 / inF)
+                let maxRows = Int(RQAT_GEMV_MAX_ROWS)
+                Threads.parallelFor(outF) { rows in
+                    var lo = rows.lowerBound
+                    while lo < rows.upperBound {
+                        let hi = min(lo + tile, rows.upperBound)
+                        for first in stride(from: 0, to: n, by: maxRows) {
+                            rqat_gemv_rows(x.ptr + first * inF, min(maxRows, n - first), inF, w.ptr, inF,
+                                           y.ptr + first * outF, outF, accumulate ? 1 : 0, lo, hi)
+                        }
+                        lo = hi
+                    }
                 }
             } else {
                 Gemm.sgemm(transB: true, m: n, n: outF, k: inF, a: x.ptr, lda: inF, b: w.ptr, ldb: inF,
