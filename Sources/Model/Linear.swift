@@ -53,8 +53,9 @@ package final class LinearLayer {
 
     /// Above this many rows the product goes to OpenBLAS's sgemm. On the 2-core VM of
     /// docs/PERFORMANCE.md the tiled kernel was faster at every size measured (2-4x at 128-2048
-    /// prompt tokens), so only very long chunks go to sgemm.
-    static let tiledGEMVMaxRows = 4096
+    /// prompt tokens; an eval of 32 GSM8K prompts, about 5k prefill rows at once, 2.3x), so only very
+    /// long chunks go to sgemm.
+    static let tiledGEMVMaxRows = 65_536
 
     package init(_ weight: LinearWeight, bias: Tensor? = nil) {
         self.weight = weight
