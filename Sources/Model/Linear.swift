@@ -83,18 +83,13 @@ package final class LinearLayer {
         let inF = weight.inFeatures, outF = weight.outFeatures
         switch weight {
         case .dense(let w):
-            if n <= Int(RQAT_GEMV_MAX_ROWS) {
-                // Few rows (decoding): memory-bound; stream W once for all rows, threads split W's rows.
-                Threads.parallelFor(outF) { rows in
-                    rqat_gemv_rows(x.ptr, n, inF, w.ptr, inF, y.ptr, outF, accumulate ? 1 : 0, rows.lowerBound, rows.upperBound)
-                }
-            } else if n <= Self.tiledGEMVMaxRows {
-                // Batched decoding and prefill: sgemm packs all of W for every call, which for a
-                // few dozen rows costs more than the product (4x slower than this at 32 rows).
-                // Instead each tile of W's rows, brought into cache once, meets the rows of x 8
-                // at a time.
-                let tile = max(16, 65_536 / inF)
+            if n <= Self.tiledGEMVMaxRows {
+                // Memory-bound: the gemv kernel streams W once for up to 8 rows of x, threads
+                // splitting W's rows. More rows (batched decoding, prefill) go 8 at a time over
+                // each tile of W while it is in cache; sgemm would pack all of W for every call,
+                // which for a few dozen rows costs more than the product (4x slower at 32 rows).
                 let maxRows = Int(RQAT_GEMV_MAX_ROWS)
+                let tile = n <= maxRows ? outF : max(16, 65_536 / inF)
                 Threads.parallelFor(outF) { rows in
                     var lo = rows.lowerBound
                     while lo < rows.upperBound {

@@ -163,7 +163,7 @@ package struct PipelineRun {
         curveSettings.temperature = 0
 
         // QAT runs from the PTQ inits.
-        var qatRuns: [(name: String, digest: String, dir: URL, from: String, objective: String)] = []
+        var qatRuns: [(name: String, digest: String, dir: URL, from: String, objective: String, evaluate: Bool)] = []
         for q in config.qat {
             let from = ptqDigests[q.from]!
             let train = (q.train ?? PipelineConfig.TrainSection()).over(config.qatTrain)
@@ -210,7 +210,7 @@ package struct PipelineRun {
                     try JobJSON.write(curve, to: dir.appendingPathComponent("curve.json"))
                 }
             }
-            qatRuns.append((q.stageName, digest, runner.directory("qat-\(q.stageName)"), q.from, q.objective))
+            qatRuns.append((q.stageName, digest, runner.directory("qat-\(q.stageName)"), q.from, q.objective, q.evaluate ?? true))
         }
 
         // Evaluation of every model on the test problems.
@@ -220,7 +220,7 @@ package struct PipelineRun {
             let name = p.stageName(defaultCalibration: defaultCalibration)
             models.append((name, ptqDigests[name]!.dir.appendingPathComponent("model").path, p.method, p.scheme, ptqDigests[name]!.digest))
         }
-        for q in qatRuns where config.qat.first(where: { $0.stageName == q.name })?.evaluate ?? true {
+        for q in qatRuns where q.evaluate {
             models.append((q.name, q.dir.appendingPathComponent("quantized").path, "\(q.from.split(separator: "-")[0])+\(q.objective)",
                            config.ptq.first { $0.stageName(defaultCalibration: defaultCalibration) == q.from }?.scheme, q.digest))
         }

@@ -86,15 +86,16 @@ package struct PipelineReport: Codable, Sendable {
                       qatRuns: [(name: String, dir: URL, from: String, objective: String)],
                       stagesRun: [String], stagesSkipped: [String], seconds: Double) throws -> PipelineReport {
         let curves = qatRuns.compactMap { try? JobJSON.read(QATCurve.self, from: $0.dir.appendingPathComponent("curve.json"), missing: "") }
-        func outcomes(_ name: String) -> [ProblemOutcome] {
-            let url = root.appendingPathComponent("eval-\(name)/outcomes.jsonl")
-            return ((try? PipelineRun.readLines(url)) ?? []).compactMap { try? JSONDecoder().decode(ProblemOutcome.self, from: $0) }
+        // Each model's outcomes, read once (comparisons and agreement all use them).
+        var outcomes: [String: [ProblemOutcome]] = [:]
+        for e in evaluations {
+            let url = root.appendingPathComponent("eval-\(e.name)/outcomes.jsonl")
+            outcomes[e.name] = ((try? PipelineRun.readLines(url)) ?? []).compactMap { try? JSONDecoder().decode(ProblemOutcome.self, from: $0) }
         }
-        func perProblem(_ name: String) -> [String: Double] { AccuracyEval.perProblem(outcomes(name), strict: false) }
-        let teacherOutcomes = outcomes("teacher")
+        func perProblem(_ name: String) -> [String: Double] { AccuracyEval.perProblem(outcomes[name] ?? [], strict: false) }
         var evaluations = evaluations
-        for i in evaluations.indices where evaluations[i].name != "teacher" {
-            evaluations[i].agreement = AccuracyEval.agreement(outcomes(evaluations[i].name), with: teacherOutcomes)
+        for i in evaluations.indices {
+            evaluations[i].agreement = AccuracyEval.agreement(outcomes[evaluations[i].name] ?? [], with: outcomes["teacher"] ?? [])
         }
         func accuracy(_ name: String) -> Double? { evaluations.first { $0.name == name }?.accuracy?.flexible.mean }
 
@@ -153,7 +154,7 @@ package struct PipelineReport: Codable, Sendable {
         for m in models {
             lines.append("| \(m.name) | \(m.scheme ?? "fp32") | \(m.bitsPerWeight.map { String(format: "%.2f", $0) } ?? "-") | "
                 + "\(m.sizeBytes.map { String(format: "%.2f", Double($0) / 1e6) } ?? "-") | \(Self.accuracyCell(m.accuracy?.strict)) | "
-                + "\(Self.accuracyCell(m.accuracy?.flexible)) | \(m.name == "teacher" ? "100" : Self.percent(m.agreement)) | \(m.heldoutKL.map { String(format: "%.4f", $0) } ?? "-") | "
+                + "\(Self.accuracyCell(m.accuracy?.flexible)) | \(Self.percent(m.agreement)) | \(m.heldoutKL.map { String(format: "%.4f", $0) } ?? "-") | "
                 + "\(m.perplexity.map { String(format: "%.3f", $0) } ?? "-") |")
         }
         if models.contains(where: { $0.sampledAccuracy != nil }) {

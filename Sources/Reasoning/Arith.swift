@@ -6,6 +6,9 @@ import Formats
 package enum ArithOperation: String, Codable, Sendable, CaseIterable {
     case add = "+", subtract = "-", multiply = "*"
 
+    /// a op b = b op a: the operands may be written in either order.
+    package var commutes: Bool { self != .subtract }
+
     package func apply(_ a: Int, _ b: Int) -> Int {
         switch self {
         case .add: a + b
@@ -209,7 +212,7 @@ package struct ArithTask: ReasoningTask {
                 }
                 let next = op.apply(value, b)
                 sentences.append(sentence(op, operand: b, name: name))
-                let swapped = op != .subtract && level.eitherOrder == true && rng.next() % 2 == 1
+                let swapped = op.commutes && level.eitherOrder == true && rng.next() % 2 == 1
                 lines.append(swapped ? "\(b)\(op.rawValue)\(value)=\(next)" : "\(value)\(op.rawValue)\(b)=\(next)")
                 numbers.append(b)
                 value = next
@@ -264,7 +267,7 @@ extension ArithTask {
             guard let opIndex = lhs.dropFirst().firstIndex(where: { "+-*".contains($0) }),
                   let op = ArithOperation(rawValue: String(lhs[opIndex])),
                   let a = Int(lhs[..<opIndex]), let b = Int(lhs[lhs.index(after: opIndex)...]) else { return nil }
-            guard op.apply(a, b) == result, previous == nil || previous == a || (op != .subtract && previous == b) else { return nil }
+            guard op.apply(a, b) == result, previous == nil || previous == a || (op.commutes && previous == b) else { return nil }
             previous = result
             steps += 1
         }
