@@ -3,10 +3,11 @@
 round by round (old, new, new, old, ...), and the median over the rounds of the per-round
 ratio new/old for batch-1 decode, batch-8 decode and both training shapes.
 
-    python3 scripts/bench-compare.py OLD_RQAT NEW_RQAT [--rounds 5] [--json]
+    python3 scripts/bench-compare.py OLD_RQAT NEW_RQAT [--rounds 5] [--only decode|train] [--json]
 
 Each bench runs with its own defaults except a short decode (--repeats 3) per round; the ratio
-of one round is taken between the two runs of that round, so slow drift of the machine cancels.
+of one round is taken between the two runs of that round, so slow drift of the machine cancels. `--only decode` runs only the decode benches, so that
+many more rounds fit in the same time where one figure's spread is the question.
 """
 import argparse
 import json
@@ -32,9 +33,10 @@ def main() -> int:
     parser.add_argument("old")
     parser.add_argument("new")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", choices=["decode", "train"])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    benches = [["decode", "--repeats", "3"], ["train"]]
+    benches = [bench for bench in (["decode", "--repeats", "3"], ["train"]) if args.only in (None, bench[0])]
     ratios: dict[str, list[float]] = {}
     rates: dict[str, dict[str, list[float]]] = {"old": {}, "new": {}}
     for r in range(args.rounds):

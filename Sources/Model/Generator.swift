@@ -31,6 +31,12 @@ package struct GenerationResult: Sendable {
 /// waiting request takes the place of one that finished (continuous batching: its prompt is
 /// prefilled in the same forward as the others' next tokens), in request order, so the result
 /// depends only on the requests and `maxBatch`.
+///
+/// A token prefix that every prompt starts with (a chat template's system turn, a task's
+/// instruction) is prefilled once, and each sequence's cache starts as a copy of it: an eval's
+/// prompts share about half their tokens, and prefill costs as much per token as decoding a
+/// full batch. Keys and values of the prefix then come from a forward of the prefix alone, so
+/// they round as they would for a prompt run by itself.
 package final class Generator {
     package let decoder: Decoder
     package let stopTokens: Set<Int>
@@ -57,6 +63,13 @@ package final class Generator {
             ? waiting.map(capacity) : Array(repeating: waiting.map(capacity).max()!, count: slots))
         var samplers = requests.map { Sampler($0.sampling) }
         let v = decoder.config.vocabSize
+        let shared = waiting.count > 1 ? Self.sharedPrefix(waiting.map { requests[$0].prompt }) : 0
+        var prefix: KVCache?
+        if shared >= Self.minimumSharedPrefix {
+            let p = decoder.makeCache(capacities: [shared])
+            _ = decoder.forward([SequenceChunk(sequence: 0, tokens: Array(requests[waiting[0]].prompt.prefix(shared)))], cache: p)
+            prefix = p
+        }
 
         // running: (request, cache slot) in the order of their rows in the next forward.
         var running: [(request: Int, slot: Int)] = []
@@ -66,15 +79,30 @@ package final class Generator {
             var chunks = running.map { SequenceChunk(sequence: $0.slot, tokens: [results[$0.request].tokens.last!]) }
             while !freeSlots.isEmpty && !waiting.isEmpty {
                 let r = waiting.removeFirst(), slot = freeSlots.removeFirst()
-                cache.reset(sequence: slot)
                 running.append((r, slot))
-                chunks.append(SequenceChunk(sequence: slot, tokens: requests[r].prompt))
+                if let prefix {
+                    cache.startAsCopy(sequence: slot, of: prefix, sequence: 0, count: shared)
+                    chunks.append(SequenceChunk(sequence: slot, tokens: Array(requests[r].prompt[shared...])))
+                } else {
+                    cache.reset(sequence: slot)
+                    chunks.append(SequenceChunk(sequence: slot, tokens: requests[r].prompt))
+                }
             }
             let logits = decoder.forward(chunks, cache: cache)
+            // Each sequence has its own sampler, so rows can be drawn on all threads at once
+            // (a softmax over the vocabulary per row is not small beside a decode step).
+            var drawn = [(token: Int, logprob: Float)](repeating: (0, 0), count: running.count)
+            samplers.withUnsafeMutableBufferPointer { samplers in
+                drawn.withUnsafeMutableBufferPointer { drawn in
+                    Threads.parallelFor(running.count) { rows in
+                        for row in rows { drawn[row] = samplers[running[row].request].sample(logits.row(row), count: v) }
+                    }
+                }
+            }
             var stillRunning: [(request: Int, slot: Int)] = []
             for (row, entry) in running.enumerated() {
                 let s = entry.request
-                let (token, logprob) = samplers[s].sample(logits.row(row), count: v)
+                let (token, logprob) = drawn[row]
                 results[s].tokens.append(token)
                 results[s].logprobs.append(logprob)
                 onToken?(s, token)
@@ -90,5 +118,20 @@ package final class Generator {
             running = stillRunning
         }
         return results
+    }
+
+    /// Shorter common prefixes are not worth a forward of their own.
+    static let minimumSharedPrefix = 16
+
+    /// The length of the longest token prefix all prompts start with, short of the shortest
+    /// prompt's last token (each sequence's first logits come from a chunk of its own).
+    package static func sharedPrefix(_ prompts: [[Int]]) -> Int {
+        guard var length = prompts.map({ $0.count - 1 }).min(), let first = prompts.first else { return 0 }
+        for prompt in prompts.dropFirst() {
+            var i = 0
+            while i < length && prompt[i] == first[i] { i += 1 }
+            length = i
+        }
+        return max(0, length)
     }
 }

@@ -47,4 +47,19 @@ package final class KVCache {
 
     /// Forgets everything of sequence `s` (reuse its memory for a new prompt).
     package func reset(sequence s: Int) { length[s] = 0 }
+
+    /// Sequence `s` starts over as a copy of the first `count` tokens of `source`'s sequence
+    /// `from` (a prompt prefix prefilled once for many sequences).
+    func startAsCopy(sequence s: Int, of source: KVCache, sequence from: Int, count: Int) {
+        precondition(source.layers == layers && source.kvHeads == kvHeads && source.headDim == headDim,
+                     "caches of different models")
+        precondition(count <= source.length[from] && count <= capacity[s], "prefix of \(count) tokens does not fit")
+        for l in 0..<layers {
+            for h in 0..<kvHeads {
+                keys(sequence: s, layer: l, head: h).update(from: source.keys(sequence: from, layer: l, head: h), count: count * headDim)
+                values(sequence: s, layer: l, head: h).update(from: source.values(sequence: from, layer: l, head: h), count: count * headDim)
+            }
+        }
+        length[s] = count
+    }
 }

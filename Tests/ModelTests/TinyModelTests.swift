@@ -87,6 +87,34 @@ final class TinyModelTests: XCTestCase {
         }
     }
 
+    /// Prompts that share a long prefix (prefilled once, each cache starting as its copy) give
+    /// the sequences each prompt gives on its own (greedy; logprobs to rounding), also when
+    /// waiting prompts join later (continuous batching).
+    func testSharedPromptPrefixKeepsEachSequence() throws {
+        let model = try decoder("tiny-qwen3")
+        let v = model.config.vocabSize
+        let common = (0..<20).map { ($0 * 7 + 3) % v }
+        let requests = (0..<4).map { i in
+            GenerationRequest(prompt: common + (0...i).map { ($0 * 11 + 5 * i + 1) % v }, maxNewTokens: 6 + i)
+        }
+        XCTAssertEqual(Generator.sharedPrefix(requests.map(\.prompt)), 20)
+        let alone = requests.map { Generator(decoder: model, stopTokens: []).generate([$0])[0] }
+        for maxBatch in [4, 2] {
+            let shared = Generator(decoder: model, stopTokens: []).generate(requests, maxBatch: maxBatch)
+            for (a, b) in zip(alone, shared) {
+                XCTAssertEqual(a.tokens, b.tokens, "maxBatch \(maxBatch)")
+                for (x, y) in zip(a.logprobs, b.logprobs) { XCTAssertEqual(x, y, accuracy: 1e-4) }
+            }
+        }
+    }
+
+    func testSharedPrefixLeavesEachPromptATokenOfItsOwn() {
+        XCTAssertEqual(Generator.sharedPrefix([[1, 2, 3, 4], [1, 2, 3, 5]]), 3)
+        XCTAssertEqual(Generator.sharedPrefix([[1, 2, 3], [1, 2, 3]]), 2)
+        XCTAssertEqual(Generator.sharedPrefix([[1, 2], [1, 2, 3, 4]]), 1)
+        XCTAssertEqual(Generator.sharedPrefix([[7, 2], [1, 2]]), 0)
+    }
+
     /// Prefill then one token at a time through the cache gives the logits of one full pass;
     /// two sequences of different lengths in one call give the logits of separate calls.
     func testCacheAndBatchingAgreeWithFullForward() throws {
