@@ -20,6 +20,8 @@ package struct EvalBench {
     package struct Record: BenchRecord, Equatable {
         package static let name = "eval_speed"
         package var problems: Int
+        /// Each problem is answered once per seed.
+        package var seeds: [UInt64]
         package var batch: Int
         package var temperature: Float
         package var topP: Float
@@ -37,7 +39,7 @@ package struct EvalBench {
         package var threads: Int
 
         enum CodingKeys: String, CodingKey {
-            case problems, batch, temperature, repeats, threads, ratio
+            case problems, seeds, batch, temperature, repeats, threads, ratio
             case topP = "top_p", maxTokens = "max_tokens"
             case evalTokensPerS = "eval_tokens_per_s", evalTokensPerSMin = "eval_tokens_per_s_min", evalTokensPerSMax = "eval_tokens_per_s_max"
             case decodeBatch1TokensPerS = "decode_batch1_tokens_per_s"
@@ -75,7 +77,7 @@ package struct EvalBench {
             ratios.append(evalRate / decodeRate)
         }
         let e = Spread(evalRates), d = Spread(decodeRates), r = Spread(ratios)
-        return Record(problems: chosen.count, batch: options.settings.batch, temperature: options.settings.temperature,
+        return Record(problems: chosen.count, seeds: options.settings.runSeeds, batch: options.settings.batch, temperature: options.settings.temperature,
                       topP: options.settings.topP, maxTokens: options.settings.maxTokens, evalTokensPerS: e.median,
                       evalTokensPerSMin: e.min, evalTokensPerSMax: e.max, decodeBatch1TokensPerS: d.median,
                       ratio: e.median / d.median, ratioPerRoundMin: r.min, ratioPerRoundMax: r.max,

@@ -62,14 +62,7 @@ struct EvalCommand: ParsableCommand {
     @OptionGroup var assets: AssetOptions
     @OptionGroup var runtime: RuntimeOptions
 
-    func parsedSeeds() throws -> [UInt64] {
-        let parts = seeds.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        let values = parts.compactMap { UInt64($0) }
-        guard !values.isEmpty, values.count == parts.count else {
-            throw ValidationError("--seeds must be comma-separated non-negative integers, e.g. 42,43,44")
-        }
-        return values
-    }
+    func parsedSeeds() throws -> [UInt64] { try parseSeeds(seeds) }
 
     func validate() throws {
         _ = try parsedSeeds()
@@ -148,4 +141,14 @@ struct DataCommand: ParsableCommand {
             printErr("data: \(written.count) \(task) \(split.rawValue) problems written to \(out)")
         }
     }
+}
+
+/// `--seeds 42,43,44` as numbers.
+func parseSeeds(_ text: String) throws -> [UInt64] {
+    let parts = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+    let values = parts.compactMap { UInt64($0) }
+    guard !values.isEmpty, values.count == parts.count else {
+        throw ValidationError("--seeds must be comma-separated non-negative integers, e.g. 42,43,44")
+    }
+    return values
 }
