@@ -20,8 +20,8 @@ package struct EvalBench {
     package struct Record: BenchRecord, Equatable {
         package static let name = "eval_speed"
         package var problems: Int
-        /// Each problem is answered once per seed.
-        package var seeds: [UInt64]
+        /// Each problem is answered once per seed: the seeds, comma-separated (records are flat).
+        package var seeds: String
         package var batch: Int
         package var temperature: Float
         package var topP: Float
@@ -77,7 +77,7 @@ package struct EvalBench {
             ratios.append(evalRate / decodeRate)
         }
         let e = Spread(evalRates), d = Spread(decodeRates), r = Spread(ratios)
-        return Record(problems: chosen.count, seeds: options.settings.runSeeds, batch: options.settings.batch, temperature: options.settings.temperature,
+        return Record(problems: chosen.count, seeds: options.settings.runSeeds.map(String.init).joined(separator: ","), batch: options.settings.batch, temperature: options.settings.temperature,
                       topP: options.settings.topP, maxTokens: options.settings.maxTokens, evalTokensPerS: e.median,
                       evalTokensPerSMin: e.min, evalTokensPerSMax: e.max, decodeBatch1TokensPerS: d.median,
                       ratio: e.median / d.median, ratioPerRoundMin: r.min, ratioPerRoundMax: r.max,

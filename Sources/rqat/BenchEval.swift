@@ -46,7 +46,7 @@ struct BenchEval: ParsableCommand {
             options.repeats = repeats
             let r = bench.run(options)
             output.emit(r, text: String(format: "eval     batch %d, %d problems x %d seeds, temperature %.2g, top-p %.2g: %.1f [%.1f-%.1f] tokens/s (%.0f tokens per answer)\ndecode   batch 1 greedy: %.1f tokens/s\nratio    %.2fx (per round %.2f-%.2fx), %d rounds, %d threads",
-                                        r.batch, r.problems, r.seeds.count, r.temperature, r.topP, r.evalTokensPerS, r.evalTokensPerSMin, r.evalTokensPerSMax,
+                                        r.batch, r.problems, r.seeds.split(separator: ",").count, r.temperature, r.topP, r.evalTokensPerS, r.evalTokensPerSMin, r.evalTokensPerSMax,
                                         r.meanCompletionTokens, r.decodeBatch1TokensPerS, r.ratio, r.ratioPerRoundMin, r.ratioPerRoundMax, r.repeats, r.threads))
         }
     }

@@ -16,7 +16,7 @@ final class EvalBenchTests: XCTestCase {
         options.decodeTokens = 4
         let r = try EvalBench(model: dir.path, problems: problems).run(options)
         XCTAssertEqual(r.problems, 3)
-        XCTAssertEqual(r.seeds, [1])
+        XCTAssertEqual(r.seeds, "1")
         XCTAssertEqual(r.ratio, r.evalTokensPerS / r.decodeBatch1TokensPerS, accuracy: 1e-9)
         XCTAssertLessThanOrEqual(r.evalTokensPerSMin, r.evalTokensPerS)
         XCTAssertGreaterThan(r.meanCompletionTokens, 0)
