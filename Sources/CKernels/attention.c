@@ -1,16 +1,15 @@
 #include "CKernelsAttention.h"
 #include "CKernelsGemv.h"
 #include "fast_exp.h"
+#include "simd_target.h"
 
-// One body, compiled once per instruction-set level below so the compiler vectorises its loops
-// with that level's registers (the package builds C without -march).
-// out[h] = inv[h] * sum_j p[h][j] V[j] for heads h0 .. h1-1, one head at a time, the sum in
+// out[h] = inv[h] * sum_j p[h][j] V[j] for each of the heads, one head at a time, the sum in
 // order of j (one fused multiply-add per term where the instruction set has it: the compiler
 // contracts the expression).
 __attribute__((always_inline))
 static inline void weighted_values(const float *restrict scores, size_t L, const float *restrict inv,
-                                   const float *restrict values, size_t D, float *restrict out, size_t h0, size_t h1) {
-    for (size_t h = h0; h < h1; h++) {
+                                   const float *restrict values, size_t D, float *restrict out, size_t heads) {
+    for (size_t h = 0; h < heads; h++) {
         const float *restrict p = scores + h * L;
         float *restrict o = out + h * D;
         for (size_t d = 0; d < D; d++) o[d] = 0.0f;
@@ -24,14 +23,6 @@ static inline void weighted_values(const float *restrict scores, size_t L, const
 }
 
 #if defined(__x86_64__)
-#include <immintrin.h>
-#define AVX512 "avx512f,avx512vl,avx512dq,avx2,fma"
-#if defined(__clang__)
-#define UNROLL _Pragma("clang loop unroll(full)")
-#else
-#define UNROLL _Pragma("GCC unroll 32")
-#endif
-
 // weighted_values for G heads at once with D = 16 * DV (constants after inlining): the
 // G * DV accumulators stay in registers and each row of V is loaded once for all G heads,
 // where one head at a time re-reads V per head and keeps its output in memory. The same
@@ -76,7 +67,7 @@ static void weighted_values_avx512(const float *scores, size_t L, const float *i
     case 32: WEIGHTED_VALUES_DV(2) break;
     case 64: WEIGHTED_VALUES_DV(4) break;
     case 128: WEIGHTED_VALUES_DV(8) break;
-    default: weighted_values(scores, L, inv, values, D, out, 0, heads);
+    default: weighted_values(scores, L, inv, values, D, out, heads);
     }
 }
 #endif
@@ -84,6 +75,8 @@ static void weighted_values_avx512(const float *scores, size_t L, const float *i
 // Heads of one query group, enough for any model's heads per KV head.
 #define MAX_GROUP 64
 
+// One body, compiled once per instruction-set level below so the compiler vectorises its loops
+// with that level's registers (the package builds C without -march).
 __attribute__((always_inline))
 static inline void attend_group(int isa, const float *q, size_t heads, const float *keys, const float *values,
                                 size_t L, size_t D, float scale, float *restrict scores, float *restrict out) {
@@ -103,7 +96,7 @@ static inline void attend_group(int isa, const float *q, size_t heads, const flo
             continue;
         }
 #endif
-        weighted_values(scores + g0 * L, L, inv, values, D, out + g0 * D, 0, g1 - g0);
+        weighted_values(scores + g0 * L, L, inv, values, D, out + g0 * D, g1 - g0);
     }
 }
 

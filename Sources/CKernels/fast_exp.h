@@ -28,20 +28,27 @@ static inline float fast_expf(float x) {
     return p * scale;
 }
 
-// The unnormalised core of a softmax: x[i] = exp(scale * (x[i] - max x)) for i < n (n >= 1);
-// returns their sum. Callers divide by it where it costs least.
-// The max runs in 16 lanes (exact in any order) and the exps in a loop of their own, so both
-// vectorise; the sum stays one sequential loop (a float sum in another order rounds
-// differently), so the result is the same on every instruction set and vector width.
-__attribute__((always_inline)) static inline float exp_shifted_by_max(float *restrict x, size_t n, float scale) {
+// max x[i] over i < n (-inf for n = 0), in 16 running lanes so that the loop vectorises; a max
+// is exact in any order, so this equals the plain loop's result.
+__attribute__((always_inline)) static inline float max_in_lanes(const float *restrict x, size_t n) {
     float lanes[16];
-    for (int k = 0; k < 16; k++) lanes[k] = x[0];
+    for (int k = 0; k < 16; k++) lanes[k] = -__builtin_inff();
     size_t i = 0;
     for (; i + 16 <= n; i += 16)
         for (int k = 0; k < 16; k++) lanes[k] = x[i + k] > lanes[k] ? x[i + k] : lanes[k];
     float m = lanes[0];
     for (int k = 1; k < 16; k++) m = lanes[k] > m ? lanes[k] : m;
     for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+// The unnormalised core of a softmax: x[i] = exp(scale * (x[i] - max x)) for i < n (n >= 1);
+// returns their sum. Callers divide by it where it costs least.
+// The exps run in a loop of their own, so that it vectorises; the sum stays one sequential
+// loop (a float sum in another order rounds differently), so the result is the same on every
+// instruction set and vector width.
+__attribute__((always_inline)) static inline float exp_shifted_by_max(float *restrict x, size_t n, float scale) {
+    float m = max_in_lanes(x, n);
     for (size_t j = 0; j < n; j++) x[j] = fast_expf(scale * (x[j] - m));
     float sum = 0.0f;
     for (size_t j = 0; j < n; j++) sum += x[j];

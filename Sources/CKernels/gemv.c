@@ -27,18 +27,9 @@
 
 #include <stdint.h>
 
+#include "simd_target.h"
+
 #if defined(__x86_64__)
-#include <immintrin.h>
-
-// The loops over activation rows and weight rows have constant trip counts after inlining;
-// unrolling them fully lets the compiler keep the accumulator arrays in registers.
-#if defined(__clang__)
-#define UNROLL _Pragma("clang loop unroll(full)")
-#else
-#define UNROLL _Pragma("GCC unroll 32")
-#endif
-
-#define AVX512 "avx512f,avx512vl,avx512dq,avx2,fma"
 
 // Calls fn(args..., N) with N the constant equal to n (1..8, larger n as 8), so each row count
 // gets its own fully unrolled instance of fn.

@@ -18,14 +18,7 @@ float rqat_rmsnorm(const float *restrict x, const float *restrict w, float *rest
 // 1.2e-7 relative, and entries more than 87 below the max (masked ones among them) get 0.
 __attribute__((target_clones("avx512f", "avx2", "default")))
 float rqat_softmax(float *restrict x, size_t n) {
-    float lanes[16];
-    for (int k = 0; k < 16; k++) lanes[k] = -INFINITY;
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int k = 0; k < 16; k++) lanes[k] = x[i + k] > lanes[k] ? x[i + k] : lanes[k];
-    float m = -INFINITY;
-    for (int k = 0; k < 16; k++) m = lanes[k] > m ? lanes[k] : m;
-    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    float m = max_in_lanes(x, n);
     if (m == -INFINITY) { // every entry masked: define the result as all zeros
         for (size_t j = 0; j < n; j++) x[j] = 0.0f;
         return -INFINITY;
@@ -34,8 +27,10 @@ float rqat_softmax(float *restrict x, size_t n) {
         float d = x[j] - m;
         x[j] = d < -87.0f ? 0.0f : fast_expf(d);
     }
+    float lanes[16];
     for (int k = 0; k < 16; k++) lanes[k] = 0.0f;
-    for (i = 0; i + 16 <= n; i += 16)
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
         for (int k = 0; k < 16; k++) lanes[k] += x[i + k];
     float s = 0.0f;
     for (int k = 0; k < 16; k++) s += lanes[k];
