@@ -42,7 +42,8 @@ package struct StudentSetup {
 
     package init(model: String, spec: TrainingSpec, log: (String) -> Void) throws {
         self.spec = spec
-        checkpoint = try Checkpoint.open(model)
+        let checkpoint = try Checkpoint.open(model)
+        self.checkpoint = checkpoint
         (tokenizer, template) = try checkpoint.loadTokenizer()
         dataset = try SFTDataset.load(URL(fileURLWithPath: spec.data), tokenizer: tokenizer, format: spec.format,
                                       template: template, seqLen: spec.options.seqLen, dropLong: spec.dropLong)
@@ -51,7 +52,12 @@ package struct StudentSetup {
         }
         let decoder = try TrainableDecoder(config: checkpoint.config, source: checkpoint.weights)
         self.decoder = decoder
-        quantizer = try spec.qat.map { try FakeQuantizer(decoder: decoder, scheme: $0, mode: spec.lsq ? .lsq : .ste) }
+        // From a PTQ init (or a QAT checkpoint) QAT keeps that model's grid, so step 0 is that model.
+        quantizer = try spec.qat.map { scheme in
+            let grids = try FakeQuantizer.savedGrids(in: checkpoint.weights, names: decoder.linearWeights.map(\.name), scheme: scheme)
+            if !grids.isEmpty { log("QAT starts from the grids of \(grids.count) quantized matrices in \(model)") }
+            return try FakeQuantizer(decoder: decoder, scheme: scheme, mode: spec.lsq ? .lsq : .ste, initialGrids: grids)
+        }
     }
 
     package var padId: Int { tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0 }

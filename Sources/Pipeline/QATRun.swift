@@ -44,12 +44,14 @@ struct QATRun {
         TrainCheckpoint.checkpoints(in: dir).sorted { $0.step < $1.step }
     }
 
-    /// A checkpoint's latent weights through the run's fake quantizer (STE's min/max grid is a
-    /// function of the weights, so it needs no saved state): the model QAT had at that step.
+    /// A checkpoint's latent weights through the run's fake quantizer (the grid the checkpoint
+    /// saved, the PTQ init's; a min/max grid, which is a function of the weights, when it saved
+    /// none): the model QAT had at that step.
     static func quantizedModel(checkpoint: URL, scheme: QuantScheme) throws -> (TrainableDecoder, Checkpoint) {
         let opened = try Checkpoint.open(checkpoint.path)
         let decoder = try TrainableDecoder(config: opened.config, source: opened.weights)
-        decoder.weightQuantizer = try FakeQuantizer(decoder: decoder, scheme: scheme, mode: .ste)
+        let grids = try FakeQuantizer.savedGrids(in: opened.weights, names: decoder.linearWeights.map(\.name), scheme: scheme)
+        decoder.weightQuantizer = try FakeQuantizer(decoder: decoder, scheme: scheme, mode: .ste, initialGrids: grids)
         return (decoder, opened)
     }
 }

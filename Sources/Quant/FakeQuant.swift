@@ -17,13 +17,24 @@ import Tensors
 /// which is `QuantGrid.fakeQuantize` for the same s and z.
 ///
 /// Modes:
-/// - `.ste`: s and z come from the current weights' min/max per group (the `QuantGrid`
-///   convention: range includes 0; symmetric grids z = (Qp+1)/2), recomputed at every
-///   `refresh()`. Backward is the straight-through estimator: dL/dw = dL/dw_q where the code
-///   was not clamped (0 <= round(w/s) + z <= Qp), 0 where it was. Nothing is learned.
+/// - `.ste`: without a given grid, s and z come from the current weights' min/max per group
+///   (the `QuantGrid` convention: range includes 0; symmetric grids z = (Qp+1)/2), recomputed
+///   at every `refresh()`. With a given grid (a PTQ init's: `InitialGrid`), s and z stay that
+///   grid for the whole run, so QAT starts from the PTQ model itself: on the init's dequantized
+///   weights the step-0 forward reproduces them bit for bit (a min/max re-grid would round a
+///   GPTQ init's weights again, since GPTQ's clipped ranges and act-order groups are not min/max
+///   grids of contiguous columns). Backward is the straight-through estimator: dL/dw = dL/dw_q
+///   where the code was not clamped (0 <= round(w/s) + z <= Qp), 0 where it was. Nothing is
+///   learned.
 /// - `.lsq`: s (and z, for asymmetric schemes) are learnable `Parameter`s named
 ///   `<weight name>_scale` and `<weight name>_zero`, shape (groups, rows), initialised from
-///   the min/max grid or from given scales and zeros (e.g. a GPTQ or RTN result).
+///   the min/max grid or from a given grid (e.g. a GPTQ or RTN result).
+///
+/// Groups. Without a given group index, group g is columns g*G ..< (g+1)*G. A given grid may
+/// carry GPTQ's `g_idx` (act-order: the group of each input column), and then the groups follow
+/// it. State that is given rather than learned (a fixed STE grid; a group index) is in
+/// `parameters` as frozen tensors (`<weight name>_scale`, `_zero`, `_g_idx`), so checkpoints
+/// hold it and a resumed run or a saved step's model uses the same grid.
 ///
 /// LSQ gradients. Write u = w/s, r = round(u), and treat round as the identity in the chain
 /// rule (straight-through: dr/du = 1). Two cases per weight:
@@ -62,12 +73,37 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
     /// Multiply dL/ds and dL/dz by 1 / sqrt(N * Qp) (LSQ's gradient scale).
     package var gradientScale: Bool
     package private(set) var generation = 0
-    /// `.lsq`: every `_scale` and (asymmetric) `_zero` parameter; `.ste`: empty.
+    /// `.lsq`: every `_scale` and (asymmetric) `_zero` parameter; `.ste`: the frozen `_scale`
+    /// and `_zero` of the weights whose grid was given. Both: the frozen `_g_idx` of weights
+    /// whose groups are permuted.
     package let parameters: [Parameter]
 
     package static let minimumScale: Float = 1e-8
     /// Patterns for `WeightDecayRule.exclude` so the step sizes and zero points are not decayed.
     package static let decayExclusions = ["*_scale", "*_zero"]
+
+    /// A grid to start from (or, in `.ste`, to keep): scales and zeros (groups, rows) row-major
+    /// (index g * rows + r), and optionally the group of each input column (GPTQ's `g_idx`;
+    /// nil = contiguous groups).
+    package struct InitialGrid: Sendable {
+        package var scales: [Float]
+        package var zeros: [Float]
+        package var groupIndex: [Int32]?
+
+        package init(scales: [Float], zeros: [Float], groupIndex: [Int32]? = nil) {
+            self.scales = scales
+            self.zeros = zeros
+            self.groupIndex = groupIndex
+        }
+
+        /// The grid of a quantized matrix (a PTQ result), with its group index when permuted.
+        package init(_ m: QuantizedMatrix) {
+            self.init(scales: m.scales, zeros: m.zeros, groupIndex: m.hasPermutedGroups ? m.gIdx : nil)
+        }
+    }
+
+    /// Suffix of the frozen tensor that holds a weight's group index.
+    package static let groupIndexSuffix = "_g_idx"
 
     /// One quantized weight: its grid tensors (groups, rows).
     final class Entry {
@@ -76,8 +112,21 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
         let scale: Parameter
         let zero: Parameter
         let learnsZero: Bool
+        /// The grid was given and `.ste` keeps it (no min/max re-grid at `refresh()`).
+        let fixedGrid: Bool
+        /// The group of each input column when the groups are not contiguous, as a frozen
+        /// tensor (cols) for checkpoints, and as integers for the kernels.
+        let groupIndex: Parameter?
+        let columnGroup: [Int32]?
+        /// Columns in each group.
+        let groupCounts: [Int]
+        /// Permuted groups: the columns sorted by group (stable), and where each group starts in
+        /// that order (groups + 1 entries). The kernels run on a row gathered into this order, so
+        /// every group is a contiguous run, as it is without a permutation (order nil, start g*G).
+        let order: [Int]?
+        let groupStarts: [Int]
 
-        init(weight: Parameter, groupSize: Int?, learnsZero: Bool) {
+        init(weight: Parameter, groupSize: Int?, learnsZero: Bool, fixedGrid: Bool, columnGroup: [Int32]?) {
             self.weight = weight
             rows = weight.value.shape[0]
             cols = weight.value.shape[1]
@@ -86,9 +135,53 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
             scale = Parameter(name: weight.name + "_scale", value: Tensor(shape: [groups, rows]))
             zero = Parameter(name: weight.name + "_zero", value: Tensor(shape: [groups, rows]))
             self.learnsZero = learnsZero
+            self.fixedGrid = fixedGrid
+            scale.frozen = fixedGrid
+            zero.frozen = fixedGrid
+            self.columnGroup = columnGroup
+            var counts = [Int](repeating: 0, count: groups)
+            if let columnGroup {
+                let index = Parameter(name: weight.name + FakeQuantizer.groupIndexSuffix, value: Tensor(shape: [cols]))
+                for (c, g) in columnGroup.enumerated() {
+                    index.value.ptr[c] = Float(g)
+                    counts[Int(g)] += 1
+                }
+                index.frozen = true
+                groupIndex = index
+            } else {
+                for g in 0..<groups { counts[g] = min(cols, (g + 1) * self.groupSize) - g * self.groupSize }
+                groupIndex = nil
+            }
+            groupCounts = counts
+            var starts = [0]
+            for c in counts { starts.append(starts.last! + c) }
+            groupStarts = starts
+            order = columnGroup.map { index in (0..<index.count).sorted { (index[$0], $0) < (index[$1], $1) } }
         }
 
-        @inline(__always) func columns(_ g: Int) -> Range<Int> { (g * groupSize)..<min(cols, (g + 1) * groupSize) }
+        /// Copies row `src` into `dst` in group order.
+        @inline(__always) func gather(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>) {
+            guard let order else { return }
+            for (j, c) in order.enumerated() { dst[j] = src[c] }
+        }
+
+        /// Copies a row in group order back to column order.
+        @inline(__always) func scatter(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>) {
+            guard let order else { return }
+            for (j, c) in order.enumerated() { dst[c] = src[j] }
+        }
+
+        /// The tensors a checkpoint must hold to rebuild this weight's quantizer.
+        func state(mode: Mode) -> [Parameter] {
+            var out: [Parameter] = []
+            if mode == .lsq {
+                out = learnsZero ? [scale, zero] : [scale]
+            } else if fixedGrid {
+                out = [scale, zero]
+            }
+            if let groupIndex { out.append(groupIndex) }
+            return out
+        }
     }
 
     private let entries: [Entry]
@@ -97,10 +190,10 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
 
     /// - Parameters:
     ///   - weights: the matrices to quantize (rank 2, (out, in)); usually `decoder.linearWeights`.
-    ///   - initialGrids: `.lsq` only: starting scales and zeros by weight name, each
-    ///     (groups, rows) row-major (index g * rows + r); others start from the min/max grid.
+    ///   - initialGrids: starting grids by weight name (`.ste` keeps them fixed; `.lsq` learns
+    ///     from them); the other weights start from the min/max grid.
     package init(scheme: QuantScheme, mode: Mode, weights: [Parameter],
-                initialGrids: [String: (scales: [Float], zeros: [Float])] = [:],
+                initialGrids: [String: InitialGrid] = [:],
                 gradientScale: Bool = true) throws {
         guard let bits = scheme.weightBits else { throw FakeQuantError("scheme \(scheme) has no weight bits") }
         try scheme.requireImplemented(for: "QAT")
@@ -110,37 +203,56 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
         maxCode = (1 << bits) - 1
         self.gradientScale = gradientScale
         if let g = scheme.groupSize, g <= 0 { throw FakeQuantError("group size \(g) must be positive") }
-        if mode == .ste && !initialGrids.isEmpty { throw FakeQuantError("initial grids apply to .lsq only (.ste derives them from the weights)") }
+        let names = Set(weights.map(\.name))
+        for name in initialGrids.keys.sorted() where !names.contains(name) {
+            throw FakeQuantError("initial grid for \(name), which is not among the quantized weights")
+        }
         var entries: [Entry] = []
         for w in weights {
             guard w.value.rank == 2, w.value.count > 0 else {
                 throw FakeQuantError("\(w.name) has shape \(w.value.shape); fake quantization needs a matrix")
             }
-            entries.append(Entry(weight: w, groupSize: scheme.groupSize, learnsZero: mode == .lsq && !scheme.symmetric))
+            let given = initialGrids[w.name]
+            let e = Entry(weight: w, groupSize: scheme.groupSize, learnsZero: mode == .lsq && !scheme.symmetric,
+                          fixedGrid: given != nil && mode == .ste, columnGroup: given?.groupIndex)
+            if let given { try Self.check(given, for: e, maxCode: maxCode, symmetric: scheme.symmetric) }
+            entries.append(e)
         }
         self.entries = entries
         byWeight = Dictionary(entries.map { (ObjectIdentifier($0.weight), $0) }, uniquingKeysWith: { a, _ in a })
         byName = Dictionary(entries.map { ($0.weight.name, $0) }, uniquingKeysWith: { a, _ in a })
         guard byName.count == entries.count else { throw FakeQuantError("a weight is listed twice") }
-        for name in initialGrids.keys where byName[name] == nil {
-            throw FakeQuantError("initial grid for \(name), which is not among the quantized weights")
-        }
-        parameters = mode == .lsq ? entries.flatMap { $0.learnsZero ? [$0.scale, $0.zero] : [$0.scale] } : []
+        parameters = entries.flatMap { $0.state(mode: mode) }
 
         for e in entries {
             if let given = initialGrids[e.weight.name] {
                 let n = e.groups * e.rows
-                guard given.scales.count == n, given.zeros.count == n else {
-                    throw FakeQuantError("initial grid for \(e.weight.name): \(given.scales.count) scales and \(given.zeros.count) zeros, expected (groups \(e.groups), rows \(e.rows)) = \(n) each")
-                }
-                guard given.scales.allSatisfy({ $0 > 0 && $0.isFinite }) else {
-                    throw FakeQuantError("initial grid for \(e.weight.name) has a non-positive or non-finite scale")
-                }
                 given.scales.withUnsafeBufferPointer { e.scale.value.ptr.update(from: $0.baseAddress!, count: n) }
                 given.zeros.withUnsafeBufferPointer { e.zero.value.ptr.update(from: $0.baseAddress!, count: n) }
-                if scheme.symmetric { e.zero.value.fill(Float(maxCode + 1) / 2) }
             } else {
                 minMaxGrid(e)
+            }
+        }
+    }
+
+    /// One-line errors for a grid that does not fit its weight or the scheme.
+    private static func check(_ given: InitialGrid, for e: Entry, maxCode: Int, symmetric: Bool) throws {
+        let name = e.weight.name, n = e.groups * e.rows
+        guard given.scales.count == n, given.zeros.count == n else {
+            throw FakeQuantError("initial grid for \(name): \(given.scales.count) scales and \(given.zeros.count) zeros, expected (groups \(e.groups), rows \(e.rows)) = \(n) each")
+        }
+        guard given.scales.allSatisfy({ $0 > 0 && $0.isFinite }) else {
+            throw FakeQuantError("initial grid for \(name) has a non-positive or non-finite scale")
+        }
+        guard given.zeros.allSatisfy({ $0 >= 0 && $0 <= Float(maxCode) }) else {
+            throw FakeQuantError("initial grid for \(name) has a zero point outside 0...\(maxCode)")
+        }
+        if symmetric, let z = given.zeros.first(where: { $0 != Float(maxCode + 1) / 2 }) {
+            throw FakeQuantError("initial grid for \(name) has zero point \(z) but the scheme is symmetric (zero \((maxCode + 1) / 2)); use the init's own scheme")
+        }
+        if let index = given.groupIndex {
+            guard index.count == e.cols, index.allSatisfy({ $0 >= 0 && Int($0) < e.groups }) else {
+                throw FakeQuantError("initial grid for \(name): the group index must list a group in 0..<\(e.groups) for each of \(e.cols) columns")
             }
         }
     }
@@ -148,7 +260,7 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
     /// Quantizes every decoder-block linear weight of `decoder` (q, k, v, o, gate, up, down).
     /// Does not install itself: set `decoder.weightQuantizer`.
     package convenience init(decoder: TrainableDecoder, scheme: QuantScheme, mode: Mode,
-                            initialGrids: [String: (scales: [Float], zeros: [Float])] = [:],
+                            initialGrids: [String: InitialGrid] = [:],
                             gradientScale: Bool = true) throws {
         try self.init(scheme: scheme, mode: mode, weights: decoder.linearWeights, initialGrids: initialGrids,
                       gradientScale: gradientScale)
@@ -163,10 +275,11 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
         return e.weight
     }
 
-    /// The current scales and zeros of weight `name`, each (groups, rows) row-major.
-    package func grid(of name: String) -> (scales: [Float], zeros: [Float]) {
+    /// The current scales and zeros of weight `name`, each (groups, rows) row-major, and its
+    /// group index when the groups are not contiguous.
+    package func grid(of name: String) -> InitialGrid {
         guard let e = byName[name] else { preconditionFailure("\(name) is not quantized by this FakeQuantizer") }
-        return (e.scale.value.array, e.zero.value.array)
+        return InitialGrid(scales: e.scale.value.array, zeros: e.zero.value.array, groupIndex: e.columnGroup)
     }
 
     // MARK: - TrainingWeightQuantizer
@@ -175,7 +288,7 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
         for e in entries {
             switch mode {
             case .ste:
-                minMaxGrid(e)
+                if !e.fixedGrid { minMaxGrid(e) }
             case .lsq:
                 let s = e.scale.value.ptr
                 for i in 0..<e.scale.value.count where !(s[i] >= Self.minimumScale) { s[i] = Self.minimumScale }
@@ -189,12 +302,21 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
         let w = p.value.ptr, s = e.scale.value.ptr, z = e.zero.value.ptr
         let rows = e.rows, cols = e.cols, qp = Float(maxCode)
         Threads.parallelFor(rows) { rs in
+            // Permuted groups: the row in group order (w, then w_q).
+            let gathered = e.order.map { _ in UnsafeMutablePointer<Float>.allocate(capacity: 2 * cols) }
+            defer { gathered?.deallocate() }
             for r in rs {
-                for g in 0..<e.groups {
-                    let range = e.columns(g)
-                    Self.fakeQuantize(w + r * cols + range.lowerBound, out + r * cols + range.lowerBound,
-                                      count: range.count, scale: s[g * rows + r], zero: z[g * rows + r], maxCode: qp)
+                var wr = w + r * cols, outr = out + r * cols
+                if let gathered {
+                    e.gather(wr, into: gathered)
+                    (wr, outr) = (gathered, gathered + cols)
                 }
+                for g in 0..<e.groups {
+                    let lo = e.groupStarts[g]
+                    Self.fakeQuantize(wr + lo, outr + lo, count: e.groupCounts[g],
+                                      scale: s[g * rows + r], zero: z[g * rows + r], maxCode: qp)
+                }
+                e.scatter(outr, into: out + r * cols)
             }
         }
     }
@@ -205,24 +327,35 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
         let gs = e.scale.grad.ptr, gz = e.zero.grad.ptr
         let rows = e.rows, cols = e.cols, qp = Float(maxCode)
         let lsq = mode == .lsq, learnsZero = e.learnsZero, scaled = gradientScale
+        let largestGroup = e.groupCounts.max() ?? 0
         Threads.parallelFor(rows) { rs in
             // Per-element terms of the group sums (see lsqBackward).
-            let terms = UnsafeMutablePointer<Float>.allocate(capacity: lsq ? 2 * e.groupSize : 1)
+            let terms = UnsafeMutablePointer<Float>.allocate(capacity: lsq ? 2 * largestGroup : 1)
             defer { terms.deallocate() }
+            // Permuted groups: the row in group order (w, dL/dw_q, dL/dw).
+            let gathered = e.order.map { _ in UnsafeMutablePointer<Float>.allocate(capacity: 3 * cols) }
+            defer { gathered?.deallocate() }
             for r in rs {
+                var wr = w + r * cols, dr = UnsafeMutablePointer(mutating: dQuantized + r * cols), gwr = gw + r * cols
+                if let gathered {
+                    e.gather(wr, into: gathered)
+                    e.gather(dr, into: gathered + cols)
+                    e.gather(gwr, into: gathered + 2 * cols)
+                    (wr, dr, gwr) = (gathered, gathered + cols, gathered + 2 * cols)
+                }
                 for g in 0..<e.groups {
-                    let range = e.columns(g), o = r * cols + range.lowerBound, k = g * rows + r
+                    let o = e.groupStarts[g], n = e.groupCounts[g], k = g * rows + r
                     if !lsq {
-                        Self.steBackward(w + o, dQuantized + o, gw + o, count: range.count,
-                                         scale: s[k], zero: z[k], maxCode: qp)
+                        Self.steBackward(wr + o, dr + o, gwr + o, count: n, scale: s[k], zero: z[k], maxCode: qp)
                         continue
                     }
-                    let (ds, clampedSum) = Self.lsqBackward(w + o, dQuantized + o, gw + o, terms: terms,
-                                                            count: range.count, scale: s[k], zero: z[k], maxCode: qp)
-                    let factor: Float = scaled ? 1 / (Float(range.count) * qp).squareRoot() : 1
+                    let (ds, clampedSum) = Self.lsqBackward(wr + o, dr + o, gwr + o, terms: terms,
+                                                            count: n, scale: s[k], zero: z[k], maxCode: qp)
+                    let factor: Float = scaled ? 1 / (Float(n) * qp).squareRoot() : 1
                     gs[k] += factor * ds
                     if learnsZero { gz[k] += factor * (-s[k] * clampedSum) }
                 }
+                e.scatter(gwr, into: gw + r * cols)
             }
         }
     }
@@ -241,10 +374,16 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
         let w = e.weight.value.ptr, s = e.scale.value.ptr, z = e.zero.value.ptr
         let rows = e.rows, cols = e.cols, bits = bits, symmetric = scheme.symmetric
         Threads.parallelFor(rows) { rs in
+            let gathered = e.order.map { _ in UnsafeMutablePointer<Float>.allocate(capacity: cols) }
+            defer { gathered?.deallocate() }
             for r in rs {
+                var wr = w + r * cols
+                if let gathered {
+                    e.gather(wr, into: gathered)
+                    wr = gathered
+                }
                 for g in 0..<e.groups {
-                    let range = e.columns(g)
-                    let (lo, hi) = Self.minMax(w + r * cols + range.lowerBound, count: range.count)
+                    let (lo, hi) = Self.minMax(wr + e.groupStarts[g], count: e.groupCounts[g])
                     let grid = QuantGrid(min: lo, max: hi, bits: bits, symmetric: symmetric)
                     s[g * rows + r] = grid.scale
                     z[g * rows + r] = grid.zero

@@ -11,11 +11,11 @@ extension FakeQuantizer {
     package func exportQuantized() -> [String: QuantizedMatrix] {
         var out: [String: QuantizedMatrix] = [:]
         for name in weightNames {
-            let (scales, zeros) = grid(of: name)
+            let grid = grid(of: name), scales = grid.scales, zeros = grid.zeros
             let weight = weight(named: name)
             let rows = weight.value.shape[0], cols = weight.value.shape[1]
-            let groupSize = min(scheme.groupSize ?? cols, cols)
-            let groups = (cols + groupSize - 1) / groupSize
+            let groupIndex = grid.groupIndex ?? QuantizedMatrix.sequentialGroupIndex(cols: cols, groupSize: scheme.groupSize)
+            let groups = QuantizedMatrix.groupCount(cols: cols, groupSize: scheme.groupSize)
             var grids: [QuantGrid] = []
             grids.reserveCapacity(groups * rows)
             for i in 0..<(groups * rows) {
@@ -28,14 +28,14 @@ extension FakeQuantizer {
                 Threads.parallelFor(rows) { range in
                     for r in range {
                         for col in 0..<cols {
-                            c[r * cols + col] = UInt8(grids[(col / groupSize) * rows + r].code(w[r * cols + col]))
+                            c[r * cols + col] = UInt8(grids[Int(groupIndex[col]) * rows + r].code(w[r * cols + col]))
                         }
                     }
                 }
             }
             out[name] = QuantizedMatrix(rows: rows, cols: cols, bits: bits, groupSize: scheme.groupSize,
                                         symmetric: scheme.symmetric, codes: codes,
-                                        scales: grids.map(\.scale), zeros: grids.map(\.zero))
+                                        scales: grids.map(\.scale), zeros: grids.map(\.zero), gIdx: grid.groupIndex)
         }
         return out
     }

@@ -2,6 +2,8 @@ import Foundation
 import Formats
 @testable import Jobs
 import Quant
+import Tensors
+import Train
 import TestSupport
 import XCTest
 
@@ -57,6 +59,36 @@ final class PTQJobTests: XCTestCase {
         XCTAssertTrue(report.matrices.allSatisfy { $0.relativeOutputError == nil })
         XCTAssertNil(report.sumRelativeOutputError)
         XCTAssertNil(try PTQReport.read(out: dir.appendingPathComponent("rtn-plain")).sumRelativeOutputError)
+    }
+
+    /// A training job from a PTQ checkpoint (act-order GPTQ, as the SmolLM2 recipe's) starts
+    /// QAT from that model: each fake-quant weight at step 0 is the checkpoint's weight, bit for
+    /// bit. QAT at another scheme than the init's is refused, naming the checkpoint.
+    func testQATFromAPTQCheckpointStartsFromItsWeights() throws {
+        var j = try job(.gptq, out: "gptq-act-order")
+        j.actOrder = true
+        _ = try j.run { _ in }
+        let initDir = dir.appendingPathComponent("gptq-act-order")
+        try TinyModels.writeArithmeticData(to: dir.appendingPathComponent("train.jsonl"), count: 8)
+        func spec(_ scheme: String) throws -> TrainingSpec {
+            var options = TrainOptions()
+            options.seqLen = 64
+            return TrainingSpec(data: dir.appendingPathComponent("train.jsonl").path, format: .chat, dropLong: true,
+                                qat: try QuantScheme.parse(scheme), lsq: false, options: options, runDir: dir.appendingPathComponent("qat"))
+        }
+        var lines: [String] = []
+        let student = try StudentSetup(model: initDir.path, spec: try spec("w4g32"), log: { lines.append($0) })
+        let quantizer = try XCTUnwrap(student.quantizer)
+        let stored = try Checkpoint.open(initDir.path).weights
+        for p in student.decoder.linearWeights {
+            let out = Tensor(shape: p.value.shape)
+            quantizer.forwardWeight(of: p, into: out.ptr)
+            XCTAssertEqual(out.array, try stored.tensor(p.name).array, "\(p.name) at step 0 is not the init's")
+        }
+        XCTAssertTrue(lines.contains { $0.contains("grids of 14 quantized matrices") }, "\(lines)")
+        XCTAssertThrowsError(try StudentSetup(model: initDir.path, spec: try spec("w3g32"), log: { _ in })) {
+            XCTAssertTrue("\($0)".contains(initDir.path) && "\($0)".contains("--qat w4g32"), "\($0)")
+        }
     }
 
     func testActivationOnlySchemeIsRefusedBeforeAnyWork() throws {

@@ -161,7 +161,7 @@ final class FakeQuantTests: XCTestCase {
         }
         let w = Self.matrix("l.weight", rows: rows, cols: cols, values: values)
         let fq = try FakeQuantizer(scheme: QuantScheme(weightBits: bits, groupSize: group), mode: .lsq, weights: [w],
-                                   initialGrids: ["l.weight": (scales, zeros)], gradientScale: false)
+                                   initialGrids: ["l.weight": .init(scales: scales, zeros: zeros)], gradientScale: false)
         XCTAssertEqual(fq.parameters.map(\.name), ["l.weight_scale", "l.weight_zero"])
         XCTAssertEqual(fq.parameters.map(\.value.shape), [[groups, rows], [groups, rows]])
         let scaleP = fq.parameters[0], zeroP = fq.parameters[1]
@@ -245,7 +245,7 @@ final class FakeQuantTests: XCTestCase {
             XCTAssertEqual(lsq.parameters.map(\.name), symmetric ? ["a.weight_scale"] : ["a.weight_scale", "a.weight_zero"])
         }
         XCTAssertThrowsError(try FakeQuantizer(scheme: QuantScheme(weightBits: 4, groupSize: 16), mode: .lsq, weights: [w],
-                                               initialGrids: ["a.weight": ([1, 2], [0, 0])]))
+                                               initialGrids: ["a.weight": .init(scales: [1, 2], zeros: [0, 0])]))
         XCTAssertThrowsError(try FakeQuantizer(scheme: QuantScheme(weightBits: nil, activationBits: 8), mode: .ste, weights: [w]))
     }
 
