@@ -154,7 +154,7 @@ package struct PipelineRun {
         var heldoutCache: HeldoutSet?
         func heldout() throws -> HeldoutSet {
             if let h = heldoutCache { return h }
-            let h = HeldoutSet(traces: try Self.readTraces(tracesDir.appendingPathComponent("heldout-traces.jsonl")), teacher: teacher, format: format)
+            let h = HeldoutSet(traces: try Self.readTraces(tracesDir.appendingPathComponent("heldout-traces.jsonl")), teacher: teacher, format: format, world: world)
             heldoutCache = h
             return h
         }
@@ -196,7 +196,7 @@ package struct PipelineRun {
                         let outcomes = try EvalJob.outcomes(problems: curveProblems, model: model, settings: curveSettings, world: world, log: { _ in })
                         point.accuracy = Double(outcomes.filter(\.flexibleCorrect).count) / Double(outcomes.count)
                     }
-                    if lead { point.heldoutKL = try heldout().distillation.evaluate(student: student).mean }
+                    point.heldoutKL = try heldout().kl(student: student)
                     points.append(point)
                     if lead {
                         log(String(format: "qat-%@: curve at step %d: accuracy %@, held-out KL %@", q.stageName, step,
@@ -245,8 +245,8 @@ package struct PipelineRun {
                                    100 * summary.strict.mean, 100 * summary.flexible.mean, test.count))
                     }
                 }
+                let measured = try heldout().measure(lm, isTeacher: m.name == "teacher")
                 if lead {
-                    let measured = try heldout().measure(lm, isTeacher: m.name == "teacher")
                     evaluation.heldoutKL = measured.kl
                     evaluation.perplexity = measured.perplexity
                     evaluation.bitsPerWeight = m.scheme.flatMap { try? QuantScheme.parse($0) }.map(Self.bitsPerWeight) ?? 32
@@ -367,26 +367,36 @@ package struct Trace: Codable, Sendable, Equatable {
 }
 
 /// Held-out traces scored by every model: KL to the teacher at the completion tokens, and
-/// perplexity of the whole traces.
+/// perplexity of the whole traces. Every rank scores its share of the traces (trace i on rank
+/// i mod size) and the sums are added over the world, so all ranks work and all get the figures.
 struct HeldoutSet {
     let examples: [SFTExample]
     let distillation: HeldoutDistillation
+    let world: Communicator
 
-    init(traces: [Trace], teacher: LanguageModel, format: SFTFormat) {
-        examples = traces.enumerated().map { i, t in
+    init(traces: [Trace], teacher: LanguageModel, format: SFTFormat, world: Communicator) {
+        examples = traces.enumerated().filter { $0.offset % world.size == world.rank }.map { i, t in
             SFTDataset.tokenize(prompt: t.prompt, completion: t.completion, line: i + 1, tokenizer: teacher.tokenizer,
                                 format: format, template: teacher.chatTemplate)
         }
         distillation = HeldoutDistillation(teacher: teacher.decoder, examples: examples)
+        self.world = world
+    }
+
+    /// Mean KL per completion position over all ranks' traces.
+    func kl(student: TrainableDecoder) throws -> Double {
+        let part = distillation.evaluate(student: student)
+        let total = try world.allReduceSum([part.sums.reduce(0, +), Double(part.positions)])
+        return total[0] / max(total[1], 1)
     }
 
     /// Perplexity of the completion tokens (the reasoning the model writes; the prompts' names
     /// and numbers are random and would swamp it), and the KL at the same positions.
     func measure(_ lm: LanguageModel, isTeacher: Bool) throws -> (kl: Double?, perplexity: Double) {
-        let perplexity = lm.decoder.perplexity(of: examples.map(\.tokens),
-                                               positions: examples.map(HeldoutDistillation.completionPositions)).perplexity
+        let part = lm.decoder.perplexity(of: examples.map(\.tokens), positions: examples.map(HeldoutDistillation.completionPositions))
+        let total = try world.allReduceSum([part.totalNLL, Double(part.predictedTokens)])
+        let perplexity = total[1] > 0 ? exp(total[0] / total[1]) : .nan
         guard !isTeacher else { return (0, perplexity) }
-        let student = try TrainableDecoder(config: lm.config, source: lm.checkpoint.weights)
-        return (distillation.evaluate(student: student).mean, perplexity)
+        return (try kl(student: try TrainableDecoder(config: lm.config, source: lm.checkpoint.weights)), perplexity)
     }
 }

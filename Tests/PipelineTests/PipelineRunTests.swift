@@ -40,4 +40,25 @@ final class PipelineRunTests: XCTestCase {
         try text.replacingOccurrences(of: "\"evaluate\": false", with: "\"evaluate\": true").write(to: file, atomically: true, encoding: .utf8)
         XCTAssertEqual(try run().stagesRun, ["eval-rtn-w4g32"])
     }
+
+    /// On 3 ranks (1 teacher, 2 students) every rank scores its share of the held-out traces and
+    /// the sums are added: the held-out KL and perplexity of the PTQ models (the same models on
+    /// any layout) are those of the one-rank run.
+    func testHeldoutFiguresDoNotDependOnTheRankCount() throws {
+        try TestPaths.require(TestPaths.gsmTemplates)
+        var reports: [PipelineReport] = []
+        for ranks in [nil, 3] as [Int?] {
+            let dir = try makeScratchDirectory("rqat-pipeline-ranks")
+            let file = try TinyModels.writePipeline(in: dir, batchTokens: 2048)  // one row per student
+            let result = try MPIRun.run(executable: "rqat", ranks: ranks, arguments: ["pipeline", "--config", file.path, "--threads", "1", "--assets", TestPaths.assets.path])
+            XCTAssertEqual(result.status, 0, result.output)
+            reports.append(try JSONDecoder().decode(PipelineReport.self, from: Data(contentsOf: dir.appendingPathComponent("run/report.json"))))
+        }
+        for name in ["teacher", "gptq-w4g32"] {
+            let a = try XCTUnwrap(reports[0].models.first { $0.name == name }), b = try XCTUnwrap(reports[1].models.first { $0.name == name })
+            XCTAssertEqual(try XCTUnwrap(a.perplexity), try XCTUnwrap(b.perplexity), accuracy: 1e-9 * a.perplexity!, name)
+            XCTAssertEqual(try XCTUnwrap(a.heldoutKL), try XCTUnwrap(b.heldoutKL), accuracy: 1e-9 * max(a.heldoutKL!, 1e-12), name)
+        }
+        XCTAssertGreaterThan(try XCTUnwrap(reports[1].models.first { $0.name == "gptq-w4g32" }?.heldoutKL), 0)
+    }
 }
