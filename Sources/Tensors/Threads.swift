@@ -22,6 +22,12 @@ package enum Threads {
         openblas_set_num_threads(Int32(count))
     }
 
+    /// The kernel set OpenBLAS chose for this CPU ("Cooperlake", "SkylakeX", ...). Its sgemm
+    /// rounds differently from one set to another, so bit-exact figures hold per kernel set.
+    package static var blasCoreName: String {
+        openblas_get_corename().map { String(cString: $0) } ?? "unknown"
+    }
+
     /// `parallelFor` whose tasks call BLAS themselves: OpenBLAS runs single-threaded meanwhile,
     /// so its threads do not compete with ours for the cores.
     package static func parallelForWithSerialBLAS(_ n: Int, _ body: (Range<Int>) -> Void) {
