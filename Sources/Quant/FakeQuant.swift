@@ -213,10 +213,10 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
                 throw FakeQuantError("\(w.name) has shape \(w.value.shape); fake quantization needs a matrix")
             }
             let given = initialGrids[w.name]
-            let e = Entry(weight: w, groupSize: scheme.groupSize, learnsZero: mode == .lsq && !scheme.symmetric,
-                          fixedGrid: given != nil && mode == .ste, columnGroup: given?.groupIndex)
-            if let given { try Self.check(given, for: e, maxCode: maxCode, symmetric: scheme.symmetric) }
-            entries.append(e)
+            // Checked before the entry is built, since the entry indexes by the group index.
+            if let given { try Self.check(given, for: w, groupSize: scheme.groupSize, maxCode: maxCode, symmetric: scheme.symmetric) }
+            entries.append(Entry(weight: w, groupSize: scheme.groupSize, learnsZero: mode == .lsq && !scheme.symmetric,
+                                 fixedGrid: given != nil && mode == .ste, columnGroup: given?.groupIndex))
         }
         self.entries = entries
         byWeight = Dictionary(entries.map { (ObjectIdentifier($0.weight), $0) }, uniquingKeysWith: { a, _ in a })
@@ -236,10 +236,11 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
     }
 
     /// One-line errors for a grid that does not fit its weight or the scheme.
-    private static func check(_ given: InitialGrid, for e: Entry, maxCode: Int, symmetric: Bool) throws {
-        let name = e.weight.name, n = e.groups * e.rows
+    private static func check(_ given: InitialGrid, for w: Parameter, groupSize: Int?, maxCode: Int, symmetric: Bool) throws {
+        let name = w.name, rows = w.value.shape[0], cols = w.value.shape[1]
+        let groups = QuantizedMatrix.groupCount(cols: cols, groupSize: groupSize), n = groups * rows
         guard given.scales.count == n, given.zeros.count == n else {
-            throw FakeQuantError("initial grid for \(name): \(given.scales.count) scales and \(given.zeros.count) zeros, expected (groups \(e.groups), rows \(e.rows)) = \(n) each")
+            throw FakeQuantError("initial grid for \(name): \(given.scales.count) scales and \(given.zeros.count) zeros, expected (groups \(groups), rows \(rows)) = \(n) each")
         }
         guard given.scales.allSatisfy({ $0 > 0 && $0.isFinite }) else {
             throw FakeQuantError("initial grid for \(name) has a non-positive or non-finite scale")
@@ -251,8 +252,8 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
             throw FakeQuantError("initial grid for \(name) has zero point \(z) but the scheme is symmetric (zero \((maxCode + 1) / 2)); use the init's own scheme")
         }
         if let index = given.groupIndex {
-            guard index.count == e.cols, index.allSatisfy({ $0 >= 0 && Int($0) < e.groups }) else {
-                throw FakeQuantError("initial grid for \(name): the group index must list a group in 0..<\(e.groups) for each of \(e.cols) columns")
+            guard index.count == cols, index.allSatisfy({ $0 >= 0 && Int($0) < groups }) else {
+                throw FakeQuantError("initial grid for \(name): the group index must list a group in 0..<\(groups) for each of \(cols) columns")
             }
         }
     }

@@ -15,7 +15,8 @@ extension FakeQuantizer {
                   packed.scheme.symmetric == scheme.symmetric else {
                 throw FakeQuantError("\(packed.path) is quantized as \(packed.scheme), but QAT asks for \(scheme): QAT from a PTQ init keeps its grid, so give --qat \(packed.scheme) (or start from a full-precision model)")
             }
-            for name in names where packed.quantizedNames.contains(name) {
+            let quantized = Set(packed.quantizedNames)
+            for name in names where quantized.contains(name) {
                 grids[name] = InitialGrid(try packed.quantizedMatrix(name))
             }
             return grids
