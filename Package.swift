@@ -32,16 +32,18 @@ let package = Package(
         .target(name: "Reasoning", dependencies: ["Tensors", "Formats"]),
         // Evaluations returning Codable results: perplexity, held-out KL to a teacher, accuracy.
         .target(name: "Eval", dependencies: ["Tensors", "Formats", "Model", "Train", "Reasoning"]),
+        // Reinforcement learning on rollouts: GRPO's loss and objective, group advantages.
+        .target(name: "RL", dependencies: ["Tensors", "Formats", "Model", "Train", "Reasoning", "Eval"]),
         // The jobs the command line runs (distillation roles, SFT, PTQ, generation, accuracy
         // evaluation, task data, calibration text) and what they leave behind for other tools (per-rank train summaries, the PTQ report).
-        .target(name: "Jobs", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Reasoning"]),
+        .target(name: "Jobs", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Reasoning", "RL"]),
         // `rqat pipeline`: the staged workflow (teacher, traces, calibration, PTQ, QAT, evaluation)
         // in stage directories with manifests, and its report (markdown, HTML, SVG).
-        .target(name: "Pipeline", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Reasoning", "Jobs"]),
+        .target(name: "Pipeline", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Reasoning", "Jobs", "RL"]),
         // The measurements of `rqat bench`, each returning Codable records (the --json lines).
         .target(name: "Bench", dependencies: ["Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Jobs", "Reasoning"]),
         .executableTarget(name: "rqat", dependencies: [
-            "Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Jobs", "Bench", "Reasoning", "Pipeline",
+            "Tensors", "Formats", "Model", "Train", "Quant", "Cluster", "Eval", "Jobs", "Bench", "Reasoning", "Pipeline", "RL",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -55,8 +57,9 @@ let package = Package(
         .testTarget(name: "QuantTests", dependencies: ["Quant", "Train", "Model", "Formats", "TestSupport"]),
         .testTarget(name: "ReasoningTests", dependencies: ["Reasoning", "Formats", "TestSupport"]),
         .testTarget(name: "EvalTests", dependencies: ["Eval", "Reasoning", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
+        .testTarget(name: "RLTests", dependencies: ["RL", "Train", "Quant", "Eval", "Reasoning", "Model", "Formats", "Tensors", "TestSupport"]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Train", "Model", "Formats", "Quant", "Tensors", "TestSupport"]),
-        .testTarget(name: "JobsTests", dependencies: ["Jobs", "Eval", "Reasoning", "Cluster", "Quant", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
+        .testTarget(name: "JobsTests", dependencies: ["Jobs", "RL", "Eval", "Reasoning", "Cluster", "Quant", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Jobs", "Eval", "Reasoning", "Formats", "Tensors", "TestSupport"]),
         .testTarget(name: "BenchTests", dependencies: ["Bench", "Reasoning", "Jobs", "Eval", "Cluster", "Train", "Model", "Formats", "Tensors", "TestSupport"]),
         // Multi-rank checks of the MPI layer; ClusterTests starts it under mpirun (XCTest is one process).

@@ -40,6 +40,7 @@ Fixture groups (``--only NAME``) and their scripts:
     gptq            reference/gptq.py            gptq-hessian.safetensors, gptq-reference.json
     kd              reference/kd.py              kd-loss.json
     kd-divergences  reference/kd_divergences.py  kd-divergences.json
+    grpo            reference/grpo.py            grpo-loss.json
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from pathlib import Path
 
 from reference_env import parse_args, start  # noqa: E402  (sets the environment first)
 
-GROUPS = ("smollm2", "tokenizer-gguf", "tiny-models", "tiny-tokenizer", "grads", "gptq", "kd", "kd-divergences")
+GROUPS = ("smollm2", "tokenizer-gguf", "tiny-models", "tiny-tokenizer", "grads", "gptq", "kd", "kd-divergences", "grpo")
 
 
 def load_group(name: str):

@@ -30,33 +30,26 @@ package struct TrainingSpec {
     }
 }
 
-/// A student made ready to train: its checkpoint, tokenizer, data, decoder and quantizer.
-package struct StudentSetup {
-    package let spec: TrainingSpec
+/// A model made ready to train, with or without QAT: its checkpoint, tokenizer, decoder and
+/// fake quantizer. From a PTQ init (or a QAT checkpoint) QAT keeps that model's grid, so step 0
+/// is that model.
+package struct StudentModel {
     package let checkpoint: Checkpoint
     package let tokenizer: BPETokenizer
     package let template: ChatTemplate
-    package let dataset: SFTDataset
     package let decoder: TrainableDecoder
     package let quantizer: FakeQuantizer?
 
-    package init(model: String, spec: TrainingSpec, log: (String) -> Void) throws {
-        self.spec = spec
+    package init(model: String, qat: QuantScheme?, lsq: Bool, log: (String) -> Void) throws {
         let checkpoint = try Checkpoint.open(model)
         self.checkpoint = checkpoint
         (tokenizer, template) = try checkpoint.loadTokenizer()
-        dataset = try SFTDataset.load(URL(fileURLWithPath: spec.data), tokenizer: tokenizer, format: spec.format,
-                                      template: template, seqLen: spec.options.seqLen, dropLong: spec.dropLong)
-        if !dataset.droppedLines.isEmpty {
-            log("dropped \(dataset.droppedLines.count) examples longer than \(spec.options.seqLen) tokens")
-        }
         let decoder = try TrainableDecoder(config: checkpoint.config, source: checkpoint.weights)
         self.decoder = decoder
-        // From a PTQ init (or a QAT checkpoint) QAT keeps that model's grid, so step 0 is that model.
-        quantizer = try spec.qat.map { scheme in
+        quantizer = try qat.map { scheme in
             let grids = try FakeQuantizer.savedGrids(in: checkpoint.weights, names: decoder.linearWeights.map(\.name), scheme: scheme)
             if !grids.isEmpty { log("QAT starts from the grids of \(grids.count) quantized matrices in \(model)") }
-            return try FakeQuantizer(decoder: decoder, scheme: scheme, mode: spec.lsq ? .lsq : .ste, initialGrids: grids)
+            return try FakeQuantizer(decoder: decoder, scheme: scheme, mode: lsq ? .lsq : .ste, initialGrids: grids)
         }
     }
 
@@ -70,6 +63,48 @@ package struct StudentSetup {
                                                 modelMaxLength: checkpoint.config.maxPositionEmbeddings)
         }
         return ["tokenizer.json", "tokenizer_config.json"].map { dir.appendingPathComponent($0) }
+    }
+
+    /// After QAT: the result in the packed low-bit format, runnable by every rqat command, in
+    /// RUN/quantized (nothing without a quantizer).
+    package func exportQuantized(runDir: URL, extraFiles: [URL], log: (String) -> Void) throws {
+        guard let quantizer else { return }
+        let exportDir = runDir.appendingPathComponent("quantized")
+        let quantized = quantizer.exportQuantized()
+        var fullPrecision: [String: Tensor] = [:]
+        for p in decoder.parameters where quantized[p.name] == nil { fullPrecision[p.name] = p.value }
+        try QuantizedCheckpoint.save(directory: exportDir, config: decoder.config, fullPrecision: fullPrecision,
+                                     quantized: quantized, scheme: quantizer.scheme, method: "qat-\(quantizer.mode.rawValue)",
+                                     extraFiles: extraFiles)
+        log("quantized model written to \(exportDir.path)")
+    }
+}
+
+/// A student made ready to train on a data file: its model and the tokenized dataset.
+package struct StudentSetup {
+    package let spec: TrainingSpec
+    package let model: StudentModel
+    package let dataset: SFTDataset
+
+    package init(model path: String, spec: TrainingSpec, log: (String) -> Void) throws {
+        self.spec = spec
+        model = try StudentModel(model: path, qat: spec.qat, lsq: spec.lsq, log: log)
+        dataset = try SFTDataset.load(URL(fileURLWithPath: spec.data), tokenizer: model.tokenizer, format: spec.format,
+                                      template: model.template, seqLen: spec.options.seqLen, dropLong: spec.dropLong)
+        if !dataset.droppedLines.isEmpty {
+            log("dropped \(dataset.droppedLines.count) examples longer than \(spec.options.seqLen) tokens")
+        }
+    }
+
+    package var checkpoint: Checkpoint { model.checkpoint }
+    package var tokenizer: BPETokenizer { model.tokenizer }
+    package var template: ChatTemplate { model.template }
+    package var decoder: TrainableDecoder { model.decoder }
+    package var quantizer: FakeQuantizer? { model.quantizer }
+    package var padId: Int { model.padId }
+
+    package func tokenizerFiles(in runDir: URL, write: Bool) throws -> [URL] {
+        try model.tokenizerFiles(in: runDir, write: write)
     }
 
     /// Runs the trainer with one progress line per step (when `log` prints) and, after QAT,
@@ -92,17 +127,7 @@ package struct StudentSetup {
         }
         guard trainer.group?.writesCheckpoints ?? true else { return }
         log("done; final checkpoint \(TrainCheckpoint.latestCheckpoint(in: spec.runDir)?.path ?? "-")")
-        if let quantizer {
-            // The QAT result in the packed low-bit format, runnable by every rqat command.
-            let exportDir = spec.runDir.appendingPathComponent("quantized")
-            let quantized = quantizer.exportQuantized()
-            var fullPrecision: [String: Tensor] = [:]
-            for p in decoder.parameters where quantized[p.name] == nil { fullPrecision[p.name] = p.value }
-            try QuantizedCheckpoint.save(directory: exportDir, config: decoder.config, fullPrecision: fullPrecision,
-                                         quantized: quantized, scheme: quantizer.scheme, method: "qat-\(quantizer.mode.rawValue)",
-                                         extraFiles: trainer.extraCheckpointFiles)
-            log("quantized model written to \(exportDir.path)")
-        }
+        try model.exportQuantized(runDir: spec.runDir, extraFiles: trainer.extraCheckpointFiles, log: log)
     }
 }
 

@@ -25,7 +25,9 @@ package final class LanguageModel {
     package var config: ModelConfig { checkpoint.config }
 
     /// Token ids that end a generation: the tokenizer's EOS, the config's, and ChatML's end of turn.
-    package var stopTokens: Set<Int> {
+    package var stopTokens: Set<Int> { Self.stopTokens(tokenizer: tokenizer, config: config) }
+
+    package static func stopTokens(tokenizer: BPETokenizer, config: ModelConfig) -> Set<Int> {
         var stops = Set<Int>()
         if let e = tokenizer.eosTokenId { stops.insert(e) }
         if let e = config.eosTokenId { stops.insert(e) }

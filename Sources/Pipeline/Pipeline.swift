@@ -6,6 +6,7 @@ import Jobs
 import Model
 import Quant
 import Reasoning
+import RL
 import Tensors
 import Train
 
@@ -213,6 +214,34 @@ package struct PipelineRun {
             qatRuns.append((q.stageName, digest, runner.directory("qat-\(q.stageName)"), q.from, q.objective, q.evaluate ?? true))
         }
 
+        // RL (GRPO) runs from QAT results or PTQ inits, on rank 0.
+        var rlRuns: [(name: String, digest: String, dir: URL, from: String, scheme: String, evaluate: Bool)] = []
+        for r in config.rl ?? [] {
+            let options = try (r.settings ?? PipelineConfig.RLOptions()).over(config.rlTrain)
+            let start: (policy: String, digest: String, ptq: String)
+            if let q = qatRuns.first(where: { $0.name == r.from }) {
+                guard let last = TrainCheckpoint.latestCheckpoint(in: q.dir) else {
+                    throw JobError("\(q.dir.path) has no checkpoint for rl \(r.stageName) to start from; delete the directory and re-run")
+                }
+                start = (last.path, q.digest, q.from)
+            } else {
+                start = (ptqDigests[r.from]!.dir.appendingPathComponent("model").path, ptqDigests[r.from]!.digest, r.from)
+            }
+            let scheme = ptqDigests[start.ptq]!.scheme
+            let reference = options.reference.map { $0 == "teacher" ? teacherPath : start.policy }
+            let digest = try runner.run("rl-\(r.stageName)", inputs: ["from": start.digest, "rl": try StageRunner.digest(r.withoutEvaluate).canonical,
+                                                                      "defaults": try StageRunner.digest(options).canonical, "data": dataDigest]) { dir in
+                try runner.rank0Only {
+                    _ = try RLRun(policy: start.policy, scheme: scheme, options: options, reference: reference,
+                                  task: try mainTask(), dataSeed: seed, dir: dir).run(log: { log("rl-\(r.stageName): " + $0) })
+                }
+            }
+            let dir = runner.directory("rl-\(r.stageName)")
+            let gated = FileManager.default.fileExists(atPath: dir.appendingPathComponent("gate.json").path)
+            rlRuns.append((r.stageName, digest, dir, r.from, config.ptq.first { $0.stageName(defaultCalibration: defaultCalibration) == start.ptq }!.scheme,
+                           (r.evaluate ?? true) && !gated))
+        }
+
         // Evaluation of every model on the test problems.
         let test = try Self.readProblems(dataDir.appendingPathComponent("test.jsonl"))
         var models: [(name: String, path: String, method: String, scheme: String?, digest: String)] = [("teacher", teacherPath, "fp", nil, teacherDigest)]
@@ -223,6 +252,9 @@ package struct PipelineRun {
         for q in qatRuns where q.evaluate {
             models.append((q.name, q.dir.appendingPathComponent("quantized").path, "\(q.from.split(separator: "-")[0])+\(q.objective)",
                            config.ptq.first { $0.stageName(defaultCalibration: defaultCalibration) == q.from }?.scheme, q.digest))
+        }
+        for r in rlRuns where r.evaluate {
+            models.append((r.name, r.dir.appendingPathComponent("quantized").path, "\(r.from)+rl", r.scheme, r.digest))
         }
         var evaluations: [ModelEvaluation] = []
         for m in models {
@@ -262,6 +294,7 @@ package struct PipelineRun {
         guard lead else { return nil }
         let report = try PipelineReport.build(config: config, root: root, evaluations: evaluations,
                                               qatRuns: qatRuns.map { ($0.name, $0.dir, $0.from, $0.objective) },
+                                              rlRuns: rlRuns.map { ($0.name, $0.dir, $0.from) },
                                               stagesRun: runner.ran, stagesSkipped: runner.skipped,
                                               seconds: Date().timeIntervalSince(start))
         try report.write(to: root)
@@ -271,16 +304,20 @@ package struct PipelineRun {
 
     // MARK: - Data
 
+    /// The task of every set but the teacher's training data (arith at `task.level`).
+    func mainTask() throws -> any ReasoningTask {
+        let t = config.task
+        if t.name == "arith", let level = t.level { return ArithTask(levels: [level]) }
+        return try TaskRegistry.task(named: t.name, assets: assets)
+    }
+
     func writeData(_ dir: URL, seed: UInt64, log: (String) -> Void) throws {
         let t = config.task
-        var task = try TaskRegistry.task(named: t.name, assets: assets)
-        var teacherTask = task
-        if t.name == "arith" {
-            if let level = t.level { task = ArithTask(levels: [level]) }
-            teacherTask = t.teacherLevels.map { ArithTask(levels: $0) } ?? task
-        } else if t.level != nil || t.teacherLevels != nil {
+        if t.name != "arith" && (t.level != nil || t.teacherLevels != nil) {
             throw ConfigError("task.level and task.teacher_levels apply to the arith task only; remove them")
         }
+        let task = try mainTask()
+        let teacherTask = t.name == "arith" ? (t.teacherLevels.map { ArithTask(levels: $0) } ?? task) : task
         let testTask = try t.testTask.map { try TaskRegistry.task(named: $0, assets: assets) } ?? task
         let testSplit = Split(rawValue: t.split ?? "test") ?? .test
         var sets: [(String, [Problem])] = [

@@ -1,5 +1,6 @@
 import Foundation
 import Reasoning
+import RL
 import Train
 
 /// `rqat pipeline --config FILE.json`: every stage's settings. Keys are snake_case; a key the
@@ -199,10 +200,81 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
 
     /// Defaults every QAT run takes unless its entry overrides them.
     package var qatTrain: TrainSection?
+    /// RL (GRPO) runs, after the QAT runs.
+    package var rl: [RLSection]?
+    /// Defaults every RL run takes unless its entry overrides them.
+    package var rlTrain: RLOptions?
 
     enum CodingKeys: String, CodingKey {
-        case out, task, teacher, traces, calibration, ptq, qat, eval, teachers
-        case qatTrain = "qat_train"
+        case out, task, teacher, traces, calibration, ptq, qat, eval, teachers, rl
+        case qatTrain = "qat_train", rlTrain = "rl_train"
+    }
+
+    /// One RL run: GRPO from a QAT run's result or a PTQ init.
+    package struct RLSection: Codable, Sendable, Equatable {
+        /// A QAT run ("gptq-w3g128+kd") or a PTQ stage ("rtn-w2g64") to start from.
+        package var from: String
+        /// Distinguishes runs from the same start: the stage is "<from>+rl" or "<from>+rl-<tag>".
+        package var tag: String?
+        package var settings: RLOptions?
+        /// false: no accuracy evaluation of the result.
+        package var evaluate: Bool?
+
+        package var stageName: String { "\(from)+rl" + (tag.map { "-\($0)" } ?? "") }
+        var withoutEvaluate: RLSection { var r = self; r.evaluate = nil; return r }
+    }
+
+    /// The `rqat rl` options of a pipeline RL run (unset: `rl_train`'s, then rqat rl's defaults).
+    package struct RLOptions: Codable, Sendable, Equatable {
+        package var steps: Int?
+        package var lr: Double?
+        package var warmup: Int?
+        package var seed: UInt64?
+        package var saveEvery: Int?
+        package var trainProblems: Int?
+        package var prompts: Int?
+        package var groupSize: Int?
+        package var temperature: Float?
+        package var topP: Float?
+        package var maxNewTokens: Int?
+        package var scaleRewards: String?
+        package var lossAgg: String?
+        package var maskTruncated: Bool?
+        package var formatReward: Double?
+        package var clipLow: Double?
+        package var clipHigh: Double?
+        package var updatesPerBatch: Int?
+        /// KL term to "teacher" (the FP teacher) or "start" (the policy RL starts from).
+        package var reference: String?
+        package var klCoef: Double?
+        package var klEstimator: String?
+        package var minStartReward: Double?
+        package var force: Bool?
+        package var probe: Int?
+        package var collapseSteps: Int?
+        package var collapseReward: Double?
+        package var collapseEntropy: Double?
+
+        package init() {}
+
+        enum CodingKeys: String, CodingKey {
+            case steps, lr, warmup, seed, prompts, temperature, reference, force, probe
+            case saveEvery = "save_every", trainProblems = "train_problems", groupSize = "group_size", topP = "top_p"
+            case maxNewTokens = "max_new_tokens", scaleRewards = "scale_rewards", lossAgg = "loss_agg"
+            case maskTruncated = "mask_truncated", formatReward = "format_reward", clipLow = "clip_low", clipHigh = "clip_high"
+            case updatesPerBatch = "updates_per_batch", klCoef = "kl_coef", klEstimator = "kl_estimator"
+            case minStartReward = "min_start_reward", collapseSteps = "collapse_steps", collapseReward = "collapse_reward"
+            case collapseEntropy = "collapse_entropy"
+        }
+
+        /// `self` with unset fields taken from `defaults` (merged key by key as JSON objects).
+        package func over(_ defaults: RLOptions?) throws -> RLOptions {
+            guard let defaults else { return self }
+            let encoder = JSONEncoder()
+            var merged = try JSONSerialization.jsonObject(with: encoder.encode(defaults)) as! [String: Any]
+            for (k, v) in try JSONSerialization.jsonObject(with: encoder.encode(self)) as! [String: Any] { merged[k] = v }
+            return try JSONDecoder().decode(RLOptions.self, from: JSONSerialization.data(withJSONObject: merged))
+        }
     }
 
     package static func load(_ url: URL) throws -> PipelineConfig {
@@ -242,6 +314,21 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
                 throw ConfigError("\(file): qat[\(i)].objective \"\(q.objective)\" is unknown; use kd (= kd-fkl), kd-rkl, kd-jsd or sft")
             }
         }
+        let qatNames = qat.map(\.stageName)
+        for (i, r) in (rl ?? []).enumerated() {
+            guard qatNames.contains(r.from) || ptqNames.contains(r.from) else {
+                throw ConfigError("\(file): rl[\(i)].from \"\(r.from)\" names no QAT run or PTQ stage; they are \((qatNames + ptqNames).joined(separator: ", "))")
+            }
+            let o = try (r.settings ?? RLOptions()).over(rlTrain)
+            if let g = o.groupSize, g < 2 { throw ConfigError("\(file): rl[\(i)] group_size \(g): GRPO compares completions within a group; use at least 2") }
+            if let v = o.scaleRewards, RewardScaling(rawValue: v) == nil { throw ConfigError("\(file): rl[\(i)] scale_rewards \"\(v)\" is unknown; use group, batch or none") }
+            if let v = o.lossAgg, LossAggregation(rawValue: v) == nil { throw ConfigError("\(file): rl[\(i)] loss_agg \"\(v)\" is unknown; use token-mean, seq-mean or dr-grpo") }
+            if let v = o.klEstimator, KLEstimator(rawValue: v) == nil { throw ConfigError("\(file): rl[\(i)] kl_estimator \"\(v)\" is unknown; use k1, k2 or k3") }
+            if let v = o.reference, !["teacher", "start"].contains(v) { throw ConfigError("\(file): rl[\(i)] reference \"\(v)\" is unknown; use teacher or start") }
+            if (o.klCoef ?? 0) != 0 && o.reference == nil { throw ConfigError("\(file): rl[\(i)] kl_coef needs reference (teacher or start)") }
+        }
+        let rlNames = (rl ?? []).map(\.stageName)
+        if Set(rlNames).count != rlNames.count { throw ConfigError("\(file): two rl entries have the same from and tag; give each a distinct tag") }
         if let keep = traces.keep, !["all", "correct"].contains(keep) {
             throw ConfigError("\(file): traces.keep \"\(keep)\" is unknown; use all or correct")
         }

@@ -35,12 +35,29 @@ package struct ModelEvaluation: Codable, Sendable, Equatable {
     }
 }
 
-/// "a beats b": the paired-bootstrap interval of the per-problem difference.
+/// "a beats b": the paired-bootstrap interval of the per-problem difference (of greedy
+/// correctness, or with `sampled` of the mean correctness over the sampling seeds).
 package struct Comparison: Codable, Sendable, Equatable {
     package var a: String
     package var b: String
     package var difference: Interval
     package var beats: Bool
+    package var sampled: Bool?
+}
+
+/// An RL run's per-step records (`rl-metrics.jsonl`), or the gate's refusal.
+package struct RLCurve: Codable, Sendable, Equatable {
+    package var run: String
+    package var from: String
+    package var steps: [RLStepRecord]
+    package var startReward: Double?
+    /// The cold-start gate's message when it refused the start.
+    package var stopped: String?
+
+    enum CodingKeys: String, CodingKey {
+        case run, from, steps, stopped
+        case startReward = "start_reward"
+    }
 }
 
 /// How much of the gap between a PTQ init and the teacher a QAT run closed.
@@ -70,6 +87,7 @@ package struct PipelineReport: Codable, Sendable {
     package var task: String
     package var models: [ModelEvaluation]
     package var curves: [QATCurve]
+    package var rlCurves: [RLCurve]
     package var comparisons: [Comparison]
     package var gaps: [GapClosed]
     package var stepsToTarget: [StepsToTarget]
@@ -79,11 +97,13 @@ package struct PipelineReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case task, models, curves, comparisons, gaps, seconds
+        case rlCurves = "rl_curves"
         case stepsToTarget = "steps_to_target", stagesRun = "stages_run", stagesSkipped = "stages_skipped"
     }
 
     static func build(config: PipelineConfig, root: URL, evaluations: [ModelEvaluation],
                       qatRuns: [(name: String, dir: URL, from: String, objective: String)],
+                      rlRuns: [(name: String, dir: URL, from: String)] = [],
                       stagesRun: [String], stagesSkipped: [String], seconds: Double) throws -> PipelineReport {
         let curves = qatRuns.compactMap { try? JobJSON.read(QATCurve.self, from: $0.dir.appendingPathComponent("curve.json"), missing: "") }
         // Each model's outcomes, read once (comparisons and agreement all use them).
@@ -92,7 +112,14 @@ package struct PipelineReport: Codable, Sendable {
             let url = root.appendingPathComponent("eval-\(e.name)/outcomes.jsonl")
             outcomes[e.name] = ((try? PipelineRun.readLines(url)) ?? []).compactMap { try? JSONDecoder().decode(ProblemOutcome.self, from: $0) }
         }
-        func perProblem(_ name: String) -> [String: Double] { AccuracyEval.perProblem(outcomes[name] ?? [], strict: false) }
+        var sampledOutcomes: [String: [ProblemOutcome]] = [:]
+        for e in evaluations where e.sampledAccuracy != nil {
+            let url = root.appendingPathComponent("eval-\(e.name)/outcomes-sampled.jsonl")
+            sampledOutcomes[e.name] = ((try? PipelineRun.readLines(url)) ?? []).compactMap { try? JSONDecoder().decode(ProblemOutcome.self, from: $0) }
+        }
+        func perProblem(_ name: String, sampled: Bool = false) -> [String: Double] {
+            AccuracyEval.perProblem((sampled ? sampledOutcomes : outcomes)[name] ?? [], strict: false)
+        }
         var evaluations = evaluations
         for i in evaluations.indices {
             evaluations[i].agreement = AccuracyEval.agreement(outcomes[evaluations[i].name] ?? [], with: outcomes["teacher"] ?? [])
@@ -102,17 +129,29 @@ package struct PipelineReport: Codable, Sendable {
         // Paired comparisons the findings rest on: KD against SFT from the same init, and every
         // QAT run against its init.
         var comparisons: [Comparison] = []
-        func compare(_ a: String, _ b: String) {
-            let pa = perProblem(a), pb = perProblem(b)
+        func compare(_ a: String, _ b: String, sampled: Bool = false) {
+            let pa = perProblem(a, sampled: sampled), pb = perProblem(b, sampled: sampled)
             let ids = pa.keys.filter { pb[$0] != nil }.sorted()
             guard !ids.isEmpty else { return }
             let d = Bootstrap.pairedDifference(ids.map { pa[$0]! }, ids.map { pb[$0]! })
-            comparisons.append(Comparison(a: a, b: b, difference: d, beats: d.excludesZero && d.mean > 0))
+            comparisons.append(Comparison(a: a, b: b, difference: d, beats: d.excludesZero && d.mean > 0, sampled: sampled ? true : nil))
         }
         for run in qatRuns where run.objective.hasPrefix("kd") {
             if qatRuns.contains(where: { $0.from == run.from && $0.objective == "sft" }) { compare(run.name, "\(run.from)+sft") }
         }
         for run in qatRuns { compare(run.name, run.from) }
+        // RL against its start, greedy and with sampling (the setting RL rollouts train in).
+        for run in rlRuns where outcomes[run.name] != nil {
+            compare(run.name, run.from)
+            compare(run.name, run.from, sampled: true)
+        }
+        let rlCurves = rlRuns.map { run -> RLCurve in
+            let steps = ((try? PipelineRun.readLines(run.dir.appendingPathComponent("rl-metrics.jsonl"))) ?? [])
+                .compactMap { try? JobJSON.decoder().decode(RLStepRecord.self, from: $0) }
+            let summary = try? JobJSON.read(RLSummary.self, from: run.dir.appendingPathComponent("rl-summary.json"), missing: "")
+            let gate = try? JobJSON.read(RLRun.Gate.self, from: run.dir.appendingPathComponent("gate.json"), missing: "")
+            return RLCurve(run: run.name, from: run.from, steps: steps, startReward: summary?.startReward, stopped: gate?.stopped)
+        }
 
         var gaps: [GapClosed] = []
         if let teacher = accuracy("teacher") {
@@ -132,7 +171,7 @@ package struct PipelineReport: Codable, Sendable {
             }
         }
         return PipelineReport(task: config.task.testTask ?? config.task.name, models: evaluations, curves: curves,
-                              comparisons: comparisons, gaps: gaps, stepsToTarget: steps,
+                              rlCurves: rlCurves, comparisons: comparisons, gaps: gaps, stepsToTarget: steps,
                               stagesRun: stagesRun, stagesSkipped: stagesSkipped, seconds: seconds)
     }
 
@@ -170,13 +209,25 @@ package struct PipelineReport: Codable, Sendable {
     package var findingLines: [String] {
         var lines: [String] = []
         for c in comparisons {
-            lines.append(String(format: "- %@ vs %@: %+.1f points [%+.1f, %+.1f] (paired bootstrap, flexible): %@", c.a, c.b,
+            lines.append(String(format: "- %@ vs %@: %+.1f points [%+.1f, %+.1f] (paired bootstrap, flexible%@): %@", c.a, c.b,
                                 100 * c.difference.mean, 100 * c.difference.low, 100 * c.difference.high,
+                                c.sampled == true ? ", sampled" : "",
                                 c.beats ? "\(c.a) beats \(c.b)" : (c.difference.excludesZero ? "\(c.b) beats \(c.a)" : "no significant difference")))
         }
         for g in gaps {
             lines.append(g.fraction.map { String(format: "- %@ closes %.0f%% of the %.1f-point gap between %@ and the teacher", g.run, 100 * $0, g.gapPoints, g.baseline) }
                 ?? String(format: "- %@: the gap between %@ and the teacher is %.1f points, too small to judge", g.run, g.baseline, g.gapPoints))
+        }
+        for c in rlCurves {
+            if let stopped = c.stopped {
+                lines.append("- \(c.run): stopped by the cold-start gate: \(stopped)")
+            } else if let first = c.steps.first, let last = c.steps.last {
+                lines.append(String(format: "- %@: %d RL steps from %@, probe reward %@ at the start; batch reward %.3f -> %.3f, entropy %.3f -> %.3f, length %.1f -> %.1f; zero-advantage groups %d of %d over the run",
+                                    c.run, c.steps.count, c.from, c.startReward.map { String(format: "%.3f", $0) } ?? "-",
+                                    first.rollouts.meanReward, last.rollouts.meanReward, first.entropy, last.entropy,
+                                    first.rollouts.meanLength, last.rollouts.meanLength,
+                                    c.steps.reduce(0) { $0 + $1.rollouts.zeroAdvantageGroups }, c.steps.reduce(0) { $0 + $1.rollouts.groups }))
+            }
         }
         for s in stepsToTarget {
             lines.append("- \(s.run) reaches 90% of the teacher's accuracy (\(Self.percent(s.target))%) " + (s.steps.map { "at step \($0)" } ?? "at no saved step"))
@@ -200,6 +251,16 @@ package struct PipelineReport: Codable, Sendable {
         if !withAccuracy.isEmpty {
             out.append(("Accuracy against step", SVGPlot.lines(title: "Validation accuracy against step (greedy)", xLabel: "step", yLabel: "accuracy %",
                                                                series: withAccuracy.map { c in .init(name: c.run, x: c.points.map { Double($0.step) }, y: c.points.map { 100 * ($0.accuracy ?? .nan) }) })))
+        }
+        let ran = rlCurves.filter { !$0.steps.isEmpty }
+        if !ran.isEmpty {
+            func plot(_ title: String, _ y: String, _ value: (RLStepRecord) -> Double) -> String {
+                SVGPlot.lines(title: title, xLabel: "RL step", yLabel: y,
+                              series: ran.map { c in .init(name: c.run, x: c.steps.map { Double($0.step) }, y: c.steps.map(value)) })
+            }
+            out.append(("RL reward", plot("RL: mean reward of the rollout batch", "reward", { $0.rollouts.meanReward })))
+            out.append(("RL entropy", plot("RL: mean token entropy at the sampling temperature", "nats", { $0.entropy })))
+            out.append(("RL length", plot("RL: mean completion length", "tokens", { $0.rollouts.meanLength })))
         }
         let bars = models.compactMap { m -> SVGPlot.Bar? in
             guard let f = m.accuracy?.flexible else { return nil }

@@ -159,12 +159,9 @@ package struct SFTBatch: Equatable, Sendable {
     package var firstRow = 0
     /// The loss normaliser's share: the whole micro-batch's predicted tokens.
     package var globalPredictedTokens: Int { wholeBatchPredictedTokens ?? predictedTokens }
-    /// Per token (rows x seqLen), for objectives that weigh tokens unequally: e.g. GRPO's
-    /// advantages. nil for supervised data.
-    package var tokenWeights: [Float]? = nil
-    /// Per token, the log-probability of its target under a reference or behaviour policy
-    /// (e.g. the rollout policy's, for an importance ratio). nil for supervised data.
-    package var referenceLogProbs: [Float]? = nil
+    /// Rollouts (RL): what a policy-gradient objective needs per position besides the tokens.
+    /// nil for supervised data.
+    package var rollout: RolloutTokens? = nil
 
     package init(rows: Int, seqLen: Int, tokens: [Int], targets: [Int], lossMask: [Float], documentStarts: [[Int]],
                 exampleCount: Int, wholeBatchPredictedTokens: Int? = nil, firstRow: Int = 0) {
@@ -179,6 +176,34 @@ package struct SFTBatch: Equatable, Sendable {
         self.exampleCount = exampleCount
         self.wholeBatchPredictedTokens = wholeBatchPredictedTokens
         self.firstRow = firstRow
+    }
+}
+
+/// Per position of a rollout batch (rows x seqLen, aligned with `SFTBatch.lossMask`: position t
+/// predicts token t+1), what an RL objective weighs the sampled tokens by.
+package struct RolloutTokens: Equatable, Sendable {
+    /// The advantage of the completion the position belongs to.
+    package var advantages: [Float]
+    /// The loss-aggregation coefficient of the position (token-mean, seq-mean or Dr. GRPO), over
+    /// the whole batch: the loss is the sum over positions of coefficient x per-token loss.
+    package var coefficients: [Float]
+    /// log pi(token) under the policy that sampled it, at the sampling temperature, as the
+    /// sampler reported it (the behaviour policy).
+    package var behaviourLogProbs: [Float]
+    /// log pi_ref(token) under a reference policy, for a KL term; nil without one.
+    package var referenceLogProbs: [Float]?
+
+    package init(advantages: [Float], coefficients: [Float], behaviourLogProbs: [Float], referenceLogProbs: [Float]? = nil) {
+        self.advantages = advantages
+        self.coefficients = coefficients
+        self.behaviourLogProbs = behaviourLogProbs
+        self.referenceLogProbs = referenceLogProbs
+    }
+
+    /// Positions `range` (a shard's rows).
+    package func slice(_ range: Range<Int>) -> RolloutTokens {
+        RolloutTokens(advantages: Array(advantages[range]), coefficients: Array(coefficients[range]),
+                      behaviourLogProbs: Array(behaviourLogProbs[range]), referenceLogProbs: referenceLogProbs.map { Array($0[range]) })
     }
 }
 

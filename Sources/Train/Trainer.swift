@@ -126,8 +126,7 @@ extension SFTBatch {
                              lossMask: Array(lossMask[t]), documentStarts: Array(documentStarts[range]),
                              exampleCount: exampleCount, wholeBatchPredictedTokens: globalPredictedTokens,
                              firstRow: firstRow + range.lowerBound)
-        shard.tokenWeights = tokenWeights.map { Array($0[t]) }
-        shard.referenceLogProbs = referenceLogProbs.map { Array($0[t]) }
+        shard.rollout = rollout?.slice(t)
         return shard
     }
 
@@ -239,8 +238,9 @@ package final class Trainer {
 
     package var step: Int { state.step }
 
-    /// Runs until `options.steps` (or `untilStep`), calling `report` after every step.
-    package func run(untilStep: Int? = nil, report: (StepReport) -> Void = { _ in }) throws {
+    /// Runs until `options.steps` (or `untilStep`), calling `report` after every step; an error
+    /// `report` throws stops the run before that step is checkpointed.
+    package func run(untilStep: Int? = nil, report: (StepReport) throws -> Void = { _ in }) throws {
         let last = min(untilStep ?? options.steps, options.steps)
         let start = Date()
         var badSteps = 0
@@ -255,7 +255,7 @@ package final class Trainer {
                                   tokens: result.tokens, tokensPerSecond: Double(result.tokens) / seconds,
                                   elapsedSeconds: Date().timeIntervalSince(start), skipped: result.skipped)
             if group?.writesCheckpoints ?? true { try appendMetrics(line) }
-            report(line)
+            try report(line)
             if badSteps >= options.maxBadSteps {
                 let good = TrainCheckpoint.latestCheckpoint(in: runDir)?.path ?? "none written yet"
                 throw TrainError("\(badSteps) steps in a row had a non-finite loss or gradient (the last was step \(state.step)); stopping. Last good checkpoint: \(good). Lower --lr or check the data.")

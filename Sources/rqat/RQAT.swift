@@ -11,7 +11,7 @@ struct RQAT: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rqat",
         abstract: "Low-bit quantization-aware training of reasoning LLMs on CPU clusters.",
-        subcommands: [Info.self, Tokenize.self, InitCommand.self, Generate.self, Perplexity.self, EvalCommand.self, DataCommand.self, PipelineCommand.self, SFT.self, TrainCommand.self, PTQCommand.self, BenchCommand.self])
+        subcommands: [Info.self, Tokenize.self, InitCommand.self, Generate.self, Perplexity.self, EvalCommand.self, DataCommand.self, PipelineCommand.self, SFT.self, TrainCommand.self, RLCommand.self, PTQCommand.self, BenchCommand.self])
 }
 
 /// Options every model-running command shares.

@@ -7,7 +7,7 @@ import Train
 import XCTest
 
 /// The trainer's two seams with toys of what RL puts through them: a batch source whose batches
-/// carry per-token weights (advantages) and reference log-probabilities, and an objective that
+/// carry per-token advantages and behaviour log-probabilities, and an objective that
 /// uses both and makes several optimizer updates per drawn batch.
 final class TrainerSeamTests: XCTestCase {
     static let vocab = 40, seqLen = 8
@@ -32,8 +32,9 @@ final class TrainerSeamTests: XCTestCase {
             }
             var batch = SFTBatch(rows: rowsPerBatch, seqLen: seqLen, tokens: tokens, targets: targets, lossMask: mask,
                                  documentStarts: [[0], [0]], exampleCount: rowsPerBatch)
-            batch.tokenWeights = (0..<n).map { $0 < seqLen ? 1 : -1 }
-            batch.referenceLogProbs = (0..<n).map { -Float($0 % 5) }
+            batch.rollout = RolloutTokens(advantages: (0..<n).map { $0 < seqLen ? 1 : -1 },
+                                          coefficients: [Float](repeating: 1, count: n),
+                                          behaviourLogProbs: (0..<n).map { -Float($0 % 5) })
             return batch
         }
     }
@@ -48,7 +49,8 @@ final class TrainerSeamTests: XCTestCase {
         func prepare(_ batch: SFTBatch, id: Int) {}
 
         func lossAndGradient(_ batch: SFTBatch, id: Int, logits: Tensor, vocab: Int, normalizer: Double) throws -> Double {
-            let weights = try XCTUnwrap(batch.tokenWeights), reference = try XCTUnwrap(batch.referenceLogProbs)
+            let rollout = try XCTUnwrap(batch.rollout)
+            let weights = rollout.advantages, reference = rollout.behaviourLogProbs
             var loss = 0.0, rowLogProb = [Double](repeating: 0, count: batch.rows)
             for t in 0..<batch.rows * batch.seqLen {
                 let row = logits.row(t)
@@ -91,7 +93,7 @@ final class TrainerSeamTests: XCTestCase {
 
         XCTAssertEqual(source.drawn, 2, "6 steps at 3 updates per batch draw 2 batches")
         XCTAssertEqual(objective.calls.map(\.id), [0, 0, 0, 1, 1, 1])
-        XCTAssertEqual(objective.calls[0].reference, RolloutSource().nextBatch().referenceLogProbs)
+        XCTAssertEqual(objective.calls[0].reference, RolloutSource().nextBatch().rollout?.behaviourLogProbs)
         // On each batch, the +1 row's targets become likelier and the -1 row's less likely.
         for first in [0, 3] {
             let before = objective.calls[first].rowLogProb, after = objective.calls[first + 2].rowLogProb

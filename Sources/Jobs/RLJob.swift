@@ -1,0 +1,211 @@
+import Eval
+import Foundation
+import Formats
+import Model
+import Quant
+import Reasoning
+import RL
+import Tensors
+import Train
+
+/// The RL stage's settings besides the trainer's (`rqat rl` options; the pipeline's `rl` section).
+package struct RLSettings: Sendable, Equatable {
+    package var rollout = RolloutSettings()
+    package var loss = GRPOLoss.Options()
+    /// Optimizer steps per rollout batch (PPO-style epochs; 1 = on-policy, the clip never acts).
+    package var updatesPerBatch = 1
+    /// Cold-start gate: the policy's mean reward on the probe set must reach this, or the stage
+    /// stops before any update (unless `force`).
+    package var minStartReward = 0.0
+    package var force = false
+    /// Validation problems the gate samples (once each, at the rollout temperature).
+    package var probeProblems = 100
+    /// Collapse guard: stop when the batch's mean reward is below `collapseReward`, or the mean
+    /// token entropy below `collapseEntropy`, for this many steps in a row (0 = off).
+    package var collapseSteps = 5
+    package var collapseReward = 0.0
+    package var collapseEntropy = 0.0
+
+    package init() {}
+}
+
+/// One line of RUN/rl-metrics.jsonl: what a GRPO step saw and did.
+package struct RLStepRecord: Codable, Sendable, Equatable {
+    package var step: Int
+    package var loss: Double
+    package var lr: Double
+    package var gradNorm: Double
+    /// The rollout batch the step trained on (the same for every update on one batch).
+    package var rollouts: RolloutBatchStats
+    /// Means over the step's completion tokens: entropy at the sampling temperature, the KL
+    /// estimate to the reference (0 without one), and the share of clipped ratios.
+    package var entropy: Double
+    package var kl: Double
+    package var clipFraction: Double
+    /// |sampler log pi - trainer log pi| of the rollout tokens at the first update on a batch.
+    package var logProbGapMax: Double
+    package var logProbGapMean: Double
+    package var seconds: Double
+
+    enum CodingKeys: String, CodingKey {
+        case step, loss, lr, rollouts, entropy, kl, seconds
+        case gradNorm = "grad_norm", clipFraction = "clip_fraction"
+        case logProbGapMax = "logprob_gap_max", logProbGapMean = "logprob_gap_mean"
+    }
+}
+
+/// The cold-start gate stopped the run: the policy's probe reward is below `--min-start-reward`.
+package struct ColdStartRefused: UserFacingError {
+    package let description: String
+    package let startReward: Double
+}
+
+/// What `rqat rl` returns.
+package struct RLSummary: Codable, Sendable, Equatable {
+    /// The probe set's mean reward before RL (the gate's figure), and the gate.
+    package var startReward: Double
+    package var minStartReward: Double
+    package var steps: [RLStepRecord]
+    package var checkpoint: String?
+    package var quantized: String?
+
+    enum CodingKeys: String, CodingKey {
+        case steps, checkpoint, quantized
+        case startReward = "start_reward", minStartReward = "min_start_reward"
+    }
+}
+
+/// `rqat rl`: GRPO on a (quantized) policy, one process; rollouts are sampled from the policy's
+/// own fake-quant weights after every update.
+package struct RLJob {
+    package var policy: String
+    /// KL reference policy (e.g. the KD student or the FP teacher); needed with a KL term.
+    package var reference: String?
+    package var task: any ReasoningTask
+    /// Fake-quant scheme of the policy (its checkpoint's grid is kept), or nil for full precision.
+    package var qat: QuantScheme?
+    package var settings: RLSettings
+    package var options: TrainOptions
+    package var runDir: URL
+    package var trainProblems = 2000
+    package var dataSeed: UInt64 = 0
+
+    package init(policy: String, reference: String?, task: any ReasoningTask, qat: QuantScheme?, settings: RLSettings,
+                 options: TrainOptions, runDir: URL) {
+        self.policy = policy
+        self.reference = reference
+        self.task = task
+        self.qat = qat
+        self.settings = settings
+        self.options = options
+        self.runDir = runDir
+    }
+
+    /// Everything that can be refused without generating a token.
+    func validate(student: StudentModel, reference: TrainableDecoder?, problems: [Problem]) throws {
+        if settings.rollout.groupSize < 2 {
+            throw JobError("--group-size \(settings.rollout.groupSize): GRPO's advantages compare completions within a group; use at least 2")
+        }
+        if settings.loss.klCoefficient != 0 && self.reference == nil {
+            throw JobError("--kl-coef \(settings.loss.klCoefficient) needs --reference (the policy the KL is taken to)")
+        }
+        if let reference, reference.config.vocabSize != student.decoder.config.vocabSize {
+            throw JobError("--reference \(self.reference!): its vocabulary has \(reference.config.vocabSize) tokens and the policy's \(student.decoder.config.vocabSize); use a reference with the policy's tokenizer")
+        }
+        if let bad = problems.first(where: { AnswerChecker.normalize($0.answer) == nil && $0.answer.isEmpty }) {
+            throw JobError("--task \(task.name): problem \(bad.id) has an empty answer, which no completion can match; the reward needs checkable answers")
+        }
+        if let bad = problems.first(where: { AnswerChecker.normalize($0.answer) == nil }) {
+            throw JobError("--task \(task.name): the answer \"\(bad.answer)\" of problem \(bad.id) is not a number the checker can compare; RL rewards need numeric answers")
+        }
+        if options.gradAccumulation != 1 {
+            throw JobError("--grad-accum \(options.gradAccumulation): an RL step trains on one rollout batch; size it with --prompts and --group-size")
+        }
+    }
+
+    package func run(log: @escaping (String) -> Void) throws -> RLSummary {
+        let student = try StudentModel(model: policy, qat: qat, lsq: false, log: log)
+        let referenceModel = try reference.map { path -> TrainableDecoder in
+            let opened = try Checkpoint.open(path)
+            return try TrainableDecoder(config: opened.config, source: opened.weights)
+        }
+        let problems = try task.problems(split: .train, count: trainProblems, seed: dataSeed)
+        try validate(student: student, reference: referenceModel, problems: problems)
+        let format = PromptedModel(decoder: Decoder(weights: student.decoder.inferenceWeights()), tokenizer: student.tokenizer,
+                                   chatTemplate: student.template, stopTokens: LanguageModel.stopTokens(tokenizer: student.tokenizer, config: student.checkpoint.config),
+                                   chat: student.tokenizer.id(of: "<|im_end|>") != nil)
+        let startReward = try probeReward(format: format, log: log)
+        if startReward < settings.minStartReward {
+            let message = String(format: "the policy's mean reward on %d validation problems is %.3f, below --min-start-reward %.3f: the start is not viable for RL; train it with KD-QAT first (rqat pipeline / rqat distill), or pass --force to run anyway",
+                                 settings.probeProblems, startReward, settings.minStartReward)
+            guard settings.force else { throw ColdStartRefused(description: message, startReward: startReward) }
+            log("warning: \(message) (--force given: running)")
+        }
+
+        var source: RolloutSource?
+        let rollout = settings.rollout, temperature = settings.loss.temperature
+        let referenceLogProbs = referenceModel.map { ref in
+            { (tokens: [Int], targets: [Int], mask: [Float], rows: Int, seqLen: Int) -> [Float] in
+                let logits = ref.forward(tokens: tokens, batch: rows, length: seqLen)
+                defer { ref.releaseActivations() }
+                return GRPOLoss.logProbs(logits: logits.ptr, vocab: ref.config.vocabSize, targets: targets, mask: mask,
+                                         temperature: temperature)
+            }
+        }
+        let objective = GRPOObjective(options: settings.loss, updatesPerBatch: settings.updatesPerBatch)
+        let trainer = try Trainer(model: student.decoder, batches: { seed, position in
+            let s = try RolloutSource(problems: problems, policy: student.decoder, format: format, settings: rollout,
+                                      seed: seed, position: position, padId: student.padId, reference: referenceLogProbs)
+            source = s
+            return s
+        }, options: options, runDir: runDir, quantizer: student.quantizer, objective: objective)
+        trainer.extraCheckpointFiles = try student.tokenizerFiles(in: runDir, write: true)
+
+        let metrics = runDir.appendingPathComponent("rl-metrics.jsonl")
+        var records: [RLStepRecord] = []
+        var lowSteps = 0, lastGoodStep = 0
+        var stepStart = Date()
+        try trainer.run { r in
+            let (s, gap) = objective.takeStepStats()
+            let tokens = Double(max(1, s.tokens))
+            let record = RLStepRecord(step: r.step, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, rollouts: source!.lastStats!,
+                                      entropy: s.entropy / tokens, kl: s.kl / tokens, clipFraction: Double(s.clipped) / tokens,
+                                      logProbGapMax: gap.max, logProbGapMean: gap.tokens > 0 ? gap.sum / Double(gap.tokens) : 0,
+                                      seconds: Date().timeIntervalSince(stepStart))
+            stepStart = Date()
+            records.append(record)
+            try JobJSON.writeLines(records, to: metrics)
+            log(String(format: "rl step %d/%d  reward %.3f  acc %.3f  zero-adv groups %d/%d  len %.1f  entropy %.3f  kl %.4f  clip %.3f  gap %.1e  loss %.4f  |g| %.3f  %.1fs",
+                       r.step, options.steps, record.rollouts.meanReward, record.rollouts.accuracy,
+                       record.rollouts.zeroAdvantageGroups, record.rollouts.groups, record.rollouts.meanLength,
+                       record.entropy, record.kl, record.clipFraction, record.logProbGapMax, r.loss, r.gradNorm, record.seconds))
+            let low = record.rollouts.meanReward < settings.collapseReward || record.entropy < settings.collapseEntropy
+            lowSteps = low ? lowSteps + 1 : 0
+            if !low { lastGoodStep = r.step }
+            if settings.collapseSteps > 0 && lowSteps >= settings.collapseSteps {
+                let good = TrainCheckpoint.checkpoints(in: runDir).filter { $0.step <= lastGoodStep }.max { $0.step < $1.step }
+                throw JobError(String(format: "the policy collapsed at step %d: mean reward below %.3f or token entropy below %.3f for %d steps in a row; stopping. Last good checkpoint: %@",
+                                      r.step, settings.collapseReward, settings.collapseEntropy, lowSteps, good?.url.path ?? "none"))
+            }
+        }
+        try student.exportQuantized(runDir: runDir, extraFiles: trainer.extraCheckpointFiles, log: log)
+        return RLSummary(startReward: startReward, minStartReward: settings.minStartReward, steps: records,
+                         checkpoint: TrainCheckpoint.latestCheckpoint(in: runDir)?.path,
+                         quantized: student.quantizer == nil ? nil : runDir.appendingPathComponent("quantized").path)
+    }
+
+    /// Mean reward of the policy on `probeProblems` validation problems, one sample each at the
+    /// rollout temperature and top-p (the validation split is disjoint from test and train).
+    func probeReward(format: PromptedModel, log: (String) -> Void) throws -> Double {
+        let probe = try task.problems(split: .validation, count: settings.probeProblems, seed: dataSeed)
+        let accuracy = AccuracySettings(seeds: [1], temperature: settings.rollout.temperature, topP: settings.rollout.topP,
+                                        maxTokens: settings.rollout.maxNewTokens, batch: 64)
+        let outcomes = AccuracyEval.run(problems: probe, settings: accuracy, model: format)
+        let reward = outcomes.reduce(0.0) { sum, o in
+            sum + Reward.of(completion: o.completion, gold: o.gold, formatReward: settings.rollout.formatReward).reward
+        } / Double(max(1, outcomes.count))
+        log(String(format: "probe: mean reward %.3f on %d validation problems (gate: --min-start-reward %.3f)",
+                   reward, probe.count, settings.minStartReward))
+        return reward
+    }
+}

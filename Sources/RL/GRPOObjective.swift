@@ -1,0 +1,69 @@
+import Foundation
+import Tensors
+import Train
+
+/// GRPO on the trainer's objective seam: the clipped surrogate (`GRPOLoss`) on rollout batches,
+/// `updatesPerBatch` optimizer steps per rollout batch.
+///
+/// The old policy of the ratio is the trained model itself at the first update on a batch: its
+/// log-probabilities of the rollout tokens, at the sampling temperature, are taken from that
+/// update's own forward and kept for the later updates. So the first update has ratio 1 exactly
+/// and the clip cannot act on it (with one update per batch, GRPO is a plain policy gradient
+/// with group-relative advantages). When rollouts come from the same weights (lag 0), the
+/// sampler's log-probabilities should equal these; `behaviourGap` measures how far they are
+/// (different kernels, batch shapes or a stale policy), a diagnostic only.
+package final class GRPOObjective: TrainingObjective {
+    package let options: GRPOLoss.Options
+    package let updatesPerBatch: Int
+    package var lookahead: Int { 0 }
+
+    /// Sums over the micro-batches trained since the last `takeStepStats()` on this rank.
+    package private(set) var stats = GRPOLoss.Stats()
+    /// |sampler log pi - recomputed log pi| of the rollout tokens, over the batches first seen
+    /// since the last `takeStepStats()`: the largest and the sum, with the tokens counted.
+    package private(set) var behaviourGap = (max: 0.0, sum: 0.0, tokens: 0)
+
+    private var oldLogProbs: (id: Int, values: [Float])?
+
+    package init(options: GRPOLoss.Options, updatesPerBatch: Int = 1) {
+        precondition(updatesPerBatch >= 1, "at least one update per rollout batch")
+        self.options = options
+        self.updatesPerBatch = updatesPerBatch
+    }
+
+    package func prepare(_ batch: SFTBatch, id: Int) {}
+
+    /// The figures of the steps since the last call, and zeroes them.
+    package func takeStepStats() -> (loss: GRPOLoss.Stats, behaviourGap: (max: Double, sum: Double, tokens: Int)) {
+        defer { stats = GRPOLoss.Stats(); behaviourGap = (0, 0, 0) }
+        return (stats, behaviourGap)
+    }
+
+    /// The normaliser is not used: the rollout's coefficients already average over the whole
+    /// rollout batch (one micro-batch per step; every data-parallel shard carries its share).
+    package func lossAndGradient(_ batch: SFTBatch, id: Int, logits: Tensor, vocab: Int, normalizer: Double) throws -> Double {
+        guard let rollout = batch.rollout else {
+            throw TrainError("GRPO trains on rollout batches, and this batch has no rollout (advantages and log-probabilities)")
+        }
+        if oldLogProbs?.id != id {
+            let current = GRPOLoss.logProbs(logits: logits.ptr, vocab: vocab, targets: batch.targets, mask: batch.lossMask,
+                                            temperature: options.temperature)
+            for t in current.indices where batch.lossMask[t] > 0 {
+                let gap = Double(abs(current[t] - rollout.behaviourLogProbs[t]))
+                behaviourGap.max = max(behaviourGap.max, gap)
+                behaviourGap.sum += gap
+                behaviourGap.tokens += 1
+            }
+            oldLogProbs = (id, current)
+        }
+        var logProbs = [Float](repeating: 0, count: batch.targets.count)
+        let (loss, s) = logProbs.withUnsafeMutableBufferPointer { lp in
+            GRPOLoss.forwardBackward(logits: logits.ptr, vocab: vocab, targets: batch.targets, mask: batch.lossMask,
+                                     coefficients: rollout.coefficients, advantages: rollout.advantages,
+                                     oldLogProbs: oldLogProbs!.values, referenceLogProbs: rollout.referenceLogProbs,
+                                     options: options, logProbs: lp.baseAddress!, gradient: logits.ptr)
+        }
+        stats.add(s)
+        return loss
+    }
+}

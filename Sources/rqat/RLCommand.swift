@@ -1,0 +1,137 @@
+import ArgumentParser
+import Formats
+import Foundation
+import Jobs
+import Quant
+import Reasoning
+import RL
+import Train
+
+extension RewardScaling: ExpressibleByArgument {}
+extension LossAggregation: ExpressibleByArgument {}
+extension KLEstimator: ExpressibleByArgument {}
+
+struct RLCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rl",
+        abstract: "GRPO on a (quantized) policy with verifiable rewards on a reasoning task.",
+        discussion: """
+            Each step samples --group-size completions of --prompts training problems from the \
+            policy as it is deployed (its fake-quant weights under --qat), rewards a right final \
+            answer with 1, normalises the rewards within each group (--scale-rewards), and makes \
+            --updates-per-batch optimizer steps on the clipped surrogate. The old policy of the \
+            ratio is the policy's own log-probabilities at the first update on a batch, so with one \
+            update per batch the ratio is 1 and the clip never acts. The policy of the loss is \
+            softmax(logits / --temperature), untruncated; with --top-p below 1 the sampler draws from \
+            the truncated one. Before training, the mean reward on --probe validation problems must \
+            reach --min-start-reward (else the run stops: train the student with KD-QAT first, or \
+            pass --force). One JSON line per step goes to OUT/rl-metrics.jsonl (reward, accuracy, \
+            zero-advantage groups, length, entropy, KL, clip fraction, log-prob gap); the command \
+            prints the summary as JSON.
+            """)
+
+    @Option(help: "The policy to train: a checkpoint (e.g. a KD-QAT run's, with its grid) or a model directory.")
+    var policy: String
+    @Option(help: "Reference policy of the KL term (e.g. the KD student or the FP teacher).")
+    var reference: String?
+    @Option(help: "arith, gsm8k or gsm-symbolic.")
+    var task: String
+    @Option(help: "Run directory for checkpoints, metrics.jsonl and rl-metrics.jsonl.")
+    var out: String
+    @Option(help: "Fake-quant scheme of the policy (its checkpoint's grid is kept), e.g. w3g128.")
+    var qat: String?
+    @Option(help: "Training problems rollouts are drawn from.") var trainProblems = 2000
+    @Option(help: "Optimizer steps.") var steps = 50
+    @Option(help: "Peak learning rate.") var lr: Double = 1e-5
+    @Option(help: "Linear warm-up steps.") var warmup = 0
+    @Option(help: "Global gradient-norm clip (0 = off).") var maxGradNorm: Double = 1.0
+    @Option(help: "Decoupled weight decay.") var weightDecay: Double = 0
+    @Option(help: "Seed of the prompt order and of the rollouts.") var seed: UInt64 = 0
+    @Option(help: "Save a checkpoint every N steps (0 = at the end only).") var saveEvery = 10
+    @Option(help: "Prompts per rollout batch.") var prompts = 16
+    @Option(help: "Completions per prompt (at least 2).") var groupSize = 8
+    @Option(help: "Sampling temperature (the loss's policy is at it too).") var temperature: Float = 1
+    @Option(help: "Nucleus mass of the sampler (1 = off).") var topP: Float = 1
+    @Option(help: "Maximum new tokens per completion.") var maxNewTokens = 64
+    @Option(help: "group, batch or none: what centred rewards are divided by.") var scaleRewards: RewardScaling = .group
+    @Option(help: "token-mean, seq-mean or dr-grpo.") var lossAgg: LossAggregation = .tokenMean
+    @Flag(inversion: .prefixedNo, help: "Truncated completions carry no loss.") var maskTruncated = true
+    @Option(help: "Reward added for a final answer in the task's format (#### N).") var formatReward: Double = 0
+    @Option(help: "Lower clip of the ratio.") var clipLow: Double = 0.2
+    @Option(help: "Upper clip of the ratio.") var clipHigh: Double = 0.28
+    @Option(help: "Optimizer steps per rollout batch.") var updatesPerBatch = 1
+    @Option(help: "beta of the KL term to --reference in the loss (0 = none).") var klCoef: Double = 0
+    @Option(help: "k1, k2 or k3: the per-token KL estimator.") var klEstimator: KLEstimator = .k3
+    @Option(help: "Cold-start gate: the lowest mean reward on the probe set RL may start from.") var minStartReward: Double = 0
+    @Flag(help: "Run even when the probe reward is below --min-start-reward.") var force = false
+    @Option(help: "Validation problems the gate samples.") var probe = 100
+    @Option(help: "Collapse guard: stop after this many steps in a row below --collapse-reward or --collapse-entropy (0 = off).") var collapseSteps = 5
+    @Option(help: "Collapse guard: batch mean reward floor.") var collapseReward: Double = 0
+    @Option(help: "Collapse guard: mean token entropy floor.") var collapseEntropy: Double = 0
+    @OptionGroup var assets: AssetOptions
+    @OptionGroup var runtime: RuntimeOptions
+
+    func validate() throws {
+        if let qat {
+            guard let s = try? QuantScheme.parse(qat), s.weightBits != nil else {
+                throw ValidationError("--qat: invalid scheme. Valid: \(QuantScheme.validForms)")
+            }
+            do { try s.requireImplemented(for: "QAT") } catch { throw ValidationError("--qat: \(error)") }
+        }
+        guard groupSize >= 2 else { throw ValidationError("--group-size \(groupSize): GRPO compares completions within a group; use at least 2") }
+        guard prompts > 0 else { throw ValidationError("--prompts must be positive") }
+        guard steps > 0 else { throw ValidationError("--steps must be positive") }
+        guard lr > 0 && lr.isFinite else { throw ValidationError("--lr must be positive") }
+        guard temperature > 0 else { throw ValidationError("--temperature must be positive: the policy is softmax(logits / temperature)") }
+        guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
+        guard updatesPerBatch > 0 else { throw ValidationError("--updates-per-batch must be positive") }
+        guard clipLow >= 0 && clipLow < 1 && clipHigh >= 0 else { throw ValidationError("--clip-low must be in [0, 1) and --clip-high non-negative") }
+        if klCoef != 0 && reference == nil { throw ValidationError("--kl-coef \(klCoef) needs --reference (the policy the KL is taken to)") }
+    }
+
+    func run() throws {
+        runtime.apply()
+        try reportingErrors {
+            var settings = RLSettings()
+            settings.rollout.prompts = prompts
+            settings.rollout.groupSize = groupSize
+            settings.rollout.temperature = temperature
+            settings.rollout.topP = topP
+            settings.rollout.maxNewTokens = maxNewTokens
+            settings.rollout.scaling = scaleRewards
+            settings.rollout.aggregation = lossAgg
+            settings.rollout.maskTruncated = maskTruncated
+            settings.rollout.formatReward = formatReward
+            settings.loss.temperature = temperature
+            settings.loss.clipLow = clipLow
+            settings.loss.clipHigh = clipHigh
+            settings.loss.klCoefficient = klCoef
+            settings.loss.klEstimator = klEstimator
+            settings.updatesPerBatch = updatesPerBatch
+            settings.minStartReward = minStartReward
+            settings.force = force
+            settings.probeProblems = probe
+            settings.collapseSteps = collapseSteps
+            settings.collapseReward = collapseReward
+            settings.collapseEntropy = collapseEntropy
+            var options = TrainOptions()
+            options.steps = steps
+            options.lr = lr
+            options.warmupSteps = warmup
+            options.maxGradNorm = maxGradNorm > 0 ? maxGradNorm : nil
+            options.weightDecay = weightDecay
+            options.seed = seed
+            options.saveEvery = saveEvery
+            options.keepLast = saveEvery > 0 ? steps / saveEvery + 2 : 2
+            var job = RLJob(policy: policy, reference: reference, task: try TaskRegistry.task(named: task, assets: assets.url),
+                            qat: qat.map { try! QuantScheme.parse($0) }, settings: settings, options: options,
+                            runDir: URL(fileURLWithPath: out))
+            job.trainProblems = trainProblems
+            let summary = try job.run { printErr("rl: " + $0) }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
+            print(String(decoding: try encoder.encode(summary), as: UTF8.self))
+        }
+    }
+}
