@@ -31,7 +31,7 @@ package struct TrainingSpec {
 }
 
 /// A model made ready to train, with or without QAT: its checkpoint, tokenizer, decoder and
-/// fake quantizer. From a PTQ init (or a QAT checkpoint) QAT keeps that model's grid, so step 0
+/// fake quantizer (installed on the decoder). From a PTQ init (or a QAT checkpoint) QAT keeps that model's grid, so step 0
 /// is that model.
 package struct StudentModel {
     package let checkpoint: Checkpoint
@@ -51,6 +51,9 @@ package struct StudentModel {
             if !grids.isEmpty { log("QAT starts from the grids of \(grids.count) quantized matrices in \(model)") }
             return try FakeQuantizer(decoder: decoder, scheme: scheme, mode: lsq ? .lsq : .ste, initialGrids: grids)
         }
+        // The decoder runs as QAT has it from the start (what an RL probe or rollout samples from),
+        // not only once a Trainer installs the quantizer.
+        decoder.weightQuantizer = quantizer
     }
 
     package var padId: Int { tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0 }

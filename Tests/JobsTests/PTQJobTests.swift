@@ -79,6 +79,8 @@ final class PTQJobTests: XCTestCase {
         var lines: [String] = []
         let student = try StudentSetup(model: initDir.path, spec: try spec("w4g32"), log: { lines.append($0) })
         let quantizer = try XCTUnwrap(student.quantizer)
+        XCTAssertTrue(student.decoder.weightQuantizer as AnyObject? === quantizer,
+                      "the decoder runs through the quantizer before any trainer installs it (an RL probe samples from it)")
         let stored = try Checkpoint.open(initDir.path).weights
         for p in student.decoder.linearWeights {
             let out = Tensor(shape: p.value.shape)

@@ -41,6 +41,41 @@ final class PipelineRunTests: XCTestCase {
         XCTAssertEqual(try run().stagesRun, ["eval-rtn-w4g32"])
     }
 
+    /// RL stages after QAT: one from the KD student runs and is evaluated (greedy and sampled,
+    /// each compared with its start), one from the PTQ init is refused by the cold-start gate,
+    /// which the report records instead of failing; a re-run skips both.
+    func testRLStagesRunAndTheGateIsRecorded() throws {
+        try TestPaths.require(TestPaths.gsmTemplates)
+        let dir = try makeScratchDirectory("rqat-pipeline-rl")
+        let file = try TinyModels.writePipeline(in: dir)
+        let rl = """
+            "rl": [{"from": "gptq-w4g32+kd"}, {"from": "gptq-w4g32", "tag": "gated", "settings": {"min_start_reward": 0.5}}],
+            "rl_train": {"steps": 2, "lr": 1e-3, "prompts": 2, "group_size": 2, "max_new_tokens": 6, "mask_truncated": false,
+                         "probe": 2, "train_problems": 4, "save_every": 1},
+            "eval": {"sampled": true, "seeds": [1, 2], 
+            """
+        let text = try String(contentsOf: file, encoding: .utf8).replacingOccurrences(of: "\"eval\": {", with: rl)
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        let arguments = ["pipeline", "--config", file.path, "--threads", "1", "--assets", TestPaths.assets.path]
+        func run() throws -> PipelineReport {
+            let result = try MPIRun.run(executable: "rqat", ranks: nil, arguments: arguments)
+            XCTAssertEqual(result.status, 0, result.output)
+            return try JSONDecoder().decode(PipelineReport.self, from: Data(contentsOf: dir.appendingPathComponent("run/report.json")))
+        }
+        let report = try run()
+        XCTAssertEqual(report.rlCurves.map(\.run), ["gptq-w4g32+kd+rl", "gptq-w4g32+rl-gated"])
+        XCTAssertEqual(report.rlCurves[0].steps.map(\.step), [1, 2])
+        XCTAssertNotNil(report.rlCurves[0].startReward)
+        XCTAssertNil(report.rlCurves[0].stopped)
+        XCTAssertTrue(report.rlCurves[1].stopped?.contains("--min-start-reward 0.500") ?? false, "\(report.rlCurves[1])")
+        XCTAssertTrue(report.models.contains { $0.name == "gptq-w4g32+kd+rl" && $0.sampledAccuracy != nil })
+        XCTAssertFalse(report.models.contains { $0.name == "gptq-w4g32+rl-gated" }, "a gated run has no model")
+        XCTAssertTrue(report.comparisons.contains { $0.a == "gptq-w4g32+kd+rl" && $0.b == "gptq-w4g32+kd" && $0.sampled == true })
+        XCTAssertTrue(report.markdown.contains("stopped by the cold-start gate"))
+        XCTAssertTrue(report.plots.contains { $0.title == "RL reward" })
+        XCTAssertEqual(try run().stagesRun, [], "nothing changed, nothing ran")
+    }
+
     /// On 3 ranks (1 teacher, 2 students) every rank scores its share of the held-out traces and
     /// the sums are added: the held-out KL and perplexity of the PTQ models (the same models on
     /// any layout) are those of the one-rank run.
