@@ -67,8 +67,9 @@ package enum PolicySync {
     }
 
     /// The snapshot a message from `rank` carries; `scheme` gives the matrices' group size and
-    /// symmetry (the same on every rank: all parse one command line).
-    package static func snapshot(from frames: [TensorFrame], scheme: QuantScheme, rank: Int) throws -> PolicySnapshot {
+    /// symmetry (the same on every rank: all parse one command line; nil for a policy without
+    /// quantized matrices).
+    package static func snapshot(from frames: [TensorFrame], scheme: QuantScheme?, rank: Int) throws -> PolicySnapshot {
         func bad(_ problem: String) -> ClusterError { ClusterError("policy sync from rank \(rank): \(problem)") }
         guard frames.count >= 2, frames[0].kind == header, frames[1].kind == names, frames[0].count == 3 else {
             throw bad("no header; both sides must run the same rqat")
@@ -78,9 +79,11 @@ package enum PolicySync {
         guard h[1] >= 0, h[2] >= 0, list.count == h[1] + h[2], frames.count == 2 + 4 * h[1] + h[2] else {
             throw bad("\(frames.count) frames for \(h[1]) quantized and \(h[2]) other tensors")
         }
-        guard let bits = scheme.weightBits else { throw bad("scheme \(scheme) has no weight bits") }
         var quantized: [String: QuantizedMatrix] = [:], full: [String: Tensor] = [:]
         for (i, name) in list.prefix(h[1]).enumerated() {
+            guard let scheme, let bits = scheme.weightBits else {
+                throw bad("quantized matrix \(name) for a policy without a weight scheme; pass the same --qat to every rank")
+            }
             let c = frames[2 + 4 * i], s = frames[3 + 4 * i], z = frames[4 + 4 * i], g = frames[5 + 4 * i]
             guard c.kind == codes, s.kind == scales, z.kind == zeros, g.kind == groupIndex, c.shape.count == 2,
                   c.dtype == .packed(bits: bits) else { throw bad("matrix \(name) is not codes, scales, zeros, group index at \(bits) bits") }

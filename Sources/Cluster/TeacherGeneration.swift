@@ -44,9 +44,10 @@ struct GenerationMessage {
         return (header[0], requests)
     }
 
-    static func responseFrames(id: Int, _ results: [GenerationResult], vocab: Int) -> [TensorFrame] {
+    /// `version`: the policy that made them (RL serving), sent in a frame of its own.
+    static func responseFrames(id: Int, _ results: [GenerationResult], vocab: Int, version: Int? = nil) -> [TensorFrame] {
         let tokens = results.flatMap(\.tokens)
-        return [
+        return (version.map { [TensorFrame(kind: FrameKind.policyVersion, ints: [$0], as: .int32, shape: [1])] } ?? []) + [
             TensorFrame(kind: FrameKind.generateHeader, ints: [id, results.count], as: .int32, shape: [2]),
             TensorFrame(kind: FrameKind.lengths, ints: results.map(\.tokens.count), as: .int32, shape: [results.count]),
             TensorFrame(kind: FrameKind.tokens, ints: tokens, as: .tokenIds(vocabSize: vocab), shape: [tokens.count]),
@@ -55,8 +56,13 @@ struct GenerationMessage {
         ]
     }
 
+    /// The policy version of a response (nil when the teacher made it).
+    static func version(of list: [TensorFrame]) -> Int? {
+        list.first { $0.kind == FrameKind.policyVersion }.map { Int($0.ints()[0]) }
+    }
+
     static func results(from list: [TensorFrame], id: Int, count n: Int, rank: Int) throws -> [GenerationResult] {
-        let frames = try FrameSet(list, from: rank, what: "generation response")
+        let frames = try FrameSet(list.filter { $0.kind != FrameKind.policyVersion }, from: rank, what: "generation response")
         let header = try frames.ints(FrameKind.generateHeader, count: 2)
         guard header == [id, n] else { throw ClusterError("teacher rank \(rank) answered generation \(header[0]) (\(header[1]) prompts) where \(id) (\(n)) was expected") }
         let lengths = try frames.ints(FrameKind.lengths, count: n)
@@ -81,8 +87,9 @@ extension TeacherService {
     package func respond(toGenerateRequest bytes: [UInt8], from rank: Int) throws -> [UInt8] {
         let start = Date()
         let (id, requests) = try GenerationMessage.requests(from: try TensorFrame.decodeMessage(bytes, from: rank), rank: rank)
-        let results = Generator(decoder: decoder, stopTokens: stopTokens).generate(requests)
-        let response = TensorFrame.encodeMessage(GenerationMessage.responseFrames(id: id, results, vocab: vocab), codec: options.codec)
+        let results = Generator(decoder: policy?.decoder ?? decoder, stopTokens: stopTokens).generate(requests)
+        let response = TensorFrame.encodeMessage(GenerationMessage.responseFrames(id: id, results, vocab: vocab, version: policy?.version),
+                                                 codec: options.codec)
         busySeconds += Date().timeIntervalSince(start)
         tokensProcessed += results.reduce(0) { $0 + $1.tokens.count }
         return response
@@ -93,6 +100,13 @@ extension TeacherService {
 /// teacher, sent at once, and the completions gathered back in prompt order.
 package func generateOnTeachers(_ requests: [GenerationRequest], world: Communicator, teacherRanks: [Int],
                                vocab: Int, codec: FrameCodec) throws -> [GenerationResult] {
+    try generateOnTeachersWithVersions(requests, world: world, teacherRanks: teacherRanks, vocab: vocab, codec: codec).results
+}
+
+/// `generateOnTeachers`, with the policy version each teacher's share came from (nil: the
+/// teacher's own model).
+func generateOnTeachersWithVersions(_ requests: [GenerationRequest], world: Communicator, teacherRanks: [Int],
+                                    vocab: Int, codec: FrameCodec) throws -> (results: [GenerationResult], versions: [Int?]) {
     let shares = teacherRanks.indices.map { t in
         requests.count * t / teacherRanks.count..<requests.count * (t + 1) / teacherRanks.count
     }
@@ -101,14 +115,15 @@ package func generateOnTeachers(_ requests: [GenerationRequest], world: Communic
         let frames = GenerationMessage.requestFrames(id: t, Array(requests[share]), vocab: vocab)
         sends.append(try world.sendNonBlocking(TensorFrame.encodeMessage(frames, codec: codec), to: teacherRanks[t], tag: Tag.generateRequest))
     }
-    var results: [GenerationResult] = []
+    var results: [GenerationResult] = [], versions: [Int?] = []
     for (t, share) in shares.enumerated() where !share.isEmpty {
         let message = try world.receive(from: teacherRanks[t], tag: Tag.generateResponse)
-        results += try GenerationMessage.results(from: try TensorFrame.decodeMessage(message.bytes, from: teacherRanks[t]),
-                                                 id: t, count: share.count, rank: teacherRanks[t])
+        let frames = try TensorFrame.decodeMessage(message.bytes, from: teacherRanks[t])
+        versions.append(GenerationMessage.version(of: frames))
+        results += try GenerationMessage.results(from: frames, id: t, count: share.count, rank: teacherRanks[t])
     }
     for s in sends { try s.wait() }
-    return results
+    return (results, versions)
 }
 
 /// Generation by a teacher in this process, through the same bytes as `generateOnTeachers`.

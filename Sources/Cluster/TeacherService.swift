@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 import Model
 import Tensors
@@ -9,6 +10,8 @@ enum Tag {
     static let signalResponse = 2
     static let generateRequest = 3
     static let generateResponse = 4
+    /// RL: the policy generation requests are to be served from from now on (`PolicySync`).
+    static let policySync = 5
     /// A student has finished; a teacher stops when every student has said so.
     static let done = 9
 }
@@ -19,7 +22,7 @@ enum FrameKind {
     static let responseHeader: UInt16 = 10, fullLogits: UInt16 = 11, topKIds: UInt16 = 12
     static let topKLogProbs: UInt16 = 13, tailMass: UInt16 = 14, sampledIds: UInt16 = 15, sampledCounts: UInt16 = 16
     static let generateHeader: UInt16 = 20, sampling: UInt16 = 21, seeds: UInt16 = 22, lengths: UInt16 = 23
-    static let logProbs: UInt16 = 24, finish: UInt16 = 25
+    static let logProbs: UInt16 = 24, finish: UInt16 = 25, policyVersion: UInt16 = 26
 }
 
 /// What the teacher computes and how it is sent: the same on every rank (all ranks parse the
@@ -202,10 +205,32 @@ package final class TeacherService {
     package internal(set) var busySeconds: Double = 0
     package internal(set) var tokensProcessed = 0
 
+    /// RL serving: the policy last received (`Tag.policySync`), which generation requests are
+    /// then answered from instead of the teacher; its version goes back with the completions.
+    package private(set) var policy: (version: Int, decoder: Decoder)?
+    /// Whether policy messages are taken (RL serving), and the weight scheme they are decoded
+    /// with (nil: a full-precision policy).
+    package var acceptsPolicy = false
+    package var policyScheme: QuantScheme?
+    package internal(set) var policyBytes = 0
+    package internal(set) var policySeconds: Double = 0
+
     package init(decoder: Decoder, options: SignalOptions, stopTokens: Set<Int> = []) {
         self.decoder = decoder
         self.options = options
         self.stopTokens = stopTokens
+    }
+
+    /// Switches generation to the policy a `PolicySync` message carries.
+    package func loadPolicy(_ bytes: [UInt8], from rank: Int) throws {
+        guard acceptsPolicy else {
+            throw ClusterError("serving rank received a policy from rank \(rank) but takes none; both must run rqat rl")
+        }
+        let start = Date()
+        let snapshot = try PolicySync.snapshot(from: try TensorFrame.decodeMessage(bytes, from: rank), scheme: policyScheme, rank: rank)
+        policy = (snapshot.version, Decoder(weights: try snapshot.decoderWeights(config: decoder.config)))
+        policySeconds += Date().timeIntervalSince(start)
+        policyBytes += bytes.count
     }
 
     package var vocab: Int { decoder.config.vocabSize }
@@ -259,6 +284,8 @@ package final class TeacherService {
             case Tag.generateRequest:
                 let response = try respond(toGenerateRequest: message.bytes, from: message.source)
                 pending.append(try world.sendNonBlocking(response, to: message.source, tag: Tag.generateResponse))
+            case Tag.policySync:
+                try loadPolicy(message.bytes, from: message.source)
             case Tag.done:
                 finished += 1
             default:

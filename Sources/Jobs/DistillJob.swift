@@ -74,29 +74,9 @@ package struct DistillJob {
         self.spec = spec
     }
 
-    /// Joins the MPI world (a world of one without mpirun), splits it into roles and runs this
-    /// rank's part. Returns the process's exit status: 0; 2 when the world has no rank for
-    /// every role (said once, by rank 0, on every rank alike so none hangs); 1 for any other
-    /// failure, which with several ranks aborts them all (they would otherwise wait forever for
-    /// the failed one). Errors go to `printLine` as one line naming the rank and its role.
+    /// This rank's part in the MPI world, with `runRanks`' exit statuses.
     package func runInWorld(printLine: @escaping (String) -> Void) -> Int32 {
-        let world: Communicator
-        do { world = try MPI.initialize() } catch { printLine("error: \(error)"); return 1 }
-        defer { MPI.finalize() }
-        let roles: Roles
-        do { roles = try Roles(world: world, teachers: teachers) } catch {
-            if world.rank == 0 { printLine("error: \(error)") }
-            return 2
-        }
-        do {
-            _ = try run(roles: roles, printLine: printLine)
-            return 0
-        } catch {
-            let message = "error: rank \(world.rank) (\(roles.describe(rank: world.rank))): \(error)"
-            if world.size > 1 { MPI.abort(message, code: 1) }
-            printLine(message)
-            return 1
-        }
+        runRanks(teachers: teachers, printLine: printLine) { roles in _ = try run(roles: roles, printLine: printLine) }
     }
 
     /// This rank's part of the job. Progress lines come from student 0 (the rank that writes

@@ -1,3 +1,4 @@
+import Cluster
 import Eval
 import Foundation
 import Formats
@@ -89,6 +90,8 @@ package struct RLJob {
     package var runDir: URL
     package var trainProblems = 2000
     package var dataSeed: UInt64 = 0
+    /// World ranks that serve rollouts under mpirun (0: sampled in the training process).
+    package var teachers = 0
 
     package init(policy: String, reference: String?, task: any ReasoningTask, qat: QuantScheme?, settings: RLSettings,
                  options: TrainOptions, runDir: URL) {
@@ -123,23 +126,47 @@ package struct RLJob {
         }
     }
 
+    /// One process: rollouts sampled in it.
     package func run(log: @escaping (String) -> Void) throws -> RLSummary {
-        let student = try StudentModel(model: policy, qat: qat, lsq: false, log: log)
+        try run(roles: nil, log: log)!
+    }
+
+    /// Under mpirun (`runRanks`): world ranks 0..<teachers serve rollouts from the policy the
+    /// lead student sends them after each update; the students train data-parallel on the same
+    /// rollout batches. Returns the summary on the students (nil on serving ranks); only the
+    /// lead student logs, writes metrics and exports.
+    package func run(roles: Roles?, log: @escaping (String) -> Void) throws -> RLSummary? {
+        if let roles, roles.role == .teacher {
+            let lm = try LanguageModel(path: policy)
+            let service = TeacherService(decoder: lm.decoder, options: SignalOptions(), stopTokens: lm.stopTokens)
+            service.acceptsPolicy = true
+            service.policyScheme = qat
+            let start = Date()
+            try service.serve(world: roles.world, students: roles.students)
+            log(String(format: "serving rank %d: %d tokens generated in %.1f s busy of %.1f s; %.1f MB of policy received, %.2f s to load it",
+                       roles.world.rank, service.tokensProcessed, service.busySeconds, Date().timeIntervalSince(start),
+                       Double(service.policyBytes) / 1e6, service.policySeconds))
+            return nil
+        }
+        let lead = roles.map { $0.group.rank == 0 } ?? true
+        let say: (String) -> Void = { if lead { log($0) } }
+        let student = try StudentModel(model: policy, qat: qat, lsq: false, log: say)
         let referenceModel = try reference.map { path -> TrainableDecoder in
             let opened = try Checkpoint.open(path)
             return try TrainableDecoder(config: opened.config, source: opened.weights)
         }
         let problems = try task.problems(split: .train, count: trainProblems, seed: dataSeed)
         try validate(student: student, reference: referenceModel, problems: problems)
+        let stops = LanguageModel.stopTokens(tokenizer: student.tokenizer, config: student.checkpoint.config)
         let format = PromptedModel(decoder: Decoder(weights: student.decoder.inferenceWeights()), tokenizer: student.tokenizer,
-                                   chatTemplate: student.template, stopTokens: LanguageModel.stopTokens(tokenizer: student.tokenizer, config: student.checkpoint.config),
+                                   chatTemplate: student.template, stopTokens: stops,
                                    chat: student.tokenizer.id(of: "<|im_end|>") != nil)
-        let startReward = try probeReward(format: format, log: log)
+        let startReward = try probeReward(format: format, log: say)
         if startReward < settings.minStartReward {
             let message = String(format: "the policy's mean reward on %d validation problems is %.3f, below --min-start-reward %.3f: the start is not viable for RL; train it with KD-QAT first (rqat pipeline / rqat distill), or pass --force to run anyway",
                                  settings.probeProblems, startReward, settings.minStartReward)
             guard settings.force else { throw ColdStartRefused(description: message, startReward: startReward) }
-            log("warning: \(message) (--force given: running)")
+            say("warning: \(message) (--force given: running)")
         }
 
         var source: RolloutSource?
@@ -152,30 +179,42 @@ package struct RLJob {
                                          temperature: temperature)
             }
         }
+        let served = roles.flatMap { roles -> ServedRollouts? in
+            guard roles.remoteTeachers else { return nil }
+            return ServedRollouts(world: roles.world, students: roles.group, teacherRanks: roles.teacherRanks,
+                                  vocab: student.decoder.config.vocabSize) { version in student.policySnapshot(version: version) }
+        }
+        let group = roles.flatMap { $0.students > 1 ? StudentGroup(comm: $0.group) : nil }
         let objective = GRPOObjective(options: settings.loss, updatesPerBatch: settings.updatesPerBatch)
         let trainer = try Trainer(model: student.decoder, batches: { seed, position in
             let s = try RolloutSource(problems: problems, policy: student.decoder, format: format, settings: rollout,
-                                      seed: seed, position: position, padId: student.padId, reference: referenceLogProbs)
+                                      seed: seed, position: position, padId: student.padId, generator: served,
+                                      reference: referenceLogProbs)
             source = s
             return s
-        }, options: options, runDir: runDir, quantizer: student.quantizer, objective: objective)
-        trainer.extraCheckpointFiles = try student.tokenizerFiles(in: runDir, write: true)
+        }, options: options, runDir: runDir, quantizer: student.quantizer, objective: objective, group: group)
+        trainer.extraCheckpointFiles = try student.tokenizerFiles(in: runDir, write: lead)
 
         let metrics = runDir.appendingPathComponent("rl-metrics.jsonl")
         var records: [RLStepRecord] = []
         var lowSteps = 0, lastGoodStep = 0
         var stepStart = Date()
         try trainer.run { r in
-            let (s, gap) = objective.takeStepStats()
-            let tokens = Double(max(1, s.tokens))
+            let (mine, gap) = objective.takeStepStats()
+            // Sums over every student's share of the batch (the largest gap: the maximum).
+            let sums = try group?.sum([Double(mine.tokens), Double(mine.clipped), mine.entropy, mine.kl, gap.sum, Double(gap.tokens)])
+                ?? [Double(mine.tokens), Double(mine.clipped), mine.entropy, mine.kl, gap.sum, Double(gap.tokens)]
+            let gapMax = try roles.map { try $0.group.allGather(withUnsafeBytes(of: gap.max) { Array($0) }) }?
+                .map { $0.withUnsafeBytes { $0.load(as: Double.self) } }.max() ?? gap.max
+            let tokens = max(1, sums[0])
             let record = RLStepRecord(step: r.step, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, rollouts: source!.lastStats!,
-                                      entropy: s.entropy / tokens, kl: s.kl / tokens, clipFraction: Double(s.clipped) / tokens,
-                                      logProbGapMax: gap.max, logProbGapMean: gap.tokens > 0 ? gap.sum / Double(gap.tokens) : 0,
+                                      entropy: sums[2] / tokens, kl: sums[3] / tokens, clipFraction: sums[1] / tokens,
+                                      logProbGapMax: gapMax, logProbGapMean: sums[5] > 0 ? sums[4] / sums[5] : 0,
                                       seconds: Date().timeIntervalSince(stepStart))
             stepStart = Date()
             records.append(record)
-            try JobJSON.writeLines(records, to: metrics)
-            log(String(format: "rl step %d/%d  reward %.3f  acc %.3f  zero-adv groups %d/%d  len %.1f  entropy %.3f  kl %.4f  clip %.3f  gap %.1e  loss %.4f  |g| %.3f  %.1fs",
+            if lead { try JobJSON.writeLines(records, to: metrics) }
+            say(String(format: "rl step %d/%d  reward %.3f  acc %.3f  zero-adv groups %d/%d  len %.1f  entropy %.3f  kl %.4f  clip %.3f  gap %.1e  loss %.4f  |g| %.3f  %.1fs",
                        r.step, options.steps, record.rollouts.meanReward, record.rollouts.accuracy,
                        record.rollouts.zeroAdvantageGroups, record.rollouts.groups, record.rollouts.meanLength,
                        record.entropy, record.kl, record.clipFraction, record.logProbGapMax, r.loss, r.gradNorm, record.seconds))
@@ -188,7 +227,13 @@ package struct RLJob {
                                       r.step, settings.collapseReward, settings.collapseEntropy, lowSteps, good?.url.path ?? "none"))
             }
         }
-        try student.exportQuantized(runDir: runDir, extraFiles: trainer.extraCheckpointFiles, log: log)
+        if let served {
+            say(String(format: "policy sync: %d syncs, %.1f MB each, %.3f s each to encode and send",
+                       served.syncs, Double(served.syncBytes) / Double(max(1, served.syncs)) / 1e6,
+                       served.syncSeconds / Double(max(1, served.syncs))))
+        }
+        if let roles, roles.remoteTeachers { try releaseTeachers(world: roles.world, teacherRanks: roles.teacherRanks) }
+        if lead { try student.exportQuantized(runDir: runDir, extraFiles: trainer.extraCheckpointFiles, log: say) }
         return RLSummary(startReward: startReward, minStartReward: settings.minStartReward, steps: records,
                          checkpoint: TrainCheckpoint.latestCheckpoint(in: runDir)?.path,
                          quantized: student.quantizer == nil ? nil : runDir.appendingPathComponent("quantized").path)

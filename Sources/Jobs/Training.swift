@@ -1,3 +1,4 @@
+import Cluster
 import Foundation
 import Formats
 import Model
@@ -68,16 +69,24 @@ package struct StudentModel {
         return ["tokenizer.json", "tokenizer_config.json"].map { dir.appendingPathComponent($0) }
     }
 
+    /// The weights the policy samples with, for serving ranks (`PolicySync`): the quantized
+    /// matrices as exported (on a PTQ or QAT grid: exactly the fake-quant forward's), the rest
+    /// as they are.
+    package func policySnapshot(version: Int) -> PolicySnapshot {
+        let quantized = quantizer?.exportQuantized() ?? [:]
+        var full: [String: Tensor] = [:]
+        for p in decoder.parameters where quantized[p.name] == nil { full[p.name] = p.value }
+        return PolicySnapshot(version: version, quantized: quantized, fullPrecision: full)
+    }
+
     /// After QAT: the result in the packed low-bit format, runnable by every rqat command, in
     /// RUN/quantized (nothing without a quantizer).
     package func exportQuantized(runDir: URL, extraFiles: [URL], log: (String) -> Void) throws {
         guard let quantizer else { return }
         let exportDir = runDir.appendingPathComponent("quantized")
-        let quantized = quantizer.exportQuantized()
-        var fullPrecision: [String: Tensor] = [:]
-        for p in decoder.parameters where quantized[p.name] == nil { fullPrecision[p.name] = p.value }
-        try QuantizedCheckpoint.save(directory: exportDir, config: decoder.config, fullPrecision: fullPrecision,
-                                     quantized: quantized, scheme: quantizer.scheme, method: "qat-\(quantizer.mode.rawValue)",
+        let weights = policySnapshot(version: 0)
+        try QuantizedCheckpoint.save(directory: exportDir, config: decoder.config, fullPrecision: weights.fullPrecision,
+                                     quantized: weights.quantized, scheme: quantizer.scheme, method: "qat-\(quantizer.mode.rawValue)",
                                      extraFiles: extraFiles)
         log("quantized model written to \(exportDir.path)")
     }

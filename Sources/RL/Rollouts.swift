@@ -81,8 +81,8 @@ package final class RolloutSource: BatchSource {
     /// The figures of the last batch drawn.
     package private(set) var lastStats: RolloutBatchStats?
 
-    private let policy: TrainableDecoder
-    private let decoder: Decoder
+    private let generator: RolloutGenerator
+    private var version = 0
     private let prompted: PromptedModel
     private let prompts: [[Int]]
     private let padId: Int
@@ -92,16 +92,16 @@ package final class RolloutSource: BatchSource {
 
     /// `format`: the tokenizer, chat template and stop tokens prompts and completions go through
     /// (its decoder is not used: rollouts come from `policy`).
+    /// `generator`: where completions are sampled (default: in this process, from `policy`).
     package init(problems: [Problem], policy: TrainableDecoder, format: PromptedModel, settings: RolloutSettings,
-                seed: UInt64, position: DataPosition, padId: Int,
+                seed: UInt64, position: DataPosition, padId: Int, generator: RolloutGenerator? = nil,
                 reference: ((_ tokens: [Int], _ targets: [Int], _ mask: [Float], _ rows: Int, _ seqLen: Int) -> [Float])? = nil) throws {
         guard settings.groupSize >= 2 else {
             throw TrainError("--group-size \(settings.groupSize): GRPO compares completions within a group, so it needs at least 2")
         }
         guard !problems.isEmpty else { throw TrainError("no prompts to sample rollouts from") }
         self.problems = problems
-        self.policy = policy
-        decoder = Decoder(weights: policy.inferenceWeights())
+        self.generator = generator ?? LocalRollouts(policy: policy, stopTokens: format.stopTokens)
         prompted = format
         prompts = problems.map { format.encode(prompt: $0.prompt) }
         self.settings = settings
@@ -134,7 +134,6 @@ package final class RolloutSource: BatchSource {
             position.index += 1
         }
 
-        policy.syncInferenceWeights()
         let g = settings.groupSize
         let requests = chosen.flatMap { item in
             (0..<g).map { k in
@@ -144,7 +143,8 @@ package final class RolloutSource: BatchSource {
                                                                                    epoch: item.epoch, sample: k)))
             }
         }
-        let results = Generator(decoder: decoder, stopTokens: prompted.stopTokens).generate(requests, maxBatch: requests.count)
+        version += 1
+        let results = try generator.generate(requests, version: version)
 
         var rewards: [Double] = [], correct = 0, truncated = 0
         for (i, result) in results.enumerated() {
@@ -189,5 +189,23 @@ package final class RolloutSource: BatchSource {
                                       meanLength: Double(results.reduce(0) { $0 + $1.tokens.count }) / Double(rows),
                                       truncated: truncated, seconds: Date().timeIntervalSince(start))
         return batch
+    }
+}
+
+/// Rollouts sampled in this process from the policy's current weights (its fake-quant view).
+package final class LocalRollouts: RolloutGenerator {
+    private let policy: TrainableDecoder
+    private let decoder: Decoder
+    private let stopTokens: Set<Int>
+
+    package init(policy: TrainableDecoder, stopTokens: Set<Int>) {
+        self.policy = policy
+        decoder = Decoder(weights: policy.inferenceWeights())
+        self.stopTokens = stopTokens
+    }
+
+    package func generate(_ requests: [GenerationRequest], version: Int) throws -> [GenerationResult] {
+        policy.syncInferenceWeights()
+        return Generator(decoder: decoder, stopTokens: stopTokens).generate(requests, maxBatch: requests.count)
     }
 }

@@ -62,6 +62,13 @@ package protocol BatchSource: AnyObject {
     func nextBatch() throws -> SFTBatch
 }
 
+/// Where RL rollouts are sampled: in this process from the policy's own weights, or on serving
+/// ranks that receive the policy first. `version` numbers the policy the completions must come
+/// from (it grows by one per call).
+package protocol RolloutGenerator: AnyObject {
+    func generate(_ requests: [GenerationRequest], version: Int) throws -> [GenerationResult]
+}
+
 /// Makes the run's batch source, starting at a data position drawn from a seed (a new run's,
 /// or the ones a resumed checkpoint recorded).
 package typealias BatchSourceFactory = (_ seed: UInt64, _ position: DataPosition) throws -> any BatchSource

@@ -68,6 +68,7 @@ struct RLCommand: ParsableCommand {
     @Option(help: "Collapse guard: stop after this many steps in a row below --collapse-reward or --collapse-entropy (0 = off).") var collapseSteps = 5
     @Option(help: "Collapse guard: batch mean reward floor.") var collapseReward: Double = 0
     @Option(help: "Collapse guard: mean token entropy floor.") var collapseEntropy: Double = 0
+    @Option(help: "Under mpirun: world ranks that serve rollouts (they receive the policy after every update); the others train data-parallel.") var teachers = 0
     @OptionGroup var assets: AssetOptions
     @OptionGroup var runtime: RuntimeOptions
 
@@ -127,11 +128,15 @@ struct RLCommand: ParsableCommand {
                             qat: qat.map { try! QuantScheme.parse($0) }, settings: settings, options: options,
                             runDir: URL(fileURLWithPath: out))
             job.trainProblems = trainProblems
-            let summary = try job.run { printErr("rl: " + $0) }
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
-            print(String(decoding: try encoder.encode(summary), as: UTF8.self))
+            job.teachers = teachers
+            let status = runRanks(teachers: teachers, printLine: printErr) { roles in
+                guard let summary = try job.run(roles: roles, log: { printErr("rl: " + $0) }), roles.group.rank == 0 else { return }
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
+                print(String(decoding: try encoder.encode(summary), as: UTF8.self))
+            }
+            if status != 0 { throw ExitCode(status) }
         }
     }
 }
