@@ -15,6 +15,8 @@ package struct RLSettings: Sendable, Equatable {
     package var loss = GRPOLoss.Options()
     /// Optimizer steps per rollout batch (PPO-style epochs; 1 = on-policy, the clip never acts).
     package var updatesPerBatch = 1
+    /// Weight of a KD term on the rollout tokens (forward KL from the reference's top-64 at T 1).
+    package var kdCoefficient = 0.0
     /// Cold-start gate: the policy's mean reward on the probe set must reach this, or the stage
     /// stops before any update (unless `force`).
     package var minStartReward = 0.0
@@ -112,6 +114,12 @@ package struct RLJob {
         if settings.loss.klCoefficient != 0 && self.reference == nil {
             throw JobError("--kl-coef \(settings.loss.klCoefficient) needs --reference (the policy the KL is taken to)")
         }
+        if settings.kdCoefficient != 0 && self.reference == nil {
+            throw JobError("--kd-coef \(settings.kdCoefficient) needs --reference (the teacher whose distribution is mixed in)")
+        }
+        if settings.rollout.klReward != 0 && self.reference == nil {
+            throw JobError("--kl-reward \(settings.rollout.klReward) needs --reference (the policy the KL is taken to)")
+        }
         if let reference, reference.config.vocabSize != student.decoder.config.vocabSize {
             throw JobError("--reference \(self.reference!): its vocabulary has \(reference.config.vocabSize) tokens and the policy's \(student.decoder.config.vocabSize); use a reference with the policy's tokenizer")
         }
@@ -171,12 +179,19 @@ package struct RLJob {
 
         var source: RolloutSource?
         let rollout = settings.rollout, temperature = settings.loss.temperature
-        let referenceLogProbs = referenceModel.map { ref in
-            { (tokens: [Int], targets: [Int], mask: [Float], rows: Int, seqLen: Int) -> [Float] in
+        let kdCoefficient = settings.kdCoefficient
+        let referenceLogProbs: ReferencePolicy? = referenceModel.map { ref in
+            { tokens, targets, mask, rows, seqLen in
                 let logits = ref.forward(tokens: tokens, batch: rows, length: seqLen)
                 defer { ref.releaseActivations() }
-                return GRPOLoss.logProbs(logits: logits.ptr, vocab: ref.config.vocabSize, targets: targets, mask: mask,
-                                         temperature: temperature)
+                let logProbs = GRPOLoss.logProbs(logits: logits.ptr, vocab: ref.config.vocabSize, targets: targets, mask: mask,
+                                                 temperature: temperature)
+                guard kdCoefficient != 0,
+                      case .topK(let k, let ids, let lp, let tail) = TeacherSignal.make(logits: logits.ptr, rows: rows * seqLen, vocab: ref.config.vocabSize,
+                                                                                       encoding: .topK(min(64, ref.config.vocabSize)), temperature: 1,
+                                                                                       seed: { _ in 0 })
+                else { return (logProbs, nil) }
+                return (logProbs, (k, ids, lp, tail))
             }
         }
         let served = roles.flatMap { roles -> ServedRollouts? in
@@ -185,7 +200,7 @@ package struct RLJob {
                                   vocab: student.decoder.config.vocabSize) { version in student.policySnapshot(version: version) }
         }
         let group = roles.flatMap { $0.students > 1 ? StudentGroup(comm: $0.group) : nil }
-        let objective = GRPOObjective(options: settings.loss, updatesPerBatch: settings.updatesPerBatch)
+        let objective = GRPOObjective(options: settings.loss, updatesPerBatch: settings.updatesPerBatch, kdCoefficient: settings.kdCoefficient)
         let trainer = try Trainer(model: student.decoder, batches: { seed, position in
             let s = try RolloutSource(problems: problems, policy: student.decoder, format: format, settings: rollout,
                                       seed: seed, position: position, padId: student.padId, generator: served,

@@ -248,6 +248,8 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
         package var reference: String?
         package var klCoef: Double?
         package var klEstimator: String?
+        package var klReward: Double?
+        package var kdCoef: Double?
         package var minStartReward: Double?
         package var force: Bool?
         package var probe: Int?
@@ -262,7 +264,8 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
             case saveEvery = "save_every", trainProblems = "train_problems", groupSize = "group_size", topP = "top_p"
             case maxNewTokens = "max_new_tokens", scaleRewards = "scale_rewards", lossAgg = "loss_agg"
             case maskTruncated = "mask_truncated", formatReward = "format_reward", clipLow = "clip_low", clipHigh = "clip_high"
-            case updatesPerBatch = "updates_per_batch", klCoef = "kl_coef", klEstimator = "kl_estimator"
+            case updatesPerBatch = "updates_per_batch", klCoef = "kl_coef", klEstimator = "kl_estimator", klReward = "kl_reward"
+            case kdCoef = "kd_coef"
             case minStartReward = "min_start_reward", collapseSteps = "collapse_steps", collapseReward = "collapse_reward"
             case collapseEntropy = "collapse_entropy"
         }
@@ -325,7 +328,9 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
             if let v = o.lossAgg, LossAggregation(rawValue: v) == nil { throw ConfigError("\(file): rl[\(i)] loss_agg \"\(v)\" is unknown; use token-mean, seq-mean or dr-grpo") }
             if let v = o.klEstimator, KLEstimator(rawValue: v) == nil { throw ConfigError("\(file): rl[\(i)] kl_estimator \"\(v)\" is unknown; use k1, k2 or k3") }
             if let v = o.reference, !["teacher", "start"].contains(v) { throw ConfigError("\(file): rl[\(i)] reference \"\(v)\" is unknown; use teacher or start") }
-            if (o.klCoef ?? 0) != 0 && o.reference == nil { throw ConfigError("\(file): rl[\(i)] kl_coef needs reference (teacher or start)") }
+            if ((o.klCoef ?? 0) != 0 || (o.klReward ?? 0) != 0 || (o.kdCoef ?? 0) != 0) && o.reference == nil {
+                throw ConfigError("\(file): rl[\(i)] kl_coef, kl_reward and kd_coef need reference (teacher or start)")
+            }
         }
         let rlNames = (rl ?? []).map(\.stageName)
         if Set(rlNames).count != rlNames.count { throw ConfigError("\(file): two rl entries have the same from and tag; give each a distinct tag") }

@@ -38,12 +38,14 @@ struct RLRun {
         s.rollout.aggregation = o.lossAgg.flatMap(LossAggregation.init(rawValue:)) ?? s.rollout.aggregation
         s.rollout.maskTruncated = o.maskTruncated ?? s.rollout.maskTruncated
         s.rollout.formatReward = o.formatReward ?? s.rollout.formatReward
+        s.rollout.klReward = o.klReward ?? 0
         s.loss.temperature = s.rollout.temperature
         s.loss.clipLow = o.clipLow ?? s.loss.clipLow
         s.loss.clipHigh = o.clipHigh ?? s.loss.clipHigh
         s.loss.klCoefficient = o.klCoef ?? 0
         s.loss.klEstimator = o.klEstimator.flatMap(KLEstimator.init(rawValue:)) ?? s.loss.klEstimator
         s.updatesPerBatch = o.updatesPerBatch ?? s.updatesPerBatch
+        s.kdCoefficient = o.kdCoef ?? 0
         s.minStartReward = o.minStartReward ?? s.minStartReward
         s.force = o.force ?? false
         s.probeProblems = o.probe ?? s.probeProblems

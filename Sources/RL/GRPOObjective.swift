@@ -25,10 +25,16 @@ package final class GRPOObjective: TrainingObjective {
 
     private var oldLogProbs: (id: Int, values: [Float])?
 
-    package init(options: GRPOLoss.Options, updatesPerBatch: Int = 1) {
+    /// Weight of a KD term on the rollout tokens: forward KL from the teacher's distribution
+    /// (the batch's `teacher` top-k) to the policy's at T 1, aggregated with the same
+    /// coefficients as the surrogate. 0 = none.
+    package let kdCoefficient: Double
+
+    package init(options: GRPOLoss.Options, updatesPerBatch: Int = 1, kdCoefficient: Double = 0) {
         precondition(updatesPerBatch >= 1, "at least one update per rollout batch")
         self.options = options
         self.updatesPerBatch = updatesPerBatch
+        self.kdCoefficient = kdCoefficient
     }
 
     package func prepare(_ batch: SFTBatch, id: Int) {}
@@ -56,6 +62,19 @@ package final class GRPOObjective: TrainingObjective {
             }
             oldLogProbs = (id, current)
         }
+        // The KD term reads the policy's logits, which the surrogate then overwrites with its
+        // gradient: it goes first, into a buffer of its own.
+        var kd: (loss: Double, gradient: Tensor)?
+        if kdCoefficient != 0 {
+            guard let t = rollout.teacher else {
+                throw TrainError("a KD term on the rollout tokens needs the teacher's distribution in the batch; pass a teacher (--reference)")
+            }
+            let g = Tensor(shape: [batch.targets.count, vocab])
+            let weights = zip(batch.lossMask, rollout.coefficients).map { $0 * $1 }
+            let loss = KDLoss.topK(student: logits.ptr, vocab: vocab, ids: t.ids, logProbs: t.logProbs, k: t.k, tailMass: t.tailMass,
+                                   weights: weights, normalizer: 1, gradient: g.ptr)
+            kd = (loss, g)
+        }
         var logProbs = [Float](repeating: 0, count: batch.targets.count)
         let (loss, s) = logProbs.withUnsafeMutableBufferPointer { lp in
             GRPOLoss.forwardBackward(logits: logits.ptr, vocab: vocab, targets: batch.targets, mask: batch.lossMask,
@@ -64,6 +83,9 @@ package final class GRPOObjective: TrainingObjective {
                                      options: options, logProbs: lp.baseAddress!, gradient: logits.ptr)
         }
         stats.add(s)
-        return loss
+        guard let kd else { return loss }
+        let scale = Float(kdCoefficient)
+        for i in 0..<kd.gradient.count { logits.ptr[i] += scale * kd.gradient.ptr[i] }
+        return loss + kdCoefficient * kd.loss
     }
 }

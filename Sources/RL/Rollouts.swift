@@ -24,13 +24,16 @@ package struct RolloutSettings: Codable, Sendable, Equatable {
     /// Added to the reward of a completion whose final answer is in the task's format (`#### N`,
     /// lm-evaluation-harness's strict match), right or wrong. 0 = correctness only.
     package var formatReward = 0.0
+    /// KL in the reward: each completion's reward loses this times its k1 estimate of
+    /// KL(policy || reference), summed over its tokens (needs a reference). 0 = off.
+    package var klReward = 0.0
 
     package init() {}
 
     enum CodingKeys: String, CodingKey {
         case prompts, temperature, scaling, aggregation
         case groupSize = "group_size", topP = "top_p", maxNewTokens = "max_new_tokens"
-        case maskTruncated = "mask_truncated", formatReward = "format_reward"
+        case maskTruncated = "mask_truncated", formatReward = "format_reward", klReward = "kl_reward"
     }
 }
 
@@ -45,13 +48,22 @@ package struct RolloutBatchStats: Codable, Sendable, Equatable {
     package var zeroAdvantageGroups: Int
     package var meanLength: Double
     package var truncated: Int
+    /// Mean over completions of what the KL in the reward took off (0 without it).
+    package var meanKLPenalty: Double
     package var seconds: Double
 
     enum CodingKeys: String, CodingKey {
         case completions, accuracy, groups, truncated, seconds
         case meanReward = "mean_reward", zeroAdvantageGroups = "zero_advantage_groups", meanLength = "mean_length"
+        case meanKLPenalty = "mean_kl_penalty"
     }
 }
+
+/// A reference policy run on a rollout batch (tokens, targets, mask: rows x seqLen): log pi_ref
+/// of each position's target at the sampling temperature (for a KL term or the KL in the
+/// reward), and, for a KD term, its top-k distribution at T 1 at every position.
+package typealias ReferencePolicy = (_ tokens: [Int], _ targets: [Int], _ mask: [Float], _ rows: Int, _ seqLen: Int)
+    -> (logProbs: [Float], teacher: (k: Int, ids: [Int32], logProbs: [Float], tailMass: [Float])?)
 
 /// The reward of one completion: 1 when its final answer (the flexible verdict) equals the
 /// gold answer, else 0; plus `formatReward` when the strict `#### N` extraction finds one.
@@ -87,15 +99,14 @@ package final class RolloutSource: BatchSource {
     private let prompts: [[Int]]
     private let padId: Int
     private let seed: UInt64
-    /// log pi_ref of each position's target, for a KL term (nil: none).
-    private let reference: ((_ tokens: [Int], _ targets: [Int], _ mask: [Float], _ rows: Int, _ seqLen: Int) -> [Float])?
+    private let reference: ReferencePolicy?
 
     /// `format`: the tokenizer, chat template and stop tokens prompts and completions go through
     /// (its decoder is not used: rollouts come from `policy`).
     /// `generator`: where completions are sampled (default: in this process, from `policy`).
     package init(problems: [Problem], policy: TrainableDecoder, format: PromptedModel, settings: RolloutSettings,
                 seed: UInt64, position: DataPosition, padId: Int, generator: RolloutGenerator? = nil,
-                reference: ((_ tokens: [Int], _ targets: [Int], _ mask: [Float], _ rows: Int, _ seqLen: Int) -> [Float])? = nil) throws {
+                reference: ReferencePolicy? = nil) throws {
         guard settings.groupSize >= 2 else {
             throw TrainError("--group-size \(settings.groupSize): GRPO compares completions within a group, so it needs at least 2")
         }
@@ -146,48 +157,58 @@ package final class RolloutSource: BatchSource {
         version += 1
         let results = try generator.generate(requests, version: version)
 
-        var rewards: [Double] = [], correct = 0, truncated = 0
-        for (i, result) in results.enumerated() {
-            let problem = problems[chosen[i / g].index]
-            let (reward, right) = Reward.of(completion: prompted.completionText(result.tokens), gold: problem.answer,
-                                            formatReward: settings.formatReward)
-            rewards.append(reward)
-            if right { correct += 1 }
-            if result.finish == .length { truncated += 1 }
-        }
-        let (advantages, zeroGroups) = Advantages.compute(rewards: rewards, groupSize: g, scaling: settings.scaling)
         let lengths = results.map { settings.maskTruncated && $0.finish == .length ? 0 : $0.tokens.count }
-        let perRow = settings.aggregation.coefficients(lengths: lengths, budget: settings.maxNewTokens)
-
         let rows = requests.count, n = rows * seqLen
         var tokens = [Int](repeating: padId, count: n), targets = [Int](repeating: padId, count: n)
-        var mask = [Float](repeating: 0, count: n)
-        var advantage = [Float](repeating: 0, count: n), coefficient = [Float](repeating: 0, count: n)
-        var behaviour = [Float](repeating: 0, count: n)
+        var mask = [Float](repeating: 0, count: n), behaviour = [Float](repeating: 0, count: n)
         for (row, result) in results.enumerated() {
             let prompt = requests[row].prompt, base = row * seqLen
-            let sequence = prompt + result.tokens
-            for (k, token) in sequence.enumerated() { tokens[base + k] = token }
+            for (k, token) in (prompt + result.tokens).enumerated() { tokens[base + k] = token }
             for t in 0..<seqLen - 1 { targets[base + t] = tokens[base + t + 1] }
             guard lengths[row] > 0 else { continue }
             // Position prompt.count - 1 + k predicts completion token k.
             for (k, logProb) in result.logprobs.enumerated() {
-                let t = base + prompt.count - 1 + k
-                mask[t] = 1
-                advantage[t] = Float(advantages[row])
-                coefficient[t] = Float(perRow[row])
-                behaviour[t] = logProb
+                mask[base + prompt.count - 1 + k] = 1
+                behaviour[base + prompt.count - 1 + k] = logProb
             }
+        }
+        let referenced = reference?(tokens, targets, mask, rows, seqLen)
+        let referenceLogProbs = referenced?.logProbs
+
+        var rewards: [Double] = [], correct = 0, truncated = 0, penalty = 0.0
+        for (row, result) in results.enumerated() {
+            let problem = problems[chosen[row / g].index]
+            let verdict = Reward.of(completion: prompted.completionText(result.tokens), gold: problem.answer,
+                                    formatReward: settings.formatReward)
+            var reward = verdict.reward
+            // KL in the reward: the completion's k1 estimate of KL(policy || reference), summed
+            // over its tokens, costs klReward per nat (a constant of the sample: no gradient).
+            if settings.klReward != 0, let ref = referenceLogProbs {
+                let kl = (row * seqLen..<(row + 1) * seqLen).reduce(0.0) { $0 + (mask[$1] > 0 ? Double(behaviour[$1] - ref[$1]) : 0) }
+                reward -= settings.klReward * kl
+                penalty += settings.klReward * kl
+            }
+            rewards.append(reward)
+            if verdict.correct { correct += 1 }
+            if result.finish == .length { truncated += 1 }
+        }
+        let (advantages, zeroGroups) = Advantages.compute(rewards: rewards, groupSize: g, scaling: settings.scaling)
+        let perRow = settings.aggregation.coefficients(lengths: lengths, budget: settings.maxNewTokens)
+        var advantage = [Float](repeating: 0, count: n), coefficient = [Float](repeating: 0, count: n)
+        for t in 0..<n where mask[t] > 0 {
+            advantage[t] = Float(advantages[t / seqLen])
+            coefficient[t] = Float(perRow[t / seqLen])
         }
         var batch = SFTBatch(rows: rows, seqLen: seqLen, tokens: tokens, targets: targets, lossMask: mask,
                              documentStarts: Array(repeating: [0], count: rows), exampleCount: rows)
         batch.rollout = RolloutTokens(advantages: advantage, coefficients: coefficient, behaviourLogProbs: behaviour,
-                                      referenceLogProbs: reference?(tokens, targets, mask, rows, seqLen))
+                                      referenceLogProbs: referenceLogProbs, teacher: referenced?.teacher)
         lastStats = RolloutBatchStats(completions: rows, meanReward: rewards.reduce(0, +) / Double(rows),
                                       accuracy: Double(correct) / Double(rows), groups: chosen.count,
                                       zeroAdvantageGroups: zeroGroups,
                                       meanLength: Double(results.reduce(0) { $0 + $1.tokens.count }) / Double(rows),
-                                      truncated: truncated, seconds: Date().timeIntervalSince(start))
+                                      truncated: truncated, meanKLPenalty: penalty / Double(rows),
+                                      seconds: Date().timeIntervalSince(start))
         return batch
     }
 }

@@ -192,18 +192,33 @@ package struct RolloutTokens: Equatable, Sendable {
     package var behaviourLogProbs: [Float]
     /// log pi_ref(token) under a reference policy, for a KL term; nil without one.
     package var referenceLogProbs: [Float]?
+    /// The teacher's distribution at every position (top-k at T 1), for a KD term on the
+    /// rollout tokens; nil without one.
+    package var teacher: (k: Int, ids: [Int32], logProbs: [Float], tailMass: [Float])?
 
-    package init(advantages: [Float], coefficients: [Float], behaviourLogProbs: [Float], referenceLogProbs: [Float]? = nil) {
+    package init(advantages: [Float], coefficients: [Float], behaviourLogProbs: [Float], referenceLogProbs: [Float]? = nil,
+                teacher: (k: Int, ids: [Int32], logProbs: [Float], tailMass: [Float])? = nil) {
         self.advantages = advantages
         self.coefficients = coefficients
         self.behaviourLogProbs = behaviourLogProbs
         self.referenceLogProbs = referenceLogProbs
+        self.teacher = teacher
+    }
+
+    package static func == (a: RolloutTokens, b: RolloutTokens) -> Bool {
+        a.advantages == b.advantages && a.coefficients == b.coefficients && a.behaviourLogProbs == b.behaviourLogProbs
+            && a.referenceLogProbs == b.referenceLogProbs && a.teacher?.k == b.teacher?.k && a.teacher?.ids == b.teacher?.ids
+            && a.teacher?.logProbs == b.teacher?.logProbs && a.teacher?.tailMass == b.teacher?.tailMass
     }
 
     /// Positions `range` (a shard's rows).
     package func slice(_ range: Range<Int>) -> RolloutTokens {
         RolloutTokens(advantages: Array(advantages[range]), coefficients: Array(coefficients[range]),
-                      behaviourLogProbs: Array(behaviourLogProbs[range]), referenceLogProbs: referenceLogProbs.map { Array($0[range]) })
+                      behaviourLogProbs: Array(behaviourLogProbs[range]), referenceLogProbs: referenceLogProbs.map { Array($0[range]) },
+                      teacher: teacher.map { t in
+                          let wide = range.lowerBound * t.k..<range.upperBound * t.k
+                          return (t.k, Array(t.ids[wide]), Array(t.logProbs[wide]), Array(t.tailMass[range]))
+                      })
     }
 }
 

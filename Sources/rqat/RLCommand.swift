@@ -62,6 +62,8 @@ struct RLCommand: ParsableCommand {
     @Option(help: "Optimizer steps per rollout batch.") var updatesPerBatch = 1
     @Option(help: "beta of the KL term to --reference in the loss (0 = none).") var klCoef: Double = 0
     @Option(help: "k1, k2 or k3: the per-token KL estimator.") var klEstimator: KLEstimator = .k3
+    @Option(help: "Weight of a KD term on the rollout tokens: forward KL from --reference's distribution (top-64, T 1).") var kdCoef: Double = 0
+    @Option(help: "KL in the reward instead: each completion's reward loses this times its k1 estimate of KL(policy || --reference).") var klReward: Double = 0
     @Option(help: "Cold-start gate: the lowest mean reward on the probe set RL may start from.") var minStartReward: Double = 0
     @Flag(help: "Run even when the probe reward is below --min-start-reward.") var force = false
     @Option(help: "Validation problems the gate samples.") var probe = 100
@@ -88,6 +90,8 @@ struct RLCommand: ParsableCommand {
         guard updatesPerBatch > 0 else { throw ValidationError("--updates-per-batch must be positive") }
         guard clipLow >= 0 && clipLow < 1 && clipHigh >= 0 else { throw ValidationError("--clip-low must be in [0, 1) and --clip-high non-negative") }
         if klCoef != 0 && reference == nil { throw ValidationError("--kl-coef \(klCoef) needs --reference (the policy the KL is taken to)") }
+        if kdCoef != 0 && reference == nil { throw ValidationError("--kd-coef \(kdCoef) needs --reference (the teacher whose distribution is mixed in)") }
+        if klReward != 0 && reference == nil { throw ValidationError("--kl-reward \(klReward) needs --reference (the policy the KL is taken to)") }
     }
 
     func run() throws {
@@ -103,12 +107,14 @@ struct RLCommand: ParsableCommand {
             settings.rollout.aggregation = lossAgg
             settings.rollout.maskTruncated = maskTruncated
             settings.rollout.formatReward = formatReward
+            settings.rollout.klReward = klReward
             settings.loss.temperature = temperature
             settings.loss.clipLow = clipLow
             settings.loss.clipHigh = clipHigh
             settings.loss.klCoefficient = klCoef
             settings.loss.klEstimator = klEstimator
             settings.updatesPerBatch = updatesPerBatch
+            settings.kdCoefficient = kdCoef
             settings.minStartReward = minStartReward
             settings.force = force
             settings.probeProblems = probe

@@ -83,6 +83,8 @@ final class RLJobTests: XCTestCase {
             (job { $0.rollout.groupSize = 1 }, "--group-size 1"),
             (job(task: WordTask()), "--task words"),
             (job { $0.loss.klCoefficient = 0.1 }, "--kl-coef"),
+            (job { $0.rollout.klReward = 0.1 }, "--kl-reward"),
+            (job { $0.kdCoefficient = 0.1 }, "--kd-coef"),
         ]
         for (bad, option) in cases {
             var lines: [String] = []

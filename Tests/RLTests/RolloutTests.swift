@@ -127,6 +127,37 @@ final class RolloutTests: XCTestCase {
         XCTAssertGreaterThan(zeroRows, 0)
     }
 
+    /// KL in the reward: with a reference c nats below the policy on every sampled token, each
+    /// completion's k1 sum is c x its length, and its reward (so, with `--scale-rewards none`,
+    /// its advantage) loses klReward x c x length.
+    func testKLInTheRewardCostsEachCompletionItsSummedKL() throws {
+        let c: Float = 0.25, beta = 0.1
+        func batch(klReward: Double) throws -> (SFTBatch, RolloutBatchStats) {
+            let policy = try makePolicy()
+            var s = settings()
+            s.scaling = .none
+            s.klReward = klReward
+            let decoder = policy.decoder
+            let source = try RolloutSource(problems: Self.problems, policy: decoder, format: policy.format, settings: s,
+                                           seed: 5, position: DataPosition(), padId: 0,
+                                           reference: { tokens, targets, mask, rows, seqLen in
+                let logits = decoder.forward(tokens: tokens, batch: rows, length: seqLen)
+                return (GRPOLoss.logProbs(logits: logits.ptr, vocab: decoder.config.vocabSize, targets: targets, mask: mask,
+                                          temperature: 0.9).map { $0 - c }, nil)
+            })
+            return (try source.nextBatch(), try XCTUnwrap(source.lastStats))
+        }
+        let (plain, plainStats) = try batch(klReward: 0), (penalised, stats) = try batch(klReward: beta)
+        XCTAssertEqual(plain.tokens, penalised.tokens, "the same rollouts")
+        XCTAssertEqual(plainStats.meanKLPenalty, 0)
+        XCTAssertEqual(stats.meanKLPenalty, beta * Double(c) * 12, accuracy: 1e-4, "12 tokens per completion")
+        // Every completion has 12 tokens, so the penalty is the same within a group: the
+        // advantages do not move.
+        let a = try XCTUnwrap(plain.rollout).advantages, b = try XCTUnwrap(penalised.rollout).advantages
+        for t in a.indices { XCTAssertEqual(a[t], b[t], accuracy: 1e-4) }
+        XCTAssertEqual(stats.meanReward, plainStats.meanReward - beta * Double(c) * 12, accuracy: 1e-4)
+    }
+
     func testGroupSizeBelowTwoIsRefused() throws {
         let policy = try makePolicy()
         var s = settings()
