@@ -269,3 +269,106 @@ package struct RLJob {
         return reward
     }
 }
+
+/// The options of an RL run, as `rqat rl` takes them and a pipeline config spells them
+/// (snake_case keys); unset fields take `rl_train`'s, then `rqat rl`'s defaults (`job`).
+package struct RLOptions: Codable, Sendable, Equatable {
+    package var steps: Int?
+    package var lr: Double?
+    package var warmup: Int?
+    package var seed: UInt64?
+    package var maxGradNorm: Double?
+    package var weightDecay: Double?
+    package var saveEvery: Int?
+    package var trainProblems: Int?
+    package var prompts: Int?
+    package var groupSize: Int?
+    package var temperature: Float?
+    package var topP: Float?
+    package var maxNewTokens: Int?
+    package var scaleRewards: String?
+    package var lossAgg: String?
+    package var maskTruncated: Bool?
+    package var formatReward: Double?
+    package var clipLow: Double?
+    package var clipHigh: Double?
+    package var updatesPerBatch: Int?
+    /// KL term to "teacher" (the FP teacher) or "start" (the policy RL starts from).
+    package var reference: String?
+    package var klCoef: Double?
+    package var klEstimator: String?
+    package var klReward: Double?
+    package var kdCoef: Double?
+    package var minStartReward: Double?
+    package var force: Bool?
+    package var probe: Int?
+    package var collapseSteps: Int?
+    package var collapseReward: Double?
+    package var collapseEntropy: Double?
+
+    package init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case steps, lr, warmup, seed, prompts, temperature, reference, force, probe
+        case maxGradNorm = "max_grad_norm", weightDecay = "weight_decay"
+        case saveEvery = "save_every", trainProblems = "train_problems", groupSize = "group_size", topP = "top_p"
+        case maxNewTokens = "max_new_tokens", scaleRewards = "scale_rewards", lossAgg = "loss_agg"
+        case maskTruncated = "mask_truncated", formatReward = "format_reward", clipLow = "clip_low", clipHigh = "clip_high"
+        case updatesPerBatch = "updates_per_batch", klCoef = "kl_coef", klEstimator = "kl_estimator", klReward = "kl_reward"
+        case kdCoef = "kd_coef"
+        case minStartReward = "min_start_reward", collapseSteps = "collapse_steps", collapseReward = "collapse_reward"
+        case collapseEntropy = "collapse_entropy"
+    }
+
+    /// `self` with unset fields taken from `defaults` (merged key by key as JSON objects).
+    package func over(_ defaults: RLOptions?) throws -> RLOptions {
+        guard let defaults else { return self }
+        let encoder = JSONEncoder()
+        var merged = try JSONSerialization.jsonObject(with: encoder.encode(defaults)) as! [String: Any]
+        for (k, v) in try JSONSerialization.jsonObject(with: encoder.encode(self)) as! [String: Any] { merged[k] = v }
+        return try JSONDecoder().decode(RLOptions.self, from: JSONSerialization.data(withJSONObject: merged))
+    }
+
+    /// The job these options describe: every unset field at `rqat rl`'s default.
+    package func job(policy: String, reference: String?, task: any ReasoningTask, qat: QuantScheme?, runDir: URL,
+                     dataSeed: UInt64 = 0, teachers: Int = 0) -> RLJob {
+        var s = RLSettings()
+        s.rollout.prompts = prompts ?? s.rollout.prompts
+        s.rollout.groupSize = groupSize ?? s.rollout.groupSize
+        s.rollout.temperature = temperature ?? s.rollout.temperature
+        s.rollout.topP = topP ?? s.rollout.topP
+        s.rollout.maxNewTokens = maxNewTokens ?? s.rollout.maxNewTokens
+        s.rollout.scaling = scaleRewards.flatMap(RewardScaling.init(rawValue:)) ?? s.rollout.scaling
+        s.rollout.aggregation = lossAgg.flatMap(LossAggregation.init(rawValue:)) ?? s.rollout.aggregation
+        s.rollout.maskTruncated = maskTruncated ?? s.rollout.maskTruncated
+        s.rollout.formatReward = formatReward ?? s.rollout.formatReward
+        s.rollout.klReward = klReward ?? 0
+        s.loss.temperature = s.rollout.temperature
+        s.loss.clipLow = clipLow ?? s.loss.clipLow
+        s.loss.clipHigh = clipHigh ?? s.loss.clipHigh
+        s.loss.klCoefficient = klCoef ?? 0
+        s.loss.klEstimator = klEstimator.flatMap(KLEstimator.init(rawValue:)) ?? s.loss.klEstimator
+        s.updatesPerBatch = updatesPerBatch ?? s.updatesPerBatch
+        s.kdCoefficient = kdCoef ?? 0
+        s.minStartReward = minStartReward ?? s.minStartReward
+        s.force = force ?? false
+        s.probeProblems = probe ?? s.probeProblems
+        s.collapseSteps = collapseSteps ?? s.collapseSteps
+        s.collapseReward = collapseReward ?? s.collapseReward
+        s.collapseEntropy = collapseEntropy ?? s.collapseEntropy
+        var t = TrainOptions()
+        t.steps = steps ?? 50
+        t.lr = lr ?? 1e-5
+        t.warmupSteps = warmup ?? 0
+        t.seed = seed ?? 0
+        t.maxGradNorm = (maxGradNorm ?? 1) > 0 ? (maxGradNorm ?? 1) : nil
+        t.weightDecay = weightDecay ?? 0
+        t.saveEvery = saveEvery ?? 10
+        t.keepLast = t.saveEvery > 0 ? t.steps / t.saveEvery + 2 : 2
+        var job = RLJob(policy: policy, reference: reference, task: task, qat: qat, settings: s, options: t, runDir: runDir)
+        job.trainProblems = trainProblems ?? job.trainProblems
+        job.dataSeed = dataSeed
+        job.teachers = teachers
+        return job
+    }
+}

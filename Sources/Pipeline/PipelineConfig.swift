@@ -1,4 +1,5 @@
 import Foundation
+import Jobs
 import Reasoning
 import RL
 import Train
@@ -225,60 +226,7 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
     }
 
     /// The `rqat rl` options of a pipeline RL run (unset: `rl_train`'s, then rqat rl's defaults).
-    package struct RLOptions: Codable, Sendable, Equatable {
-        package var steps: Int?
-        package var lr: Double?
-        package var warmup: Int?
-        package var seed: UInt64?
-        package var saveEvery: Int?
-        package var trainProblems: Int?
-        package var prompts: Int?
-        package var groupSize: Int?
-        package var temperature: Float?
-        package var topP: Float?
-        package var maxNewTokens: Int?
-        package var scaleRewards: String?
-        package var lossAgg: String?
-        package var maskTruncated: Bool?
-        package var formatReward: Double?
-        package var clipLow: Double?
-        package var clipHigh: Double?
-        package var updatesPerBatch: Int?
-        /// KL term to "teacher" (the FP teacher) or "start" (the policy RL starts from).
-        package var reference: String?
-        package var klCoef: Double?
-        package var klEstimator: String?
-        package var klReward: Double?
-        package var kdCoef: Double?
-        package var minStartReward: Double?
-        package var force: Bool?
-        package var probe: Int?
-        package var collapseSteps: Int?
-        package var collapseReward: Double?
-        package var collapseEntropy: Double?
-
-        package init() {}
-
-        enum CodingKeys: String, CodingKey {
-            case steps, lr, warmup, seed, prompts, temperature, reference, force, probe
-            case saveEvery = "save_every", trainProblems = "train_problems", groupSize = "group_size", topP = "top_p"
-            case maxNewTokens = "max_new_tokens", scaleRewards = "scale_rewards", lossAgg = "loss_agg"
-            case maskTruncated = "mask_truncated", formatReward = "format_reward", clipLow = "clip_low", clipHigh = "clip_high"
-            case updatesPerBatch = "updates_per_batch", klCoef = "kl_coef", klEstimator = "kl_estimator", klReward = "kl_reward"
-            case kdCoef = "kd_coef"
-            case minStartReward = "min_start_reward", collapseSteps = "collapse_steps", collapseReward = "collapse_reward"
-            case collapseEntropy = "collapse_entropy"
-        }
-
-        /// `self` with unset fields taken from `defaults` (merged key by key as JSON objects).
-        package func over(_ defaults: RLOptions?) throws -> RLOptions {
-            guard let defaults else { return self }
-            let encoder = JSONEncoder()
-            var merged = try JSONSerialization.jsonObject(with: encoder.encode(defaults)) as! [String: Any]
-            for (k, v) in try JSONSerialization.jsonObject(with: encoder.encode(self)) as! [String: Any] { merged[k] = v }
-            return try JSONDecoder().decode(RLOptions.self, from: JSONSerialization.data(withJSONObject: merged))
-        }
-    }
+    package typealias RLOptions = Jobs.RLOptions
 
     package static func load(_ url: URL) throws -> PipelineConfig {
         guard let data = try? Data(contentsOf: url) else {

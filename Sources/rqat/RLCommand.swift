@@ -97,44 +97,18 @@ struct RLCommand: ParsableCommand {
     func run() throws {
         runtime.apply()
         try reportingErrors {
-            var settings = RLSettings()
-            settings.rollout.prompts = prompts
-            settings.rollout.groupSize = groupSize
-            settings.rollout.temperature = temperature
-            settings.rollout.topP = topP
-            settings.rollout.maxNewTokens = maxNewTokens
-            settings.rollout.scaling = scaleRewards
-            settings.rollout.aggregation = lossAgg
-            settings.rollout.maskTruncated = maskTruncated
-            settings.rollout.formatReward = formatReward
-            settings.rollout.klReward = klReward
-            settings.loss.temperature = temperature
-            settings.loss.clipLow = clipLow
-            settings.loss.clipHigh = clipHigh
-            settings.loss.klCoefficient = klCoef
-            settings.loss.klEstimator = klEstimator
-            settings.updatesPerBatch = updatesPerBatch
-            settings.kdCoefficient = kdCoef
-            settings.minStartReward = minStartReward
-            settings.force = force
-            settings.probeProblems = probe
-            settings.collapseSteps = collapseSteps
-            settings.collapseReward = collapseReward
-            settings.collapseEntropy = collapseEntropy
-            var options = TrainOptions()
-            options.steps = steps
-            options.lr = lr
-            options.warmupSteps = warmup
-            options.maxGradNorm = maxGradNorm > 0 ? maxGradNorm : nil
-            options.weightDecay = weightDecay
-            options.seed = seed
-            options.saveEvery = saveEvery
-            options.keepLast = saveEvery > 0 ? steps / saveEvery + 2 : 2
-            var job = RLJob(policy: policy, reference: reference, task: try TaskRegistry.task(named: task, assets: assets.url),
-                            qat: qat.map { try! QuantScheme.parse($0) }, settings: settings, options: options,
-                            runDir: URL(fileURLWithPath: out))
-            job.trainProblems = trainProblems
-            job.teachers = teachers
+            var o = RLOptions()
+            o.steps = steps; o.lr = lr; o.warmup = warmup; o.seed = seed; o.maxGradNorm = maxGradNorm; o.weightDecay = weightDecay
+            o.saveEvery = saveEvery; o.trainProblems = trainProblems
+            o.prompts = prompts; o.groupSize = groupSize; o.temperature = temperature; o.topP = topP; o.maxNewTokens = maxNewTokens
+            o.scaleRewards = scaleRewards.rawValue; o.lossAgg = lossAgg.rawValue; o.maskTruncated = maskTruncated
+            o.formatReward = formatReward; o.klReward = klReward
+            o.clipLow = clipLow; o.clipHigh = clipHigh; o.updatesPerBatch = updatesPerBatch
+            o.klCoef = klCoef; o.klEstimator = klEstimator.rawValue; o.kdCoef = kdCoef
+            o.minStartReward = minStartReward; o.force = force; o.probe = probe
+            o.collapseSteps = collapseSteps; o.collapseReward = collapseReward; o.collapseEntropy = collapseEntropy
+            let job = o.job(policy: policy, reference: reference, task: try TaskRegistry.task(named: task, assets: assets.url),
+                            qat: qat.map { try! QuantScheme.parse($0) }, runDir: URL(fileURLWithPath: out), teachers: teachers)
             let status = runRanks(teachers: teachers, printLine: printErr) { roles in
                 guard let summary = try job.run(roles: roles, log: { printErr("rl: " + $0) }), roles.group.rank == 0 else { return }
                 let encoder = JSONEncoder()
