@@ -217,8 +217,8 @@ package struct RLJob {
         try trainer.run { r in
             let (mine, gap) = objective.takeStepStats()
             // Sums over every student's share of the batch (the largest gap: the maximum).
-            let sums = try group?.sum([Double(mine.tokens), Double(mine.clipped), mine.entropy, mine.kl, gap.sum, Double(gap.tokens)])
-                ?? [Double(mine.tokens), Double(mine.clipped), mine.entropy, mine.kl, gap.sum, Double(gap.tokens)]
+            let local = [Double(mine.tokens), Double(mine.clipped), mine.entropy, mine.kl, gap.sum, Double(gap.tokens)]
+            let sums = try group?.sum(local) ?? local
             let gapMax = try roles.map { try $0.group.allGather(withUnsafeBytes(of: gap.max) { Array($0) }) }?
                 .map { $0.withUnsafeBytes { $0.load(as: Double.self) } }.max() ?? gap.max
             let tokens = max(1, sums[0])

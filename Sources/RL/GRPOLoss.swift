@@ -101,16 +101,16 @@ package enum GRPOLoss {
         }
     }
 
-    /// logits: (N, V); targets, mask, coefficients, advantages, oldLogProbs: N;
-    /// referenceLogProbs: N or nil. Writes each masked row's log pi_t into `logProbs` (N, zero
+    /// logits: (N, V); targets, mask, coefficients, advantages, oldLogProbs: N (nil: the old
+    /// policy is the current one, so every ratio is 1); referenceLogProbs: N or nil. Writes each masked row's log pi_t into `logProbs` (N, zero
     /// elsewhere) and, with `gradient` (which may be `logits` itself), dloss/dlogits.
     package static func forwardBackward(logits: UnsafePointer<Float>, vocab v: Int, targets: [Int], mask: [Float],
-                                       coefficients: [Float], advantages: [Float], oldLogProbs: [Float],
+                                       coefficients: [Float], advantages: [Float], oldLogProbs: [Float]?,
                                        referenceLogProbs: [Float]?, options: Options,
                                        logProbs: UnsafeMutablePointer<Float>,
                                        gradient: UnsafeMutablePointer<Float>?) -> (loss: Double, stats: Stats) {
         let n = targets.count
-        precondition(mask.count == n && coefficients.count == n && advantages.count == n && oldLogProbs.count == n,
+        precondition(mask.count == n && coefficients.count == n && advantages.count == n && (oldLogProbs?.count ?? n) == n,
                      "one mask entry, coefficient, advantage and old log-prob per position")
         precondition(options.klCoefficient == 0 || referenceLogProbs?.count == n,
                      "a KL term needs one reference log-prob per position")
@@ -134,7 +134,7 @@ package enum GRPOLoss {
                         let lp = Double(z[t] * invT - logZ)
                         logProbs[r] = Float(lp)
                         let a = Double(advantages[r]), c = Double(coefficients[r]) * Double(mask[r])
-                        let gap = lp - Double(oldLogProbs[r])
+                        let gap = oldLogProbs.map { lp - Double($0[r]) } ?? 0
                         let rho = Foundation.exp(gap)
                         let clipped = min(max(rho, 1 - options.clipLow), 1 + options.clipHigh)
                         let unclippedIsMin = rho * a <= clipped * a

@@ -6,8 +6,8 @@ import Train
 /// `updatesPerBatch` optimizer steps per rollout batch.
 ///
 /// The old policy of the ratio is the trained model itself at the first update on a batch: its
-/// log-probabilities of the rollout tokens, at the sampling temperature, are taken from that
-/// update's own forward and kept for the later updates. So the first update has ratio 1 exactly
+/// log-probabilities of the rollout tokens, at the sampling temperature, are the ones that
+/// update's loss computes anyway, kept for the later updates. So the first update has ratio 1 exactly
 /// and the clip cannot act on it (with one update per batch, GRPO is a plain policy gradient
 /// with group-relative advantages). When rollouts come from the same weights (lag 0), the
 /// sampler's log-probabilities should equal these; `behaviourGap` measures how far they are
@@ -51,17 +51,6 @@ package final class GRPOObjective: TrainingObjective {
         guard let rollout = batch.rollout else {
             throw TrainError("GRPO trains on rollout batches, and this batch has no rollout (advantages and log-probabilities)")
         }
-        if oldLogProbs?.id != id {
-            let current = GRPOLoss.logProbs(logits: logits.ptr, vocab: vocab, targets: batch.targets, mask: batch.lossMask,
-                                            temperature: options.temperature)
-            for t in current.indices where batch.lossMask[t] > 0 {
-                let gap = Double(abs(current[t] - rollout.behaviourLogProbs[t]))
-                behaviourGap.max = max(behaviourGap.max, gap)
-                behaviourGap.sum += gap
-                behaviourGap.tokens += 1
-            }
-            oldLogProbs = (id, current)
-        }
         // The KD term reads the policy's logits, which the surrogate then overwrites with its
         // gradient: it goes first, into a buffer of its own.
         var kd: (loss: Double, gradient: Tensor)?
@@ -75,14 +64,25 @@ package final class GRPOObjective: TrainingObjective {
                                    weights: weights, normalizer: 1, gradient: g.ptr)
             kd = (loss, g)
         }
+        // The first update on a batch: its own log-probabilities are the old policy's.
+        let first = oldLogProbs?.id != id
         var logProbs = [Float](repeating: 0, count: batch.targets.count)
         let (loss, s) = logProbs.withUnsafeMutableBufferPointer { lp in
             GRPOLoss.forwardBackward(logits: logits.ptr, vocab: vocab, targets: batch.targets, mask: batch.lossMask,
                                      coefficients: rollout.coefficients, advantages: rollout.advantages,
-                                     oldLogProbs: oldLogProbs!.values, referenceLogProbs: rollout.referenceLogProbs,
+                                     oldLogProbs: first ? nil : oldLogProbs!.values, referenceLogProbs: rollout.referenceLogProbs,
                                      options: options, logProbs: lp.baseAddress!, gradient: logits.ptr)
         }
         stats.add(s)
+        if first {
+            for t in logProbs.indices where batch.lossMask[t] > 0 {
+                let gap = Double(abs(logProbs[t] - rollout.behaviourLogProbs[t]))
+                behaviourGap.max = max(behaviourGap.max, gap)
+                behaviourGap.sum += gap
+                behaviourGap.tokens += 1
+            }
+            oldLogProbs = (id, logProbs)
+        }
         guard let kd else { return loss }
         let scale = Float(kdCoefficient)
         for i in 0..<kd.gradient.count { logits.ptr[i] += scale * kd.gradient.ptr[i] }

@@ -8,16 +8,19 @@ import XCTest
 /// is checked is that every stage runs and writes what the next reads, and that a re-run skips
 /// them all.
 final class PipelineRunTests: XCTestCase {
+    /// `rqat pipeline --config FILE` in one process; the report it leaves in DIR/run.
+    func runPipeline(_ file: URL, in dir: URL) throws -> PipelineReport {
+        let arguments = ["pipeline", "--config", file.path, "--threads", "1", "--assets", TestPaths.assets.path]
+        let result = try MPIRun.run(executable: "rqat", ranks: nil, arguments: arguments)
+        XCTAssertEqual(result.status, 0, result.output)
+        return try JSONDecoder().decode(PipelineReport.self, from: Data(contentsOf: dir.appendingPathComponent("run/report.json")))
+    }
+
     func testTheStagesRunAndAnUnchangedRerunSkipsThem() throws {
         try TestPaths.require(TestPaths.gsmTemplates)
         let dir = try makeScratchDirectory("rqat-pipeline")
         let file = try TinyModels.writePipeline(in: dir, extraPTQ: ", {\"method\": \"rtn\", \"scheme\": \"w4g32\", \"evaluate\": false}")
-        let arguments = ["pipeline", "--config", file.path, "--threads", "1", "--assets", TestPaths.assets.path]
-        func run() throws -> PipelineReport {
-            let result = try MPIRun.run(executable: "rqat", ranks: nil, arguments: arguments)
-            XCTAssertEqual(result.status, 0, result.output)
-            return try JSONDecoder().decode(PipelineReport.self, from: Data(contentsOf: dir.appendingPathComponent("run/report.json")))
-        }
+        func run() throws -> PipelineReport { try runPipeline(file, in: dir) }
         let report = try run()
         XCTAssertEqual(report.models.map(\.name), ["teacher", "gptq-w4g32", "gptq-w4g32+kd", "gptq-w4g32+sft"], "rtn-w4g32 is not evaluated")
         XCTAssertTrue(report.stagesRun.contains("ptq-rtn-w4g32"))
@@ -56,12 +59,7 @@ final class PipelineRunTests: XCTestCase {
             """
         let text = try String(contentsOf: file, encoding: .utf8).replacingOccurrences(of: "\"eval\": {", with: rl)
         try text.write(to: file, atomically: true, encoding: .utf8)
-        let arguments = ["pipeline", "--config", file.path, "--threads", "1", "--assets", TestPaths.assets.path]
-        func run() throws -> PipelineReport {
-            let result = try MPIRun.run(executable: "rqat", ranks: nil, arguments: arguments)
-            XCTAssertEqual(result.status, 0, result.output)
-            return try JSONDecoder().decode(PipelineReport.self, from: Data(contentsOf: dir.appendingPathComponent("run/report.json")))
-        }
+        func run() throws -> PipelineReport { try runPipeline(file, in: dir) }
         let report = try run()
         XCTAssertEqual(report.rlCurves.map(\.run), ["gptq-w4g32+kd+rl", "gptq-w4g32+rl-gated"])
         XCTAssertEqual(report.rlCurves[0].steps.map(\.step), [1, 2])
