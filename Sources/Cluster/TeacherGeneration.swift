@@ -100,13 +100,34 @@ extension TeacherService {
 /// teacher, sent at once, and the completions gathered back in prompt order.
 package func generateOnTeachers(_ requests: [GenerationRequest], world: Communicator, teacherRanks: [Int],
                                vocab: Int, codec: FrameCodec) throws -> [GenerationResult] {
-    try generateOnTeachersWithVersions(requests, world: world, teacherRanks: teacherRanks, vocab: vocab, codec: codec).results
+    try sendGenerationRequests(requests, world: world, teacherRanks: teacherRanks, vocab: vocab, codec: codec).receive().results
 }
 
-/// `generateOnTeachers`, with the policy version each teacher's share came from (nil: the
-/// teacher's own model).
-func generateOnTeachersWithVersions(_ requests: [GenerationRequest], world: Communicator, teacherRanks: [Int],
-                                    vocab: Int, codec: FrameCodec) throws -> (results: [GenerationResult], versions: [Int?]) {
+/// Generation requests sent to teacher ranks, one contiguous share each, not yet answered.
+struct PendingGeneration {
+    let world: Communicator
+    let teacherRanks: [Int]
+    let shares: [Range<Int>]
+    let sends: [Request]
+
+    /// Waits for every share's completions: in prompt order, with the policy version of each
+    /// share's teacher.
+    func receive() throws -> (results: [GenerationResult], versions: [Int?]) {
+        var results: [GenerationResult] = [], versions: [Int?] = []
+        for (t, share) in shares.enumerated() where !share.isEmpty {
+            let message = try world.receive(from: teacherRanks[t], tag: Tag.generateResponse)
+            let frames = try TensorFrame.decodeMessage(message.bytes, from: teacherRanks[t])
+            versions.append(GenerationMessage.version(of: frames))
+            results += try GenerationMessage.results(from: frames, id: t, count: share.count, rank: teacherRanks[t])
+        }
+        for s in sends { try s.wait() }
+        return (results, versions)
+    }
+}
+
+/// Sends each teacher rank its share of `requests` without waiting for the answers.
+func sendGenerationRequests(_ requests: [GenerationRequest], world: Communicator, teacherRanks: [Int],
+                            vocab: Int, codec: FrameCodec) throws -> PendingGeneration {
     let shares = teacherRanks.indices.map { t in
         requests.count * t / teacherRanks.count..<requests.count * (t + 1) / teacherRanks.count
     }
@@ -115,15 +136,7 @@ func generateOnTeachersWithVersions(_ requests: [GenerationRequest], world: Comm
         let frames = GenerationMessage.requestFrames(id: t, Array(requests[share]), vocab: vocab)
         sends.append(try world.sendNonBlocking(TensorFrame.encodeMessage(frames, codec: codec), to: teacherRanks[t], tag: Tag.generateRequest))
     }
-    var results: [GenerationResult] = [], versions: [Int?] = []
-    for (t, share) in shares.enumerated() where !share.isEmpty {
-        let message = try world.receive(from: teacherRanks[t], tag: Tag.generateResponse)
-        let frames = try TensorFrame.decodeMessage(message.bytes, from: teacherRanks[t])
-        versions.append(GenerationMessage.version(of: frames))
-        results += try GenerationMessage.results(from: frames, id: t, count: share.count, rank: teacherRanks[t])
-    }
-    for s in sends { try s.wait() }
-    return (results, versions)
+    return PendingGeneration(world: world, teacherRanks: teacherRanks, shares: shares, sends: sends)
 }
 
 /// Generation by a teacher in this process, through the same bytes as `generateOnTeachers`.

@@ -28,6 +28,14 @@ package struct RLSettings: Sendable, Equatable {
     package var collapseSteps = 5
     package var collapseReward = 0.0
     package var collapseEntropy = 0.0
+    /// On-policy check: with `rollout.maxLag` 0 a step whose largest |sampler - trainer|
+    /// log-probability gap exceeds this stops the run (the two disagree on the policy). 1e-4 for
+    /// weight-only fake-quant and full-precision policies.
+    package var maxLogProbGap = 1e-4
+    /// Every rollout batch written to this file (JSON lines), or read from it in place of
+    /// sampling; see `RecordingRollouts`, `ReplayedRollouts`.
+    package var recordRollouts: URL?
+    package var replayRollouts: URL?
 
     package init() {}
 }
@@ -48,12 +56,16 @@ package struct RLStepRecord: Codable, Sendable, Equatable {
     /// |sampler log pi - trainer log pi| of the rollout tokens at the first update on a batch.
     package var logProbGapMax: Double
     package var logProbGapMean: Double
+    /// With `--tis-cap`: the mean importance weight of the step's tokens and the share the cap cut.
+    package var tisWeight: Double?
+    package var tisTruncated: Double?
     package var seconds: Double
 
     enum CodingKeys: String, CodingKey {
         case step, loss, lr, rollouts, entropy, kl, seconds
         case gradNorm = "grad_norm", clipFraction = "clip_fraction"
         case logProbGapMax = "logprob_gap_max", logProbGapMean = "logprob_gap_mean"
+        case tisWeight = "tis_weight", tisTruncated = "tis_truncated"
     }
 }
 
@@ -129,6 +141,15 @@ package struct RLJob {
         if let bad = problems.first(where: { AnswerChecker.normalize($0.answer) == nil }) {
             throw JobError("--task \(task.name): the answer \"\(bad.answer)\" of problem \(bad.id) is not a number the checker can compare; RL rewards need numeric answers")
         }
+        if settings.rollout.maxLag < 0 {
+            throw JobError("--max-lag \(settings.rollout.maxLag): the lag counts policy versions; use 0 (synchronous) or more")
+        }
+        if let cap = settings.loss.tisCap, !(cap > 0) {
+            throw JobError("--tis-cap \(cap): the importance weights are capped at a positive value; use e.g. 2")
+        }
+        if settings.recordRollouts != nil && settings.replayRollouts != nil {
+            throw JobError("--record-rollouts and --replay-rollouts: a run samples and records, or replays; pass one")
+        }
         if options.gradAccumulation != 1 {
             throw JobError("--grad-accum \(options.gradAccumulation): an RL step trains on one rollout batch; size it with --prompts and --group-size")
         }
@@ -173,7 +194,11 @@ package struct RLJob {
         if startReward < settings.minStartReward {
             let message = String(format: "the policy's mean reward on %d validation problems is %.3f, below --min-start-reward %.3f: the start is not viable for RL; train it with KD-QAT first (rqat pipeline / rqat distill), or pass --force to run anyway",
                                  settings.probeProblems, startReward, settings.minStartReward)
-            guard settings.force else { throw ColdStartRefused(description: message, startReward: startReward) }
+            guard settings.force else {
+                // Every student measured the same probe; each lets the serving ranks go.
+                if let roles, roles.remoteTeachers { try releaseTeachers(world: roles.world, teacherRanks: roles.teacherRanks) }
+                throw ColdStartRefused(description: message, startReward: startReward)
+            }
             say("warning: \(message) (--force given: running)")
         }
 
@@ -199,11 +224,19 @@ package struct RLJob {
             return ServedRollouts(world: roles.world, students: roles.group, teacherRanks: roles.teacherRanks,
                                   vocab: student.decoder.config.vocabSize) { version in student.policySnapshot(version: version) }
         }
+        // The lead records what every student trains on; a replay reads it instead of sampling.
+        let generator: RolloutGenerator
+        if let replay = settings.replayRollouts {
+            generator = try ReplayedRollouts(from: replay)
+        } else {
+            let sampler: RolloutGenerator = served ?? LocalRollouts(policy: student.decoder, stopTokens: stops)
+            generator = try settings.recordRollouts.map { lead ? try RecordingRollouts(sampler, to: $0) : sampler } ?? sampler
+        }
         let group = roles.flatMap { $0.students > 1 ? StudentGroup(comm: $0.group) : nil }
         let objective = GRPOObjective(options: settings.loss, updatesPerBatch: settings.updatesPerBatch, kdCoefficient: settings.kdCoefficient)
         let trainer = try Trainer(model: student.decoder, batches: { seed, position in
             let s = try RolloutSource(problems: problems, policy: student.decoder, format: format, settings: rollout,
-                                      seed: seed, position: position, padId: student.padId, generator: served,
+                                      seed: seed, position: position, padId: student.padId, generator: generator,
                                       reference: referenceLogProbs)
             source = s
             return s
@@ -217,7 +250,8 @@ package struct RLJob {
         try trainer.run { r in
             let (mine, gap) = objective.takeStepStats()
             // Sums over every student's share of the batch (the largest gap: the maximum).
-            let local = [Double(mine.tokens), Double(mine.clipped), mine.entropy, mine.kl, gap.sum, Double(gap.tokens)]
+            let local = [Double(mine.tokens), Double(mine.clipped), mine.entropy, mine.kl, gap.sum, Double(gap.tokens),
+                         mine.tisWeight, Double(mine.tisTruncated)]
             let sums = try group?.sum(local) ?? local
             let gapMax = try roles.map { try $0.group.allGather(withUnsafeBytes(of: gap.max) { Array($0) }) }?
                 .map { $0.withUnsafeBytes { $0.load(as: Double.self) } }.max() ?? gap.max
@@ -225,14 +259,22 @@ package struct RLJob {
             let record = RLStepRecord(step: r.step, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, rollouts: source!.lastStats!,
                                       entropy: sums[2] / tokens, kl: sums[3] / tokens, clipFraction: sums[1] / tokens,
                                       logProbGapMax: gapMax, logProbGapMean: sums[5] > 0 ? sums[4] / sums[5] : 0,
+                                      tisWeight: settings.loss.tisCap == nil ? nil : sums[6] / tokens,
+                                      tisTruncated: settings.loss.tisCap == nil ? nil : sums[7] / tokens,
                                       seconds: Date().timeIntervalSince(stepStart))
             stepStart = Date()
             records.append(record)
             if lead { try JobJSON.writeLines(records, to: metrics) }
-            say(String(format: "rl step %d/%d  reward %.3f  acc %.3f  zero-adv groups %d/%d  len %.1f  entropy %.3f  kl %.4f  clip %.3f  gap %.1e  loss %.4f  |g| %.3f  %.1fs",
+            let lag = settings.rollout.maxLag > 0 ? String(format: "  lag %d dropped %d", record.rollouts.lag, record.rollouts.droppedStale) : ""
+            let tis = record.tisWeight.map { String(format: "  tis %.3f cut %.3f", $0, record.tisTruncated ?? 0) } ?? ""
+            say(String(format: "rl step %d/%d  reward %.3f  acc %.3f  zero-adv groups %d/%d  len %.1f  entropy %.3f  kl %.4f  clip %.3f  gap %.1e%@%@  loss %.4f  |g| %.3f  %.1fs",
                        r.step, options.steps, record.rollouts.meanReward, record.rollouts.accuracy,
                        record.rollouts.zeroAdvantageGroups, record.rollouts.groups, record.rollouts.meanLength,
-                       record.entropy, record.kl, record.clipFraction, record.logProbGapMax, r.loss, r.gradNorm, record.seconds))
+                       record.entropy, record.kl, record.clipFraction, record.logProbGapMax, lag, tis, r.loss, r.gradNorm, record.seconds))
+            if settings.rollout.maxLag == 0 && record.logProbGapMax > settings.maxLogProbGap {
+                throw JobError(String(format: "step %d: the sampler's and the trainer's log-probabilities of the rollout tokens differ by up to %.2e, above --max-logprob-gap %.0e: they do not run the same policy (a stale or mismatched policy on the serving ranks, or a scheme whose kernels round apart); the run stops, its last checkpoint kept",
+                                      r.step, record.logProbGapMax, settings.maxLogProbGap))
+            }
             let low = record.rollouts.meanReward < settings.collapseReward || record.entropy < settings.collapseEntropy
             lowSteps = low ? lowSteps + 1 : 0
             if !low { lastGoodStep = r.step }
@@ -242,6 +284,7 @@ package struct RLJob {
                                       r.step, settings.collapseReward, settings.collapseEntropy, lowSteps, good?.url.path ?? "none"))
             }
         }
+        try served?.drain()
         if let served {
             say(String(format: "policy sync: %d syncs, %.1f MB each, %.3f s each to encode and send",
                        served.syncs, Double(served.syncBytes) / Double(max(1, served.syncs)) / 1e6,
@@ -305,6 +348,9 @@ package struct RLOptions: Codable, Sendable, Equatable {
     package var collapseSteps: Int?
     package var collapseReward: Double?
     package var collapseEntropy: Double?
+    package var maxLag: Int?
+    package var tisCap: Double?
+    package var maxLogprobGap: Double?
 
     package init() {}
 
@@ -318,6 +364,7 @@ package struct RLOptions: Codable, Sendable, Equatable {
         case kdCoef = "kd_coef"
         case minStartReward = "min_start_reward", collapseSteps = "collapse_steps", collapseReward = "collapse_reward"
         case collapseEntropy = "collapse_entropy"
+        case maxLag = "max_lag", tisCap = "tis_cap", maxLogprobGap = "max_logprob_gap"
     }
 
     /// `self` with unset fields taken from `defaults` (merged key by key as JSON objects).
@@ -356,6 +403,9 @@ package struct RLOptions: Codable, Sendable, Equatable {
         s.collapseSteps = collapseSteps ?? s.collapseSteps
         s.collapseReward = collapseReward ?? s.collapseReward
         s.collapseEntropy = collapseEntropy ?? s.collapseEntropy
+        s.rollout.maxLag = maxLag ?? 0
+        s.loss.tisCap = tisCap
+        s.maxLogProbGap = maxLogprobGap ?? s.maxLogProbGap
         var t = TrainOptions()
         t.steps = steps ?? 50
         t.lr = lr ?? 1e-5

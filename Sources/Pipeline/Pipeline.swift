@@ -214,7 +214,7 @@ package struct PipelineRun {
             qatRuns.append((q.stageName, digest, runner.directory("qat-\(q.stageName)"), q.from, q.objective, q.evaluate ?? true))
         }
 
-        // RL (GRPO) runs from QAT results or PTQ inits, on rank 0.
+        // RL (GRPO) runs from QAT results or PTQ inits: teacher ranks serve the rollouts.
         var rlRuns: [(name: String, digest: String, dir: URL, from: String, scheme: String, evaluate: Bool)] = []
         for r in config.rl ?? [] {
             let options = try (r.settings ?? PipelineConfig.RLOptions()).over(config.rlTrain)
@@ -231,10 +231,8 @@ package struct PipelineRun {
             let reference = options.reference.map { $0 == "teacher" ? teacherPath : start.policy }
             let digest = try runner.run("rl-\(r.stageName)", inputs: ["from": start.digest, "rl": try StageRunner.digest(r.withoutEvaluate).canonical,
                                                                       "defaults": try StageRunner.digest(options).canonical, "data": dataDigest]) { dir in
-                try runner.rank0Only {
-                    _ = try RLRun(policy: start.policy, scheme: scheme, options: options, reference: reference,
-                                  task: try mainTask(), dataSeed: seed, dir: dir).run(log: { log("rl-\(r.stageName): " + $0) })
-                }
+                try RLRun(policy: start.policy, scheme: scheme, options: options, reference: reference, task: try mainTask(),
+                          dataSeed: seed, teachers: config.teachers ?? 1, dir: dir).run(world: world, log: { log("rl-\(r.stageName): " + $0) })
             }
             let dir = runner.directory("rl-\(r.stageName)")
             let gated = FileManager.default.fileExists(atPath: dir.appendingPathComponent("gate.json").path)

@@ -1,3 +1,4 @@
+import Cluster
 import Formats
 import Foundation
 import Jobs
@@ -7,10 +8,11 @@ import RL
 import Tensors
 import Train
 
-/// One RL run of the pipeline: `RLJob` (GRPO, on rank 0 with every core) from a QAT run's last
-/// checkpoint (its latent weights and grid) or from a PTQ init. A start the cold-start gate
-/// refuses is not an error of the pipeline: the stage records the refusal (`gate.json`) and
-/// the run has no model to evaluate.
+/// One RL run of the pipeline: `RLJob` (GRPO) from a QAT run's last checkpoint (its latent
+/// weights and grid) or from a PTQ init. Under mpirun the teacher ranks serve the rollouts from
+/// the policy the lead student sends them, and the students train data-parallel; alone, one
+/// process samples and trains. A start the cold-start gate refuses is not an error of the
+/// pipeline: the stage records the refusal (`gate.json`) and the run has no model to evaluate.
 struct RLRun {
     let policy: String
     let scheme: QuantScheme
@@ -19,6 +21,7 @@ struct RLRun {
     let reference: String?
     let task: any ReasoningTask
     let dataSeed: UInt64
+    let teachers: Int
     let dir: URL
 
     /// What the stage leaves besides the RL run's own files.
@@ -26,22 +29,25 @@ struct RLRun {
         var stopped: String
     }
 
-    var job: RLJob {
-        options.job(policy: policy, reference: reference, task: task, qat: scheme, runDir: dir, dataSeed: dataSeed)
+    func job(worldSize: Int) -> RLJob {
+        options.job(policy: policy, reference: reference, task: task, qat: scheme, runDir: dir, dataSeed: dataSeed,
+                    teachers: worldSize > 1 ? teachers : 0)
     }
 
-    /// Runs the job; a refusal by the gate is written to `gate.json` and returned.
-    func run(log: @escaping (String) -> Void) throws -> Gate? {
-        let job = self.job
+    /// Runs the job on every rank; the lead student writes `rl-summary.json`, or `gate.json`
+    /// when the gate refuses the start.
+    func run(world: Communicator, log: @escaping (String) -> Void) throws {
+        let job = self.job(worldSize: world.size)
+        let roles = try Roles(world: world, teachers: job.teachers)
+        let lead = roles.role == .student && roles.group.rank == 0
         do {
-            let summary = try job.run(log: log)
-            try JobJSON.write(summary, to: dir.appendingPathComponent("rl-summary.json"))
-            return nil
+            if let summary = try job.run(roles: roles, log: log), lead {
+                try JobJSON.write(summary, to: dir.appendingPathComponent("rl-summary.json"))
+            }
         } catch let error as ColdStartRefused {
-            let gate = Gate(stopped: error.description)
-            try JobJSON.write(gate, to: dir.appendingPathComponent("gate.json"))
+            guard lead else { return }
+            try JobJSON.write(Gate(stopped: error.description), to: dir.appendingPathComponent("gate.json"))
             log("stopped by the cold-start gate: \(error.description)")
-            return gate
         }
     }
 }

@@ -62,7 +62,8 @@ package enum KLEstimator: String, Codable, Sendable, CaseIterable {
 /// Per predicted token t (position t predicts token t+1) with completion mask m_t:
 ///   log pi_t = log softmax(z_t / T)[a_t]    (the policy at the sampling temperature T),
 ///   rho_t = exp(log pi_t - log pi_old_t),
-///   l_t = -min(rho_t A_t, clip(rho_t, 1 - clipLow, 1 + clipHigh) A_t) + beta k(log pi_t, log pi_ref_t),
+///   l_t = -w_t min(rho_t A_t, clip(rho_t, 1 - clipLow, 1 + clipHigh) A_t) + beta k(log pi_t, log pi_ref_t),
+/// w_t = min(pi_old_t / pi_behaviour_t, tisCap) with truncated importance sampling, else 1,
 ///   loss = sum_t m_t c_t l_t
 /// with A_t the advantage of the completion the token belongs to and c_t its aggregation
 /// coefficient (`LossAggregation`). The gradient flows through log pi_t only:
@@ -77,6 +78,10 @@ package enum GRPOLoss {
         /// beta of the KL term in the loss (0 = none; needs reference log-probs).
         package var klCoefficient: Double = 0
         package var klEstimator: KLEstimator = .k3
+        /// Truncated importance sampling: with the sampler's log-probabilities (`behaviourLogProbs`),
+        /// each token's surrogate is weighted by min(pi_old / pi_behaviour, tisCap), a constant of
+        /// the sample, correcting for rollouts sampled by an older policy (lag above 0). nil = off.
+        package var tisCap: Double?
         package init() {}
     }
 
@@ -91,6 +96,9 @@ package enum GRPOLoss {
         package var kl = 0.0
         package var ratioGap = 0.0
         package var maxRatioGap = 0.0
+        /// With `tisCap`: the sum of the importance weights, and the tokens whose weight the cap cut.
+        package var tisWeight = 0.0
+        package var tisTruncated = 0
 
         package init() {}
 
@@ -98,15 +106,18 @@ package enum GRPOLoss {
             tokens += o.tokens; clipped += o.clipped
             entropy += o.entropy; kl += o.kl; ratioGap += o.ratioGap
             maxRatioGap = max(maxRatioGap, o.maxRatioGap)
+            tisWeight += o.tisWeight; tisTruncated += o.tisTruncated
         }
     }
 
     /// logits: (N, V); targets, mask, coefficients, advantages, oldLogProbs: N (nil: the old
-    /// policy is the current one, so every ratio is 1); referenceLogProbs: N or nil. Writes each masked row's log pi_t into `logProbs` (N, zero
-    /// elsewhere) and, with `gradient` (which may be `logits` itself), dloss/dlogits.
+    /// policy is the current one, so every ratio is 1); referenceLogProbs: N or nil;
+    /// behaviourLogProbs: N, the sampler's (read with `options.tisCap` only). Writes each masked
+    /// row's log pi_t into `logProbs` (N, zero elsewhere) and, with `gradient` (which may be
+    /// `logits` itself), dloss/dlogits.
     package static func forwardBackward(logits: UnsafePointer<Float>, vocab v: Int, targets: [Int], mask: [Float],
                                        coefficients: [Float], advantages: [Float], oldLogProbs: [Float]?,
-                                       referenceLogProbs: [Float]?, options: Options,
+                                       referenceLogProbs: [Float]?, behaviourLogProbs: [Float]? = nil, options: Options,
                                        logProbs: UnsafeMutablePointer<Float>,
                                        gradient: UnsafeMutablePointer<Float>?) -> (loss: Double, stats: Stats) {
         let n = targets.count
@@ -114,6 +125,8 @@ package enum GRPOLoss {
                      "one mask entry, coefficient, advantage and old log-prob per position")
         precondition(options.klCoefficient == 0 || referenceLogProbs?.count == n,
                      "a KL term needs one reference log-prob per position")
+        precondition(options.tisCap == nil || behaviourLogProbs?.count == n,
+                     "truncated importance sampling needs the sampler's log-prob at every position")
         let invT = 1 / options.temperature
         var rowStats = [Stats](repeating: Stats(), count: n)
         var rowLoss = [Double](repeating: 0, count: n)
@@ -141,6 +154,14 @@ package enum GRPOLoss {
                         var loss = -min(rho * a, clipped * a)
                         var dLogProb = unclippedIsMin ? -rho * a : 0
                         var s = Stats()
+                        if let cap = options.tisCap, let behaviour = behaviourLogProbs {
+                            let weight = Foundation.exp((oldLogProbs.map { Double($0[r]) } ?? lp) - Double(behaviour[r]))
+                            let w = min(weight, cap)
+                            loss *= w
+                            dLogProb *= w
+                            s.tisWeight = w
+                            s.tisTruncated = weight > cap ? 1 : 0
+                        }
                         s.tokens = 1
                         s.clipped = unclippedIsMin ? 0 : 1
                         s.ratioGap = abs(gap)

@@ -11,7 +11,8 @@ import Train
 /// and the clip cannot act on it (with one update per batch, GRPO is a plain policy gradient
 /// with group-relative advantages). When rollouts come from the same weights (lag 0), the
 /// sampler's log-probabilities should equal these; `behaviourGap` measures how far they are
-/// (different kernels, batch shapes or a stale policy), a diagnostic only.
+/// (different kernels or batch shapes; with a lag above 0, mostly the updates since sampling).
+/// With `--tis-cap` the surrogate is weighted by min(pi_old / pi_sampler, cap) per token.
 package final class GRPOObjective: TrainingObjective {
     package let options: GRPOLoss.Options
     package let updatesPerBatch: Int
@@ -71,7 +72,7 @@ package final class GRPOObjective: TrainingObjective {
             GRPOLoss.forwardBackward(logits: logits.ptr, vocab: vocab, targets: batch.targets, mask: batch.lossMask,
                                      coefficients: rollout.coefficients, advantages: rollout.advantages,
                                      oldLogProbs: first ? nil : oldLogProbs!.values, referenceLogProbs: rollout.referenceLogProbs,
-                                     options: options, logProbs: lp.baseAddress!, gradient: logits.ptr)
+                                     behaviourLogProbs: rollout.behaviourLogProbs, options: options, logProbs: lp.baseAddress!, gradient: logits.ptr)
         }
         stats.add(s)
         if first {

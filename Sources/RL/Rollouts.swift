@@ -27,6 +27,11 @@ package struct RolloutSettings: Codable, Sendable, Equatable {
     /// KL in the reward: each completion's reward loses this times its k1 estimate of
     /// KL(policy || reference), summed over its tokens (needs a reference). 0 = off.
     package var klReward = 0.0
+    /// Rollout batches sampled ahead of training (asynchronous rollouts): batch b is sampled by
+    /// the policy `maxLag` versions before the one it trains, while the trainer works on the
+    /// batches before it. A completion from an older policy than that is dropped with its group.
+    /// 0 = synchronous (on-policy).
+    package var maxLag = 0
 
     package init() {}
 
@@ -34,6 +39,7 @@ package struct RolloutSettings: Codable, Sendable, Equatable {
         case prompts, temperature, scaling, aggregation
         case groupSize = "group_size", topP = "top_p", maxNewTokens = "max_new_tokens"
         case maskTruncated = "mask_truncated", formatReward = "format_reward", klReward = "kl_reward"
+        case maxLag = "max_lag"
     }
 }
 
@@ -50,12 +56,45 @@ package struct RolloutBatchStats: Codable, Sendable, Equatable {
     package var truncated: Int
     /// Mean over completions of what the KL in the reward took off (0 without it).
     package var meanKLPenalty: Double
+    /// The largest lag (policy versions between sampling and training) of the batch's completions.
+    package var lag = 0
+    /// Completions dropped, with their groups, for a lag above `maxLag` (they carry no loss).
+    package var droppedStale = 0
+    /// Seconds the trainer spent drawing the batch: the sampling it waited for, and the scoring.
     package var seconds: Double
 
     enum CodingKeys: String, CodingKey {
-        case completions, accuracy, groups, truncated, seconds
+        case completions, accuracy, groups, truncated, seconds, lag
         case meanReward = "mean_reward", zeroAdvantageGroups = "zero_advantage_groups", meanLength = "mean_length"
-        case meanKLPenalty = "mean_kl_penalty"
+        case meanKLPenalty = "mean_kl_penalty", droppedStale = "dropped_stale"
+    }
+
+    package init(completions: Int, meanReward: Double, accuracy: Double, groups: Int, zeroAdvantageGroups: Int,
+                 meanLength: Double, truncated: Int, meanKLPenalty: Double, lag: Int = 0, droppedStale: Int = 0, seconds: Double) {
+        self.completions = completions
+        self.meanReward = meanReward
+        self.accuracy = accuracy
+        self.groups = groups
+        self.zeroAdvantageGroups = zeroAdvantageGroups
+        self.meanLength = meanLength
+        self.truncated = truncated
+        self.meanKLPenalty = meanKLPenalty
+        self.lag = lag
+        self.droppedStale = droppedStale
+        self.seconds = seconds
+    }
+
+    /// Metrics written before the lag was recorded read as lag 0.
+    package init(from decoder: any Swift.Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(completions: try c.decode(Int.self, forKey: .completions), meanReward: try c.decode(Double.self, forKey: .meanReward),
+                  accuracy: try c.decode(Double.self, forKey: .accuracy), groups: try c.decode(Int.self, forKey: .groups),
+                  zeroAdvantageGroups: try c.decode(Int.self, forKey: .zeroAdvantageGroups),
+                  meanLength: try c.decode(Double.self, forKey: .meanLength), truncated: try c.decode(Int.self, forKey: .truncated),
+                  meanKLPenalty: try c.decode(Double.self, forKey: .meanKLPenalty),
+                  lag: try c.decodeIfPresent(Int.self, forKey: .lag) ?? 0,
+                  droppedStale: try c.decodeIfPresent(Int.self, forKey: .droppedStale) ?? 0,
+                  seconds: try c.decode(Double.self, forKey: .seconds))
     }
 }
 
@@ -84,6 +123,11 @@ package enum Reward {
 /// process makes them or what else is in the batch. Rows are prompt + completion, padded to
 /// `seqLen`; the mask covers the positions that predict completion tokens (the stop token
 /// included).
+///
+/// With `maxLag` above 0 the source keeps `maxLag` batches in flight: after collecting batch b
+/// it submits the next ones from the policy as it is before training on b, so the generator
+/// samples while the trainer trains. `position` stays that of the last batch returned, so a
+/// resumed run samples the in-flight batches again, from the resumed policy.
 package final class RolloutSource: BatchSource {
     package let problems: [Problem]
     package let settings: RolloutSettings
@@ -94,7 +138,14 @@ package final class RolloutSource: BatchSource {
     package private(set) var lastStats: RolloutBatchStats?
 
     private let generator: RolloutGenerator
+    /// The policy's version: rollout batches returned so far (the trainer trains each before
+    /// drawing the next).
     private var version = 0
+    /// Batches submitted and not yet collected, oldest first: their problems and requests, and
+    /// the data position after them.
+    private var inFlight: [(chosen: [(index: Int, epoch: Int)], requests: [GenerationRequest], end: DataPosition)] = []
+    /// Where the next batch to submit starts (ahead of `position` by the batches in flight).
+    private var submitPosition: DataPosition
     private let prompted: PromptedModel
     private let prompts: [[Int]]
     private let padId: Int
@@ -122,6 +173,7 @@ package final class RolloutSource: BatchSource {
         }
         self.seed = seed
         self.position = position
+        submitPosition = position
         self.padId = padId
         self.reference = reference
     }
@@ -131,33 +183,54 @@ package final class RolloutSource: BatchSource {
         AccuracyEval.samplingSeed(problemID: problemID, seed: runSeed &+ UInt64(epoch) &* 0x1_0000_0001 &+ UInt64(k) &* 0x9E37)
     }
 
-    package func nextBatch() throws -> SFTBatch {
-        let start = Date()
-        // The problems of this batch, continuing the epoch's order.
+    /// Chooses the next `prompts` problems of the epoch's order and submits their rollouts.
+    private func submitNext() throws {
         var chosen: [(index: Int, epoch: Int)] = []
-        var order = SFTBatcher.permutation(count: problems.count, seed: seed, epoch: position.epoch)
+        var at = submitPosition
+        var order = SFTBatcher.permutation(count: problems.count, seed: seed, epoch: at.epoch)
         while chosen.count < settings.prompts {
-            if position.index == problems.count {
-                position = DataPosition(epoch: position.epoch + 1, index: 0)
-                order = SFTBatcher.permutation(count: problems.count, seed: seed, epoch: position.epoch)
+            if at.index == problems.count {
+                at = DataPosition(epoch: at.epoch + 1, index: 0)
+                order = SFTBatcher.permutation(count: problems.count, seed: seed, epoch: at.epoch)
             }
-            chosen.append((order[position.index], position.epoch))
-            position.index += 1
+            chosen.append((order[at.index], at.epoch))
+            at.index += 1
         }
-
-        let g = settings.groupSize
         let requests = chosen.flatMap { item in
-            (0..<g).map { k in
+            (0..<settings.groupSize).map { k in
                 GenerationRequest(prompt: prompts[item.index], maxNewTokens: settings.maxNewTokens,
                                   sampling: SamplingParams(temperature: settings.temperature, topP: settings.topP,
                                                            seed: Self.samplingSeed(runSeed: seed, problemID: problems[item.index].id,
                                                                                    epoch: item.epoch, sample: k)))
             }
         }
-        version += 1
-        let results = try generator.generate(requests, version: version)
+        try generator.submit(requests, version: version)
+        inFlight.append((chosen, requests, at))
+        submitPosition = at
+    }
 
-        let lengths = results.map { settings.maskTruncated && $0.finish == .length ? 0 : $0.tokens.count }
+    package func nextBatch() throws -> SFTBatch {
+        let start = Date()
+        if inFlight.isEmpty { try submitNext() }
+        let (chosen, requests, end) = inFlight.removeFirst()
+        let sampled = try generator.collect()
+        guard sampled.count == requests.count else {
+            throw TrainError("the rollout generator returned \(sampled.count) completions for \(requests.count) requests")
+        }
+        position = end
+        // Sample ahead from the policy as it is now, before this batch trains it.
+        while inFlight.count < settings.maxLag { try submitNext() }
+
+        let g = settings.groupSize
+        let results = sampled.map(\.result)
+        let lags = sampled.map { version - $0.version }
+        version += 1
+        // A group with a completion older than maxLag versions is dropped whole (its advantages
+        // would compare samples of different policies).
+        let staleGroups = Set(lags.indices.filter { lags[$0] > settings.maxLag }.map { $0 / g })
+        let lengths = results.indices.map { row in
+            staleGroups.contains(row / g) || (settings.maskTruncated && results[row].finish == .length) ? 0 : results[row].tokens.count
+        }
         let rows = requests.count, n = rows * seqLen
         var tokens = [Int](repeating: padId, count: n), targets = [Int](repeating: padId, count: n)
         var mask = [Float](repeating: 0, count: n), behaviour = [Float](repeating: 0, count: n)
@@ -192,7 +265,8 @@ package final class RolloutSource: BatchSource {
             if verdict.correct { correct += 1 }
             if result.finish == .length { truncated += 1 }
         }
-        let (advantages, zeroGroups) = Advantages.compute(rewards: rewards, groupSize: g, scaling: settings.scaling)
+        var (advantages, zeroGroups) = Advantages.compute(rewards: rewards, groupSize: g, scaling: settings.scaling)
+        for group in staleGroups { for row in group * g..<(group + 1) * g { advantages[row] = 0 } }
         let perRow = settings.aggregation.coefficients(lengths: lengths, budget: settings.maxNewTokens)
         var advantage = [Float](repeating: 0, count: n), coefficient = [Float](repeating: 0, count: n)
         for t in 0..<n where mask[t] > 0 {
@@ -208,7 +282,7 @@ package final class RolloutSource: BatchSource {
                                       zeroAdvantageGroups: zeroGroups,
                                       meanLength: Double(results.reduce(0) { $0 + $1.tokens.count }) / Double(rows),
                                       truncated: truncated, meanKLPenalty: penalty / Double(rows),
-                                      seconds: Date().timeIntervalSince(start))
+                                      lag: lags.max() ?? 0, droppedStale: staleGroups.count * g, seconds: Date().timeIntervalSince(start))
         return batch
     }
 }
@@ -225,8 +299,18 @@ package final class LocalRollouts: RolloutGenerator {
         self.stopTokens = stopTokens
     }
 
-    package func generate(_ requests: [GenerationRequest], version: Int) throws -> [GenerationResult] {
+    private var sampled: [[SampledCompletion]] = []
+
+    /// Samples at once, from the weights as they are now (so a batch submitted before an update
+    /// is the previous policy's, as on serving ranks).
+    package func submit(_ requests: [GenerationRequest], version: Int) throws {
         policy.syncInferenceWeights()
-        return Generator(decoder: decoder, stopTokens: stopTokens).generate(requests, maxBatch: requests.count)
+        let results = Generator(decoder: decoder, stopTokens: stopTokens).generate(requests, maxBatch: requests.count)
+        sampled.append(results.map { SampledCompletion(result: $0, version: version) })
+    }
+
+    package func collect() throws -> [SampledCompletion] {
+        guard !sampled.isEmpty else { throw TrainError("no rollout batch was submitted to collect") }
+        return sampled.removeFirst()
     }
 }

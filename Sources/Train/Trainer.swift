@@ -63,10 +63,24 @@ package protocol BatchSource: AnyObject {
 }
 
 /// Where RL rollouts are sampled: in this process from the policy's own weights, or on serving
-/// ranks that receive the policy first. `version` numbers the policy the completions must come
-/// from (it grows by one per call).
+/// ranks that receive the policy first. Batches are first in, first out: `submit` starts one
+/// from the policy as it is now, numbered `version` (the rollout batches it has been trained
+/// on); `collect` waits for the oldest one submitted and returns each completion with the
+/// version of the policy that sampled it. Collecting right after submitting is synchronous
+/// (lag 0); submitting the next batch before training on this one lets sampling overlap training.
 package protocol RolloutGenerator: AnyObject {
-    func generate(_ requests: [GenerationRequest], version: Int) throws -> [GenerationResult]
+    func submit(_ requests: [GenerationRequest], version: Int) throws
+    func collect() throws -> [SampledCompletion]
+}
+
+/// A completion and the version of the policy that sampled it.
+package struct SampledCompletion: Sendable {
+    package var result: GenerationResult
+    package var version: Int
+    package init(result: GenerationResult, version: Int) {
+        self.result = result
+        self.version = version
+    }
 }
 
 /// Makes the run's batch source, starting at a data position drawn from a seed (a new run's,

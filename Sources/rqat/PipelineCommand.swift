@@ -18,7 +18,7 @@ struct PipelineCommand: ParsableCommand {
 
     @Option(help: "The pipeline config (JSON).")
     var config: String
-    @Option(help: "World ranks that serve the teacher during KD (cluster/launch.sh passes it); overrides the config's \"teachers\".")
+    @Option(help: "World ranks that serve the teacher during KD and the rollouts during RL (cluster/launch.sh passes it); overrides the config's \"teachers\".")
     var teachers: Int?
     @OptionGroup var assets: AssetOptions
     @OptionGroup var runtime: RuntimeOptions

@@ -26,8 +26,10 @@ struct RLCommand: ParsableCommand {
             the truncated one. Before training, the mean reward on --probe validation problems must \
             reach --min-start-reward (else the run stops: train the student with KD-QAT first, or \
             pass --force). One JSON line per step goes to OUT/rl-metrics.jsonl (reward, accuracy, \
-            zero-advantage groups, length, entropy, KL, clip fraction, log-prob gap); the command \
-            prints the summary as JSON.
+            zero-advantage groups, length, entropy, KL, clip fraction, log-prob gap, lag); the \
+            command prints the summary as JSON. Under mpirun with --teachers, serving ranks sample \
+            the rollouts from the policy the lead student sends them; --max-lag N samples N batches \
+            ahead so that sampling overlaps training.
             """)
 
     @Option(help: "The policy to train: a checkpoint (e.g. a KD-QAT run's, with its grid) or a model directory.")
@@ -70,6 +72,11 @@ struct RLCommand: ParsableCommand {
     @Option(help: "Collapse guard: stop after this many steps in a row below --collapse-reward or --collapse-entropy (0 = off).") var collapseSteps = 5
     @Option(help: "Collapse guard: batch mean reward floor.") var collapseReward: Double = 0
     @Option(help: "Collapse guard: mean token entropy floor.") var collapseEntropy: Double = 0
+    @Option(help: "Asynchronous rollouts: batches sampled this many policy versions ahead, overlapping training (0 = on-policy).") var maxLag = 0
+    @Option(help: "Truncated importance sampling: weight each token's surrogate by min(pi_old / pi_sampler, CAP) (for --max-lag above 0).") var tisCap: Double?
+    @Option(help: "On-policy check (--max-lag 0): stop when the sampler's and the trainer's log-probabilities differ by more.") var maxLogprobGap: Double = 1e-4
+    @Option(help: "Write every rollout batch to this file (JSON lines).") var recordRollouts: String?
+    @Option(help: "Train on the rollouts of a --record-rollouts file instead of sampling.") var replayRollouts: String?
     @Option(help: "Under mpirun: world ranks that serve rollouts (they receive the policy after every update); the others train data-parallel.") var teachers = 0
     @OptionGroup var assets: AssetOptions
     @OptionGroup var runtime: RuntimeOptions
@@ -92,6 +99,10 @@ struct RLCommand: ParsableCommand {
         if klCoef != 0 && reference == nil { throw ValidationError("--kl-coef \(klCoef) needs --reference (the policy the KL is taken to)") }
         if kdCoef != 0 && reference == nil { throw ValidationError("--kd-coef \(kdCoef) needs --reference (the teacher whose distribution is mixed in)") }
         if klReward != 0 && reference == nil { throw ValidationError("--kl-reward \(klReward) needs --reference (the policy the KL is taken to)") }
+        guard maxLag >= 0 else { throw ValidationError("--max-lag \(maxLag): use 0 (on-policy) or more") }
+        if let tisCap, !(tisCap > 0) { throw ValidationError("--tis-cap \(tisCap): the cap is a positive weight, e.g. 2") }
+        guard maxLogprobGap > 0 else { throw ValidationError("--max-logprob-gap must be positive") }
+        if recordRollouts != nil && replayRollouts != nil { throw ValidationError("--record-rollouts and --replay-rollouts: pass one") }
     }
 
     func run() throws {
@@ -107,8 +118,11 @@ struct RLCommand: ParsableCommand {
             o.klCoef = klCoef; o.klEstimator = klEstimator.rawValue; o.kdCoef = kdCoef
             o.minStartReward = minStartReward; o.force = force; o.probe = probe
             o.collapseSteps = collapseSteps; o.collapseReward = collapseReward; o.collapseEntropy = collapseEntropy
-            let job = o.job(policy: policy, reference: reference, task: try TaskRegistry.task(named: task, assets: assets.url),
+            o.maxLag = maxLag; o.tisCap = tisCap; o.maxLogprobGap = maxLogprobGap
+            var job = o.job(policy: policy, reference: reference, task: try TaskRegistry.task(named: task, assets: assets.url),
                             qat: qat.map { try! QuantScheme.parse($0) }, runDir: URL(fileURLWithPath: out), teachers: teachers)
+            job.settings.recordRollouts = recordRollouts.map { URL(fileURLWithPath: $0) }
+            job.settings.replayRollouts = replayRollouts.map { URL(fileURLWithPath: $0) }
             let status = runRanks(teachers: teachers, printLine: printErr) { roles in
                 guard let summary = try job.run(roles: roles, log: { printErr("rl: " + $0) }), roles.group.rank == 0 else { return }
                 let encoder = JSONEncoder()

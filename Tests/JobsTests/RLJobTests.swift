@@ -85,6 +85,8 @@ final class RLJobTests: XCTestCase {
             (job { $0.loss.klCoefficient = 0.1 }, "--kl-coef"),
             (job { $0.rollout.klReward = 0.1 }, "--kl-reward"),
             (job { $0.kdCoefficient = 0.1 }, "--kd-coef"),
+            (job { $0.rollout.maxLag = -1 }, "--max-lag -1"),
+            (job { $0.loss.tisCap = 0 }, "--tis-cap"),
         ]
         for (bad, option) in cases {
             var lines: [String] = []
@@ -93,5 +95,15 @@ final class RLJobTests: XCTestCase {
             }
             XCTAssertFalse(lines.contains { $0.hasPrefix("probe:") }, "\(option): refused before the probe")
         }
+    }
+
+    /// The on-policy check stops the run when the sampler and the trainer disagree by more than
+    /// the tolerance (here set below the rounding of the two paths, so it trips).
+    func testALogProbGapAboveTheToleranceStopsTheRun() throws {
+        XCTAssertThrowsError(try job { $0.maxLogProbGap = 1e-12 }.run { _ in }) { error in
+            XCTAssertTrue("\(error)".contains("--max-logprob-gap 1e-12"), "\(error)")
+        }
+        let lagged = try job { $0.maxLogProbGap = 1e-12; $0.rollout.maxLag = 1 }.run { _ in }
+        XCTAssertEqual(lagged.steps.map(\.rollouts.lag), [0, 1], "with a lag the gap measures the update, not a mismatch")
     }
 }

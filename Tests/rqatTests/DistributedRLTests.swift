@@ -4,12 +4,16 @@ import Tensors
 import TestSupport
 import XCTest
 
-/// `rqat rl` under mpirun, as a user runs it: 1 serving rank samples the rollouts from the
-/// policy the lead student sends it after every update, 2 students train data-parallel. With one
-/// serving rank the rollout batches are formed as in one process (same requests, same batch,
-/// seeds per problem and sample), so the runs see the same rollouts: the rewards agree step by
-/// step, the serving rank's log-probabilities equal the students' recomputed ones within 1e-4
-/// (the on-policy check), and the weights after 3 steps agree with one process within 1e-5.
+/// `rqat rl` under mpirun, as a user runs it: serving ranks sample the rollouts from the policy
+/// the lead student sends them, students train data-parallel.
+/// - Given the same rollouts (recorded by the served run, replayed by one process), 1 serving
+///   rank + 2 students train the same weights after 3 steps as one process (1e-5 relative).
+/// - Rollouts are seeded per problem and sample: one process sampling them itself, and 2 serving
+///   ranks splitting each batch between them, make the same completions.
+/// - The serving rank's log-probabilities equal the students' recomputed ones within 1e-4 (the
+///   on-policy check).
+/// - With `--max-lag 1` the serving ranks sample batch b+1 while the students train on b; one
+///   process with the same lag trains the same weights.
 final class DistributedRLTests: XCTestCase {
     var dir: URL!
 
@@ -43,7 +47,10 @@ final class DistributedRLTests: XCTestCase {
     }
 
     struct Step: Decodable {
-        struct Rollouts: Decodable { let mean_reward: Double; let zero_advantage_groups: Int; let groups: Int; let mean_length: Double }
+        struct Rollouts: Decodable {
+            let mean_reward: Double; let zero_advantage_groups: Int; let groups: Int; let mean_length: Double
+            let lag: Int; let dropped_stale: Int
+        }
         let step: Int
         let rollouts: Rollouts
         let logprob_gap_max: Double
@@ -54,22 +61,54 @@ final class DistributedRLTests: XCTestCase {
             .split(separator: "\n").map { try JSONDecoder().decode(Step.self, from: Data($0.utf8)) }
     }
 
+    func weights(_ out: String) throws -> SafeTensorsFile {
+        try SafeTensorsFile(url: dir.appendingPathComponent("\(out)/checkpoint-000003/model.safetensors"))
+    }
+
+    /// A line of a --record-rollouts file.
+    struct Recorded: Decodable { let seeds: [UInt64]; let tokens: [[Int]]; let logprobs: [[Float]] }
+
+    func recorded(_ name: String) throws -> [Recorded] {
+        try String(contentsOf: dir.appendingPathComponent(name), encoding: .utf8).split(separator: "\n")
+            .map { try JSONDecoder().decode(Recorded.self, from: Data($0.utf8)) }
+    }
+
     func testServedRolloutsMatchOneProcess() throws {
-        _ = try rqat(rlArguments(out: "single"))
-        let served = try rqat(rlArguments(out: "served") + ["--teachers", "1"], ranks: 3)
+        let record = dir.appendingPathComponent("served.jsonl").path
+        let served = try rqat(rlArguments(out: "served") + ["--teachers", "1", "--record-rollouts", record], ranks: 3)
         XCTAssertTrue(served.stderr.contains("policy sync: 3 syncs"), served.stderr)
+        XCTAssertEqual(try recorded("served.jsonl").count, 3, "the lead recorded every batch")
+        _ = try rqat(rlArguments(out: "replayed") + ["--replay-rollouts", record])
+        _ = try rqat(rlArguments(out: "single"))
+        let split = dir.appendingPathComponent("split.jsonl").path
+        _ = try rqat(rlArguments(out: "split") + ["--teachers", "2", "--record-rollouts", split], ranks: 3)
 
         let one = try steps("single"), three = try steps("served")
         XCTAssertEqual(one.map(\.step), [1, 2, 3])
-        XCTAssertEqual(three.map(\.rollouts.mean_reward), one.map(\.rollouts.mean_reward))
-        XCTAssertEqual(three.map(\.rollouts.mean_length), one.map(\.rollouts.mean_length))
         XCTAssertTrue(one.contains { $0.rollouts.zero_advantage_groups < $0.rollouts.groups }, "some group has a gradient")
         for s in three { XCTAssertLessThan(s.logprob_gap_max, 1e-4, "step \(s.step): serving rank against students") }
+        XCTAssertEqual(try steps("replayed").map(\.rollouts.mean_reward), three.map(\.rollouts.mean_reward))
+        XCTAssertLessThan(try maxRelativeDifference(try weights("served"), try weights("replayed")), 1e-5,
+                          "weights after 3 steps on the same rollouts: served and data-parallel against one process")
 
-        func weights(_ out: String) throws -> SafeTensorsFile {
-            try SafeTensorsFile(url: dir.appendingPathComponent("\(out)/checkpoint-000003/model.safetensors"))
+        // Where a completion is sampled does not change it.
+        XCTAssertEqual(three.map(\.rollouts.mean_reward), one.map(\.rollouts.mean_reward), "one process sampling itself")
+        XCTAssertEqual(three.map(\.rollouts.mean_length), one.map(\.rollouts.mean_length))
+        for (a, b) in zip(try recorded("served.jsonl"), try recorded("split.jsonl")) {
+            XCTAssertEqual(a.seeds, b.seeds)
+            XCTAssertEqual(a.tokens, b.tokens, "2 serving ranks, each with half of the batch")
+            for (x, y) in zip(a.logprobs.joined(), b.logprobs.joined()) { XCTAssertEqual(x, y, accuracy: 1e-4) }
         }
-        XCTAssertLessThan(try maxRelativeDifference(try weights("served"), try weights("single")), 1e-5,
-                          "weights after 3 steps, served and data-parallel against one process")
+        XCTAssertLessThan(try maxRelativeDifference(try weights("split"), try weights("served")), 1e-5)
+    }
+
+    func testLaggedRolloutsOverlapTrainingAndMatchOneProcess() throws {
+        _ = try rqat(rlArguments(out: "served-lag") + ["--teachers", "1", "--max-lag", "1"], ranks: 3)
+        _ = try rqat(rlArguments(out: "single-lag") + ["--max-lag", "1"])
+        let served = try steps("served-lag"), single = try steps("single-lag")
+        XCTAssertEqual(served.map(\.rollouts.lag), [0, 1, 1], "batch b+1 is sampled before the update on b")
+        XCTAssertEqual(served.map(\.rollouts.dropped_stale), [0, 0, 0])
+        XCTAssertEqual(served.map(\.rollouts.mean_reward), single.map(\.rollouts.mean_reward))
+        XCTAssertLessThan(try maxRelativeDifference(try weights("served-lag"), try weights("single-lag")), 1e-5)
     }
 }
