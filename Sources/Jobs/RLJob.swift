@@ -31,7 +31,7 @@ package struct RLSettings: Sendable, Equatable {
     /// On-policy check: with `rollout.maxLag` 0 a step whose mean |sampler - trainer|
     /// log-probability gap over its rollout tokens exceeds this stops the run (the two disagree
     /// on the policy). 1e-4 for weight-only fake-quant and full-precision policies, where the
-    /// mean is about 1e-6; the largest gap is reported, not checked: of a step's thousands of
+    /// mean is 1e-7 to 1e-6; the largest gap is reported, not checked: of a step's thousands of
     /// tokens, a few round apart by up to 2e-4 (docs/RL.md).
     package var maxLogProbGap = 1e-4
     /// Every rollout batch written to this file (JSON lines), or read from it in place of
