@@ -41,6 +41,7 @@ Fixture groups (``--only NAME``) and their scripts:
     kd              reference/kd.py              kd-loss.json
     kd-divergences  reference/kd_divergences.py  kd-divergences.json
     grpo            reference/grpo.py            grpo-loss.json
+    act-quant       reference/act_quant.py       act-quant.json
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from pathlib import Path
 
 from reference_env import parse_args, start  # noqa: E402  (sets the environment first)
 
-GROUPS = ("smollm2", "tokenizer-gguf", "tiny-models", "tiny-tokenizer", "grads", "gptq", "kd", "kd-divergences", "grpo")
+GROUPS = ("smollm2", "tokenizer-gguf", "tiny-models", "tiny-tokenizer", "grads", "gptq", "kd", "kd-divergences", "grpo", "act-quant")
 
 
 def load_group(name: str):
