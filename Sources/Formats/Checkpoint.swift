@@ -15,13 +15,17 @@ package struct Checkpoint {
     package let weights: any WeightSource
     /// The parsed file for GGUF checkpoints (its metadata also holds the tokenizer).
     package let gguf: GGUFFile?
+    /// Run-time activation and KV-cache quantization a quantized checkpoint records (W4A4KV4).
+    package let activationQuant: ActivationQuantSpec?
 
-    package init(path: String, kind: Kind, config: ModelConfig, weights: any WeightSource, gguf: GGUFFile? = nil) {
+    package init(path: String, kind: Kind, config: ModelConfig, weights: any WeightSource, gguf: GGUFFile? = nil,
+                 activationQuant: ActivationQuantSpec? = nil) {
         self.path = path
         self.kind = kind
         self.config = config
         self.weights = weights
         self.gguf = gguf
+        self.activationQuant = activationQuant
     }
 
     /// Opens `path`: a `.gguf` file, or a directory with `config.json` and safetensors (GPTQ-packed
@@ -42,9 +46,11 @@ package struct Checkpoint {
         let url = URL(fileURLWithPath: path)
         if isDirectory.boolValue {
             // A GPTQ-packed directory (rqat ptq, GPTQModel, AutoGPTQ) dequantizes as it is read.
-            if QuantizedCheckpoint.quantizationConfig(url.appendingPathComponent("config.json")) != nil {
+            let configURL = url.appendingPathComponent("config.json")
+            if let q = QuantizedCheckpoint.quantizationConfig(configURL) {
                 let (config, _, weights) = try QuantizedCheckpoint.load(url)
-                return Checkpoint(path: path, kind: .gptq, config: config, weights: weights)
+                return Checkpoint(path: path, kind: .gptq, config: config, weights: weights,
+                                  activationQuant: try ActivationQuantSpec.read(quantizationConfig: q, path: configURL.path))
             }
             let config = try ModelConfig.load(url.appendingPathComponent("config.json"))
             return Checkpoint(path: path, kind: .safetensors, config: config,

@@ -19,7 +19,9 @@ package final class LanguageModel {
         self.checkpoint = checkpoint
         // The tokenizer is checked before the (slower) weight load so a missing one fails fast.
         (tokenizer, chatTemplate) = try checkpoint.loadTokenizer()
-        decoder = Decoder(weights: try DecoderWeights(config: checkpoint.config, source: checkpoint.weights))
+        let weights = try DecoderWeights(config: checkpoint.config, source: checkpoint.weights)
+        if let spec = checkpoint.activationQuant { weights.installActivationQuant(spec) }
+        decoder = Decoder(weights: weights)
     }
 
     package var config: ModelConfig { checkpoint.config }

@@ -384,7 +384,7 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
                     wr = gathered
                 }
                 for g in 0..<e.groups {
-                    let (lo, hi) = Self.minMax(wr + e.groupStarts[g], count: e.groupCounts[g])
+                    let (lo, hi) = FloatRounding.minMax(wr + e.groupStarts[g], count: e.groupCounts[g])
                     let grid = QuantGrid(min: lo, max: hi, bits: bits, symmetric: symmetric)
                     s[g * rows + r] = grid.scale
                     z[g * rows + r] = grid.zero
@@ -393,20 +393,11 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
         }
     }
 
-    /// round-half-to-even for |x| < 2^22 without a libm call (baseline x86-64 has no vector
-    /// round instruction, and `rounded(.toNearestOrEven)` becomes a call per element). Larger
-    /// magnitudes stay large, so they are clamped all the same.
-    @inline(__always)
-    static func roundEven(_ x: Float) -> Float {
-        let magic: Float = 12_582_912  // 1.5 * 2^23
-        return (x + magic) - magic
-    }
-
     @inline(__always)
     static func fakeQuantize(_ w: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, count: Int,
                              scale s: Float, zero z: Float, maxCode qp: Float) {
         for j in 0..<count {
-            let q = min(max(roundEven(w[j] / s) + z, 0), qp)
+            let q = min(max(FloatRounding.roundEven(w[j] / s) + z, 0), qp)
             out[j] = s * (q - z)
         }
     }
@@ -420,7 +411,7 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
     static func steBackward(_ w: UnsafePointer<Float>, _ d: UnsafePointer<Float>, _ gw: UnsafeMutablePointer<Float>,
                             count: Int, scale s: Float, zero z: Float, maxCode qp: Float) {
         for j in 0..<count {
-            let u = roundEven(w[j] / s) + z
+            let u = FloatRounding.roundEven(w[j] / s) + z
             let q = min(max(u, 0), qp)
             let g = d[j]
             gw[j] += q == u ? g : 0
@@ -436,7 +427,7 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
         let dsTerms = terms, clampedTerms = terms + count
         for j in 0..<count {
             let x = w[j] / s
-            let u = roundEven(x) + z
+            let u = FloatRounding.roundEven(x) + z
             let q = min(max(u, 0), qp)
             let g = d[j]
             let gIn: Float = q == u ? g : 0
@@ -461,19 +452,6 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
         return (a0 + a1) + (a2 + a3)
     }
 
-    @inline(__always)
-    static func minMax(_ x: UnsafePointer<Float>, count n: Int) -> (Float, Float) {
-        var l0 = Float.infinity, l1 = Float.infinity, l2 = Float.infinity, l3 = Float.infinity
-        var h0 = -Float.infinity, h1 = -Float.infinity, h2 = -Float.infinity, h3 = -Float.infinity
-        var i = 0
-        while i + 4 <= n {
-            l0 = min(l0, x[i]); l1 = min(l1, x[i + 1]); l2 = min(l2, x[i + 2]); l3 = min(l3, x[i + 3])
-            h0 = max(h0, x[i]); h1 = max(h1, x[i + 1]); h2 = max(h2, x[i + 2]); h3 = max(h3, x[i + 3])
-            i += 4
-        }
-        while i < n { l0 = min(l0, x[i]); h0 = max(h0, x[i]); i += 1 }
-        return (min(min(l0, l1), min(l2, l3)), max(max(h0, h1), max(h2, h3)))
-    }
 }
 
 package struct FakeQuantError: UserFacingError, Equatable {

@@ -1,5 +1,4 @@
-import Model
-@testable import Quant
+@testable import Model
 import Tensors
 import TestSupport
 import XCTest

@@ -1,4 +1,4 @@
-import Model
+import Formats
 import Tensors
 
 /// Fake quantization of activations (per token) and of the KV cache (per token and head), for
@@ -84,7 +84,7 @@ package struct ActivationQuantizer: Hashable, Sendable, CustomStringConvertible 
             let s = g.scale, z = g.zero, lo = g.lowCode, hi = g.highCode
             if g.fastRound {
                 for j in 0..<count {
-                    let q = min(max(FakeQuantizer.roundEven(xg[j] / s) + z, lo), hi)
+                    let q = min(max(FloatRounding.roundEven(xg[j] / s) + z, lo), hi)
                     yg[j] = (q - z) * s
                 }
             } else {
@@ -117,14 +117,14 @@ package struct ActivationQuantizer: Hashable, Sendable, CustomStringConvertible 
     /// One group's grid: step, zero point, code range, and the clipped range the STE passes.
     struct Grid {
         var scale, zero, lowCode, highCode, clipLow, clipHigh: Float
-        /// |x / s| < 2^22 for every x of the group, so `FakeQuantizer.roundEven` is exact.
+        /// |x / s| < 2^22 for every x of the group, so `FloatRounding.roundEven` is exact.
         var fastRound: Bool
     }
 
     /// The grid of the `count` values at x; nil when its step is 0 (or not a number): identity.
     @inline(__always)
     func grid(_ x: UnsafePointer<Float>, _ count: Int) -> Grid? {
-        let (lo, hi) = FakeQuantizer.minMax(x, count: count)
+        let (lo, hi) = FloatRounding.minMax(x, count: count)
         let c = clipRatio
         let g: Grid
         if symmetric {
@@ -206,5 +206,47 @@ package final class InPlaceActivationQuantizer: LinearInputTransform {
 
     package func transform(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
         quantizer.forward(x, into: x, rows: rows, width: width, parallel: parallel)
+    }
+}
+
+// MARK: - A scheme's activation and KV-cache quantization on a model
+
+extension ActivationQuantSpec {
+    /// The quantizer of every decoder-block linear layer's input (per token); nil without `a<bits>`.
+    package var activationQuantizer: ActivationQuantizer? {
+        activationBits.map { ActivationQuantizer(bits: $0, symmetric: activationSymmetric, clipRatio: activationClip) }
+    }
+
+    /// The KV cache's quantizer (per token and head); nil without `kv<bits>`.
+    package func kvQuantizer(headDim: Int) -> ActivationQuantizer? {
+        kvBits.map { ActivationQuantizer.kvCache(bits: $0, headDim: headDim, clipRatio: kvClip) }
+    }
+}
+
+extension DecoderWeights {
+    /// Fake-quantizes, at run time, every decoder-block linear layer's input and what each block
+    /// caches (keys after RoPE, values). The embedding, the LM head and the norms stay in full
+    /// precision.
+    package func installActivationQuant(_ spec: ActivationQuantSpec) {
+        for layer in layers {
+            if let a = spec.activationQuantizer {
+                for site in LinearSite.allCases { layer.linear(site).inputTransforms.append(InPlaceActivationQuantizer(a)) }
+            }
+            // The decoder calls cache transforms from inside its own parallel loop.
+            if let kv = spec.kvQuantizer(headDim: config.headDim) { layer.cacheTransforms.append(InPlaceActivationQuantizer(kv, parallel: false)) }
+        }
+    }
+}
+
+extension TrainableDecoder {
+    /// The same quantization as `DecoderWeights.installActivationQuant` in training, with the
+    /// straight-through backward (its inference view, `inferenceWeights()`, runs the same).
+    package func installActivationQuant(_ spec: ActivationQuantSpec) {
+        for l in 0..<config.numHiddenLayers {
+            if let a = spec.activationQuantizer {
+                for site in LinearSite.allCases { inputTransforms[LinearSiteKey(layer: l, site: site)] = TrainableActivationQuantizer(a) }
+            }
+            if let kv = spec.kvQuantizer(headDim: config.headDim) { cacheTransforms[l] = TrainableActivationQuantizer(kv) }
+        }
     }
 }

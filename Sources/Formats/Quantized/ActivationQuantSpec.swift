@@ -1,0 +1,60 @@
+import Foundation
+
+/// How a model fake-quantizes its activations and KV cache at run time: the `a<bits>` and
+/// `kv<bits>` parts of a scheme (`w4a4kv4`), with their clip ratios. Every linear layer's input is
+/// quantized per token; keys (after RoPE) and values per token and head (group = head_dim).
+/// Embeddings, the LM head's input and the norms stay in full precision.
+///
+/// A quantized checkpoint keeps it in its quantization_config under `rqat_activation_quant`, so
+/// eval, generate, later stages and RL serving ranks run the same policy (other GPTQ loaders
+/// ignore the key and run the weights alone).
+package struct ActivationQuantSpec: Codable, Equatable, Hashable, Sendable {
+    package var activationBits: Int?
+    package var activationSymmetric: Bool
+    /// The range is this ratio times each token's min and max (QuaRot's default 0.9).
+    package var activationClip: Float
+    package var kvBits: Int?
+    /// The K/V range's ratio (QuaRot's default 0.95).
+    package var kvClip: Float
+
+    package static let defaultActivationClip: Float = 0.9
+    package static let defaultKVClip: Float = 0.95
+
+    /// The scheme's activation and KV parts; nil for a weight-only scheme.
+    package init?(scheme: QuantScheme, activationSymmetric: Bool = false, activationClip: Float = defaultActivationClip,
+                  kvClip: Float = defaultKVClip) {
+        guard scheme.activationBits != nil || scheme.kvBits != nil else { return nil }
+        activationBits = scheme.activationBits
+        kvBits = scheme.kvBits
+        self.activationSymmetric = activationSymmetric
+        self.activationClip = activationClip
+        self.kvClip = kvClip
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case activationBits = "activation_bits", activationSymmetric = "activation_sym", activationClip = "activation_clip"
+        case kvBits = "kv_bits", kvClip = "kv_clip"
+    }
+
+    /// The key of a quantization_config that holds it.
+    package static let configKey = "rqat_activation_quant"
+
+    /// As a JSON object, for `QuantizedCheckpoint.save`'s extra keys.
+    package var jsonObject: [String: Any] {
+        (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(self))) as? [String: Any] ?? [:]
+    }
+
+    /// The spec a quantization_config records; nil when it records none. A malformed one is an
+    /// error naming the file.
+    package static func read(quantizationConfig q: [String: Any], path: String) throws -> ActivationQuantSpec? {
+        guard let object = q[configKey] else { return nil }
+        guard JSONSerialization.isValidJSONObject(object),
+              let spec = try? JSONDecoder().decode(ActivationQuantSpec.self, from: JSONSerialization.data(withJSONObject: object)),
+              spec.activationBits.map({ (2...8).contains($0) }) ?? true, spec.kvBits.map({ (2...8).contains($0) }) ?? true,
+              spec.activationClip > 0 && spec.activationClip <= 1, spec.kvClip > 0 && spec.kvClip <= 1
+        else {
+            throw FormatError(path, "quantization_config.\(configKey) is not a valid activation quantization (bits 2-8, clips in (0, 1]); re-export the model with rqat ptq")
+        }
+        return spec
+    }
+}
