@@ -228,7 +228,10 @@ package final class TeacherService {
         }
         let start = Date()
         let snapshot = try PolicySync.snapshot(from: try TensorFrame.decodeMessage(bytes, from: rank), scheme: policyScheme, rank: rank)
-        policy = (snapshot.version, Decoder(weights: try snapshot.decoderWeights(config: decoder.config)))
+        let weights = try snapshot.decoderWeights(config: decoder.config)
+        // The policy's activation and KV-cache quantization, as the students train it.
+        if let scheme = policyScheme, let spec = ActivationQuantSpec(scheme: scheme) { weights.installActivationQuant(spec) }
+        policy = (snapshot.version, Decoder(weights: weights))
         policySeconds += Date().timeIntervalSince(start)
         policyBytes += bytes.count
     }

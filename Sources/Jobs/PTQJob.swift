@@ -110,7 +110,6 @@ package struct PTQJob {
 
     package func run(log: (String) -> Void) throws -> PTQReport {
         guard scheme.weightBits != nil else { throw JobError("ptq quantizes weights: the scheme needs w<bits>") }
-        try scheme.requireImplemented(for: "ptq")
         let lm = try LanguageModel(checkpoint: try Checkpoint.open(model))
 
         var windows: [[Int]] = []

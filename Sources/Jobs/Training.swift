@@ -55,6 +55,10 @@ package struct StudentModel {
         // The decoder runs as QAT has it from the start (what an RL probe or rollout samples from),
         // not only once a Trainer installs the quantizer.
         decoder.weightQuantizer = quantizer
+        if let spec = qat.flatMap({ ActivationQuantSpec(scheme: $0) }) {
+            decoder.installActivationQuant(spec)
+            log("activations quantized at run time: \(spec.activationQuantizer?.description ?? "none") at every linear input, KV cache \(spec.kvQuantizer(headDim: checkpoint.config.headDim)?.description ?? "full precision")")
+        }
     }
 
     package var padId: Int { tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0 }

@@ -196,7 +196,6 @@ package final class FakeQuantizer: TrainingWeightQuantizer {
                 initialGrids: [String: InitialGrid] = [:],
                 gradientScale: Bool = true) throws {
         guard let bits = scheme.weightBits else { throw FakeQuantError("scheme \(scheme) has no weight bits") }
-        try scheme.requireImplemented(for: "QAT")
         self.scheme = scheme
         self.mode = mode
         self.bits = bits

@@ -57,7 +57,6 @@ package enum PTQ {
     package static func quantize(decoder: Decoder, calibration: [[Int]], options: PTQOptions,
                                 log: (String) -> Void = { _ in }) throws -> PTQResult {
         let config = decoder.config
-        try options.scheme.requireImplemented(for: "ptq")
         if options.method == .gptq && calibration.isEmpty {
             throw PTQError("GPTQ needs calibration data (--calib): no usable sequence")
         }

@@ -86,7 +86,6 @@ struct RLCommand: ParsableCommand {
             guard let s = try? QuantScheme.parse(qat), s.weightBits != nil else {
                 throw ValidationError("--qat: invalid scheme. Valid: \(QuantScheme.validForms)")
             }
-            do { try s.requireImplemented(for: "QAT") } catch { throw ValidationError("--qat: \(error)") }
         }
         guard groupSize >= 2 else { throw ValidationError("--group-size \(groupSize): GRPO compares completions within a group; use at least 2") }
         guard prompts > 0 else { throw ValidationError("--prompts must be positive") }

@@ -38,7 +38,6 @@ struct TrainingFlags: ParsableArguments {
             guard let s = try? QuantScheme.parse(qat), s.weightBits != nil else {
                 throw ValidationError("--qat: \((try? QuantScheme.parse(qat)) == nil ? "invalid scheme. Valid: \(QuantScheme.validForms)" : "the scheme needs weight bits")")
             }
-            do { try s.requireImplemented(for: "QAT") } catch { throw ValidationError("--qat: \(error)") }
         }
         guard steps > 0 else { throw ValidationError("--steps must be positive") }
         guard gradAccum > 0 else { throw ValidationError("--grad-accum must be positive") }

@@ -130,22 +130,40 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.stderr.contains(String(format: "relative output errors over 14 matrices: %.4f", sum)), r.stderr)
     }
 
-    /// Activation and KV-cache quantization are not implemented: `--qat w4a4kv4` and
-    /// `ptq --scheme w4a8` stop before any work, naming the missing parts, instead of silently
-    /// running weight-only.
-    func testSchemesWithUnimplementedPartsAreRefused() throws {
+    /// `w4a4kv4` end to end: `sft --qat` trains with 4-bit activations and KV cache and exports a
+    /// checkpoint that records them; `ptq --scheme w4a4kv4` writes one too; `rqat ppl` loads
+    /// both and runs them, and the activation quantization costs perplexity against plain W4.
+    func testActivationAndKVQuantizedSchemesRunEndToEnd() throws {
         let dir = try scratch()
         let model = dir.appendingPathComponent("m")
-        try TinyModels.writeModel(at: model, seed: 1)
+        // Head dim 32: every matrix has a multiple of 32 rows, as GPTQ's packed layout needs.
+        try TinyModels.writeModel(at: model, seed: 1, headDim: 32)
         let data = dir.appendingPathComponent("d.jsonl")
         try TinyModels.writeArithmeticData(to: data)
         let qat = try run(["sft", "--model", model.path, "--data", data.path, "--out", dir.appendingPathComponent("o").path,
-                           "--qat", "w4a4kv4"])
-        XCTAssertNotEqual(qat.status, 0, qat.output)
-        XCTAssertTrue(qat.stderr.contains("activation quantization (a4) and KV-cache quantization (kv4) are not implemented"), qat.stderr)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("o").path))
-        let ptq = try run(["ptq", "--model", model.path, "--scheme", "w4a8", "--method", "rtn", "--out", dir.appendingPathComponent("q").path])
-        assertOneLineError(ptq, names: "w4a8", contains: "activation quantization (a8) is not implemented")
+                           "--qat", "w4a4kv4", "--steps", "2"])
+        XCTAssertEqual(qat.status, 0, qat.output)
+        XCTAssertTrue(qat.stderr.contains("activations quantized at run time: a4-asym-clip0.9"), qat.stderr)
+        func quantizationConfig(_ path: URL) throws -> [String: Any] {
+            let object = try JSONSerialization.jsonObject(with: Data(contentsOf: path.appendingPathComponent("config.json"))) as! [String: Any]
+            return object["quantization_config"] as! [String: Any]
+        }
+        let recorded = try XCTUnwrap(quantizationConfig(dir.appendingPathComponent("o/quantized"))["rqat_activation_quant"] as? [String: Any])
+        XCTAssertEqual(recorded["activation_bits"] as? Int, 4)
+        XCTAssertEqual(recorded["kv_bits"] as? Int, 4)
+        let text = dir.appendingPathComponent("text.txt")
+        try "Tom has 3 apples and gets 4 more, so he has 7 apples.\nA train leaves at 9 and arrives at 11.\n".write(to: text, atomically: true, encoding: .utf8)
+        var ppl: [String: Double] = [:]
+        for scheme in ["w4a4kv4", "w4"] {
+            let out = dir.appendingPathComponent(scheme)
+            let ptq = try run(["ptq", "--model", model.path, "--scheme", scheme, "--method", "rtn", "--out", out.path])
+            XCTAssertEqual(ptq.status, 0, ptq.output)
+            let measured = try run(["ppl", "--model", out.path, "--data", text.path])
+            XCTAssertEqual(measured.status, 0, measured.output)
+            let figure = measured.stdout.split(separator: " ").drop { $0 != "perplexity" }.dropFirst().first
+            ppl[scheme] = try XCTUnwrap(figure.flatMap { Double($0) }, measured.stdout)
+        }
+        XCTAssertNotEqual(ppl["w4a4kv4"], ppl["w4"], "the loaded w4a4kv4 model quantizes its activations: \(ppl)")
     }
 
     /// `rqat train --loss`: an unknown value and a divergence the signal cannot carry are refused

@@ -100,23 +100,6 @@ package struct QuantScheme: Equatable, Hashable, Codable, Sendable, CustomString
     }
 }
 
-extension QuantScheme {
-    /// The parts of the scheme that nothing implements yet, as the user wrote them (`a4`, `kv8`).
-    /// Activation and KV-cache quantization parse, so that the form of a scheme is checked early,
-    /// but no decoder applies them: running `w4a4kv4` as plain W4 would be a wrong answer.
-    package var unimplementedParts: [String] {
-        [activationBits.map { "a\($0)" }, kvBits.map { "kv\($0)" }].compactMap { $0 }
-    }
-
-    /// Throws, naming the parts, when the scheme asks for something `job` cannot do yet.
-    package func requireImplemented(for job: String) throws {
-        let missing = unimplementedParts
-        guard !missing.isEmpty else { return }
-        let what = missing.map { $0.hasPrefix("kv") ? "KV-cache quantization (\($0))" : "activation quantization (\($0))" }
-        throw QuantSchemeError(message: "scheme \(self): \(what.joined(separator: " and ")) \(what.count == 1 ? "is" : "are") not implemented yet, so \(job) would run it as weight-only; use a weight-only scheme such as \(weightBits.map { "w\($0)" + (groupSize.map { "g\($0)" } ?? "") } ?? "w4g128")")
-    }
-}
-
 package struct QuantSchemeError: UserFacingError, Equatable {
     package let message: String
     package var description: String { message }

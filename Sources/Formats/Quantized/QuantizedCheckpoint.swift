@@ -84,6 +84,7 @@ package enum QuantizedCheckpoint {
             "static_groups": false,
             "meta": ["quantizer": ["rqat"], "method": method, "scheme": scheme.description] as [String: Any],
         ]
+        if let spec = ActivationQuantSpec(scheme: scheme) { quantizationConfig[ActivationQuantSpec.configKey] = spec.jsonObject }
         for (k, v) in extra { quantizationConfig[k] = v }
         guard JSONSerialization.isValidJSONObject(quantizationConfig) else {
             throw FormatError(path, "cannot save: the extra quantization_config values are not all JSON values")
