@@ -58,6 +58,7 @@ package enum TrainBench {
         let model = TrainableDecoder(config: c.config, seed: 1)
         let quantizer = try qat.map { try FakeQuantizer(decoder: model, scheme: $0.0, mode: $0.1) }
         model.weightQuantizer = quantizer
+        if let spec = qat.flatMap({ ActivationQuantSpec(scheme: $0.0) }) { model.installActivationQuant(spec) }
         let parameters = model.parameters + (quantizer?.parameters ?? [])
         let optimizer = AdamW(parameters: parameters, beta1: 0.9, beta2: 0.95, weightDecay: 0.1)
         var rng = SeededRNG(seed: 2)

@@ -46,12 +46,13 @@ struct QATRun {
 
     /// A checkpoint's latent weights through the run's fake quantizer (the grid the checkpoint
     /// saved, the PTQ init's; a min/max grid, which is a function of the weights, when it saved
-    /// none): the model QAT had at that step.
+    /// none), and the scheme's activation and KV-cache quantization: the model QAT had at that step.
     static func quantizedModel(checkpoint: URL, scheme: QuantScheme) throws -> (TrainableDecoder, Checkpoint) {
         let opened = try Checkpoint.open(checkpoint.path)
         let decoder = try TrainableDecoder(config: opened.config, source: opened.weights)
         let grids = try FakeQuantizer.savedGrids(in: opened.weights, names: decoder.linearWeights.map(\.name), scheme: scheme)
         decoder.weightQuantizer = try FakeQuantizer(decoder: decoder, scheme: scheme, mode: .ste, initialGrids: grids)
+        if let spec = ActivationQuantSpec(scheme: scheme) { decoder.installActivationQuant(spec) }
         return (decoder, opened)
     }
 }

@@ -21,7 +21,7 @@ struct BenchTrain: ParsableCommand {
 
     @Option(help: "tiny, smol or both.") var shape: Shape = .both
     @Option(help: "Timed steps; the median is reported.") var steps = 5
-    @Option(help: "Also time the step with fake-quant weights (QAT) at this scheme, e.g. w3g128, and report the overhead.")
+    @Option(help: "Also time the step with fake-quant weights (QAT) at this scheme, e.g. w3g128, and report the overhead; with activation or KV bits (w4a4kv4), the weight-only step next to it.")
     var qat: String?
     @OptionGroup var runtime: RuntimeOptions
     @OptionGroup var output: BenchOutput
@@ -41,10 +41,22 @@ struct BenchTrain: ParsableCommand {
                                             plain.sgemmGflopPerS, c.batch * c.length, c.config.intermediateSize, c.config.hiddenSize,
                                             plain.activationMB))
             guard let qatScheme else { continue }
-            for mode in [FakeQuantizer.Mode.ste, .lsq] {
-                let q = try TrainBench.qatStep(c, steps: steps, scheme: qatScheme, mode: mode, plain: plain)
-                output.emit(q, text: String(format: "%@ QAT %@ %@: %7.0f tokens/s  (fake-quant costs %+.1f%% of the step)",
-                                            c.name, q.scheme, q.mode, q.tokensPerS, 100 * q.overheadFraction))
+            var weightOnly = qatScheme
+            weightOnly.activationBits = nil
+            weightOnly.kvBits = nil
+            var rates: [QuantScheme: Double] = [:]
+            // With activation or KV bits, the weight-only step of the same weights is timed too.
+            for scheme in weightOnly == qatScheme ? [qatScheme] : [weightOnly, qatScheme] {
+                for mode in [FakeQuantizer.Mode.ste, .lsq] {
+                    let q = try TrainBench.qatStep(c, steps: steps, scheme: scheme, mode: mode, plain: plain)
+                    if mode == .ste { rates[scheme] = q.tokensPerS }
+                    output.emit(q, text: String(format: "%@ QAT %@ %@: %7.0f tokens/s  (fake-quant costs %+.1f%% of the step)",
+                                                c.name, q.scheme, q.mode, q.tokensPerS, 100 * q.overheadFraction))
+                }
+            }
+            if weightOnly != qatScheme, let w = rates[weightOnly], let a = rates[qatScheme] {
+                printErr(String(format: "%@: activation and KV-cache fake quantization cost %+.1f%% over the weight-only %@ step (STE)",
+                                c.name, 100 * (w / a - 1), weightOnly.description))
             }
         }
     }

@@ -143,7 +143,7 @@ final class CLITests: XCTestCase {
         let qat = try run(["sft", "--model", model.path, "--data", data.path, "--out", dir.appendingPathComponent("o").path,
                            "--qat", "w4a4kv4", "--steps", "2"])
         XCTAssertEqual(qat.status, 0, qat.output)
-        XCTAssertTrue(qat.stderr.contains("activations quantized at run time: a4-asym-clip0.9"), qat.stderr)
+        XCTAssertTrue(qat.stderr.contains("activations quantized at run time: a4-asym at every linear input, KV cache a4-asym-g32"), qat.stderr)
         func quantizationConfig(_ path: URL) throws -> [String: Any] {
             let object = try JSONSerialization.jsonObject(with: Data(contentsOf: path.appendingPathComponent("config.json"))) as! [String: Any]
             return object["quantization_config"] as! [String: Any]

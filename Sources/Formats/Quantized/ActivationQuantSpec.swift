@@ -11,14 +11,18 @@ import Foundation
 package struct ActivationQuantSpec: Codable, Equatable, Hashable, Sendable {
     package var activationBits: Int?
     package var activationSymmetric: Bool
-    /// The range is this ratio times each token's min and max (QuaRot's default 0.9).
+    /// The range is this ratio times each token's min and max.
     package var activationClip: Float
     package var kvBits: Int?
-    /// The K/V range's ratio (QuaRot's default 0.95).
+    /// The K/V range's ratio.
     package var kvClip: Float
 
-    package static let defaultActivationClip: Float = 0.9
-    package static let defaultKVClip: Float = 0.95
+    /// No clipping by default. QuaRot clips at 0.9 (activations) and 0.95 (K/V), after its
+    /// rotations have spread the outliers; without a rotation, clipping cuts the outlier channels
+    /// themselves: on the arith teacher RTN W4A8KV8 keeps 94.9% accuracy unclipped and 61.1% at
+    /// 0.9/0.95 (W4 alone: 95.1%), W4A4KV4 54.9% against 42.7% (docs/ACCURACY.md).
+    package static let defaultActivationClip: Float = 1
+    package static let defaultKVClip: Float = 1
 
     /// The scheme's activation and KV parts; nil for a weight-only scheme.
     package init?(scheme: QuantScheme, activationSymmetric: Bool = false, activationClip: Float = defaultActivationClip,
