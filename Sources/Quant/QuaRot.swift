@@ -1,0 +1,249 @@
+import Formats
+import Model
+import Tensors
+
+/// QuaRot's rotation of a full-precision decoder (Ashkboos et al., 2024): a model computing the
+/// same function whose weights and activations have their outliers spread by orthogonal
+/// Hadamard rotations, so that they quantize better. No quantization happens here.
+///
+/// With y = x Wᵀ for a weight W of shape (out, in), the steps are:
+///
+/// 1. Norm folding. RMSNorm(x) · diag(g) · Wᵀ = RMSNorm₁(x) · (W diag(g))ᵀ, so every RMSNorm
+///    scale moves into the layers reading its output: input_layernorm into q, k, v;
+///    post_attention_layernorm into gate, up; the final norm into the LM head. The norms' scales
+///    become 1. (Qwen3's per-head q/k norms act after the projection and stay as they are.)
+/// 2. Residual rotation by Q = diag(s) H_d / sqrt(d), s random ±1 drawn from `seed`, d the
+///    hidden size; Q is orthogonal. The residual stream becomes x Q: embedding E → E Q; the
+///    layers reading it (q, k, v, gate, up, LM head) W → W Q, since x Q (W Q)ᵀ = x Wᵀ; the
+///    layers writing to it (o_proj, down_proj) W → Qᵀ W, since x (Qᵀ W)ᵀ = (x Wᵀ) Q. A unit-scale
+///    RMSNorm commutes with Q, which preserves the norm: RMSNorm₁(x Q) = RMSNorm₁(x) Q.
+///    A tied LM head is untied: the embedding is rotated as E Q, while the LM head gets its own
+///    copy E diag(g_final) Q, so the returned model's config has `tieWordEmbeddings == false`
+///    (and it holds the vocabulary matrix twice).
+/// 3. Online Hadamard before down_proj: W_down → W_down H_f (H_f = H / sqrt(f), f the
+///    intermediate size), and the down layer's input rows x → x H_f at run time (an
+///    `OnlineHadamard` appended to its `inputTransforms`): (x H_f)(W_down H_f)ᵀ = x Wᵀ.
+/// 4. Values per head: W_v → blockdiag(H_D)ᵀ W_v (and its bias v → v blockdiag(H_D)), so each
+///    head's values become v H_D (H_D = H / sqrt(D), D the head dim), and
+///    W_o → W_o blockdiag(H_D). Attention mixes each head's value rows linearly, so its output
+///    is (Σ p v) H_D per head, which o_proj undoes. (Every KV head uses the same H_D, so grouped
+///    query attention is unaffected.)
+///
+/// Every rotation is applied with `HadamardTransform` to rows of the weights (transposing where
+/// the rotation acts on the output side), in fp32. Sizes need a Hadamard construction: SmolLM2's
+/// 576 = 36 x 16, 1536 = 12 x 128 and 64 do.
+package enum QuaRot {
+    /// What to rotate: the residual stream (with norm folding) always; the rest optional.
+    package struct Options: Sendable, Equatable {
+        /// Step 3: H_f on down_proj's input, folded into W_down, applied online.
+        package var onlineDownHadamard: Bool
+        /// Step 4: H_D on each value head, folded into v_proj and o_proj.
+        package var valueHeads: Bool
+        package init(onlineDownHadamard: Bool = true, valueHeads: Bool = true) {
+            self.onlineDownHadamard = onlineDownHadamard
+            self.valueHeads = valueHeads
+        }
+    }
+
+    /// The random signs s of Q = diag(s) H / sqrt(d) for `seed`: d values ±1.
+    package static func residualSigns(size: Int, seed: UInt64) -> [Float] {
+        var rng = SeededRNG(seed: seed)
+        return (0..<size).map { _ in rng.next() & 1 == 0 ? 1 : -1 }
+    }
+
+    /// The rotated model: new tensors (the input is not changed), the LM head untied, the
+    /// online Hadamard installed on each down layer (when `options.onlineDownHadamard`).
+    /// The input's input transforms, hooks and cache transforms are not carried over.
+    package static func rotate(_ weights: DecoderWeights, seed: UInt64, options: Options = Options()) throws -> DecoderWeights {
+        var config = weights.config
+        let tensors = try rotate(config: config, tensors: namedCopies(weights), seed: seed, options: options)
+        config.tieWordEmbeddings = false
+        let rotated = try DecoderWeights(config: config, source: InMemoryWeights(tensors, path: "<quarot>"))
+        if options.onlineDownHadamard {
+            let online = try OnlineHadamard(size: config.intermediateSize)
+            for layer in rotated.layers { layer.down.inputTransforms.append(online) }
+        }
+        return rotated
+    }
+
+    /// The rotation on fp32 tensors by Hugging Face name (those `DecoderArchitecture(config)`
+    /// lists; a tied model's LM head may be absent). Returns every tensor of the untied model,
+    /// `lm_head.weight` included. Tensors are rotated in place; pass copies to keep the originals.
+    /// With `options.onlineDownHadamard` the result expects x → x H_f (`OnlineHadamard`) on each
+    /// down_proj input.
+    package static func rotate(config: ModelConfig, tensors input: [String: Tensor], seed: UInt64,
+                               options: Options = Options()) throws -> [String: Tensor] {
+        var t = input
+        let arch = DecoderArchitecture(config)
+        let c = config.hiddenSize, f = config.intermediateSize, d = config.headDim
+        func get(_ role: TensorRole, _ layer: Int? = nil) throws -> Tensor {
+            let spec = arch.spec(role, layer: layer)
+            guard let x = t[spec.name] else { throw FormatError("<quarot>", "missing tensor \(spec.name)") }
+            guard x.shape == spec.shape else {
+                throw FormatError("<quarot>", "tensor \(spec.name) has shape \(x.shape), expected \(spec.shape)")
+            }
+            return x
+        }
+
+        // 1. Norm folding (an untied copy of the embedding for the LM head first).
+        let embedding = try get(.embedding)
+        let lmName = DecoderArchitecture.name(.lmHead)
+        if config.tieWordEmbeddings || t[lmName] == nil {
+            t[lmName] = copy(embedding)
+        }
+        let lmHead = try get(.lmHead)
+        let finalNorm = try get(.finalNorm)
+        scaleColumns(lmHead, by: finalNorm)
+        setOnes(finalNorm)
+        for l in 0..<config.numHiddenLayers {
+            let inputNorm = try get(.inputNorm, l), postNorm = try get(.postAttentionNorm, l)
+            for role in [TensorRole.q, .k, .v] { scaleColumns(try get(role, l), by: inputNorm) }
+            for role in [TensorRole.gate, .up] { scaleColumns(try get(role, l), by: postNorm) }
+            setOnes(inputNorm)
+            setOnes(postNorm)
+        }
+
+        // 2. Residual rotation Q.
+        let q = try SignedHadamard(size: c, signs: residualSigns(size: c, seed: seed))
+        q.rotateRows(embedding)
+        q.rotateRows(lmHead)
+        for l in 0..<config.numHiddenLayers {
+            for role in [TensorRole.q, .k, .v, .gate, .up] { q.rotateRows(try get(role, l)) }
+            for role in [TensorRole.o, .down] { t[arch.spec(role, layer: l).name] = q.rotateColumns(try get(role, l)) }
+        }
+
+        // 3. W_down → W_down H_f.
+        if options.onlineDownHadamard {
+            let hf = try HadamardTransform(size: f)
+            for l in 0..<config.numHiddenLayers {
+                let w = try get(.down, l)
+                hf.apply(w.ptr, rows: w.shape[0])
+            }
+        }
+
+        // 4. Values per head: W_v → blockdiag(H_D)ᵀ W_v, b_v → b_v blockdiag(H_D), W_o → W_o blockdiag(H_D).
+        if options.valueHeads {
+            let hd = try HadamardTransform(size: d)
+            for l in 0..<config.numHiddenLayers {
+                let v = try get(.v, l)
+                // (blockdiag(H)ᵀ W_v)ᵀ = W_vᵀ blockdiag(H): each row of W_vᵀ, head chunk by chunk.
+                let vt = transposed(v)
+                hd.apply(vt.ptr, rows: vt.count / d)
+                t[arch.spec(.v, layer: l).name] = transposed(vt)
+                if arch.has(.vBias) {
+                    let b = try get(.vBias, l)
+                    hd.apply(b.ptr, rows: b.count / d)
+                }
+                let o = try get(.o, l)
+                hd.apply(o.ptr, rows: o.count / d)
+            }
+        }
+        return t
+    }
+
+    /// Copies of the weights' tensors by Hugging Face name (stacked sites split into their parts).
+    static func namedCopies(_ weights: DecoderWeights) -> [String: Tensor] {
+        let config = weights.config, arch = DecoderArchitecture(config)
+        var out: [String: Tensor] = [:]
+        out[DecoderArchitecture.name(.embedding)] = copy(weights.embedding)
+        out[DecoderArchitecture.name(.finalNorm)] = copy(weights.finalNorm)
+        if !config.tieWordEmbeddings { out[DecoderArchitecture.name(.lmHead)] = copy(weights.lmHead.weight.dense) }
+        for (l, layer) in weights.layers.enumerated() {
+            func put(_ role: TensorRole, _ x: Tensor) { out[DecoderArchitecture.name(role, layer: l)] = x }
+            put(.inputNorm, copy(layer.inputNorm))
+            put(.postAttentionNorm, copy(layer.postAttentionNorm))
+            if let n = layer.qNorm { put(.qNorm, copy(n)) }
+            if let n = layer.kNorm { put(.kNorm, copy(n)) }
+            for site in LinearSite.allCases {
+                let linear = layer.linear(site)
+                let w = linear.weight.dense, width = w.shape[1]
+                for (i, part) in arch.stackedRows(site).enumerated() {
+                    put(part.role, Tensor(shape: [part.rows, width],
+                                          values: Array(w.buffer[(part.rowStart * width)..<((part.rowStart + part.rows) * width)])))
+                    if let bias = linear.bias, i < site.biasParts.count {
+                        put(site.biasParts[i], Tensor(shape: [part.rows],
+                                                      values: Array(bias.buffer[part.rowStart..<(part.rowStart + part.rows)])))
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    static func copy(_ x: Tensor) -> Tensor {
+        let out = Tensor(shape: x.shape)
+        out.ptr.update(from: x.ptr, count: x.count)
+        return out
+    }
+
+    static func transposed(_ x: Tensor) -> Tensor {
+        let rows = x.shape[0], cols = x.shape[1]
+        let out = Tensor(shape: [cols, rows])
+        for r in 0..<rows {
+            let src = x.ptr + r * cols
+            for c in 0..<cols { out.ptr[c * rows + r] = src[c] }
+        }
+        return out
+    }
+
+    /// W ← W diag(g): column j of each row times g[j].
+    static func scaleColumns(_ w: Tensor, by g: Tensor) {
+        let cols = w.shape[1]
+        precondition(g.count == cols, "QuaRot: norm of \(g.count) for a matrix of \(cols) columns")
+        for r in 0..<w.shape[0] {
+            let row = w.ptr + r * cols
+            for j in 0..<cols { row[j] *= g.ptr[j] }
+        }
+    }
+
+    static func setOnes(_ x: Tensor) {
+        for i in 0..<x.count { x.ptr[i] = 1 }
+    }
+}
+
+/// Q = diag(s) H / sqrt(n): x → x Q on rows (signs first, then the Hadamard transform).
+struct SignedHadamard {
+    let hadamard: HadamardTransform
+    let signs: [Float]
+
+    init(size: Int, signs: [Float]) throws {
+        precondition(signs.count == size, "QuaRot: \(signs.count) signs for size \(size)")
+        hadamard = try HadamardTransform(size: size)
+        self.signs = signs
+    }
+
+    /// W ← W Q for W: (rows, n).
+    func rotateRows(_ w: Tensor) {
+        let n = hadamard.size, rows = w.count / n
+        precondition(w.shape.last == n, "QuaRot: rows of \(w.shape.last ?? 0) for a rotation of \(n)")
+        signs.withUnsafeBufferPointer { s in
+            for r in 0..<rows {
+                let row = w.ptr + r * n
+                for j in 0..<n { row[j] *= s[j] }
+            }
+        }
+        hadamard.apply(w.ptr, rows: rows)
+    }
+
+    /// Qᵀ W for W: (n, cols), as a new tensor: (Qᵀ W)ᵀ = Wᵀ Q.
+    func rotateColumns(_ w: Tensor) -> Tensor {
+        precondition(w.shape[0] == hadamard.size, "QuaRot: \(w.shape[0]) rows for a rotation of \(hadamard.size)")
+        let wt = QuaRot.transposed(w)
+        rotateRows(wt)
+        return QuaRot.transposed(wt)
+    }
+}
+
+/// The online rotation x → x H / sqrt(n) of a linear layer's input rows (QuaRot's Hadamard
+/// before down_proj), to pair with a weight W H / sqrt(n): (x H)(W H)ᵀ / n = x Wᵀ.
+/// Stateless, so safe to share between layers and threads.
+package final class OnlineHadamard: LinearInputTransform {
+    package let hadamard: HadamardTransform
+
+    package init(size: Int) throws { hadamard = try HadamardTransform(size: size) }
+
+    package func transform(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        precondition(width == hadamard.size, "OnlineHadamard: rows of \(width) for a rotation of \(hadamard.size)")
+        hadamard.apply(x, rows: rows)
+    }
+}
