@@ -29,8 +29,11 @@ import Tensors
 ///    is (Σ p v) H_D per head, which o_proj undoes. (Every KV head uses the same H_D, so grouped
 ///    query attention is unaffected.)
 ///
-/// Every rotation is applied with `HadamardTransform` to rows of the weights (transposing where
-/// the rotation acts on the output side), in fp32. Sizes need a Hadamard construction: SmolLM2's
+/// All in fp32. Q and H_f are built as dense matrices from `HadamardTransform` (its `apply` on
+/// the identity's rows; 1.3 MB and 9.4 MB for SmolLM2) and multiplied in with OpenBLAS, fused
+/// with the norm scales (W diag(g) Q in one product): the fast transform's row loops took 40 s on
+/// SmolLM2 in a debug build, the products about a second. H_D acts through `HadamardTransform`
+/// on the rows of the (transposed) value and output weights. Sizes need a Hadamard construction: SmolLM2's
 /// 576 = 36 x 16, 1536 = 12 x 128 and 64 do.
 package enum QuaRot {
     /// What to rotate: the residual stream (with norm folding) always; the rest optional.
@@ -68,7 +71,8 @@ package enum QuaRot {
 
     /// The rotation on fp32 tensors by Hugging Face name (those `DecoderArchitecture(config)`
     /// lists; a tied model's LM head may be absent). Returns every tensor of the untied model,
-    /// `lm_head.weight` included. Tensors are rotated in place; pass copies to keep the originals.
+    /// `lm_head.weight` included. Matrices are replaced by new tensors, but norms (set to 1) and the
+    /// v bias are changed in place: pass copies to keep the originals.
     /// With `options.onlineDownHadamard` the result expects x → x H_f (`OnlineHadamard`) on each
     /// down_proj input.
     package static func rotate(config: ModelConfig, tensors input: [String: Tensor], seed: UInt64,
@@ -85,40 +89,29 @@ package enum QuaRot {
             return x
         }
 
-        // 1. Norm folding (an untied copy of the embedding for the LM head first).
+        // 1 and 2. Norm folding and the residual rotation, as one product per weight:
+        // reading weights W → W diag(g) Q, writing weights W → Qᵀ W, E → E Q.
+        let q = try residualRotation(size: c, seed: seed)
+        func reading(_ w: Tensor, norm g: Tensor) -> Tensor { multiply(w, scaledRows(q, by: g)) }
         let embedding = try get(.embedding)
         let lmName = DecoderArchitecture.name(.lmHead)
-        if config.tieWordEmbeddings || t[lmName] == nil {
-            t[lmName] = copy(embedding)
-        }
-        let lmHead = try get(.lmHead)
+        let lmHead = config.tieWordEmbeddings || t[lmName] == nil ? embedding : try get(.lmHead)
         let finalNorm = try get(.finalNorm)
-        scaleColumns(lmHead, by: finalNorm)
+        t[lmName] = reading(lmHead, norm: finalNorm)
+        t[DecoderArchitecture.name(.embedding)] = multiply(embedding, q)
         setOnes(finalNorm)
+        let hf = options.onlineDownHadamard ? try dense(HadamardTransform(size: f)) : nil
         for l in 0..<config.numHiddenLayers {
+            func put(_ role: TensorRole, _ x: Tensor) { t[arch.spec(role, layer: l).name] = x }
             let inputNorm = try get(.inputNorm, l), postNorm = try get(.postAttentionNorm, l)
-            for role in [TensorRole.q, .k, .v] { scaleColumns(try get(role, l), by: inputNorm) }
-            for role in [TensorRole.gate, .up] { scaleColumns(try get(role, l), by: postNorm) }
+            for role in [TensorRole.q, .k, .v] { put(role, reading(try get(role, l), norm: inputNorm)) }
+            for role in [TensorRole.gate, .up] { put(role, reading(try get(role, l), norm: postNorm)) }
             setOnes(inputNorm)
             setOnes(postNorm)
-        }
-
-        // 2. Residual rotation Q.
-        let q = try SignedHadamard(size: c, signs: residualSigns(size: c, seed: seed))
-        q.rotateRows(embedding)
-        q.rotateRows(lmHead)
-        for l in 0..<config.numHiddenLayers {
-            for role in [TensorRole.q, .k, .v, .gate, .up] { q.rotateRows(try get(role, l)) }
-            for role in [TensorRole.o, .down] { t[arch.spec(role, layer: l).name] = q.rotateColumns(try get(role, l)) }
-        }
-
-        // 3. W_down → W_down H_f.
-        if options.onlineDownHadamard {
-            let hf = try HadamardTransform(size: f)
-            for l in 0..<config.numHiddenLayers {
-                let w = try get(.down, l)
-                hf.apply(w.ptr, rows: w.shape[0])
-            }
+            put(.o, multiply(q, try get(.o, l), transposeA: true))
+            // 3. W_down → Qᵀ W_down H_f.
+            let down = multiply(q, try get(.down, l), transposeA: true)
+            put(.down, hf.map { multiply(down, $0) } ?? down)
         }
 
         // 4. Values per head: W_v → blockdiag(H_D)ᵀ W_v, b_v → b_v blockdiag(H_D), W_o → W_o blockdiag(H_D).
@@ -170,6 +163,46 @@ package enum QuaRot {
         return out
     }
 
+    /// Q = diag(s) H / sqrt(d) as a dense (d, d) matrix, s = `residualSigns(size: d, seed:)`:
+    /// row i is e_i Q, the fast transform of s_i e_i.
+    package static func residualRotation(size: Int, seed: UInt64) throws -> Tensor {
+        let signs = residualSigns(size: size, seed: seed)
+        let q = Tensor(shape: [size, size])
+        for i in 0..<size { q.ptr[i * size + i] = signs[i] }
+        try HadamardTransform(size: size).apply(q.ptr, rows: size)
+        return q
+    }
+
+    /// H / sqrt(n) of the transform as a dense (n, n) matrix (its `apply` on the identity's rows).
+    static func dense(_ h: HadamardTransform) -> Tensor {
+        let n = h.size, out = Tensor(shape: [n, n])
+        for i in 0..<n { out.ptr[i * n + i] = 1 }
+        h.apply(out.ptr, rows: n)
+        return out
+    }
+
+    /// a b, or aᵀ b, as a new tensor (OpenBLAS: the rotations of a 135M model take seconds even
+    /// in a debug build). a: (m, k) or (k, m), b: (k, n).
+    static func multiply(_ a: Tensor, _ b: Tensor, transposeA: Bool = false) -> Tensor {
+        let m = transposeA ? a.shape[1] : a.shape[0], k = transposeA ? a.shape[0] : a.shape[1], n = b.shape[1]
+        precondition(b.shape[0] == k, "QuaRot: product of \(a.shape)\(transposeA ? "ᵀ" : "") and \(b.shape)")
+        let out = Tensor(shape: [m, n])
+        Gemm.sgemm(transA: transposeA, m: m, n: n, k: k, a: a.ptr, lda: a.shape[1], b: b.ptr, ldb: n, c: out.ptr, ldc: n)
+        return out
+    }
+
+    /// diag(g) x: row i of x times g[i], as a new tensor.
+    static func scaledRows(_ x: Tensor, by g: Tensor) -> Tensor {
+        let cols = x.shape[1]
+        precondition(g.count == x.shape[0], "QuaRot: norm of \(g.count) for a matrix of \(x.shape[0]) rows")
+        let out = Tensor(shape: x.shape)
+        for r in 0..<x.shape[0] {
+            let src = x.ptr + r * cols, dst = out.ptr + r * cols, scale = g.ptr[r]
+            for j in 0..<cols { dst[j] = scale * src[j] }
+        }
+        return out
+    }
+
     static func copy(_ x: Tensor) -> Tensor {
         let out = Tensor(shape: x.shape)
         out.ptr.update(from: x.ptr, count: x.count)
@@ -186,51 +219,8 @@ package enum QuaRot {
         return out
     }
 
-    /// W ← W diag(g): column j of each row times g[j].
-    static func scaleColumns(_ w: Tensor, by g: Tensor) {
-        let cols = w.shape[1]
-        precondition(g.count == cols, "QuaRot: norm of \(g.count) for a matrix of \(cols) columns")
-        for r in 0..<w.shape[0] {
-            let row = w.ptr + r * cols
-            for j in 0..<cols { row[j] *= g.ptr[j] }
-        }
-    }
-
     static func setOnes(_ x: Tensor) {
         for i in 0..<x.count { x.ptr[i] = 1 }
-    }
-}
-
-/// Q = diag(s) H / sqrt(n): x → x Q on rows (signs first, then the Hadamard transform).
-struct SignedHadamard {
-    let hadamard: HadamardTransform
-    let signs: [Float]
-
-    init(size: Int, signs: [Float]) throws {
-        precondition(signs.count == size, "QuaRot: \(signs.count) signs for size \(size)")
-        hadamard = try HadamardTransform(size: size)
-        self.signs = signs
-    }
-
-    /// W ← W Q for W: (rows, n).
-    func rotateRows(_ w: Tensor) {
-        let n = hadamard.size, rows = w.count / n
-        precondition(w.shape.last == n, "QuaRot: rows of \(w.shape.last ?? 0) for a rotation of \(n)")
-        signs.withUnsafeBufferPointer { s in
-            for r in 0..<rows {
-                let row = w.ptr + r * n
-                for j in 0..<n { row[j] *= s[j] }
-            }
-        }
-        hadamard.apply(w.ptr, rows: rows)
-    }
-
-    /// Qᵀ W for W: (n, cols), as a new tensor: (Qᵀ W)ᵀ = Wᵀ Q.
-    func rotateColumns(_ w: Tensor) -> Tensor {
-        precondition(w.shape[0] == hadamard.size, "QuaRot: \(w.shape[0]) rows for a rotation of \(hadamard.size)")
-        let wt = QuaRot.transposed(w)
-        rotateRows(wt)
-        return QuaRot.transposed(wt)
     }
 }
 
