@@ -151,11 +151,9 @@ package enum QuaRot {
                 let linear = layer.linear(site)
                 let w = linear.weight.dense, width = w.shape[1]
                 for (i, part) in arch.stackedRows(site).enumerated() {
-                    put(part.role, Tensor(shape: [part.rows, width],
-                                          values: Array(w.buffer[(part.rowStart * width)..<((part.rowStart + part.rows) * width)])))
+                    put(part.role, copy(w.ptr + part.rowStart * width, shape: [part.rows, width]))
                     if let bias = linear.bias, i < site.biasParts.count {
-                        put(site.biasParts[i], Tensor(shape: [part.rows],
-                                                      values: Array(bias.buffer[part.rowStart..<(part.rowStart + part.rows)])))
+                        put(site.biasParts[i], copy(bias.ptr + part.rowStart, shape: [part.rows]))
                     }
                 }
             }
@@ -203,9 +201,12 @@ package enum QuaRot {
         return out
     }
 
-    static func copy(_ x: Tensor) -> Tensor {
-        let out = Tensor(shape: x.shape)
-        out.ptr.update(from: x.ptr, count: x.count)
+    static func copy(_ x: Tensor) -> Tensor { copy(x.ptr, shape: x.shape) }
+
+    /// A tensor of `shape` holding the values at `start`.
+    static func copy(_ start: UnsafePointer<Float>, shape: [Int]) -> Tensor {
+        let out = Tensor(shape: shape)
+        out.ptr.update(from: start, count: out.count)
         return out
     }
 
