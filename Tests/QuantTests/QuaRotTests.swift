@@ -11,10 +11,10 @@ import TestSupport
 final class QuaRotTests: XCTestCase {
     /// A tiny random model of the family, tied embeddings, norms not 1 (so folding matters).
     /// Hidden 48 = 12 x 4, intermediate 96 = 12 x 8, head dim 16.
-    static func tinyWeights(_ family: ModelConfig.Family, seed: UInt64) throws -> DecoderWeights {
+    static func tinyWeights(_ family: ModelConfig.Family, seed: UInt64, tied: Bool = true) throws -> DecoderWeights {
         let config = ModelConfig(modelType: family, hiddenSize: 48, intermediateSize: 96, numHiddenLayers: 2,
                                  numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 16, vocabSize: 80,
-                                 rmsNormEps: 1e-6, ropeTheta: 10_000, tieWordEmbeddings: true)
+                                 rmsNormEps: 1e-6, ropeTheta: 10_000, tieWordEmbeddings: tied)
         var rng = SeededRNG(seed: seed)
         var tensors: [String: Tensor] = [:]
         for spec in DecoderArchitecture(config).tensors {
@@ -88,6 +88,33 @@ final class QuaRotTests: XCTestCase {
             }
             XCTAssertEqual(Self.maxAbsDifference(snapshot, original.embedding), 0, "original left unchanged")
         }
+    }
+
+    func testUntiedModelKeepsItsLogits() throws {
+        let tokens = [9, 1, 44, 70, 12, 33]
+        let original = try Self.tinyWeights(.llama, seed: 5, tied: false)
+        let rotated = try QuaRot.rotate(original, seed: 99)
+        checkRotated(original, rotated, options: QuaRot.Options())
+        let rel = Self.relativeDifference(Self.logits(original, tokens), Self.logits(rotated, tokens))
+        print("QuaRot tiny untied llama: max relative logit difference \(rel)")
+        XCTAssertLessThan(rel, 1e-4)
+    }
+
+    /// Each piece is needed: without the online Hadamard the folded W_down H_f gives other
+    /// logits, and the value-head rotation changes v_proj and o_proj.
+    func testRotationsAreNotTrivial() throws {
+        let tokens = [3, 17, 42, 5, 77]
+        let original = try Self.tinyWeights(.qwen2, seed: 8)
+        let before = Self.logits(original, tokens)
+        let rotated = try QuaRot.rotate(original, seed: 4)
+        for layer in rotated.layers { layer.down.inputTransforms = [] }
+        XCTAssertGreaterThan(Self.relativeDifference(before, Self.logits(rotated, tokens)), 1e-2)
+
+        let plain = try QuaRot.rotate(original, seed: 4, options: .init(onlineDownHadamard: true, valueHeads: false))
+        let heads = try QuaRot.rotate(original, seed: 4, options: .init(onlineDownHadamard: true, valueHeads: true))
+        XCTAssertGreaterThan(Self.maxAbsDifference(plain.layers[0].qkv.weight.dense, heads.layers[0].qkv.weight.dense), 1e-3)
+        XCTAssertGreaterThan(Self.maxAbsDifference(plain.layers[0].output.weight.dense, heads.layers[0].output.weight.dense), 1e-3)
+        XCTAssertGreaterThan(Self.maxAbsDifference(plain.layers[0].qkv.bias!, heads.layers[0].qkv.bias!), 1e-4)
     }
 
     func testSeedChangesTheRotation() throws {
