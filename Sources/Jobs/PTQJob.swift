@@ -59,6 +59,9 @@ package struct PTQReport: Codable, Equatable, Sendable {
     package var matrices: [Matrix]
     /// nil when any matrix has no error (no calibration data).
     package var sumRelativeOutputError: Double?
+    /// Outliers of every block linear's input on the calibration windows, in full precision
+    /// (nil without calibration data).
+    package var activationOutliers: [SiteOutliers]?
     package var seconds: Double
 
     enum CodingKeys: String, CodingKey {
@@ -69,6 +72,7 @@ package struct PTQReport: Codable, Equatable, Sendable {
         case calibrationWindows = "calibration_windows"
         case seqLen = "seq_len"
         case sumRelativeOutputError = "sum_relative_output_error"
+        case activationOutliers = "activation_outliers"
     }
 
     package static func url(out: URL) -> URL { out.appendingPathComponent("ptq-report.json") }
@@ -120,6 +124,13 @@ package struct PTQJob {
             }
             log("ptq: \(windows.count) calibration windows of up to \(seqLen) tokens from \(calibration)")
         }
+        let outliers = windows.isEmpty ? nil : OutlierStats.measure(decoder: lm.decoder, windows: windows)
+        if let outliers, let worst = outliers.max(by: { $0.maxToMedian < $1.maxToMedian }) {
+            let heaviest = outliers.max { $0.kurtosis < $1.kurtosis }!
+            log(String(format: "ptq: activation outliers on the calibration windows: largest channel / median channel %.1f (layer %d %@), kurtosis up to %.1f (layer %d %@): %@",
+                       worst.maxToMedian, worst.layer, worst.site, heaviest.kurtosis, heaviest.layer, heaviest.site,
+                       worst.maxToMedian > OutlierStats.massiveRatio ? "massive activations (above 100x)" : "no massive activations (none above 100x)"))
+        }
         var options = PTQOptions(scheme: scheme, method: method, clipSearch: clip ? .gptq : nil)
         options.gptq.actOrder = actOrder
         options.gptq.dampPercent = damp
@@ -149,7 +160,7 @@ package struct PTQJob {
                                actOrder: actOrder, dampPercent: damp, calibration: calibration,
                                calibrationWindows: windows.count, seqLen: seqLen,
                                matrices: result.reports.map { .init(name: $0.name, relativeOutputError: $0.relativeOutputError) },
-                               sumRelativeOutputError: result.totalRelativeOutputError, seconds: seconds)
+                               sumRelativeOutputError: result.totalRelativeOutputError, activationOutliers: outliers, seconds: seconds)
         try JobJSON.write(report, to: PTQReport.url(out: outURL))
         log(String(format: "ptq: wrote %@ in %.0f s", out, seconds))
         return report

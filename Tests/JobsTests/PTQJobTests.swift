@@ -40,6 +40,11 @@ final class PTQJobTests: XCTestCase {
         XCTAssertEqual(try XCTUnwrap(report.sumRelativeOutputError), errors.reduce(0, +), accuracy: 1e-12)
         // The figure of the progress line is the report's sum.
         XCTAssertTrue(lines.contains(String(format: "ptq: sum of relative output errors over 14 matrices: %.4f", report.sumRelativeOutputError!)), "\(lines)")
+        // The full-precision model's activation outliers on the same windows, every site of both blocks.
+        let outliers = try XCTUnwrap(report.activationOutliers)
+        XCTAssertEqual(outliers.map(\.site), Array(repeating: ["qkv", "output", "gateUp", "down"], count: 2).flatMap { $0 })
+        XCTAssertTrue(outliers.allSatisfy { $0.maxToMedian >= 1 && $0.kurtosis > 0 && $0.maxAbs > 0 }, "\(outliers)")
+        XCTAssertTrue(lines.contains { $0.hasPrefix("ptq: activation outliers on the calibration windows") }, "\(lines)")
 
         let out = dir.appendingPathComponent("gptq")
         XCTAssertEqual(try PTQReport.read(out: out), report)
@@ -58,6 +63,7 @@ final class PTQJobTests: XCTestCase {
         XCTAssertEqual(report.matrices.count, 14)
         XCTAssertTrue(report.matrices.allSatisfy { $0.relativeOutputError == nil })
         XCTAssertNil(report.sumRelativeOutputError)
+        XCTAssertNil(report.activationOutliers, "no calibration text, nothing to measure")
         XCTAssertNil(try PTQReport.read(out: dir.appendingPathComponent("rtn-plain")).sumRelativeOutputError)
     }
 
