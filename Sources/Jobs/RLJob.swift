@@ -34,6 +34,13 @@ package struct RLSettings: Sendable, Equatable {
     /// mean is 1e-7 to 1e-6; the largest gap is reported, not checked: of a step's thousands of
     /// tokens, a few round apart by up to 2e-4 (docs/RL.md).
     package var maxLogProbGap = 1e-4
+
+    /// 1e-4 for weight-only and full-precision policies; 1e-2 with activation or KV-cache bits,
+    /// whose 4-bit grids flip a code where the two paths round apart: on the arith KD student at
+    /// W4A4KV4 the mean gap of a step reached 4e-3 within 5 steps (docs/RL.md).
+    package static func defaultMaxLogProbGap(_ scheme: QuantScheme?) -> Double {
+        scheme.flatMap { ActivationQuantSpec(scheme: $0) } == nil ? 1e-4 : 1e-2
+    }
     /// Every rollout batch written to this file (JSON lines), or read from it in place of
     /// sampling; see `RecordingRollouts`, `ReplayedRollouts`.
     package var recordRollouts: URL?
@@ -407,7 +414,7 @@ package struct RLOptions: Codable, Sendable, Equatable {
         s.collapseEntropy = collapseEntropy ?? s.collapseEntropy
         s.rollout.maxLag = maxLag ?? 0
         s.loss.tisCap = tisCap
-        s.maxLogProbGap = maxLogprobGap ?? s.maxLogProbGap
+        s.maxLogProbGap = maxLogprobGap ?? RLSettings.defaultMaxLogProbGap(qat)
         var t = TrainOptions()
         t.steps = steps ?? 50
         t.lr = lr ?? 1e-5

@@ -74,7 +74,7 @@ struct RLCommand: ParsableCommand {
     @Option(help: "Collapse guard: mean token entropy floor.") var collapseEntropy: Double = 0
     @Option(help: "Asynchronous rollouts: batches sampled this many policy versions ahead, overlapping training (0 = on-policy).") var maxLag = 0
     @Option(help: "Truncated importance sampling: weight each token's surrogate by min(pi_old / pi_sampler, CAP) (for --max-lag above 0).") var tisCap: Double?
-    @Option(help: "On-policy check (--max-lag 0): stop when the sampler's and the trainer's log-probabilities of a step's tokens differ by more on average.") var maxLogprobGap: Double = 1e-4
+    @Option(help: "On-policy check (--max-lag 0): stop when the sampler's and the trainer's log-probabilities of a step's tokens differ by more on average (default 1e-4; 1e-2 with activation or KV bits).") var maxLogprobGap: Double?
     @Option(help: "Write every rollout batch to this file (JSON lines).") var recordRollouts: String?
     @Option(help: "Train on the rollouts of a --record-rollouts file instead of sampling.") var replayRollouts: String?
     @Option(help: "Under mpirun: world ranks that serve rollouts (they receive the policy after every update); the others train data-parallel.") var teachers = 0
@@ -100,7 +100,7 @@ struct RLCommand: ParsableCommand {
         if klReward != 0 && reference == nil { throw ValidationError("--kl-reward \(klReward) needs --reference (the policy the KL is taken to)") }
         guard maxLag >= 0 else { throw ValidationError("--max-lag \(maxLag): use 0 (on-policy) or more") }
         if let tisCap, !(tisCap > 0) { throw ValidationError("--tis-cap \(tisCap): the cap is a positive weight, e.g. 2") }
-        guard maxLogprobGap > 0 else { throw ValidationError("--max-logprob-gap must be positive") }
+        if let maxLogprobGap, !(maxLogprobGap > 0) { throw ValidationError("--max-logprob-gap must be positive") }
         if recordRollouts != nil && replayRollouts != nil { throw ValidationError("--record-rollouts and --replay-rollouts: pass one") }
     }
 
