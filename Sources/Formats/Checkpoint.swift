@@ -17,9 +17,12 @@ package struct Checkpoint {
     package let gguf: GGUFFile?
     /// Run-time activation and KV-cache quantization a quantized checkpoint records (W4A4KV4).
     package let activationQuant: ActivationQuantSpec?
+    /// The online transforms a rotated checkpoint (QuaRot) expects at run time.
+    package let rotation: RotationSpec?
 
     package init(path: String, kind: Kind, config: ModelConfig, weights: any WeightSource, gguf: GGUFFile? = nil,
-                 activationQuant: ActivationQuantSpec? = nil) {
+                 activationQuant: ActivationQuantSpec? = nil, rotation: RotationSpec? = nil) {
+        self.rotation = rotation
         self.path = path
         self.kind = kind
         self.config = config
@@ -50,7 +53,8 @@ package struct Checkpoint {
             if let q = QuantizedCheckpoint.quantizationConfig(configURL) {
                 let (config, _, weights) = try QuantizedCheckpoint.load(url)
                 return Checkpoint(path: path, kind: .gptq, config: config, weights: weights,
-                                  activationQuant: try ActivationQuantSpec.read(quantizationConfig: q, path: configURL.path))
+                                  activationQuant: try ActivationQuantSpec.read(quantizationConfig: q, path: configURL.path),
+                                  rotation: try RotationSpec.read(quantizationConfig: q, path: configURL.path))
             }
             let config = try ModelConfig.load(url.appendingPathComponent("config.json"))
             return Checkpoint(path: path, kind: .safetensors, config: config,

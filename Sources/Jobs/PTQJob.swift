@@ -62,6 +62,8 @@ package struct PTQReport: Codable, Equatable, Sendable {
     /// Outliers of every block linear's input on the calibration windows, in full precision
     /// (nil without calibration data).
     package var activationOutliers: [SiteOutliers]?
+    /// The same after QuaRot's rotation (with `--method quarot`).
+    package var rotatedActivationOutliers: [SiteOutliers]?
     package var seconds: Double
 
     enum CodingKeys: String, CodingKey {
@@ -73,6 +75,7 @@ package struct PTQReport: Codable, Equatable, Sendable {
         case seqLen = "seq_len"
         case sumRelativeOutputError = "sum_relative_output_error"
         case activationOutliers = "activation_outliers"
+        case rotatedActivationOutliers = "rotated_activation_outliers"
     }
 
     package static func url(out: URL) -> URL { out.appendingPathComponent("ptq-report.json") }
@@ -97,6 +100,9 @@ package struct PTQJob {
     package var damp: Double
     /// The output directory as the user wrote it (progress lines repeat it verbatim).
     package var out: String
+    /// QuaRot first (`--method quarot`): the FP model rotated (`QuaRot.rotate`, seed 0), then
+    /// its weights quantized by `method`; the checkpoint records the online transforms.
+    package var quarot = false
 
     package init(model: String, scheme: QuantScheme, method: PTQMethod, calibration: String?, calibrationSamples: Int,
                  seqLen: Int, clip: Bool, actOrder: Bool, damp: Double, out: String) {
@@ -124,18 +130,35 @@ package struct PTQJob {
             }
             log("ptq: \(windows.count) calibration windows of up to \(seqLen) tokens from \(calibration)")
         }
-        let outliers = windows.isEmpty ? nil : OutlierStats.measure(decoder: lm.decoder, windows: windows)
-        if let outliers, let worst = outliers.max(by: { $0.maxToMedian < $1.maxToMedian }) {
-            let heaviest = outliers.max { $0.kurtosis < $1.kurtosis }!
-            log(String(format: "ptq: activation outliers on the calibration windows: largest channel / median channel %.1f (layer %d %@), kurtosis up to %.1f (layer %d %@): %@",
-                       worst.maxToMedian, worst.layer, worst.site, heaviest.kurtosis, heaviest.layer, heaviest.site,
-                       worst.maxToMedian > OutlierStats.massiveRatio ? "massive activations (above 100x)" : "no massive activations (none above 100x)"))
+        func measureOutliers(_ decoder: Decoder, _ what: String) -> [SiteOutliers]? {
+            guard !windows.isEmpty else { return nil }
+            let outliers = OutlierStats.measure(decoder: decoder, windows: windows)
+            if let worst = outliers.max(by: { $0.maxToMedian < $1.maxToMedian }) {
+                let heaviest = outliers.max { $0.kurtosis < $1.kurtosis }!
+                log(String(format: "ptq: activation outliers %@ on the calibration windows: largest channel / median channel %.1f (layer %d %@), kurtosis up to %.1f (layer %d %@): %@",
+                           what, worst.maxToMedian, worst.layer, worst.site, heaviest.kurtosis, heaviest.layer, heaviest.site,
+                           worst.maxToMedian > OutlierStats.massiveRatio ? "massive activations (above 100x)" : "no massive activations (none above 100x)"))
+            }
+            return outliers
         }
+        let outliers = measureOutliers(lm.decoder, quarot ? "before the rotation" : "of the model")
+        var decoder = lm.decoder
+        var rotation: RotationSpec?
+        var rotatedOutliers: [SiteOutliers]?
+        if quarot {
+            guard method == .rtn else {
+                throw JobError("--method quarot --then gptq: GPTQ on rotated weights is not built yet; use --then rtn")
+            }
+            decoder = Decoder(weights: try QuaRot.rotate(lm.decoder.weights, seed: 0))
+            rotation = RotationSpec(method: "quarot", seed: 0, onlineDownHadamard: true)
+            rotatedOutliers = measureOutliers(decoder, "after the rotation")
+        }
+        let methodName = quarot ? "quarot+\(method.rawValue)" : method.rawValue
         var options = PTQOptions(scheme: scheme, method: method, clipSearch: clip ? .gptq : nil)
         options.gptq.actOrder = actOrder
         options.gptq.dampPercent = damp
         let start = Date()
-        let result = try PTQ.quantize(decoder: lm.decoder, calibration: windows, options: options, log: log)
+        let result = try PTQ.quantize(decoder: decoder, calibration: windows, options: options, log: log)
         if let total = result.totalRelativeOutputError {
             log(String(format: "ptq: sum of relative output errors over %d matrices: %.4f", result.reports.count, total))
         }
@@ -145,22 +168,30 @@ package struct PTQJob {
         try lm.tokenizer.writeHuggingFaceFiles(to: tokenizerDir, chatTemplate: lm.chatTemplate,
                                                modelMaxLength: lm.config.maxPositionEmbeddings)
         var extra: [String: Any] = ["desc_act": actOrder, "damp_percent": damp,
-                                    "rqat": ["method": method.rawValue, "clip_search": clip,
+                                    "rqat": ["method": methodName, "clip_search": clip,
                                              "calibration": calibration ?? "", "calibration_windows": windows.count,
                                              "seq_len": seqLen]]
         if let total = result.totalRelativeOutputError { extra["rqat_sum_relative_output_error"] = total }
+        if let rotation {
+            extra[RotationSpec.configKey] = rotation.jsonObject
+            // QuaRot's clip ratios: the rotation has spread the outlier channels.
+            if let spec = ActivationQuantSpec(scheme: scheme, activationClip: 0.9, kvClip: 0.95) {
+                extra[ActivationQuantSpec.configKey] = spec.jsonObject
+            }
+        }
         let outURL = URL(fileURLWithPath: out)
-        try QuantizedCheckpoint.save(directory: outURL, config: lm.config,
-                                     fullPrecision: PTQ.fullPrecisionTensors(lm.decoder.weights),
-                                     quantized: result.quantized, scheme: scheme, method: method.rawValue,
+        try QuantizedCheckpoint.save(directory: outURL, config: decoder.config,
+                                     fullPrecision: PTQ.fullPrecisionTensors(decoder.weights),
+                                     quantized: result.quantized, scheme: scheme, method: methodName,
                                      extra: extra,
                                      extraFiles: ["tokenizer.json", "tokenizer_config.json"].map { tokenizerDir.appendingPathComponent($0) })
         let seconds = Date().timeIntervalSince(start)
-        let report = PTQReport(model: model, scheme: scheme.description, method: method.rawValue, clipSearch: clip,
+        let report = PTQReport(model: model, scheme: scheme.description, method: methodName, clipSearch: clip,
                                actOrder: actOrder, dampPercent: damp, calibration: calibration,
                                calibrationWindows: windows.count, seqLen: seqLen,
                                matrices: result.reports.map { .init(name: $0.name, relativeOutputError: $0.relativeOutputError) },
-                               sumRelativeOutputError: result.totalRelativeOutputError, activationOutliers: outliers, seconds: seconds)
+                               sumRelativeOutputError: result.totalRelativeOutputError, activationOutliers: outliers,
+                               rotatedActivationOutliers: rotatedOutliers, seconds: seconds)
         try JobJSON.write(report, to: PTQReport.url(out: outURL))
         log(String(format: "ptq: wrote %@ in %.0f s", out, seconds))
         return report

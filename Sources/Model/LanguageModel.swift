@@ -20,6 +20,7 @@ package final class LanguageModel {
         // The tokenizer is checked before the (slower) weight load so a missing one fails fast.
         (tokenizer, chatTemplate) = try checkpoint.loadTokenizer()
         let weights = try DecoderWeights(config: checkpoint.config, source: checkpoint.weights)
+        if checkpoint.rotation?.onlineDownHadamard == true { try weights.installOnlineDownHadamard() }
         if let spec = checkpoint.activationQuant { weights.installActivationQuant(spec) }
         decoder = Decoder(weights: weights)
     }

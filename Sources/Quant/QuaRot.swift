@@ -224,17 +224,3 @@ package enum QuaRot {
         for i in 0..<x.count { x.ptr[i] = 1 }
     }
 }
-
-/// The online rotation x → x H / sqrt(n) of a linear layer's input rows (QuaRot's Hadamard
-/// before down_proj), to pair with a weight W H / sqrt(n): (x H)(W H)ᵀ / n = x Wᵀ.
-/// Stateless, so safe to share between layers and threads.
-package final class OnlineHadamard: LinearInputTransform {
-    package let hadamard: HadamardTransform
-
-    package init(size: Int) throws { hadamard = try HadamardTransform(size: size) }
-
-    package func transform(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
-        precondition(width == hadamard.size, "OnlineHadamard: rows of \(width) for a rotation of \(hadamard.size)")
-        hadamard.apply(x, rows: rows)
-    }
-}

@@ -19,7 +19,8 @@ struct PTQCommand: ParsableCommand {
 
     @Option(help: "A .gguf file or a Hugging Face model directory.") var model: String
     @Option(help: "Scheme, e.g. w3g128, w4g128-sym, w4 (\(QuantScheme.validForms)).") var scheme: String
-    @Option(help: "rtn or gptq.") var method = "gptq"
+    @Option(help: "rtn, gptq, or quarot (QuaRot's rotation, then --then's weight quantizer).") var method = "gptq"
+    @Option(help: "With --method quarot: how the rotated weights are quantized (rtn; gptq is not built yet).") var then = "rtn"
     @Option(help: "Calibration data (text lines or JSONL with \"text\").") var calib: String?
     @Option(help: "Calibration windows to use.") var calibSamples = 128
     @Option(help: "Tokens per calibration window.") var seqLen = 2048
@@ -34,9 +35,13 @@ struct PTQCommand: ParsableCommand {
         try reportingErrors {
             let parsed: QuantScheme
             do { parsed = try QuantScheme.parse(scheme) } catch { throw CLIError("\(error)") }
-            guard let method = PTQMethod(rawValue: method) else { throw CLIError("--method must be rtn or gptq") }
-            let job = PTQJob(model: model, scheme: parsed, method: method, calibration: calib, calibrationSamples: calibSamples,
+            let quarot = method == "quarot"
+            guard let weights = PTQMethod(rawValue: quarot ? then : method) else {
+                throw CLIError(quarot ? "--then must be rtn or gptq" : "--method must be rtn, gptq or quarot")
+            }
+            var job = PTQJob(model: model, scheme: parsed, method: weights, calibration: calib, calibrationSamples: calibSamples,
                              seqLen: seqLen, clip: clip, actOrder: actOrder, damp: damp, out: out)
+            job.quarot = quarot
             _ = try job.run(log: printErr)
         }
     }

@@ -44,7 +44,7 @@ final class PTQJobTests: XCTestCase {
         let outliers = try XCTUnwrap(report.activationOutliers)
         XCTAssertEqual(outliers.map(\.site), Array(repeating: ["qkv", "output", "gateUp", "down"], count: 2).flatMap { $0 })
         XCTAssertTrue(outliers.allSatisfy { $0.maxToMedian >= 1 && $0.kurtosis > 0 && $0.maxAbs > 0 }, "\(outliers)")
-        XCTAssertTrue(lines.contains { $0.hasPrefix("ptq: activation outliers on the calibration windows") }, "\(lines)")
+        XCTAssertTrue(lines.contains { $0.hasPrefix("ptq: activation outliers of the model on the calibration windows") }, "\(lines)")
 
         let out = dir.appendingPathComponent("gptq")
         XCTAssertEqual(try PTQReport.read(out: out), report)

@@ -166,6 +166,43 @@ final class CLITests: XCTestCase {
         XCTAssertNotEqual(ppl["w4a4kv4"], ppl["w4"], "the loaded w4a4kv4 model quantizes its activations: \(ppl)")
     }
 
+    /// `ptq --method quarot`: the rotated model, quantized at W8A8KV8 (near lossless), keeps the
+    /// FP model's perplexity; its checkpoint records the online down_proj Hadamard, without which
+    /// (the record removed) the loaded model is another function. The report has the outliers
+    /// before and after the rotation.
+    func testQuaRotCheckpointRecordsItsOnlineRotation() throws {
+        let dir = try scratch()
+        let model = dir.appendingPathComponent("m")
+        try TinyModels.writeModel(at: model, seed: 1, headDim: 32)
+        let text = dir.appendingPathComponent("text.txt")
+        try (0..<8).map { "Tom has \($0 + 2) apples and gets \($0 + 3) more, so he has \(2 * $0 + 5) apples in all." }
+            .joined(separator: "\n").write(to: text, atomically: true, encoding: .utf8)
+        func perplexity(_ path: URL) throws -> Double {
+            let measured = try run(["ppl", "--model", path.path, "--data", text.path])
+            XCTAssertEqual(measured.status, 0, measured.output)
+            return try XCTUnwrap(measured.stdout.split(separator: " ").drop { $0 != "perplexity" }.dropFirst().first.flatMap { Double($0) })
+        }
+        let out = dir.appendingPathComponent("quarot")
+        let ptq = try run(["ptq", "--model", model.path, "--scheme", "w8a8kv8", "--method", "quarot", "--calib", text.path,
+                           "--seq-len", "32", "--out", out.path])
+        XCTAssertEqual(ptq.status, 0, ptq.output)
+        XCTAssertTrue(ptq.stderr.contains("activation outliers after the rotation"), ptq.stderr)
+        let fp = try perplexity(model), rotated = try perplexity(out)
+        XCTAssertEqual(rotated, fp, accuracy: 0.05 * fp, "QuaRot + W8A8KV8 (clips 0.9, 0.95) keeps the function")
+
+        let configURL = out.appendingPathComponent("config.json")
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as! [String: Any]
+        var q = config["quantization_config"] as! [String: Any]
+        XCTAssertEqual((q["rqat_rotation"] as? [String: Any])?["online_down_hadamard"] as? Bool, true)
+        XCTAssertEqual((q["rqat_activation_quant"] as? [String: Any])?["activation_clip"] as? Double, 0.9, "QuaRot's clip")
+        XCTAssertEqual(config["tie_word_embeddings"] as? Bool, false, "the rotation unties the LM head")
+        q["rqat_rotation"] = nil
+        config["quantization_config"] = q
+        try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+        let unrotated = try perplexity(out)
+        XCTAssertGreaterThan(abs(unrotated - fp), 0.2 * fp, "without its online rotation the model is another function: \(unrotated) against \(fp)")
+    }
+
     /// `rqat train --loss`: an unknown value and a divergence the signal cannot carry are refused
     /// before any work; reverse KL and JSD train (and differ from forward KL); `ce` needs no signal.
     func testTrainLossChoices() throws {

@@ -1,4 +1,3 @@
-import Quant
 import Tensors
 import XCTest
 
