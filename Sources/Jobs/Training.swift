@@ -43,6 +43,10 @@ package struct StudentModel {
 
     package init(model: String, qat: QuantScheme?, lsq: Bool, log: (String) -> Void) throws {
         let checkpoint = try Checkpoint.open(model)
+        if let rotation = checkpoint.rotation, rotation.onlineDownHadamard {
+            // The training decoder would drop the online rotation and train another function.
+            throw JobError("\(model): a \(rotation.method)-rotated checkpoint needs its online Hadamard before the down projection, which training does not apply yet; start QAT from an rtn or gptq init")
+        }
         self.checkpoint = checkpoint
         (tokenizer, template) = try checkpoint.loadTokenizer()
         let decoder = try TrainableDecoder(config: checkpoint.config, source: checkpoint.weights)

@@ -196,6 +196,14 @@ final class CLITests: XCTestCase {
         XCTAssertEqual((q["rqat_rotation"] as? [String: Any])?["online_down_hadamard"] as? Bool, true)
         XCTAssertEqual((q["rqat_activation_quant"] as? [String: Any])?["activation_clip"] as? Double, 0.9, "QuaRot's clip")
         XCTAssertEqual(config["tie_word_embeddings"] as? Bool, false, "the rotation unties the LM head")
+        // Training would drop the online rotation: refused by name before any work.
+        let data = dir.appendingPathComponent("d.jsonl")
+        try TinyModels.writeArithmeticData(to: data)
+        let qat = try run(["sft", "--model", out.path, "--data", data.path, "--out", dir.appendingPathComponent("o").path, "--qat", "w8a8kv8"])
+        XCTAssertNotEqual(qat.status, 0)
+        XCTAssertTrue(qat.stderr.contains("online Hadamard"), qat.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("o").path))
+
         q["rqat_rotation"] = nil
         config["quantization_config"] = q
         try JSONSerialization.data(withJSONObject: config).write(to: configURL)
