@@ -141,10 +141,12 @@ package struct PipelineRun {
             let digest = try runner.run("ptq-\(name)", inputs: ["teacher": teacherDigest, "ptq": try StageRunner.digest(p.withoutEvaluate).canonical,
                                                                "calibration": calibrationName.flatMap { calibrationDigests[$0] } ?? "-"]) { dir in
                 try runner.rank0Only {
-                    let job = PTQJob(model: teacherPath, scheme: scheme, method: PTQMethod(rawValue: p.method)!,
+                    // quarot: QuaRot's rotation, then RTN on the rotated weights.
+                    var job = PTQJob(model: teacherPath, scheme: scheme, method: p.method == "quarot" ? .rtn : PTQMethod(rawValue: p.method)!,
                                      calibration: calibration.map { runner.directory("calibration-\($0.name)").appendingPathComponent("calibration.jsonl").path },
                                      calibrationSamples: calibration?.windows ?? 0, seqLen: calibration?.length ?? 256,
                                      clip: true, actOrder: true, damp: 0.01, out: dir.appendingPathComponent("model").path)
+                    job.quarot = p.method == "quarot"
                     _ = try job.run(log: { log("ptq-\(name): " + $0) })
                 }
             }
@@ -432,6 +434,11 @@ struct HeldoutSet {
         let total = try world.allReduceSum([part.totalNLL, Double(part.predictedTokens)])
         let perplexity = total[1] > 0 ? exp(total[0] / total[1]) : .nan
         guard !isTeacher else { return (0, perplexity) }
-        return (try kl(student: try TrainableDecoder(config: lm.config, source: lm.checkpoint.weights)), perplexity)
+        // The KL runs through the training decoder, which has no online rotation yet: a rotated
+        // model's would be another function's, so it is not reported.
+        guard lm.checkpoint.rotation == nil else { return (nil, perplexity) }
+        let student = try TrainableDecoder(config: lm.config, source: lm.checkpoint.weights)
+        if let spec = lm.checkpoint.activationQuant { student.installActivationQuant(spec) }
+        return (try kl(student: student), perplexity)
     }
 }

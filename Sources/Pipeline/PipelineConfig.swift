@@ -248,8 +248,8 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
         let calibrations = calibration.map(\.name)
         if Set(calibrations).count != calibrations.count { throw ConfigError("\(file): calibration names repeat; give each a distinct name") }
         for (i, p) in ptq.enumerated() {
-            guard ["rtn", "gptq"].contains(p.method) else {
-                throw ConfigError("\(file): ptq[\(i)].method \"\(p.method)\" is unknown; use rtn or gptq")
+            guard ["rtn", "gptq", "quarot"].contains(p.method) else {
+                throw ConfigError("\(file): ptq[\(i)].method \"\(p.method)\" is unknown; use rtn, gptq or quarot (rotation, then RTN)")
             }
             if p.method == "gptq" && calibrations.isEmpty { throw ConfigError("\(file): ptq[\(i)] is GPTQ, which needs a calibration set") }
             if let c = p.calibration, !calibrations.contains(c) {
@@ -257,9 +257,14 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
             }
         }
         let ptqNames = ptq.map { $0.stageName(defaultCalibration: calibrations.first) }
+        // Training does not apply a rotated model's online Hadamard yet (StudentModel refuses it).
+        let rotated = Set(ptq.filter { $0.method == "quarot" }.map { $0.stageName(defaultCalibration: calibrations.first) })
         for (i, q) in qat.enumerated() {
             guard ptqNames.contains(q.from) else {
                 throw ConfigError("\(file): qat[\(i)].from \"\(q.from)\" names no PTQ stage; the PTQ stages are \(ptqNames.joined(separator: ", "))")
+            }
+            guard !rotated.contains(q.from) else {
+                throw ConfigError("\(file): qat[\(i)].from \"\(q.from)\" is a QuaRot init, which QAT cannot start from yet; start from an rtn or gptq stage")
             }
             guard ["kd", "kd-fkl", "kd-rkl", "kd-jsd", "sft"].contains(q.objective) else {
                 throw ConfigError("\(file): qat[\(i)].objective \"\(q.objective)\" is unknown; use kd (= kd-fkl), kd-rkl, kd-jsd or sft")
@@ -269,6 +274,9 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
         for (i, r) in (rl ?? []).enumerated() {
             guard qatNames.contains(r.from) || ptqNames.contains(r.from) else {
                 throw ConfigError("\(file): rl[\(i)].from \"\(r.from)\" names no QAT run or PTQ stage; they are \((qatNames + ptqNames).joined(separator: ", "))")
+            }
+            guard !rotated.contains(r.from) else {
+                throw ConfigError("\(file): rl[\(i)].from \"\(r.from)\" is a QuaRot init, which RL cannot start from yet; start from an rtn or gptq stage or a QAT run")
             }
             let o = try (r.settings ?? RLOptions()).over(rlTrain)
             if let g = o.groupSize, g < 2 { throw ConfigError("\(file): rl[\(i)] group_size \(g): GRPO compares completions within a group; use at least 2") }
