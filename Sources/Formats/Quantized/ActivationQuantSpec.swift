@@ -8,7 +8,7 @@ import Foundation
 /// A quantized checkpoint keeps it in its quantization_config under `rqat_activation_quant`, so
 /// eval, generate, later stages and RL serving ranks run the same policy (other GPTQ loaders
 /// ignore the key and run the weights alone).
-package struct ActivationQuantSpec: Codable, Equatable, Hashable, Sendable {
+package struct ActivationQuantSpec: QuantizationConfigRecord, Equatable, Hashable, Sendable {
     package var activationBits: Int?
     package var activationSymmetric: Bool
     /// The range is this ratio times each token's min and max.
@@ -40,25 +40,11 @@ package struct ActivationQuantSpec: Codable, Equatable, Hashable, Sendable {
         case kvBits = "kv_bits", kvClip = "kv_clip"
     }
 
-    /// The key of a quantization_config that holds it.
     package static let configKey = "rqat_activation_quant"
+    package static let validForm = "a valid activation quantization (bits 2-8, clips in (0, 1])"
 
-    /// As a JSON object, for `QuantizedCheckpoint.save`'s extra keys.
-    package var jsonObject: [String: Any] {
-        (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(self))) as? [String: Any] ?? [:]
-    }
-
-    /// The spec a quantization_config records; nil when it records none. A malformed one is an
-    /// error naming the file.
-    package static func read(quantizationConfig q: [String: Any], path: String) throws -> ActivationQuantSpec? {
-        guard let object = q[configKey] else { return nil }
-        guard JSONSerialization.isValidJSONObject(object),
-              let spec = try? JSONDecoder().decode(ActivationQuantSpec.self, from: JSONSerialization.data(withJSONObject: object)),
-              spec.activationBits.map({ (2...8).contains($0) }) ?? true, spec.kvBits.map({ (2...8).contains($0) }) ?? true,
-              spec.activationClip > 0 && spec.activationClip <= 1, spec.kvClip > 0 && spec.kvClip <= 1
-        else {
-            throw FormatError(path, "quantization_config.\(configKey) is not a valid activation quantization (bits 2-8, clips in (0, 1]); re-export the model with rqat ptq")
-        }
-        return spec
+    package var isValid: Bool {
+        (activationBits.map { (2...8).contains($0) } ?? true) && (kvBits.map { (2...8).contains($0) } ?? true)
+            && activationClip > 0 && activationClip <= 1 && kvClip > 0 && kvClip <= 1
     }
 }
