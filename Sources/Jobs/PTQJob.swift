@@ -172,19 +172,15 @@ package struct PTQJob {
                                              "calibration": calibration ?? "", "calibration_windows": windows.count,
                                              "seq_len": seqLen]]
         if let total = result.totalRelativeOutputError { extra["rqat_sum_relative_output_error"] = total }
-        if let rotation {
-            extra[RotationSpec.configKey] = rotation.jsonObject
-            // QuaRot's clip ratios: the rotation has spread the outlier channels.
-            if let spec = ActivationQuantSpec(scheme: scheme, activationClip: 0.9, kvClip: 0.95) {
-                extra[ActivationQuantSpec.configKey] = spec.jsonObject
-            }
-        }
+        if let rotation { extra[RotationSpec.configKey] = rotation.jsonObject }
         let outURL = URL(fileURLWithPath: out)
         try QuantizedCheckpoint.save(directory: outURL, config: decoder.config,
                                      fullPrecision: PTQ.fullPrecisionTensors(decoder.weights),
                                      quantized: result.quantized, scheme: scheme, method: methodName,
                                      extra: extra,
-                                     extraFiles: ["tokenizer.json", "tokenizer_config.json"].map { tokenizerDir.appendingPathComponent($0) })
+                                     extraFiles: ["tokenizer.json", "tokenizer_config.json"].map { tokenizerDir.appendingPathComponent($0) },
+                                     // QuaRot's clip ratios: the rotation has spread the outlier channels.
+                                     activationQuant: quarot ? ActivationQuantSpec(scheme: scheme, activationClip: 0.9, kvClip: 0.95) : nil)
         let seconds = Date().timeIntervalSince(start)
         let report = PTQReport(model: model, scheme: scheme.description, method: methodName, clipSearch: clip,
                                actOrder: actOrder, dampPercent: damp, calibration: calibration,

@@ -27,10 +27,12 @@ package enum QuantizedCheckpoint {
     /// - fullPrecision: every other tensor, written as `fullPrecisionDType` (F32 keeps logits exact).
     /// - extra: merged into quantization_config last (e.g. "damp_percent", "desc_act"); not the
     ///   format keys, which must describe the packed zeros.
+    /// - activationQuant: the run-time activation / KV quantization recorded for a scheme with
+    ///   such bits; nil = the scheme's defaults (`ActivationQuantSpec(scheme:)`).
     package static func save(directory: URL, config: ModelConfig, fullPrecision: [String: Tensor],
                             quantized: [String: QuantizedMatrix], scheme: QuantScheme, method: String,
                             extra: [String: Any] = [:], extraFiles: [URL] = [],
-                            fullPrecisionDType: SafeTensorsDType = .F32) throws {
+                            fullPrecisionDType: SafeTensorsDType = .F32, activationQuant: ActivationQuantSpec? = nil) throws {
         let path = directory.path
         guard let bits = scheme.weightBits else { throw FormatError(path, "cannot save: scheme \(scheme) has no weight bits") }
         if let key = extra.keys.first(where: Self.formatKeys.contains) {
@@ -84,7 +86,7 @@ package enum QuantizedCheckpoint {
             "static_groups": false,
             "meta": ["quantizer": ["rqat"], "method": method, "scheme": scheme.description] as [String: Any],
         ]
-        if let spec = ActivationQuantSpec(scheme: scheme) { quantizationConfig[ActivationQuantSpec.configKey] = spec.jsonObject }
+        if let spec = activationQuant ?? ActivationQuantSpec(scheme: scheme) { quantizationConfig[ActivationQuantSpec.configKey] = spec.jsonObject }
         for (k, v) in extra { quantizationConfig[k] = v }
         guard JSONSerialization.isValidJSONObject(quantizationConfig) else {
             throw FormatError(path, "cannot save: the extra quantization_config values are not all JSON values")
