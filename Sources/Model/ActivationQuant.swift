@@ -241,12 +241,18 @@ extension DecoderWeights {
 extension TrainableDecoder {
     /// The same quantization as `DecoderWeights.installActivationQuant` in training, with the
     /// straight-through backward (its inference view, `inferenceWeights()`, runs the same).
+    /// The quantizers go after any transform a site already has (an online rotation).
     package func installActivationQuant(_ spec: ActivationQuantSpec) {
         for l in 0..<config.numHiddenLayers {
             if let a = spec.activationQuantizer {
-                for site in LinearSite.allCases { inputTransforms[LinearSiteKey(layer: l, site: site)] = TrainableActivationQuantizer(a) }
+                for site in LinearSite.allCases {
+                    let key = LinearSiteKey(layer: l, site: site)
+                    inputTransforms[key] = ChainedTransform.combining(inputTransforms[key], TrainableActivationQuantizer(a))
+                }
             }
-            if let kv = spec.kvQuantizer(headDim: config.headDim) { cacheTransforms[l] = TrainableActivationQuantizer(kv) }
+            if let kv = spec.kvQuantizer(headDim: config.headDim) {
+                cacheTransforms[l] = ChainedTransform.combining(cacheTransforms[l], TrainableActivationQuantizer(kv))
+            }
         }
     }
 }

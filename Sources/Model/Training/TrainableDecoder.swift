@@ -252,9 +252,9 @@ package final class TrainableDecoder {
         fillQuantizedIfStale()
         for (l, (p, v)) in zip(layers, view.layers).enumerated() {
             for site in LinearSite.allCases {
-                v.linear(site).inputTransforms = inputTransforms[LinearSiteKey(layer: l, site: site)].map { [InPlace($0)] } ?? []
+                v.linear(site).inputTransforms = inPlaceStages(inputTransforms[LinearSiteKey(layer: l, site: site)])
             }
-            v.cacheTransforms = cacheTransforms[l].map { [InPlace($0)] } ?? []
+            v.cacheTransforms = inPlaceStages(cacheTransforms[l])
             if weightQuantizer == nil { p.refreshStacked() }
             v.output.weight = .dense(p.oQuantized ?? p.o.value)
             v.down.weight = .dense(p.downQuantized ?? p.down.value)
@@ -638,6 +638,12 @@ package final class TrainableDecoder {
             TrainLayers.embeddingBackward(tokens: tok.baseAddress!, dx: dResid, dTable: embedding.grad.ptr, rows: n, dim: c)
         }
     }
+}
+
+/// A site's transform for the inference decoder's list: a chain's stages one by one (each
+/// InPlace keeps no state, while a chain keeps its intermediates, which decode threads would share).
+private func inPlaceStages(_ t: (any TrainableInputTransform)?) -> [any LinearInputTransform] {
+    t.map { ChainedTransform.stages(of: $0).map { InPlace($0) } } ?? []
 }
 
 /// A training input transform run in place, as the inference decoder's layers run theirs
