@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "Formats", dependencies: ["Tensors"]),
         .target(name: "Model", dependencies: ["Tensors", "Formats"]),
         .target(name: "Train", dependencies: ["Tensors", "Formats", "Model"]),
-        .target(name: "Quant", dependencies: ["Tensors", "Formats", "Model", "CKernels"]),
+        .target(name: "Quant", dependencies: ["Tensors", "Formats", "Model", "Train", "CKernels"]),
         .target(name: "Cluster", dependencies: ["CMPI", "CZstd", "CKernels", "Tensors", "Formats", "Model", "Train"]),
         // Reasoning tasks (gsm8k, gsm-symbolic, arith) and answer checking; no model inside.
         .target(name: "Reasoning", dependencies: ["Tensors", "Formats"]),

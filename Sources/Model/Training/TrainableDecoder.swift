@@ -466,20 +466,47 @@ package final class TrainableDecoder {
             precondition(t >= 0 && t < config.vocabSize, "token id \(t) outside the vocabulary (\(config.vocabSize))")
         }
         let cfg = config
-        let c = cfg.hiddenSize, d = cfg.headDim, f = cfg.intermediateSize, eps = cfg.rmsNormEps
-        let heads = cfg.numAttentionHeads, kvHeads = cfg.numKeyValueHeads
-        let qw = heads * d, kvw = kvHeads * d, w = qw + 2 * kvw
+        let c = cfg.hiddenSize, eps = cfg.rmsNormEps
         let s = store(batch: batch, length: length)
         let n = s.rows
         s.tokens = tokens
-        let shape = TrainLayers.AttentionShape(batch: batch, length: length, heads: heads, kvHeads: kvHeads, headDim: d)
 
         // x: (N, C) = embedding rows
         tokens.withUnsafeBufferPointer { tok in
             TrainLayers.embeddingForward(tokens: tok.baseAddress!, table: embedding.value.ptr,
                                          x: s.layers.first?.input.ptr ?? s.final.ptr, rows: n, dim: c)
         }
+        blocksForward(s)
 
+        // hF: (N, C) = RMSNorm(final); logits: (N, V) = hF lm_head^T
+        TrainLayers.rmsNormForward(x: s.final.ptr, ldx: c, w: finalNorm.value.ptr, y: s.hF.ptr, ldy: c,
+                                   rstd: s.rstdF.ptr, rows: n, dim: c, eps: eps)
+        TrainLayers.linearForward(x: s.hF.ptr, ldx: c, w: lmHead.value.ptr, bias: nil, y: s.logits.ptr,
+                                  ldy: cfg.vocabSize, rows: n, inFeatures: c, outFeatures: cfg.vocabSize)
+        return s.logits
+    }
+
+    /// The decoder blocks alone on a residual stream: input (B*T, C) enters the first block and
+    /// the returned (B*T, C) leaves the last (before the final norm). FlatQuant's calibration
+    /// trains one block at a time this way. The result belongs to the activation store.
+    /// Backward with `backwardBlocks(dOutput:)`.
+    package func forwardBlocks(input: UnsafePointer<Float>, batch: Int, length: Int) -> Tensor {
+        precondition(batch > 0 && length > 0 && !layers.isEmpty, "forwardBlocks: batch \(batch) x length \(length), \(layers.count) blocks")
+        let s = store(batch: batch, length: length)
+        s.tokens = []
+        s.layers[0].input.ptr.update(from: input, count: s.rows * config.hiddenSize)
+        blocksForward(s)
+        return s.final
+    }
+
+    /// Every block's forward on s, from s.layers[0].input to s.final.
+    private func blocksForward(_ s: Store) {
+        let cfg = config
+        let c = cfg.hiddenSize, d = cfg.headDim, f = cfg.intermediateSize, eps = cfg.rmsNormEps
+        let heads = cfg.numAttentionHeads, kvHeads = cfg.numKeyValueHeads
+        let qw = heads * d, kvw = kvHeads * d, w = qw + 2 * kvw
+        let n = s.rows, length = s.length
+        let shape = TrainLayers.AttentionShape(batch: s.batch, length: length, heads: heads, kvHeads: kvHeads, headDim: d)
         let quantizer = weightQuantizer
         fillQuantizedIfStale()
 
@@ -542,13 +569,6 @@ package final class TrainableDecoder {
             TrainLayers.linearForward(x: downIn, ldx: f, w: p.downWeight, bias: nil, y: output.ptr, ldy: c,
                                       rows: n, inFeatures: f, outFeatures: c, accumulate: true)
         }
-
-        // hF: (N, C) = RMSNorm(final); logits: (N, V) = hF lm_head^T
-        TrainLayers.rmsNormForward(x: s.final.ptr, ldx: c, w: finalNorm.value.ptr, y: s.hF.ptr, ldy: c,
-                                   rstd: s.rstdF.ptr, rows: n, dim: c, eps: eps)
-        TrainLayers.linearForward(x: s.hF.ptr, ldx: c, w: lmHead.value.ptr, bias: nil, y: s.logits.ptr,
-                                  ldy: cfg.vocabSize, rows: n, inFeatures: c, outFeatures: cfg.vocabSize)
-        return s.logits
     }
 
     // MARK: - Backward
@@ -558,14 +578,10 @@ package final class TrainableDecoder {
     package func backward(dLogits: Tensor) {
         guard let s = store else { preconditionFailure("backward without a forward") }
         let cfg = config
-        let n = s.rows, length = s.length
+        let n = s.rows
         precondition(dLogits.count == n * cfg.vocabSize, "dLogits has shape \(dLogits.shape), expected [\(n), \(cfg.vocabSize)]")
-        let c = cfg.hiddenSize, d = cfg.headDim, f = cfg.intermediateSize, v = cfg.vocabSize
-        let heads = cfg.numAttentionHeads, kvHeads = cfg.numKeyValueHeads
-        let qw = heads * d, kvw = kvHeads * d, w = qw + 2 * kvw
-        let shape = TrainLayers.AttentionShape(batch: s.batch, length: length, heads: heads, kvHeads: kvHeads, headDim: d)
+        let c = cfg.hiddenSize, v = cfg.vocabSize
         let dResid = s.dResid.ptr, dH = s.dH.ptr
-        let quantizer = weightQuantizer
 
         // LM head: dhF = dlogits W, dW += dlogits^T hF
         TrainLayers.linearBackward(dy: dLogits.ptr, ldy: v, x: s.hF.ptr, ldx: c, w: lmHead.value.ptr,
@@ -574,6 +590,33 @@ package final class TrainableDecoder {
         // Final norm: dResid = dL/d(final residual)
         TrainLayers.rmsNormBackward(dy: dH, lddy: c, x: s.final.ptr, ldx: c, w: finalNorm.value.ptr, rstd: s.rstdF.ptr,
                                     dx: dResid, lddx: c, accumulate: false, dw: finalNorm.grad.ptr, rows: n, dim: c)
+        blocksBackward(s)
+        // Embedding: dE[token] += dL/dx
+        s.tokens.withUnsafeBufferPointer { tok in
+            TrainLayers.embeddingBackward(tokens: tok.baseAddress!, dx: dResid, dTable: embedding.grad.ptr, rows: n, dim: c)
+        }
+    }
+
+    /// Backpropagates dL/d(output of `forwardBlocks`) (B*T, C) through the blocks, ADDING into
+    /// their parameters' gradients; returns dL/d(input) (it belongs to the activation store).
+    package func backwardBlocks(dOutput: UnsafePointer<Float>) -> Tensor {
+        guard let s = store else { preconditionFailure("backwardBlocks without a forward") }
+        s.dResid.ptr.update(from: dOutput, count: s.rows * config.hiddenSize)
+        blocksBackward(s)
+        return s.dResid
+    }
+
+    /// Every block's backward, last to first: s.dResid holds dL/d(s.final) and becomes
+    /// dL/d(s.layers[0].input).
+    private func blocksBackward(_ s: Store) {
+        let cfg = config
+        let n = s.rows, length = s.length
+        let c = cfg.hiddenSize, d = cfg.headDim, f = cfg.intermediateSize
+        let heads = cfg.numAttentionHeads, kvHeads = cfg.numKeyValueHeads
+        let qw = heads * d, kvw = kvHeads * d, w = qw + 2 * kvw
+        let shape = TrainLayers.AttentionShape(batch: s.batch, length: length, heads: heads, kvHeads: kvHeads, headDim: d)
+        let dResid = s.dResid.ptr, dH = s.dH.ptr
+        let quantizer = weightQuantizer
 
         for l in stride(from: layers.count - 1, through: 0, by: -1) {
             let p = layers[l], a = s.layers[l]
@@ -632,10 +675,6 @@ package final class TrainableDecoder {
             TrainLayers.rmsNormBackward(dy: dH, lddy: c, x: a.input.ptr, ldx: c, w: p.inputNorm.value.ptr, rstd: a.rstd1.ptr,
                                         dx: dResid, lddx: c, accumulate: true, dw: p.inputNorm.grad.ptr, rows: n, dim: c)
             layerGradientsReady?(l)
-        }
-        // Embedding: dE[token] += dL/dx
-        s.tokens.withUnsafeBufferPointer { tok in
-            TrainLayers.embeddingBackward(tokens: tok.baseAddress!, dx: dResid, dTable: embedding.grad.ptr, rows: n, dim: c)
         }
     }
 }

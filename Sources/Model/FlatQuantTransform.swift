@@ -1,0 +1,290 @@
+import Foundation
+import CKernels
+import Formats
+import Tensors
+
+/// A FlatQuant transform that cannot be built or used; one line naming it and the fix.
+package struct FlatQuantError: UserFacingError, Equatable {
+    package let message: String
+    package init(_ message: String) { self.message = message }
+    package var description: String { message }
+}
+
+/// FlatQuant's learnable affine transform of one linear site's input (Sun et al., 2024):
+///
+///     x → x P,   P = diag(s) (L ⊗ R),   L: (a, a), R: (b, b), a b = n (the input width)
+///
+/// and, to keep the product, the weights read it as W P⁻ᵀ: (x P)(W P⁻ᵀ)ᵀ = x Wᵀ. With
+/// P⁻¹ = (L⁻¹ ⊗ R⁻¹) diag(1/s), a weight row w becomes (w / s)(L⁻ᵀ ⊗ R⁻ᵀ) — the same Kronecker
+/// product (`KroneckerFactors`) with the inverse transposed factors. The transform is the
+/// identity at L = R = I, s = 1, where calibration starts.
+///
+/// As a training input transform it is x → x P with its backward (gradients into L, R, s);
+/// `transformWeight` / `weightBackward` are the weight side, which FlatQuant's calibration
+/// (Quant's `FlatQuantWeightQuantizer`) runs on the weights reading this site. Both sides use
+/// the same parameters, so a step moves them together. `refreshInverse()` re-derives L⁻¹, R⁻¹
+/// after the parameters change.
+package final class FlatQuantTransform: TrainableInputTransform {
+    package let factors: KroneckerFactors
+    package let left: Parameter      // (a, a)
+    package let right: Parameter     // (b, b)
+    package let scale: Parameter     // (n)
+    private(set) var leftInverseT: [Float] = []   // (L⁻¹)ᵀ
+    private(set) var rightInverseT: [Float] = []  // (R⁻¹)ᵀ
+    private var buffers: [Tensor] = []
+
+    /// The identity transform of width n with balanced factors, parameters named `prefix.left` etc.
+    package convenience init(width n: Int, name prefix: String) {
+        let f = KroneckerFactors.balanced(n)
+        let l = Tensor(shape: [f.a, f.a]), r = Tensor(shape: [f.b, f.b]), s = Tensor(shape: [n])
+        for i in 0..<f.a { l.ptr[i * f.a + i] = 1 }
+        for i in 0..<f.b { r.ptr[i * f.b + i] = 1 }
+        s.fill(1)
+        try! self.init(left: l, right: r, scale: s, name: prefix)
+    }
+
+    /// A transform with these factors and channel scales (shared, not copied).
+    package init(left l: Tensor, right r: Tensor, scale s: Tensor, name prefix: String) throws {
+        guard l.rank == 2, r.rank == 2, l.shape[0] == l.shape[1], r.shape[0] == r.shape[1], s.count == l.shape[0] * r.shape[0] else {
+            throw FlatQuantError("FlatQuant transform \(prefix): factors \(l.shape) and \(r.shape) with \(s.count) scales do not form a square transform")
+        }
+        factors = KroneckerFactors(a: l.shape[0], b: r.shape[0])
+        left = Parameter(name: prefix + ".left", value: l)
+        right = Parameter(name: prefix + ".right", value: r)
+        scale = Parameter(name: prefix + ".scale", value: s)
+        try refreshInverse(prefix)
+    }
+
+    package var parameters: [Parameter] { [left, right, scale] }
+    package var width: Int { factors.n }
+
+    /// Re-derives L⁻¹ and R⁻¹ from the current parameters (after an optimizer step).
+    package func refreshInverse(_ what: String = "") throws {
+        guard let li = SmallMatrix.inverse(left.value.array, size: factors.a),
+              let ri = SmallMatrix.inverse(right.value.array, size: factors.b) else {
+            throw FlatQuantError("FlatQuant transform \(left.name): a factor became singular; lower the calibration learning rate")
+        }
+        leftInverseT = SmallMatrix.transposed(li, size: factors.a)
+        rightInverseT = SmallMatrix.transposed(ri, size: factors.b)
+    }
+
+    private func scratch(_ count: Int, _ k: Int) -> [UnsafeMutablePointer<Float>] {
+        if buffers.count != k || buffers[0].count < count { buffers = (0..<k).map { _ in Tensor(shape: [count]) } }
+        return buffers.map(\.ptr)
+    }
+
+    // MARK: - Activation side
+
+    /// y = (x ⊙ s)(L ⊗ R). x, y: (rows, n).
+    package func forward(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, rows: Int, width n: Int) {
+        precondition(n == factors.n, "FlatQuant transform of \(factors.n) on rows of \(n)")
+        let b = scratch(rows * n, 3)
+        scaleRows(x, by: scale.value.ptr, into: b[0], rows: rows, n: n)
+        factors.apply(b[0], into: y, rows: rows, left: left.value.ptr, right: right.value.ptr, scratch: b[1])
+    }
+
+    package func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, rows: Int, width n: Int) {
+        let b = scratch(rows * n, 3)
+        scaleRows(x, by: scale.value.ptr, into: b[0], rows: rows, n: n)
+        // d(x ⊙ s) into dx, then ds += Σ x ⊙ d(x ⊙ s) and dx = d(x ⊙ s) ⊙ s.
+        factors.backward(x: b[0], dy: dy, dx: dx, rows: rows, left: left.value.ptr, right: right.value.ptr,
+                         dLeft: left.grad.ptr, dRight: right.grad.ptr, scratch: b[1], scratch2: b[2])
+        let s = scale.value.ptr, ds = scale.grad.ptr
+        for r in 0..<rows {
+            let xr = x + r * n, dr = dx + r * n
+            for j in 0..<n { ds[j] += xr[j] * dr[j]; dr[j] *= s[j] }
+        }
+    }
+
+    // MARK: - Weight side
+
+    /// W P⁻ᵀ for the weight w: (rows, n) (its rows are output channels): each row (w / s)(L⁻ᵀ ⊗ R⁻ᵀ).
+    package func transformWeight(_ w: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, rows: Int) {
+        let n = factors.n, b = scratch(rows * n, 3)
+        let s = scale.value.ptr
+        for r in 0..<rows { for j in 0..<n { b[0][r * n + j] = w[r * n + j] / s[j] } }
+        leftInverseT.withUnsafeBufferPointer { l in
+            rightInverseT.withUnsafeBufferPointer { rr in
+                factors.apply(b[0], into: out, rows: rows, left: l.baseAddress!, right: rr.baseAddress!, scratch: b[1])
+            }
+        }
+    }
+
+    /// Given dL/d(W P⁻ᵀ) for the weight w, ADDS the gradients of L, R and s, and of w into
+    /// `dWeight` when given. With u = w / s, L' = L⁻ᵀ: dL = -(L⁻¹ dL' L⁻¹)ᵀ (likewise R), ds = -Σ w du / s².
+    package func weightBackward(_ w: UnsafePointer<Float>, dTransformed: UnsafePointer<Float>, rows: Int,
+                                dWeight: UnsafeMutablePointer<Float>? = nil) {
+        let n = factors.n, a = factors.a, bb = factors.b
+        let buf = scratch(rows * n, 3)
+        let s = scale.value.ptr
+        for r in 0..<rows { for j in 0..<n { buf[0][r * n + j] = w[r * n + j] / s[j] } }
+        let du = Tensor(shape: [rows * n])
+        var dl = [Float](repeating: 0, count: a * a), dr = [Float](repeating: 0, count: bb * bb)
+        leftInverseT.withUnsafeBufferPointer { l in
+            rightInverseT.withUnsafeBufferPointer { rr in
+                dl.withUnsafeMutableBufferPointer { dlp in
+                    dr.withUnsafeMutableBufferPointer { drp in
+                        factors.backward(x: buf[0], dy: dTransformed, dx: du.ptr, rows: rows, left: l.baseAddress!, right: rr.baseAddress!,
+                                         dLeft: dlp.baseAddress!, dRight: drp.baseAddress!, scratch: buf[1], scratch2: buf[2])
+                    }
+                }
+            }
+        }
+        addInverseGradient(dl, inverseT: leftInverseT, size: a, into: left.grad.ptr)
+        addInverseGradient(dr, inverseT: rightInverseT, size: bb, into: right.grad.ptr)
+        let ds = scale.grad.ptr
+        for r in 0..<rows {
+            for j in 0..<n {
+                let g = du.ptr[r * n + j]
+                ds[j] -= w[r * n + j] * g / (s[j] * s[j])
+                if let dWeight { dWeight[r * n + j] += g / s[j] }
+            }
+        }
+    }
+
+    /// For M' = (M⁻¹)ᵀ and G' = dL/dM': dL/dM = -(M⁻¹ G' M⁻¹)ᵀ, added into grad.
+    private func addInverseGradient(_ g: [Float], inverseT: [Float], size k: Int, into grad: UnsafeMutablePointer<Float>) {
+        let inv = SmallMatrix.transposed(inverseT, size: k)
+        let p = SmallMatrix.product(SmallMatrix.product(inv, g, size: k), inv, size: k)
+        for i in 0..<k { for j in 0..<k { grad[i * k + j] -= p[j * k + i] } }
+    }
+
+    private func scaleRows(_ x: UnsafePointer<Float>, by s: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, rows: Int, n: Int) {
+        for r in 0..<rows {
+            let xr = x + r * n, yr = y + r * n
+            for j in 0..<n { yr[j] = xr[j] * s[j] }
+        }
+    }
+}
+
+/// An activation (or KV-cache) fake-quantizer whose clip ratio is learned: c = sigmoid(α),
+/// FlatQuant's learnable activation clipping. Forward is `ActivationQuantizer` at ratio c;
+/// backward passes dy inside the clipped range (straight-through) and gives α the gradient of
+/// x̂ = s (q - z) with the grid scaling with c (the zero point does not: -c min / (c (max - min)) / Qp):
+///     inside:  dx̂/dc = (round(x/s) - x/s) s / c      clamped:  dx̂/dc = (q_clamped - z) s / c.
+/// The group's min and max are constants, as in `ActivationQuantizer`.
+package final class LearnableClipQuantizer: TrainableInputTransform {
+    package let bits: Int
+    package let symmetric: Bool
+    package let groupSize: Int
+    package let logit: Parameter    // (1): α
+
+    /// Starts at c = sigmoid(initialLogit) (FlatQuant starts its clip ratios near 1).
+    package init(bits: Int, symmetric: Bool = false, groupSize: Int = 0, initialLogit: Float = 5, name: String) {
+        self.bits = bits
+        self.symmetric = symmetric
+        self.groupSize = groupSize
+        let t = Tensor(shape: [1])
+        t.ptr[0] = initialLogit
+        logit = Parameter(name: name, value: t)
+    }
+
+    package var parameters: [Parameter] { [logit] }
+    package var clipRatio: Float { 1 / (1 + expf(-logit.value.ptr[0])) }
+    package var quantizer: ActivationQuantizer {
+        ActivationQuantizer(bits: bits, symmetric: symmetric, clipRatio: clipRatio, groupSize: groupSize)
+    }
+
+    package func forward(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        quantizer.forward(x, into: y, rows: rows, width: width)
+    }
+
+    package func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        let q = quantizer, c = q.clipRatio
+        q.backward(x: x, dy: dy, dx: dx, rows: rows, width: width)
+        let size = groupSize == 0 ? width : min(groupSize, width)
+        let chunks = max(1, min(rows, Threads.count))
+        var partial = [Double](repeating: 0, count: chunks)
+        partial.withUnsafeMutableBufferPointer { part in
+            let p = part.baseAddress!
+            Threads.parallelFor(chunks) { range in
+                for chunk in range {
+                    var sum: Double = 0
+                    for r in rows * chunk / chunks ..< rows * (chunk + 1) / chunks {
+                        var start = 0
+                        while start < width {
+                            let count = min(size, width - start), base = r * width + start
+                            if let g = q.grid(x + base, count) {
+                                for j in 0..<count {
+                                    let u = x[base + j] / g.scale
+                                    let code = u.rounded(.toNearestOrEven) + g.zero
+                                    let slope = code < g.lowCode ? (g.lowCode - g.zero) : code > g.highCode ? (g.highCode - g.zero)
+                                        : (u.rounded(.toNearestOrEven) - u)
+                                    sum += Double(dy[base + j] * slope * g.scale)
+                                }
+                            }
+                            start += count
+                        }
+                    }
+                    p[chunk] = sum
+                }
+            }
+        }
+        // dα = Σ dy dx̂/dc · c (1 - c), with dx̂/dc = slope s / c.
+        logit.grad.ptr[0] += Float(partial.reduce(0, +)) * (1 - c)
+    }
+}
+
+/// Where a FlatQuant checkpoint keeps its transforms, beside the weights (docs/FORMATS.md):
+/// `model.layers.N.flatquant.<site>.left`, `.right`, `.scale` (the factors L, R and channel
+/// scales s), `.act_clip` (the site's activation clip ratio), `model.layers.N.flatquant.kv_clip`.
+package enum FlatQuantLayout {
+    static func siteName(_ site: LinearSite) -> String {
+        switch site {
+        case .qkv: "qkv"
+        case .output: "output"
+        case .gateUp: "gate_up"
+        case .down: "down"
+        }
+    }
+
+    package static func prefix(_ l: Int, _ site: LinearSite) -> String { DecoderArchitecture.layerPrefix(l) + "flatquant." + siteName(site) }
+    package static func kvClipName(_ l: Int) -> String { DecoderArchitecture.layerPrefix(l) + "flatquant.kv_clip" }
+    package static func activationClipName(_ l: Int, _ site: LinearSite) -> String { prefix(l, site) + ".act_clip" }
+    /// Calibration's per-row weight clip logits (not saved: the quantized weights carry their grids).
+    package static func weightClipName(_ weight: String) -> String { weight + ".flatquant_clip" }
+}
+
+extension DecoderWeights {
+    /// Installs a FlatQuant checkpoint's online transforms (x → x P) at every linear site, each
+    /// followed by the activation quantizer at its learned clip ratio, and the KV-cache quantizer
+    /// at the block's; the bit widths come from the tensors present (`ActivationQuantSpec` of the
+    /// checkpoint), so call it instead of `installActivationQuant`. Throws naming a missing tensor.
+    package func installFlatQuant(from source: any WeightSource, activation: ActivationQuantSpec? = nil) throws {
+        for (l, layer) in layers.enumerated() {
+            for site in LinearSite.allCases {
+                let prefix = FlatQuantLayout.prefix(l, site)
+                let transform = try FlatQuantTransform(left: try source.tensor(prefix + ".left"), right: try source.tensor(prefix + ".right"),
+                                                       scale: try source.tensor(prefix + ".scale"), name: prefix)
+                var stages: [any LinearInputTransform] = [FrozenFlatQuantTransform(transform)]
+                if let bits = activation?.activationBits {
+                    let clip = source.has(FlatQuantLayout.activationClipName(l, site)) ? try source.tensor(FlatQuantLayout.activationClipName(l, site)).ptr[0] : 1
+                    stages.append(InPlaceActivationQuantizer(ActivationQuantizer(bits: bits, symmetric: activation!.activationSymmetric, clipRatio: clip)))
+                }
+                layer.linear(site).inputTransforms = stages
+            }
+            if let bits = activation?.kvBits {
+                let clip = source.has(FlatQuantLayout.kvClipName(l)) ? try source.tensor(FlatQuantLayout.kvClipName(l)).ptr[0] : 1
+                layer.cacheTransforms = [InPlaceActivationQuantizer(.kvCache(bits: bits, headDim: config.headDim, clipRatio: clip), parallel: false)]
+            }
+        }
+    }
+}
+
+/// A calibrated FlatQuant transform run in place by the inference decoder (x → x P). Thread-safe:
+/// scratch is allocated per call.
+package final class FrozenFlatQuantTransform: LinearInputTransform {
+    let left: Tensor, right: Tensor, scale: Tensor
+    let factors: KroneckerFactors
+    package init(_ t: FlatQuantTransform) {
+        left = t.left.value; right = t.right.value; scale = t.scale.value; factors = t.factors
+    }
+    package func transform(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        precondition(width == factors.n, "FlatQuant transform of \(factors.n) on rows of \(width)")
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * rows * width) { buf in
+            let scaled = buf.baseAddress!, z = scaled + rows * width
+            for r in 0..<rows { for j in 0..<width { scaled[r * width + j] = x[r * width + j] * scale.ptr[j] } }
+            factors.apply(scaled, into: x, rows: rows, left: left.ptr, right: right.ptr, scratch: z)
+        }
+    }
+}

@@ -1,0 +1,368 @@
+import Foundation
+import Formats
+import Model
+import Tensors
+import Train
+
+/// FlatQuant (Sun et al., 2024): a learnable affine transform per linear site (`FlatQuantTransform`:
+/// x → x diag(s)(L ⊗ R) online, W → W P⁻ᵀ folded), learnable clip ratios for every site's
+/// activations, the KV cache and each weight row, trained block by block so that the
+/// quantized block's output matches the full-precision block's on full-precision inputs.
+///
+/// The sites: q|k|v's input (hidden size), o's input (heads x head dim), gate|up's input (hidden
+/// size), down's input (intermediate size), each with balanced Kronecker factors. Not built (yet):
+/// FlatQuant's per-head K transform after RoPE and the V transform folded into v and o; o's
+/// input uses a balanced a x b split rather than heads x head dim.
+package enum FlatQuant {
+    /// Calibration settings. The published ones are 128 samples of 2048 tokens, 15 epochs at
+    /// lr 5e-3 with 10x for the clip ratios; the CPU default is far smaller (see docs/ACCURACY.md).
+    package struct Settings: Codable, Equatable, Sendable {
+        package var samples = 32
+        package var length = 512
+        package var epochs = 5
+        package var batchSequences = 4
+        package var learningRate = 5e-3
+        package var clipLearningRateScale = 10.0
+
+        package init() {}
+
+        /// The CPU default; `published` is FlatQuant's.
+        package static let cpuDefault = Settings()
+        package static var published: Settings {
+            var s = Settings()
+            s.samples = 128; s.length = 2048; s.epochs = 15
+            return s
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case samples, length, epochs
+            case batchSequences = "batch_sequences"
+            case learningRate = "learning_rate"
+            case clipLearningRateScale = "clip_learning_rate_scale"
+        }
+    }
+
+    /// What calibrating one block did.
+    package struct BlockReport: Codable, Equatable, Sendable {
+        package var layer: Int
+        /// Mean squared error of the quantized block's output against the full-precision one,
+        /// over the calibration tokens, with identity transforms (clip ratios near 1) and after training.
+        package var mseBefore: Double
+        package var mseAfter: Double
+        package var steps: Int
+        package var seconds: Double
+
+        enum CodingKeys: String, CodingKey {
+            case layer, steps, seconds
+            case mseBefore = "mse_before"
+            case mseAfter = "mse_after"
+        }
+    }
+
+}
+
+// MARK: - One block's learnable state
+
+/// The transforms and clip ratios of one decoder block.
+package final class FlatQuantBlock {
+    package let layer: Int
+    package let transforms: [LinearSite: FlatQuantTransform]
+    package let activationClips: [LinearSite: LearnableClipQuantizer]
+    package let kvClip: LearnableClipQuantizer?
+    /// Per weight (by Hugging Face name): one clip logit per output row.
+    package let weightClips: [String: Parameter]
+
+    /// Identity transforms and clip ratios near 1 for block l of `config`.
+    package init(layer l: Int, config: ModelConfig, activation: ActivationQuantSpec?) {
+        layer = l
+        let c = config
+        let widths: [LinearSite: Int] = [.qkv: c.hiddenSize, .output: c.numAttentionHeads * c.headDim,
+                                         .gateUp: c.hiddenSize, .down: c.intermediateSize]
+        var transforms: [LinearSite: FlatQuantTransform] = [:], clips: [LinearSite: LearnableClipQuantizer] = [:]
+        for site in LinearSite.allCases {
+            transforms[site] = FlatQuantTransform(width: widths[site]!, name: FlatQuantLayout.prefix(l, site))
+            if let bits = activation?.activationBits {
+                clips[site] = LearnableClipQuantizer(bits: bits, symmetric: activation!.activationSymmetric,
+                                                     name: FlatQuantLayout.activationClipName(l, site))
+            }
+        }
+        self.transforms = transforms
+        activationClips = clips
+        kvClip = activation?.kvBits.map { LearnableClipQuantizer(bits: $0, groupSize: c.headDim, name: FlatQuantLayout.kvClipName(l)) }
+        let arch = DecoderArchitecture(config)
+        var weightClips: [String: Parameter] = [:]
+        for role in TensorRole.blockLinears {
+            let spec = arch.spec(role, layer: l)
+            let t = Tensor(shape: [spec.shape[0]])
+            t.fill(5)
+            weightClips[spec.name] = Parameter(name: FlatQuantLayout.weightClipName(spec.name), value: t)
+        }
+        self.weightClips = weightClips
+    }
+
+    /// The site whose input a block weight reads.
+    static func site(of role: TensorRole) -> LinearSite {
+        LinearSite.allCases.first { $0.parts.contains(role) }!
+    }
+
+    package var transformParameters: [Parameter] { LinearSite.allCases.flatMap { transforms[$0]!.parameters } }
+    package var clipParameters: [Parameter] {
+        LinearSite.allCases.compactMap { activationClips[$0]?.logit } + (kvClip.map { [$0.logit] } ?? [])
+            + weightClips.keys.sorted().map { weightClips[$0]! }
+    }
+
+    /// Installs the block's transforms, activation and KV quantizers on block `index` of a
+    /// training decoder.
+    package func install(on decoder: TrainableDecoder, index: Int) {
+        for site in LinearSite.allCases {
+            decoder.inputTransforms[LinearSiteKey(layer: index, site: site)] =
+                ChainedTransform.combining(transforms[site]!, activationClips[site])
+        }
+        decoder.cacheTransforms[index] = kvClip
+    }
+
+    /// The tensors a checkpoint keeps to run the block as calibrated: each site's factors and
+    /// scales and its activation clip ratio, the KV clip ratio.
+    package var savedTensors: [String: Tensor] {
+        var out: [String: Tensor] = [:]
+        for site in LinearSite.allCases {
+            for p in transforms[site]!.parameters { out[p.name] = p.value }
+            if let clip = activationClips[site] { out[FlatQuantLayout.activationClipName(layer, site)] = Tensor(shape: [1], values: [clip.clipRatio]) }
+        }
+        if let kv = kvClip { out[FlatQuantLayout.kvClipName(layer)] = Tensor(shape: [1], values: [kv.clipRatio]) }
+        return out
+    }
+
+    /// Each weight row's clip ratio sigmoid(logit), by weight name.
+    package var weightClipRatios: [String: [Float]] {
+        weightClips.mapValues { p in p.value.array.map { 1 / (1 + expf(-$0)) } }
+    }
+}
+
+// MARK: - The weight side in training
+
+/// FlatQuant's weights as a `TrainingWeightQuantizer`: W → Q_c(W P⁻ᵀ), P the transform of the
+/// site the weight reads, c its rows' learnable clip ratios, Q the scheme's RTN grid (per row or
+/// group). Backward is straight-through inside the clipped range, gives the clip logits their
+/// gradient (as `LearnableClipQuantizer`) and carries dL/d(W P⁻ᵀ) to the transform; W itself
+/// gets a gradient only when its parameter is not frozen.
+package final class FlatQuantWeightQuantizer: TrainingWeightQuantizer {
+    private struct Entry {
+        let transform: FlatQuantTransform
+        let clip: Parameter
+    }
+    private var entries: [ObjectIdentifier: Entry] = [:]
+    let bits: Int
+    let groupSize: Int?
+    let symmetric: Bool
+    package private(set) var generation = 0
+    package let parameters: [Parameter] = []
+
+    /// For block `index` of `decoder`, the weights of `block`.
+    package init(decoder: TrainableDecoder, blocks: [(index: Int, block: FlatQuantBlock)], scheme: QuantScheme) {
+        bits = scheme.weightBits!
+        groupSize = scheme.groupSize
+        symmetric = scheme.symmetric
+        let byName = Dictionary(uniqueKeysWithValues: decoder.linearWeights.map { ($0.name, $0) })
+        let arch = DecoderArchitecture(decoder.config)
+        for (index, block) in blocks {
+            for role in TensorRole.blockLinears {
+                let local = arch.spec(role, layer: index).name
+                let original = DecoderArchitecture(decoder.config).spec(role, layer: block.layer).name
+                guard let p = byName[local], let clip = block.weightClips[original] ?? block.weightClips[local] else { continue }
+                entries[ObjectIdentifier(p)] = Entry(transform: block.transforms[FlatQuantBlock.site(of: role)]!, clip: clip)
+            }
+        }
+    }
+
+    package func refresh() { generation += 1 }
+
+    private func entry(_ p: Parameter) -> Entry {
+        guard let e = entries[ObjectIdentifier(p)] else { preconditionFailure("FlatQuantWeightQuantizer: \(p.name) has no transform") }
+        return e
+    }
+
+    /// Calls body(row, group start, count, grid, clip ratio) for every group of W P⁻ᵀ.
+    private func forEachGroup(_ t: Tensor, clip: Parameter, _ body: (Int, Int, Int, QuantGrid, Float) -> Void) {
+        let rows = t.shape[0], cols = t.shape[1], width = groupSize ?? cols
+        for r in 0..<rows {
+            let c = 1 / (1 + expf(-clip.value.ptr[r]))
+            var start = 0
+            while start < cols {
+                let count = min(width, cols - start)
+                let grid = QuantGrid(values: t.ptr + r * cols + start, count: count, bits: bits, symmetric: symmetric, shrink: c)
+                body(r, start, count, grid, c)
+                start += count
+            }
+        }
+    }
+
+    private func transformed(_ p: Parameter) -> Tensor {
+        let t = Tensor(shape: p.value.shape)
+        entry(p).transform.transformWeight(p.value.ptr, into: t.ptr, rows: p.value.shape[0])
+        return t
+    }
+
+    package func forwardWeight(of p: Parameter, into out: UnsafeMutablePointer<Float>) {
+        let t = transformed(p), cols = t.shape[1]
+        forEachGroup(t, clip: entry(p).clip) { r, start, count, grid, _ in
+            let x = t.ptr + r * cols + start, y = out + r * cols + start
+            for j in 0..<count { y[j] = grid.fakeQuantize(x[j]) }
+        }
+    }
+
+    package func backward(of p: Parameter, dQuantized: UnsafePointer<Float>) {
+        let e = entry(p)
+        let t = transformed(p), cols = t.shape[1]
+        let dt = Tensor(shape: t.shape)
+        let dClip = e.clip.grad.ptr
+        forEachGroup(t, clip: e.clip) { r, start, count, grid, c in
+            let x = t.ptr + r * cols + start, dy = dQuantized + r * cols + start, dx = dt.ptr + r * cols + start
+            let maxCode = Float(grid.maxCode)
+            var dc: Float = 0
+            for j in 0..<count {
+                let u = x[j] / grid.scale, code = u.rounded(.toNearestOrEven) + grid.zero
+                if code < 0 { dc += dy[j] * (0 - grid.zero) * grid.scale }
+                else if code > maxCode { dc += dy[j] * (maxCode - grid.zero) * grid.scale }
+                else { dx[j] = dy[j]; dc += dy[j] * (u.rounded(.toNearestOrEven) - u) * grid.scale }
+            }
+            // dx̂/dc = slope s / c and dc/dα = c (1 - c).
+            dClip[r] += dc * (1 - c)
+        }
+        e.transform.weightBackward(p.value.ptr, dTransformed: dt.ptr, rows: p.value.shape[0],
+                                   dWeight: p.frozen ? nil : p.grad.ptr)
+    }
+}
+
+// MARK: - Calibration
+
+extension FlatQuant {
+    /// Trains every block's transforms and clip ratios, block by block, on `sequences` (each
+    /// `settings.length` tokens) through the full-precision model `source`. Returns the blocks
+    /// and what each calibration did.
+    package static func calibrate(config: ModelConfig, source: any WeightSource, sequences: [[Int]], scheme: QuantScheme,
+                                  settings: Settings, log: (String) -> Void) throws -> (blocks: [FlatQuantBlock], reports: [BlockReport]) {
+        guard scheme.weightBits != nil else { throw FlatQuantError("FlatQuant quantizes weights: the scheme needs w<bits>") }
+        guard let length = sequences.first?.count, length > 0, sequences.allSatisfy({ $0.count == length }) else {
+            throw FlatQuantError("FlatQuant calibration needs sequences of one length (got \(Set(sequences.map(\.count)).sorted()))")
+        }
+        let activation = ActivationQuantSpec(scheme: scheme)
+        let c = config.hiddenSize, rowsPerSequence = length
+        let batch = max(1, min(settings.batchSequences, sequences.count))
+        let batches = sequences.count / batch
+        guard batches > 0 else { throw FlatQuantError("FlatQuant calibration: no sequences") }
+
+        // x: (S*T, C) full-precision input of the current block, starting with the embeddings.
+        let embedding = try source.tensor(DecoderArchitecture.name(.embedding))
+        var x = Tensor(shape: [batches * batch * rowsPerSequence, c])
+        for (s, seq) in sequences.prefix(batches * batch).enumerated() {
+            for (t, token) in seq.enumerated() { x.row(s * rowsPerSequence + t).update(from: embedding.row(token), count: c) }
+        }
+        var blockConfig = config
+        blockConfig.numHiddenLayers = 1
+        let arch = DecoderArchitecture(config), blockArch = DecoderArchitecture(blockConfig)
+        let batchRows = batch * rowsPerSequence
+
+        var blocks: [FlatQuantBlock] = [], reports: [BlockReport] = []
+        for l in 0..<config.numHiddenLayers {
+            let start = Date()
+            // One block as a one-block decoder (model-level tensors are shared, not trained).
+            var tensors: [String: Tensor] = [:]
+            for spec in blockArch.tensors {
+                if spec.role.isPerLayer {
+                    tensors[spec.name] = try source.tensor(arch.spec(spec.role, layer: l).name)
+                } else if spec.role == .embedding || spec.role == .lmHead {
+                    tensors[spec.name] = embedding
+                } else {
+                    tensors[spec.name] = try source.tensor(spec.name)
+                }
+            }
+            let decoder = try TrainableDecoder(config: blockConfig, source: InMemoryWeights(tensors, path: "<flatquant block \(l)>"))
+            for p in decoder.parameters { p.frozen = true }
+
+            // y: the full-precision block's output.
+            let y = Tensor(shape: x.shape)
+            for b in 0..<batches {
+                let out = decoder.forwardBlocks(input: x.ptr + b * batchRows * c, batch: batch, length: length)
+                (y.ptr + b * batchRows * c).update(from: out.ptr, count: batchRows * c)
+            }
+
+            let block = FlatQuantBlock(layer: l, config: config, activation: activation)
+            block.install(on: decoder, index: 0)
+            let quantizer = FlatQuantWeightQuantizer(decoder: decoder, blocks: [(0, block)], scheme: scheme)
+            decoder.weightQuantizer = quantizer
+
+            func meanSquaredError() -> Double {
+                var sum = 0.0
+                for b in 0..<batches {
+                    let out = decoder.forwardBlocks(input: x.ptr + b * batchRows * c, batch: batch, length: length)
+                    sum += squaredDifference(out.ptr, y.ptr + b * batchRows * c, count: batchRows * c)
+                }
+                return sum / Double(batches * batchRows * c)
+            }
+            let before = meanSquaredError()
+
+            let transformOptimizer = AdamW(parameters: block.transformParameters, weightDecay: 0)
+            let clipOptimizer = AdamW(parameters: block.clipParameters, weightDecay: 0)
+            let steps = settings.epochs * batches
+            let schedule = LRSchedule.cosine(peak: settings.learningRate, warmupSteps: 0, totalSteps: max(1, steps), minLRRatio: 0)
+            let dOut = Tensor(shape: [batchRows, c])
+            for step in 0..<steps {
+                let b = step % batches
+                for p in block.transformParameters + block.clipParameters { p.zeroGrad() }
+                let out = decoder.forwardBlocks(input: x.ptr + b * batchRows * c, batch: batch, length: length)
+                // L = mean (out - y)^2, dL/dout = 2 (out - y) / count
+                let target = y.ptr + b * batchRows * c, scale = Float(2.0 / Double(batchRows * c))
+                for i in 0..<batchRows * c { dOut.ptr[i] = scale * (out.ptr[i] - target[i]) }
+                _ = decoder.backwardBlocks(dOutput: dOut.ptr)
+                if Gradients.hasNonFinite(block.transformParameters + block.clipParameters) {
+                    throw FlatQuantError("FlatQuant calibration of block \(l): a gradient is not finite at step \(step + 1); lower the learning rate (\(settings.learningRate))")
+                }
+                let lr = schedule.lr(step: step)
+                transformOptimizer.step(lr: lr)
+                clipOptimizer.step(lr: lr * settings.clipLearningRateScale)
+                for t in block.transforms.values { try t.refreshInverse() }
+                quantizer.refresh()
+            }
+            let after = meanSquaredError()
+            let report = BlockReport(layer: l, mseBefore: before, mseAfter: after, steps: steps, seconds: Date().timeIntervalSince(start))
+            log(String(format: "flatquant: block %d: output MSE %.4g -> %.4g in %d steps (%.1f s)", l, before, after, steps, report.seconds))
+            reports.append(report)
+            blocks.append(block)
+            x = y   // the next block trains on full-precision inputs
+        }
+        return (blocks, reports)
+    }
+
+    static func squaredDifference(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Double {
+        var sum = 0.0
+        for i in 0..<count { let d = Double(a[i] - b[i]); sum += d * d }
+        return sum
+    }
+}
+
+// MARK: - Folding into a model and running it
+
+extension FlatQuant {
+    /// The model with every block's transforms applied: weights W P⁻ᵀ (full precision, not yet
+    /// quantized) in new tensors, and the online x → x P, the learned activation and KV quantizers
+    /// installed. Same function as `weights` up to quantization.
+    package static func transformedWeights(_ weights: DecoderWeights, blocks: [FlatQuantBlock]) throws -> DecoderWeights {
+        let config = weights.config
+        var tensors = QuaRot.namedCopies(weights)
+        let arch = DecoderArchitecture(config)
+        for block in blocks {
+            for role in TensorRole.blockLinears {
+                let name = arch.spec(role, layer: block.layer).name
+                let w = tensors[name]!, out = Tensor(shape: w.shape)
+                block.transforms[FlatQuantBlock.site(of: role)]!.transformWeight(w.ptr, into: out.ptr, rows: w.shape[0])
+                tensors[name] = out
+            }
+            for (name, t) in block.savedTensors { tensors[name] = t }
+        }
+        let out = try DecoderWeights(config: config, source: InMemoryWeights(tensors, path: "<flatquant>"))
+        try out.installFlatQuant(from: InMemoryWeights(tensors, path: "<flatquant>"))
+        return out
+    }
+}
+
