@@ -152,7 +152,7 @@ package struct ActivationQuantizer: Hashable, Sendable, CustomStringConvertible 
     /// body(first element, count) for every group of every row, rows split over threads when
     /// `parallel` and the work is large enough.
     @inline(__always)
-    private func forEachGroup(rows: Int, width: Int, parallel: Bool, _ body: (Int, Int) -> Void) {
+    func forEachGroup(rows: Int, width: Int, parallel: Bool, _ body: (Int, Int) -> Void) {
         guard rows > 0 && width > 0 else { return }
         let size = groupSize == 0 ? width : min(groupSize, width)
         func run(_ range: Range<Int>) {

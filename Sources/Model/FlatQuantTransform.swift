@@ -79,13 +79,21 @@ package final class FlatQuantTransform: TrainableInputTransform {
     package func forward(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, rows: Int, width n: Int) {
         precondition(n == factors.n, "FlatQuant transform of \(factors.n) on rows of \(n)")
         let b = scratch(rows * n, 3)
-        scaleRows(x, by: scale.value.ptr, into: b[0], rows: rows, n: n)
-        factors.apply(b[0], into: y, rows: rows, left: left.value.ptr, right: right.value.ptr, scratch: b[1])
+        Self.apply(x, into: y, rows: rows, factors: factors, left: left.value.ptr, right: right.value.ptr,
+                   scale: scale.value.ptr, scratch: b[0], scratch2: b[1])
+    }
+
+    /// y = (x ⊙ s)(L ⊗ R) with two scratch buffers of rows * n (y must not alias them or x).
+    static func apply(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, rows: Int, factors: KroneckerFactors,
+                      left: UnsafePointer<Float>, right: UnsafePointer<Float>, scale: UnsafePointer<Float>,
+                      scratch: UnsafeMutablePointer<Float>, scratch2: UnsafeMutablePointer<Float>) {
+        scaleRows(x, by: scale, into: scratch, rows: rows, n: factors.n)
+        factors.apply(scratch, into: y, rows: rows, left: left, right: right, scratch: scratch2)
     }
 
     package func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, rows: Int, width n: Int) {
         let b = scratch(rows * n, 3)
-        scaleRows(x, by: scale.value.ptr, into: b[0], rows: rows, n: n)
+        Self.scaleRows(x, by: scale.value.ptr, into: b[0], rows: rows, n: n)
         // d(x ⊙ s) into dx, then ds += Σ x ⊙ d(x ⊙ s) and dx = d(x ⊙ s) ⊙ s.
         factors.backward(x: b[0], dy: dy, dx: dx, rows: rows, left: left.value.ptr, right: right.value.ptr,
                          dLeft: left.grad.ptr, dRight: right.grad.ptr, scratch: b[1], scratch2: b[2])
@@ -149,7 +157,7 @@ package final class FlatQuantTransform: TrainableInputTransform {
         for i in 0..<k { for j in 0..<k { grad[i * k + j] -= p[j * k + i] } }
     }
 
-    private func scaleRows(_ x: UnsafePointer<Float>, by s: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, rows: Int, n: Int) {
+    private static func scaleRows(_ x: UnsafePointer<Float>, by s: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, rows: Int, n: Int) {
         for r in 0..<rows {
             let xr = x + r * n, yr = y + r * n
             for j in 0..<n { yr[j] = xr[j] * s[j] }
@@ -192,7 +200,6 @@ package final class LearnableClipQuantizer: TrainableInputTransform {
     package func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
         let q = quantizer, c = q.clipRatio
         q.backward(x: x, dy: dy, dx: dx, rows: rows, width: width)
-        let size = groupSize == 0 ? width : min(groupSize, width)
         let chunks = max(1, min(rows, Threads.count))
         var partial = [Double](repeating: 0, count: chunks)
         partial.withUnsafeMutableBufferPointer { part in
@@ -200,20 +207,16 @@ package final class LearnableClipQuantizer: TrainableInputTransform {
             Threads.parallelFor(chunks) { range in
                 for chunk in range {
                     var sum: Double = 0
-                    for r in rows * chunk / chunks ..< rows * (chunk + 1) / chunks {
-                        var start = 0
-                        while start < width {
-                            let count = min(size, width - start), base = r * width + start
-                            if let g = q.grid(x + base, count) {
-                                for j in 0..<count {
-                                    let u = x[base + j] / g.scale
-                                    let code = u.rounded(.toNearestOrEven) + g.zero
-                                    let slope = code < g.lowCode ? (g.lowCode - g.zero) : code > g.highCode ? (g.highCode - g.zero)
-                                        : (u.rounded(.toNearestOrEven) - u)
-                                    sum += Double(dy[base + j] * slope * g.scale)
-                                }
-                            }
-                            start += count
+                    let first = rows * chunk / chunks, last = rows * (chunk + 1) / chunks
+                    q.forEachGroup(rows: last - first, width: width, parallel: false) { offset, count in
+                        let base = first * width + offset
+                        guard let g = q.grid(x + base, count) else { return }
+                        for j in 0..<count {
+                            let u = x[base + j] / g.scale
+                            let code = u.rounded(.toNearestOrEven) + g.zero
+                            let slope = code < g.lowCode ? (g.lowCode - g.zero) : code > g.highCode ? (g.highCode - g.zero)
+                                : (u.rounded(.toNearestOrEven) - u)
+                            sum += Double(dy[base + j] * slope * g.scale)
                         }
                     }
                     p[chunk] = sum
@@ -281,10 +284,11 @@ package final class FrozenFlatQuantTransform: LinearInputTransform {
     }
     package func transform(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
         precondition(width == factors.n, "FlatQuant transform of \(factors.n) on rows of \(width)")
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * rows * width) { buf in
-            let scaled = buf.baseAddress!, z = scaled + rows * width
-            for r in 0..<rows { for j in 0..<width { scaled[r * width + j] = x[r * width + j] * scale.ptr[j] } }
-            factors.apply(scaled, into: x, rows: rows, left: left.ptr, right: right.ptr, scratch: z)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * rows * width) { buf in
+            let input = buf.baseAddress!, n = rows * width
+            input.update(from: x, count: n)
+            FlatQuantTransform.apply(input, into: x, rows: rows, factors: factors, left: left.ptr, right: right.ptr,
+                                     scale: scale.ptr, scratch: input + n, scratch2: input + 2 * n)
         }
     }
 }

@@ -69,8 +69,8 @@ package final class FlatQuantBlock {
     package let transforms: [LinearSite: FlatQuantTransform]
     package let activationClips: [LinearSite: LearnableClipQuantizer]
     package let kvClip: LearnableClipQuantizer?
-    /// Per weight (by Hugging Face name): one clip logit per output row.
-    package let weightClips: [String: Parameter]
+    /// Per block weight: one clip logit per output row.
+    package let weightClips: [TensorRole: Parameter]
 
     /// Identity transforms and clip ratios near 1 for block l of `config`.
     package init(layer l: Int, config: ModelConfig, activation: ActivationQuantSpec?) {
@@ -90,12 +90,12 @@ package final class FlatQuantBlock {
         activationClips = clips
         kvClip = activation?.kvBits.map { LearnableClipQuantizer(bits: $0, groupSize: c.headDim, name: FlatQuantLayout.kvClipName(l)) }
         let arch = DecoderArchitecture(config)
-        var weightClips: [String: Parameter] = [:]
+        var weightClips: [TensorRole: Parameter] = [:]
         for role in TensorRole.blockLinears {
             let spec = arch.spec(role, layer: l)
             let t = Tensor(shape: [spec.shape[0]])
             t.fill(5)
-            weightClips[spec.name] = Parameter(name: FlatQuantLayout.weightClipName(spec.name), value: t)
+            weightClips[role] = Parameter(name: FlatQuantLayout.weightClipName(spec.name), value: t)
         }
         self.weightClips = weightClips
     }
@@ -108,7 +108,7 @@ package final class FlatQuantBlock {
     package var transformParameters: [Parameter] { LinearSite.allCases.flatMap { transforms[$0]!.parameters } }
     package var clipParameters: [Parameter] {
         LinearSite.allCases.compactMap { activationClips[$0]?.logit } + (kvClip.map { [$0.logit] } ?? [])
-            + weightClips.keys.sorted().map { weightClips[$0]! }
+            + TensorRole.blockLinears.map { weightClips[$0]! }
     }
 
     /// Installs the block's transforms, activation and KV quantizers on block `index` of a
@@ -133,8 +133,8 @@ package final class FlatQuantBlock {
         return out
     }
 
-    /// Each weight row's clip ratio sigmoid(logit), by weight name.
-    package var weightClipRatios: [String: [Float]] {
+    /// Each weight row's clip ratio sigmoid(logit), by block weight.
+    package var weightClipRatios: [TensorRole: [Float]] {
         weightClips.mapValues { p in p.value.array.map { 1 / (1 + expf(-$0)) } }
     }
 }
@@ -167,10 +167,8 @@ package final class FlatQuantWeightQuantizer: TrainingWeightQuantizer {
         let arch = DecoderArchitecture(decoder.config)
         for (index, block) in blocks {
             for role in TensorRole.blockLinears {
-                let local = arch.spec(role, layer: index).name
-                let original = DecoderArchitecture(decoder.config).spec(role, layer: block.layer).name
-                guard let p = byName[local], let clip = block.weightClips[original] ?? block.weightClips[local] else { continue }
-                entries[ObjectIdentifier(p)] = Entry(transform: block.transforms[FlatQuantBlock.site(of: role)]!, clip: clip)
+                guard let p = byName[arch.spec(role, layer: index).name] else { continue }
+                entries[ObjectIdentifier(p)] = Entry(transform: block.transforms[FlatQuantBlock.site(of: role)]!, clip: block.weightClips[role]!)
             }
         }
     }
@@ -360,8 +358,9 @@ extension FlatQuant {
             }
             for (name, t) in block.savedTensors { tensors[name] = t }
         }
-        let out = try DecoderWeights(config: config, source: InMemoryWeights(tensors, path: "<flatquant>"))
-        try out.installFlatQuant(from: InMemoryWeights(tensors, path: "<flatquant>"))
+        let source = InMemoryWeights(tensors, path: "<flatquant>")
+        let out = try DecoderWeights(config: config, source: source)
+        try out.installFlatQuant(from: source)
         return out
     }
 }
