@@ -2,6 +2,7 @@ import Foundation
 import Formats
 import Model
 import Quant
+import Tensors
 
 /// Calibration data for PTQ: a text file (one sequence per line) or JSONL with a "text" field.
 package enum CalibrationText {
@@ -62,8 +63,10 @@ package struct PTQReport: Codable, Equatable, Sendable {
     /// Outliers of every block linear's input on the calibration windows, in full precision
     /// (nil without calibration data).
     package var activationOutliers: [SiteOutliers]?
-    /// The same after QuaRot's rotation (with `--method quarot`).
+    /// The same after the transform (`--method quarot` or `flatquant`).
     package var rotatedActivationOutliers: [SiteOutliers]?
+    /// FlatQuant's calibration, block by block (`--method flatquant`).
+    package var flatQuantBlocks: [FlatQuant.BlockReport]?
     package var seconds: Double
 
     enum CodingKeys: String, CodingKey {
@@ -76,12 +79,33 @@ package struct PTQReport: Codable, Equatable, Sendable {
         case sumRelativeOutputError = "sum_relative_output_error"
         case activationOutliers = "activation_outliers"
         case rotatedActivationOutliers = "rotated_activation_outliers"
+        case flatQuantBlocks = "flatquant_blocks"
     }
 
     package static func url(out: URL) -> URL { out.appendingPathComponent("ptq-report.json") }
 
     package static func read(out: URL) throws -> PTQReport {
         try JobJSON.read(PTQReport.self, from: url(out: out), missing: "run `rqat ptq --out \(out.path)` first")
+    }
+}
+
+/// A transform of the full-precision model that PTQ runs before quantizing its weights.
+package enum PTQTransform: String, Sendable, CaseIterable {
+    /// QuaRot: random Hadamard rotations folded into the weights, seed 0, down_proj's input
+    /// rotated online.
+    case quarot
+    /// FlatQuant: learned affine transforms per linear site, calibrated block by block; the
+    /// weights' learned row clips go to RTN.
+    case flatquant
+
+    /// The activation and KV quantization the checkpoint records (nil: the scheme's defaults).
+    func activationQuant(_ scheme: QuantScheme) -> ActivationQuantSpec? {
+        switch self {
+        // QuaRot's clip ratios: the rotation has spread the outlier channels.
+        case .quarot: ActivationQuantSpec(scheme: scheme, activationClip: 0.9, kvClip: 0.95)
+        // FlatQuant's are learned per site and stored as tensors.
+        case .flatquant: ActivationQuantSpec(scheme: scheme, activationClip: 1, kvClip: 1)
+        }
     }
 }
 
@@ -100,9 +124,11 @@ package struct PTQJob {
     package var damp: Double
     /// The output directory as the user wrote it (progress lines repeat it verbatim).
     package var out: String
-    /// QuaRot first (`--method quarot`): the FP model rotated (`QuaRot.rotate`, seed 0), then
-    /// its weights quantized by `method`; the checkpoint records the online transforms.
-    package var quarot = false
+    /// A transform of the FP model before its weights are quantized by `method`; the checkpoint
+    /// records the online part. nil: none.
+    package var transform: PTQTransform?
+    /// FlatQuant's calibration (windows of `seqLen` tokens; samples from `calibrationSamples`).
+    package var flatQuant = FlatQuant.Settings.cpuDefault
 
     package init(model: String, scheme: QuantScheme, method: PTQMethod, calibration: String?, calibrationSamples: Int,
                  seqLen: Int, clip: Bool, actOrder: Bool, damp: Double, out: String) {
@@ -141,20 +167,46 @@ package struct PTQJob {
             }
             return outliers
         }
-        let outliers = measureOutliers(lm.decoder, quarot ? "before the rotation" : "of the model")
+        let step = transform == .flatquant ? "FlatQuant's transforms" : "the rotation"
+        let outliers = measureOutliers(lm.decoder, transform == nil ? "of the model" : "before \(step)")
         var decoder = lm.decoder
         var rotation: RotationSpec?
         var rotatedOutliers: [SiteOutliers]?
-        if quarot {
+        var extraTensors: [String: Tensor] = [:]
+        var rowShrinks: [String: [Float]] = [:]
+        var flatQuantReports: [FlatQuant.BlockReport]?
+        if let transform {
             guard method == .rtn else {
-                throw JobError("--method quarot --then gptq: GPTQ on rotated weights is not built yet; use --then rtn")
+                throw JobError("--method \(transform.rawValue) --then gptq: GPTQ on transformed weights is not built yet; use --then rtn")
             }
-            decoder = Decoder(weights: try QuaRot.rotate(lm.decoder.weights, seed: 0))
-            rotation = RotationSpec(method: "quarot", seed: 0, onlineDownHadamard: true)
-            rotatedOutliers = measureOutliers(decoder, "after the rotation")
+            switch transform {
+            case .quarot:
+                decoder = Decoder(weights: try QuaRot.rotate(lm.decoder.weights, seed: 0))
+                rotation = RotationSpec(method: transform.rawValue, seed: 0, onlineDownHadamard: true)
+            case .flatquant:
+                let sequences = windows.filter { $0.count == seqLen }
+                guard !sequences.isEmpty else {
+                    throw JobError("--method flatquant calibrates on windows of --seq-len \(seqLen) tokens: \(calibration ?? "no --calib") has none; give --calib or a smaller --seq-len")
+                }
+                var settings = flatQuant
+                settings.samples = sequences.count
+                settings.length = seqLen
+                log("ptq: FlatQuant calibration on \(sequences.count) windows of \(seqLen) tokens, \(settings.epochs) epochs")
+                let (blocks, reports) = try FlatQuant.calibrate(config: lm.config, source: lm.checkpoint.weights, sequences: sequences,
+                                                                scheme: scheme, settings: settings, log: log)
+                decoder = Decoder(weights: try FlatQuant.transformedWeights(lm.decoder.weights, blocks: blocks))
+                for block in blocks {
+                    extraTensors.merge(block.savedTensors) { $1 }
+                    rowShrinks.merge(block.weightClipRatios(lm.config)) { $1 }
+                }
+                rotation = RotationSpec(method: transform.rawValue, seed: 0, onlineDownHadamard: false)
+                flatQuantReports = reports
+            }
+            rotatedOutliers = measureOutliers(decoder, "after \(step)")
         }
-        let methodName = quarot ? "quarot+\(method.rawValue)" : method.rawValue
-        var options = PTQOptions(scheme: scheme, method: method, clipSearch: clip ? .gptq : nil)
+        let methodName = transform.map { "\($0.rawValue)+\(method.rawValue)" } ?? method.rawValue
+        var options = PTQOptions(scheme: scheme, method: method, clipSearch: clip && rowShrinks.isEmpty ? .gptq : nil)
+        options.rowShrinks = rowShrinks
         options.gptq.actOrder = actOrder
         options.gptq.dampPercent = damp
         let start = Date()
@@ -175,19 +227,18 @@ package struct PTQJob {
         if let rotation { extra[RotationSpec.configKey] = rotation.jsonObject }
         let outURL = URL(fileURLWithPath: out)
         try QuantizedCheckpoint.save(directory: outURL, config: decoder.config,
-                                     fullPrecision: PTQ.fullPrecisionTensors(decoder.weights),
+                                     fullPrecision: PTQ.fullPrecisionTensors(decoder.weights).merging(extraTensors) { $1 },
                                      quantized: result.quantized, scheme: scheme, method: methodName,
                                      extra: extra,
                                      extraFiles: ["tokenizer.json", "tokenizer_config.json"].map { tokenizerDir.appendingPathComponent($0) },
-                                     // QuaRot's clip ratios: the rotation has spread the outlier channels.
-                                     activationQuant: quarot ? ActivationQuantSpec(scheme: scheme, activationClip: 0.9, kvClip: 0.95) : nil)
+                                     activationQuant: transform?.activationQuant(scheme))
         let seconds = Date().timeIntervalSince(start)
         let report = PTQReport(model: model, scheme: scheme.description, method: methodName, clipSearch: clip,
                                actOrder: actOrder, dampPercent: damp, calibration: calibration,
                                calibrationWindows: windows.count, seqLen: seqLen,
                                matrices: result.reports.map { .init(name: $0.name, relativeOutputError: $0.relativeOutputError) },
                                sumRelativeOutputError: result.totalRelativeOutputError, activationOutliers: outliers,
-                               rotatedActivationOutliers: rotatedOutliers, seconds: seconds)
+                               rotatedActivationOutliers: rotatedOutliers, flatQuantBlocks: flatQuantReports, seconds: seconds)
         try JobJSON.write(report, to: PTQReport.url(out: outURL))
         log(String(format: "ptq: wrote %@ in %.0f s", out, seconds))
         return report

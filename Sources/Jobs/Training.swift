@@ -43,9 +43,10 @@ package struct StudentModel {
 
     package init(model: String, qat: QuantScheme?, lsq: Bool, log: (String) -> Void) throws {
         let checkpoint = try Checkpoint.open(model)
-        if let rotation = checkpoint.rotation, rotation.onlineDownHadamard {
-            // The training decoder would drop the online rotation and train another function.
-            throw JobError("\(model): a \(rotation.method)-rotated checkpoint needs its online Hadamard before the down projection, which training does not apply yet; start QAT from an rtn or gptq init")
+        if let rotation = checkpoint.rotation, rotation.onlineDownHadamard || rotation.method == FlatQuantLayout.method {
+            // The training decoder would drop the online transforms and train another function.
+            let what = rotation.onlineDownHadamard ? "its online Hadamard before the down projection" : "its online transform at every linear layer's input"
+            throw JobError("\(model): a \(rotation.method) checkpoint needs \(what), which training does not apply yet; start QAT from an rtn or gptq init")
         }
         self.checkpoint = checkpoint
         (tokenizer, template) = try checkpoint.loadTokenizer()

@@ -232,6 +232,9 @@ package final class LearnableClipQuantizer: TrainableInputTransform {
 /// `model.layers.N.flatquant.<site>.left`, `.right`, `.scale` (the factors L, R and channel
 /// scales s), `.act_clip` (the site's activation clip ratio), `model.layers.N.flatquant.kv_clip`.
 package enum FlatQuantLayout {
+    /// The `rqat_rotation` method of a FlatQuant checkpoint.
+    package static let method = "flatquant"
+
     static func siteName(_ site: LinearSite) -> String {
         switch site {
         case .qkv: "qkv"
@@ -261,16 +264,28 @@ extension DecoderWeights {
                                                        scale: try source.tensor(prefix + ".scale"), name: prefix)
                 var stages: [any LinearInputTransform] = [FrozenFlatQuantTransform(transform)]
                 if let bits = activation?.activationBits {
-                    let clip = source.has(FlatQuantLayout.activationClipName(l, site)) ? try source.tensor(FlatQuantLayout.activationClipName(l, site)).ptr[0] : 1
+                    let clip = try Self.storedRatio(source, FlatQuantLayout.activationClipName(l, site))
                     stages.append(InPlaceActivationQuantizer(ActivationQuantizer(bits: bits, symmetric: activation!.activationSymmetric, clipRatio: clip)))
                 }
                 layer.linear(site).inputTransforms = stages
             }
             if let bits = activation?.kvBits {
-                let clip = source.has(FlatQuantLayout.kvClipName(l)) ? try source.tensor(FlatQuantLayout.kvClipName(l)).ptr[0] : 1
+                let clip = try Self.storedRatio(source, FlatQuantLayout.kvClipName(l))
                 layer.cacheTransforms = [InPlaceActivationQuantizer(.kvCache(bits: bits, headDim: config.headDim, clipRatio: clip), parallel: false)]
             }
         }
+    }
+}
+
+extension DecoderWeights {
+    /// A clip ratio stored as a one-element tensor (1 when absent), checked to be in (0, 1].
+    fileprivate static func storedRatio(_ source: any WeightSource, _ name: String) throws -> Float {
+        guard source.has(name) else { return 1 }
+        let ratio = try source.tensor(name).array.first ?? .nan
+        guard ratio > 0 && ratio <= 1 else {
+            throw FlatQuantError("\(source.path): \(name) is \(ratio), not a clip ratio in (0, 1]; re-run `rqat ptq --method flatquant`")
+        }
+        return ratio
     }
 }
 

@@ -21,7 +21,12 @@ package final class LanguageModel {
         (tokenizer, chatTemplate) = try checkpoint.loadTokenizer()
         let weights = try DecoderWeights(config: checkpoint.config, source: checkpoint.weights)
         if checkpoint.rotation?.onlineDownHadamard == true { try weights.installOnlineDownHadamard() }
-        if let spec = checkpoint.activationQuant { weights.installActivationQuant(spec) }
+        if checkpoint.rotation?.method == FlatQuantLayout.method {
+            // Its online transforms come first at every site, its learned clips with them.
+            try weights.installFlatQuant(from: checkpoint.weights, activation: checkpoint.activationQuant)
+        } else if let spec = checkpoint.activationQuant {
+            weights.installActivationQuant(spec)
+        }
         decoder = Decoder(weights: weights)
     }
 

@@ -141,12 +141,13 @@ package struct PipelineRun {
             let digest = try runner.run("ptq-\(name)", inputs: ["teacher": teacherDigest, "ptq": try StageRunner.digest(p.withoutEvaluate).canonical,
                                                                "calibration": calibrationName.flatMap { calibrationDigests[$0] } ?? "-"]) { dir in
                 try runner.rank0Only {
-                    // quarot: QuaRot's rotation, then RTN on the rotated weights.
-                    var job = PTQJob(model: teacherPath, scheme: scheme, method: p.method == "quarot" ? .rtn : PTQMethod(rawValue: p.method)!,
+                    // quarot, flatquant: the transform, then RTN on the transformed weights.
+                    let transform = PTQTransform(rawValue: p.method)
+                    var job = PTQJob(model: teacherPath, scheme: scheme, method: transform != nil ? .rtn : PTQMethod(rawValue: p.method)!,
                                      calibration: calibration.map { runner.directory("calibration-\($0.name)").appendingPathComponent("calibration.jsonl").path },
                                      calibrationSamples: calibration?.windows ?? 0, seqLen: calibration?.length ?? 256,
                                      clip: true, actOrder: true, damp: 0.01, out: dir.appendingPathComponent("model").path)
-                    job.quarot = p.method == "quarot"
+                    job.transform = transform
                     _ = try job.run(log: { log("ptq-\(name): " + $0) })
                 }
             }

@@ -248,23 +248,23 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
         let calibrations = calibration.map(\.name)
         if Set(calibrations).count != calibrations.count { throw ConfigError("\(file): calibration names repeat; give each a distinct name") }
         for (i, p) in ptq.enumerated() {
-            guard ["rtn", "gptq", "quarot"].contains(p.method) else {
-                throw ConfigError("\(file): ptq[\(i)].method \"\(p.method)\" is unknown; use rtn, gptq or quarot (rotation, then RTN)")
+            guard ["rtn", "gptq", "quarot", "flatquant"].contains(p.method) else {
+                throw ConfigError("\(file): ptq[\(i)].method \"\(p.method)\" is unknown; use rtn, gptq, quarot (rotation, then RTN) or flatquant (learned transforms, then RTN)")
             }
-            if p.method == "gptq" && calibrations.isEmpty { throw ConfigError("\(file): ptq[\(i)] is GPTQ, which needs a calibration set") }
+            if ["gptq", "flatquant"].contains(p.method) && calibrations.isEmpty { throw ConfigError("\(file): ptq[\(i)] is \(p.method == "gptq" ? "GPTQ" : "FlatQuant"), which needs a calibration set") }
             if let c = p.calibration, !calibrations.contains(c) {
                 throw ConfigError("\(file): ptq[\(i)].calibration \"\(c)\" is not one of the calibration names (\(calibrations.joined(separator: ", ")))")
             }
         }
         let ptqNames = ptq.map { $0.stageName(defaultCalibration: calibrations.first) }
         // Training does not apply a rotated model's online Hadamard yet (StudentModel refuses it).
-        let rotated = Set(ptq.filter { $0.method == "quarot" }.map { $0.stageName(defaultCalibration: calibrations.first) })
+        let rotated = Set(ptq.filter { ["quarot", "flatquant"].contains($0.method) }.map { $0.stageName(defaultCalibration: calibrations.first) })
         for (i, q) in qat.enumerated() {
             guard ptqNames.contains(q.from) else {
                 throw ConfigError("\(file): qat[\(i)].from \"\(q.from)\" names no PTQ stage; the PTQ stages are \(ptqNames.joined(separator: ", "))")
             }
             guard !rotated.contains(q.from) else {
-                throw ConfigError("\(file): qat[\(i)].from \"\(q.from)\" is a QuaRot init, which QAT cannot start from yet; start from an rtn or gptq stage")
+                throw ConfigError("\(file): qat[\(i)].from \"\(q.from)\" is a QuaRot or FlatQuant init, which QAT cannot start from yet; start from an rtn or gptq stage")
             }
             guard ["kd", "kd-fkl", "kd-rkl", "kd-jsd", "sft"].contains(q.objective) else {
                 throw ConfigError("\(file): qat[\(i)].objective \"\(q.objective)\" is unknown; use kd (= kd-fkl), kd-rkl, kd-jsd or sft")

@@ -50,12 +50,15 @@ package enum FlatQuant {
         package var mseBefore: Double
         package var mseAfter: Double
         package var steps: Int
+        /// Training did not lower the error, so the block keeps identity transforms and its initial clips.
+        package var keptInitial: Bool
         package var seconds: Double
 
         enum CodingKeys: String, CodingKey {
             case layer, steps, seconds
             case mseBefore = "mse_before"
             case mseAfter = "mse_after"
+            case keptInitial = "kept_initial"
         }
     }
 
@@ -133,9 +136,12 @@ package final class FlatQuantBlock {
         return out
     }
 
-    /// Each weight row's clip ratio sigmoid(logit), by block weight.
-    package var weightClipRatios: [TensorRole: [Float]] {
-        weightClips.mapValues { p in p.value.array.map { 1 / (1 + expf(-$0)) } }
+    /// Each weight row's clip ratio sigmoid(logit), by matrix name (`PTQOptions.rowShrinks`).
+    package func weightClipRatios(_ config: ModelConfig) -> [String: [Float]] {
+        let arch = DecoderArchitecture(config)
+        var out: [String: [Float]] = [:]
+        for (role, p) in weightClips { out[arch.spec(role, layer: layer).name] = p.value.array.map { 1 / (1 + expf(-$0)) } }
+        return out
     }
 }
 
@@ -157,6 +163,11 @@ package final class FlatQuantWeightQuantizer: TrainingWeightQuantizer {
     let symmetric: Bool
     package private(set) var generation = 0
     package let parameters: [Parameter] = []
+    /// Passes dL/d(W P⁻ᵀ) through entries clamped at the grid's ends too (plain identity instead
+    /// of the clip mask). The mask is the straight-through estimator as FlatQuant (and PyTorch's
+    /// fake quantization) has it; without it, at a grid fine enough to be exact, the two sides'
+    /// gradients of a transform cancel, which the tests use to check their composition.
+    package var passesClampedGradients = false
 
     /// For block `index` of `decoder`, the weights of `block`.
     package init(decoder: TrainableDecoder, blocks: [(index: Int, block: FlatQuantBlock)], scheme: QuantScheme) {
@@ -220,6 +231,7 @@ package final class FlatQuantWeightQuantizer: TrainingWeightQuantizer {
             var dc: Float = 0
             for j in 0..<count {
                 let u = x[j] / grid.scale, code = u.rounded(.toNearestOrEven) + grid.zero
+                if passesClampedGradients { dx[j] = dy[j] }
                 if code < 0 { dc += dy[j] * (0 - grid.zero) * grid.scale }
                 else if code > maxCode { dc += dy[j] * (maxCode - grid.zero) * grid.scale }
                 else { dx[j] = dy[j]; dc += dy[j] * (u.rounded(.toNearestOrEven) - u) * grid.scale }
@@ -322,11 +334,20 @@ extension FlatQuant {
                 for t in block.transforms.values { try t.refreshInverse() }
                 quantizer.refresh()
             }
-            let after = meanSquaredError()
-            let report = BlockReport(layer: l, mseBefore: before, mseAfter: after, steps: steps, seconds: Date().timeIntervalSince(start))
-            log(String(format: "flatquant: block %d: output MSE %.4g -> %.4g in %d steps (%.1f s)", l, before, after, steps, report.seconds))
+            var after = meanSquaredError()
+            // Training on straight-through gradients can end worse than it started (a small
+            // block, noisy rounding); then the block keeps its start, as a clip search keeps no clip.
+            var kept = block
+            if !(after < before) {
+                kept = FlatQuantBlock(layer: l, config: config, activation: activation)
+                after = before
+            }
+            let report = BlockReport(layer: l, mseBefore: before, mseAfter: after, steps: steps,
+                                     keptInitial: kept !== block, seconds: Date().timeIntervalSince(start))
+            log(String(format: "flatquant: block %d: output MSE %.4g -> %.4g in %d steps (%.1f s)%@", l, before, after, steps, report.seconds,
+                       report.keptInitial ? ", training did not lower it: identity transforms kept" : ""))
             reports.append(report)
-            blocks.append(block)
+            blocks.append(kept)
             x = y   // the next block trains on full-precision inputs
         }
         return (blocks, reports)

@@ -13,6 +13,8 @@ package struct PTQOptions: Sendable {
     package var gptq = GPTQOptions()
     /// Calibration sequences run through a block together.
     package var batchSequences = 4
+    /// RTN only: a fixed clip ratio per row of the named matrices (FlatQuant's learned weight clips).
+    package var rowShrinks: [String: [Float]] = [:]
 
     package init(scheme: QuantScheme, method: PTQMethod, clipSearch: ClipSearch? = nil) {
         self.scheme = scheme
@@ -98,7 +100,7 @@ package enum PTQ {
                     var error: Double? = nil
                     switch options.method {
                     case .rtn:
-                        matrix = RTN.quantize(w, scheme: options.scheme, clipSearch: options.clipSearch)
+                        matrix = RTN.quantize(w, scheme: options.scheme, clipSearch: options.clipSearch, rowShrinks: options.rowShrinks[part.name])
                         if let hessian {
                             error = GPTQ.relativeOutputError(weight: w, quantized: matrix.dequantized(), hessian: hessian)
                         }

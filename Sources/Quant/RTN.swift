@@ -30,8 +30,10 @@ package struct ClipSearch: Equatable, Sendable {
 /// Round-to-nearest quantization: each group's grid from its min/max (optionally clipped by the
 /// MSE search), scale rounded to fp16, codes by rounding.
 package enum RTN {
-    package static func quantize(_ w: Tensor, scheme: QuantScheme, clipSearch: ClipSearch? = nil) -> QuantizedMatrix {
+    /// `rowShrinks`: a fixed clip ratio per row (FlatQuant's learned weight clips) instead of the search.
+    package static func quantize(_ w: Tensor, scheme: QuantScheme, clipSearch: ClipSearch? = nil, rowShrinks: [Float]? = nil) -> QuantizedMatrix {
         precondition(w.rank == 2, "RTN quantizes a matrix, got shape \(w.shape)")
+        precondition(rowShrinks == nil || (rowShrinks!.count == w.shape[0] && clipSearch == nil), "RTN: \(rowShrinks!.count) row clips for \(w.shape[0]) rows, or with a clip search")
         guard let bits = scheme.weightBits else { preconditionFailure("scheme \(scheme) has no weight bits") }
         let rows = w.shape[0], cols = w.shape[1]
         let groupSize = scheme.groupSize
@@ -50,6 +52,7 @@ package enum RTN {
             let c = codes.baseAddress!, s = scales.baseAddress!, z = zeros.baseAddress!
             Threads.parallelFor(rows) { range in
                 for r in range {
+                    let shrinks = rowShrinks.map { [$0[r]] } ?? shrinks
                     for g in 0..<groups {
                         let lo = g * width, n = min(width, cols - lo)
                         let x = UnsafePointer(w.ptr + r * cols + lo)

@@ -19,8 +19,10 @@ struct PTQCommand: ParsableCommand {
 
     @Option(help: "A .gguf file or a Hugging Face model directory.") var model: String
     @Option(help: "Scheme, e.g. w3g128, w4g128-sym, w4 (\(QuantScheme.validForms)).") var scheme: String
-    @Option(help: "rtn, gptq, or quarot (QuaRot's rotation, then --then's weight quantizer).") var method = "gptq"
-    @Option(help: "With --method quarot: how the rotated weights are quantized (rtn; gptq is not built yet).") var then = "rtn"
+    @Option(help: "rtn, gptq, quarot (QuaRot's rotation) or flatquant (FlatQuant's learned transforms, calibrated on --calib); the last two then quantize the weights with --then.") var method = "gptq"
+    @Option(help: "With --method quarot or flatquant: how the transformed weights are quantized (rtn; gptq is not built yet).") var then = "rtn"
+    @Option(help: "With --method flatquant: calibration epochs over the windows.") var epochs = FlatQuant.Settings.cpuDefault.epochs
+    @Option(help: "With --method flatquant: calibration learning rate (the clip ratios' is 10x).") var lr = FlatQuant.Settings.cpuDefault.learningRate
     @Option(help: "Calibration data (text lines or JSONL with \"text\").") var calib: String?
     @Option(help: "Calibration windows to use.") var calibSamples = 128
     @Option(help: "Tokens per calibration window.") var seqLen = 2048
@@ -35,13 +37,15 @@ struct PTQCommand: ParsableCommand {
         try reportingErrors {
             let parsed: QuantScheme
             do { parsed = try QuantScheme.parse(scheme) } catch { throw CLIError("\(error)") }
-            let quarot = method == "quarot"
-            guard let weights = PTQMethod(rawValue: quarot ? then : method) else {
-                throw CLIError(quarot ? "--then must be rtn or gptq" : "--method must be rtn, gptq or quarot")
+            let transform = PTQTransform(rawValue: method)
+            guard let weights = PTQMethod(rawValue: transform != nil ? then : method) else {
+                throw CLIError(transform != nil ? "--then must be rtn or gptq" : "--method must be rtn, gptq, quarot or flatquant")
             }
             var job = PTQJob(model: model, scheme: parsed, method: weights, calibration: calib, calibrationSamples: calibSamples,
                              seqLen: seqLen, clip: clip, actOrder: actOrder, damp: damp, out: out)
-            job.quarot = quarot
+            job.transform = transform
+            job.flatQuant.epochs = epochs
+            job.flatQuant.learningRate = lr
             _ = try job.run(log: printErr)
         }
     }

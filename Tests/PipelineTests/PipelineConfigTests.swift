@@ -55,13 +55,13 @@ final class PipelineConfigTests: XCTestCase {
         XCTAssertTrue(message(Self.minimal.replacingOccurrences(of: "\"from\": \"gptq-w3g128\"", with: "\"from\": \"gptq-w2g64\""))
             .contains("qat[0].from \"gptq-w2g64\" names no PTQ stage"))
         XCTAssertTrue(message(Self.minimal.replacingOccurrences(of: "\"objective\": \"kd\"", with: "\"objective\": \"rl\"")).contains("use kd (= kd-fkl), kd-rkl, kd-jsd or sft"))
-        XCTAssertTrue(message(Self.minimal.replacingOccurrences(of: "\"method\": \"rtn\"", with: "\"method\": \"awq\"")).contains("use rtn, gptq or quarot"))
+        XCTAssertTrue(message(Self.minimal.replacingOccurrences(of: "\"method\": \"rtn\"", with: "\"method\": \"awq\"")).contains("use rtn, gptq, quarot (rotation, then RTN) or flatquant"))
         // A QuaRot init is evaluated; QAT and RL cannot start from it yet.
         let quarot = Self.minimal.replacingOccurrences(of: "{\"method\": \"rtn\", \"scheme\": \"w3g128\"}",
                                                        with: "{\"method\": \"quarot\", \"scheme\": \"w4a4kv4\"}")
         XCTAssertEqual(message(quarot), "accepted")
         XCTAssertTrue(message(quarot.replacingOccurrences(of: "\"from\": \"gptq-w3g128\"", with: "\"from\": \"quarot-w4a4kv4\""))
-            .contains("qat[0].from \"quarot-w4a4kv4\" is a QuaRot init"), message(quarot.replacingOccurrences(of: "\"from\": \"gptq-w3g128\"", with: "\"from\": \"quarot-w4a4kv4\"")))
+            .contains("qat[0].from \"quarot-w4a4kv4\" is a QuaRot or FlatQuant init"), message(quarot.replacingOccurrences(of: "\"from\": \"gptq-w3g128\"", with: "\"from\": \"quarot-w4a4kv4\"")))
         XCTAssertTrue(message(Self.minimal.replacingOccurrences(of: "{\"model\": \"teacher.gguf\"}", with: "{}")).contains("exactly one of"))
     }
 

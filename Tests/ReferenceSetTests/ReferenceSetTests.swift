@@ -25,6 +25,9 @@ import XCTest
 /// there is one, recorded there by `scripts/record-reference-set.sh` with the code of a commit
 /// that reproduced the original set (named in the commit that adds the file). On an AMD EPYC
 /// (OpenBLAS "Cooperlake") the logits matched the original set; GPTQ and training did not.
+/// The original set holds whole on the kernel sets of `originalSetMachines`; on a machine with
+/// neither its own set nor one of those, only the logits (our own kernels) are compared and the
+/// rest is skipped with the machine's key, since its sgemm rounds as no recorded set did.
 final class ReferenceSetTests: XCTestCase {
     struct ReferenceSet: Codable {
         var instructionSet: Int32
@@ -41,11 +44,17 @@ final class ReferenceSetTests: XCTestCase {
         return "\(Threads.blasCoreName)-\(vendor)"
     }
 
+    /// Kernel sets on which the original set was reproduced whole (Intel Xeon, Sapphire Rapids
+    /// features, whose Debian OpenBLAS reports "Prescott": at fddb99f, 2026-12-02).
+    static let originalSetMachines: Set<String> = ["Prescott-GenuineIntel"]
+
     /// The set recorded for this machine's key, if any, else the original one.
     static var machineFixtureName: String {
         let own = "reference-set-\(machineKey).json"
         return FileManager.default.fileExists(atPath: TestPaths.fixture(own).path) ? own : fixtureName
     }
+    /// Whether a recorded set covers this machine's kernels whole (else only the logits compare).
+    static var machineIsCovered: Bool { machineFixtureName != fixtureName || originalSetMachines.contains(machineKey) }
     static var recording: Bool { ProcessInfo.processInfo.environment["RQAT_RECORD_REFERENCE_SET"] == "1" }
 
     var dir: URL!
@@ -163,10 +172,13 @@ final class ReferenceSetTests: XCTestCase {
         func lap(_ what: String) { print(String(format: "reference set: %@ done at %.0f s", what, Date().timeIntervalSince(start))) }
         var runs = try logitRuns()
         lap("logits")
-        try runs.merge(gptqRun()) { $1 }
-        lap("gptq")
-        try runs.merge(trainingRuns()) { $1 }
-        lap("training")
+        let whole = Self.recording || Self.machineIsCovered
+        if whole {
+            try runs.merge(gptqRun()) { $1 }
+            lap("gptq")
+            try runs.merge(trainingRuns()) { $1 }
+            lap("training")
+        }
         let isa = rqat_gemv_best_isa()
         // A recording is for this machine's kernel set (the original set is never rewritten).
         let url = TestPaths.fixture("reference-set-\(Self.machineKey).json")
@@ -181,12 +193,16 @@ final class ReferenceSetTests: XCTestCase {
         guard reference.instructionSet == isa else {
             throw XCTSkip("the reference set was recorded on kernel instruction set \(reference.instructionSet), this machine runs \(isa)")
         }
-        XCTAssertEqual(Set(runs.keys), Set(reference.runs.keys))
-        for (run, expected) in reference.runs.sorted(by: { $0.key < $1.key }) {
+        let compared = reference.runs.filter { whole || runs[$0.key] != nil }
+        XCTAssertEqual(Set(runs.keys), Set(compared.keys))
+        for (run, expected) in compared.sorted(by: { $0.key < $1.key }) {
             let got = runs[run] ?? [:]
             XCTAssertEqual(Set(got.keys), Set(expected.keys), "\(run): different tensors")
             let moved = expected.keys.sorted().filter { got[$0] != nil && got[$0] != expected[$0] }
-            XCTAssertTrue(moved.isEmpty, "\(run): \(moved.count) of \(expected.count) differ from \(Self.machineFixtureName), e.g. \(moved.prefix(5))")
+            XCTAssertTrue(moved.isEmpty, "\(run): \(moved.count) of \(expected.count) differ from \(Self.machineFixtureName) on \(Self.machineKey), e.g. \(moved.prefix(5))")
+        }
+        if !whole {
+            throw XCTSkip("logits compared; GPTQ and training skipped: no reference set is recorded for this machine's kernel set \(Self.machineKey) (scripts/record-reference-set.sh records one)")
         }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import Formats
 import TestSupport
 
 /// The `rqat` executable end to end: bad input gives one line on stderr naming the file and a
@@ -209,6 +210,48 @@ final class CLITests: XCTestCase {
         try JSONSerialization.data(withJSONObject: config).write(to: configURL)
         let unrotated = try perplexity(out)
         XCTAssertGreaterThan(abs(unrotated - fp), 0.2 * fp, "without its online rotation the model is another function: \(unrotated) against \(fp)")
+    }
+
+    /// `ptq --method flatquant`: calibration lowers every block's output error, the model at
+    /// W8A8KV8 keeps the FP perplexity, the checkpoint records the method and holds each block's
+    /// transforms, and training from it is refused (it would drop them).
+    func testFlatQuantCheckpointKeepsItsTransforms() throws {
+        let dir = try scratch()
+        let model = dir.appendingPathComponent("m")
+        try TinyModels.writeModel(at: model, seed: 1, headDim: 32)
+        let text = dir.appendingPathComponent("text.txt")
+        try (0..<8).map { "Tom has \($0 + 2) apples and gets \($0 + 3) more, so he has \(2 * $0 + 5) apples in all." }
+            .joined(separator: "\n").write(to: text, atomically: true, encoding: .utf8)
+        func perplexity(_ path: URL) throws -> Double {
+            let measured = try run(["ppl", "--model", path.path, "--data", text.path])
+            XCTAssertEqual(measured.status, 0, measured.output)
+            return try XCTUnwrap(measured.stdout.split(separator: " ").drop { $0 != "perplexity" }.dropFirst().first.flatMap { Double($0) })
+        }
+        let out = dir.appendingPathComponent("flatquant")
+        let ptq = try run(["ptq", "--model", model.path, "--scheme", "w8a8kv8", "--method", "flatquant", "--calib", text.path,
+                           "--seq-len", "32", "--epochs", "3", "--out", out.path])
+        XCTAssertEqual(ptq.status, 0, ptq.output)
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("ptq-report.json"))) as! [String: Any]
+        XCTAssertEqual(report["method"] as? String, "flatquant+rtn")
+        let blocks = try XCTUnwrap(report["flatquant_blocks"] as? [[String: Any]])
+        XCTAssertEqual(blocks.count, 2)
+        for b in blocks { XCTAssertLessThan(b["mse_after"] as! Double, b["mse_before"] as! Double, "\(b)") }
+        let fp = try perplexity(model), transformed = try perplexity(out)
+        XCTAssertEqual(transformed, fp, accuracy: 0.05 * fp, "FlatQuant + W8A8KV8 keeps the function")
+
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("config.json"))) as! [String: Any]
+        let q = config["quantization_config"] as! [String: Any]
+        XCTAssertEqual((q["rqat_rotation"] as? [String: Any])?["method"] as? String, "flatquant")
+        let tensors = try SafeTensorsFile(url: out.appendingPathComponent("model.safetensors")).tensorNames
+        for site in ["qkv", "output", "gate_up", "down"] {
+            for part in ["left", "right", "scale", "act_clip"] { XCTAssertTrue(tensors.contains("model.layers.1.flatquant.\(site).\(part)"), "\(site).\(part)") }
+        }
+        XCTAssertTrue(tensors.contains("model.layers.0.flatquant.kv_clip"))
+        let data = dir.appendingPathComponent("d.jsonl")
+        try TinyModels.writeArithmeticData(to: data)
+        let qat = try run(["sft", "--model", out.path, "--data", data.path, "--out", dir.appendingPathComponent("o").path, "--qat", "w8a8kv8"])
+        XCTAssertNotEqual(qat.status, 0)
+        XCTAssertTrue(qat.stderr.contains("online transform at every linear layer's input"), qat.stderr)
     }
 
     /// `rqat train --loss`: an unknown value and a divergence the signal cannot carry are refused
