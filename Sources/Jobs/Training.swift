@@ -40,14 +40,15 @@ package struct StudentModel {
     package let template: ChatTemplate
     package let decoder: TrainableDecoder
     package let quantizer: FakeQuantizer?
+    /// The init's online transforms (QuaRot, FlatQuant), installed on the decoder and carried
+    /// into every model this one exports.
+    package let onlineTransforms: OnlineTransforms?
+    /// The activation and KV quantization the decoder runs (nil: none).
+    package let activationQuant: ActivationQuantSpec?
 
     package init(model: String, qat: QuantScheme?, lsq: Bool, log: (String) -> Void) throws {
         let checkpoint = try Checkpoint.open(model)
-        if let rotation = checkpoint.rotation, rotation.onlineDownHadamard || rotation.method == FlatQuantLayout.method {
-            // The training decoder would drop the online transforms and train another function.
-            let what = rotation.onlineDownHadamard ? "its online Hadamard before the down projection" : "its online transform at every linear layer's input"
-            throw JobError("\(model): a \(rotation.method) checkpoint needs \(what), which training does not apply yet; start QAT from an rtn or gptq init")
-        }
+        onlineTransforms = try OnlineTransforms(checkpoint)
         self.checkpoint = checkpoint
         (tokenizer, template) = try checkpoint.loadTokenizer()
         let decoder = try TrainableDecoder(config: checkpoint.config, source: checkpoint.weights)
@@ -60,8 +61,21 @@ package struct StudentModel {
         // The decoder runs as QAT has it from the start (what an RL probe or rollout samples from),
         // not only once a Trainer installs the quantizer.
         decoder.weightQuantizer = quantizer
-        if let spec = qat.flatMap({ ActivationQuantSpec(scheme: $0) }) {
+        // The init's own activation record (QuaRot's clips) when it quantizes what QAT does.
+        activationQuant = qat.flatMap { scheme in
+            if let recorded = checkpoint.activationQuant, recorded.activationBits == scheme.activationBits, recorded.kvBits == scheme.kvBits {
+                return recorded
+            }
+            return ActivationQuantSpec(scheme: scheme)
+        }
+        if let transforms = onlineTransforms {
+            // The function the init's weights belong to: its online transforms, fixed, then the quantizers.
+            try transforms.install(on: decoder, activation: activationQuant)
+            log("\(model): \(transforms.rotation.method) init, its online transforms kept fixed in training")
+        } else if let spec = activationQuant {
             decoder.installActivationQuant(spec)
+        }
+        if let spec = activationQuant {
             log("activations quantized at run time: \(spec.activationQuantizer?.description ?? "none") at every linear input, KV cache \(spec.kvQuantizer(headDim: checkpoint.config.headDim)?.description ?? "full precision")")
         }
     }
@@ -94,9 +108,11 @@ package struct StudentModel {
         guard let quantizer else { return }
         let exportDir = runDir.appendingPathComponent("quantized")
         let weights = policySnapshot(version: 0)
-        try QuantizedCheckpoint.save(directory: exportDir, config: decoder.config, fullPrecision: weights.fullPrecision,
+        try QuantizedCheckpoint.save(directory: exportDir, config: decoder.config,
+                                     fullPrecision: weights.fullPrecision.merging(onlineTransforms?.tensors ?? [:]) { $1 },
                                      quantized: weights.quantized, scheme: quantizer.scheme, method: "qat-\(quantizer.mode.rawValue)",
-                                     extraFiles: extraFiles)
+                                     extra: onlineTransforms.map { [RotationSpec.configKey: $0.rotation.jsonObject] } ?? [:],
+                                     extraFiles: extraFiles, activationQuant: activationQuant)
         log("quantized model written to \(exportDir.path)")
     }
 }

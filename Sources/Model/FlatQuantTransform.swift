@@ -55,7 +55,10 @@ package final class FlatQuantTransform: TrainableInputTransform {
         try refreshInverse(prefix)
     }
 
-    package var parameters: [Parameter] { [left, right, scale] }
+    /// Whether training moves L, R and s (FlatQuant's calibration); false once they are fixed
+    /// (QAT from a FlatQuant init): then the transform has no parameters and adds no gradients.
+    package var trainsParameters = true
+    package var parameters: [Parameter] { trainsParameters ? [left, right, scale] : [] }
     package var width: Int { factors.n }
 
     /// Re-derives L⁻¹ and R⁻¹ from the current parameters (after an optimizer step).
@@ -95,12 +98,16 @@ package final class FlatQuantTransform: TrainableInputTransform {
         let b = scratch(rows * n, 3)
         Self.scaleRows(x, by: scale.value.ptr, into: b[0], rows: rows, n: n)
         // d(x ⊙ s) into dx, then ds += Σ x ⊙ d(x ⊙ s) and dx = d(x ⊙ s) ⊙ s.
+        let trains = trainsParameters
         factors.backward(x: b[0], dy: dy, dx: dx, rows: rows, left: left.value.ptr, right: right.value.ptr,
-                         dLeft: left.grad.ptr, dRight: right.grad.ptr, scratch: b[1], scratch2: b[2])
+                         dLeft: trains ? left.grad.ptr : nil, dRight: trains ? right.grad.ptr : nil, scratch: b[1], scratch2: b[2])
         let s = scale.value.ptr, ds = scale.grad.ptr
         for r in 0..<rows {
             let xr = x + r * n, dr = dx + r * n
-            for j in 0..<n { ds[j] += xr[j] * dr[j]; dr[j] *= s[j] }
+            for j in 0..<n {
+                if trains { ds[j] += xr[j] * dr[j] }
+                dr[j] *= s[j]
+            }
         }
     }
 
@@ -247,6 +254,14 @@ package enum FlatQuantLayout {
     package static func prefix(_ l: Int, _ site: LinearSite) -> String { DecoderArchitecture.layerPrefix(l) + "flatquant." + siteName(site) }
     package static func kvClipName(_ l: Int) -> String { DecoderArchitecture.layerPrefix(l) + "flatquant.kv_clip" }
     package static func activationClipName(_ l: Int, _ site: LinearSite) -> String { prefix(l, site) + ".act_clip" }
+    /// Every tensor block l of a FlatQuant checkpoint may hold (the clip ratios only with
+    /// activation or KV quantization).
+    package static func tensorNames(layer l: Int) -> [String] {
+        LinearSite.allCases.flatMap { site in ["left", "right", "scale"].map { prefix(l, site) + "." + $0 } + [activationClipName(l, site)] }
+            + [kvClipName(l)]
+    }
+    package static func isClip(_ name: String) -> Bool { name.hasSuffix(".act_clip") || name.hasSuffix(".kv_clip") }
+
     /// Calibration's per-row weight clip logits (not saved: the quantized weights carry their grids).
     package static func weightClipName(_ weight: String) -> String { weight + ".flatquant_clip" }
 }
@@ -279,7 +294,7 @@ extension DecoderWeights {
 
 extension DecoderWeights {
     /// A clip ratio stored as a one-element tensor (1 when absent), checked to be in (0, 1].
-    fileprivate static func storedRatio(_ source: any WeightSource, _ name: String) throws -> Float {
+    package static func storedRatio(_ source: any WeightSource, _ name: String) throws -> Float {
         guard source.has(name) else { return 1 }
         let ratio = try source.tensor(name).array.first ?? .nan
         guard ratio > 0 && ratio <= 1 else {

@@ -20,10 +20,8 @@ package final class LanguageModel {
         // The tokenizer is checked before the (slower) weight load so a missing one fails fast.
         (tokenizer, chatTemplate) = try checkpoint.loadTokenizer()
         let weights = try DecoderWeights(config: checkpoint.config, source: checkpoint.weights)
-        if checkpoint.rotation?.onlineDownHadamard == true { try weights.installOnlineDownHadamard() }
-        if checkpoint.rotation?.method == FlatQuantLayout.method {
-            // Its online transforms come first at every site, its learned clips with them.
-            try weights.installFlatQuant(from: checkpoint.weights, activation: checkpoint.activationQuant)
+        if let transforms = try OnlineTransforms(checkpoint) {
+            try transforms.install(on: weights, activation: checkpoint.activationQuant)
         } else if let spec = checkpoint.activationQuant {
             weights.installActivationQuant(spec)
         }

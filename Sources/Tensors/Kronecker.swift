@@ -59,7 +59,8 @@ package struct KroneckerFactors: Sendable, Equatable {
         let chunks = min(rows, max(1, Threads.count))
         var partial = [Float](repeating: 0, count: dLeft == nil ? 0 : chunks * a * a)
         partial.withUnsafeMutableBufferPointer { part in
-            let partBase = part.baseAddress
+            // An empty array may still have a base address: only a requested dL gets one.
+            let partBase = dLeft == nil ? nil : part.baseAddress
             Threads.parallelFor(chunks) { chunkRange in
                 for chunk in chunkRange {
                     let lo = rows * chunk / chunks, hi = rows * (chunk + 1) / chunks

@@ -1,6 +1,7 @@
 import Foundation
 import Formats
 @testable import Jobs
+import Model
 import Quant
 import Tensors
 import Train
@@ -104,5 +105,50 @@ final class PTQJobTests: XCTestCase {
         j.scheme = try QuantScheme.parse("a8")
         XCTAssertThrowsError(try j.run { _ in }) { XCTAssertTrue("\($0)".contains("w<bits>"), "\($0)") }
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("never").path))
+    }
+
+    /// QAT from a QuaRot or FlatQuant init trains the function the loaded init runs: the student's
+    /// training decoder (online transforms fixed, fake-quant weights on the init's grid, activation
+    /// and KV quantizers) gives the loaded model's logits; without the transforms it does not.
+    /// The model it exports records the transforms again.
+    func testStudentOfATransformedInitRunsTheLoadedModelsFunction() throws {
+        let scheme = try QuantScheme.parse("w4a8kv8")
+        let tokens = [5, 17, 42, 9, 33, 61, 2, 28, 14, 50]
+        for transform in PTQTransform.allCases {
+            var j = try job(.rtn, out: transform.rawValue)
+            j.scheme = scheme
+            j.transform = transform
+            j.flatQuant.epochs = 2
+            _ = try j.run { _ in }
+            let path = dir.appendingPathComponent(transform.rawValue).path
+            let loaded = try LanguageModel(path: path)
+            let cache = loaded.decoder.makeCache(capacities: [tokens.count])
+            let want = loaded.decoder.forward([SequenceChunk(sequence: 0, tokens: tokens)], cache: cache, allLogits: true)
+            let student = try StudentModel(model: path, qat: scheme, lsq: false) { _ in }
+            XCTAssertNotNil(student.onlineTransforms)
+            let got = student.decoder.forward(tokens: tokens, batch: 1, length: tokens.count)
+            func relative(_ a: Tensor, _ b: Tensor) -> Float {
+                var d: Float = 0, m: Float = 0
+                for i in 0..<a.count { d = max(d, abs(a.ptr[i] - b.ptr[i])); m = max(m, abs(a.ptr[i])) }
+                return d / m
+            }
+            XCTAssertLessThan(relative(want, got), 1e-2, "\(transform)")
+            let bare = try TrainableDecoder(config: loaded.config, source: loaded.checkpoint.weights)
+            XCTAssertGreaterThan(relative(want, bare.forward(tokens: tokens, batch: 1, length: tokens.count)), 5e-2, "\(transform): the transforms matter")
+
+            // Backward runs through the fixed transforms (a batch of two).
+            let pair = tokens + tokens.reversed()
+            let logits2 = student.decoder.forward(tokens: pair, batch: 2, length: tokens.count)
+            student.decoder.backward(dLogits: Tensor(shape: logits2.shape))
+
+            let runDir = dir.appendingPathComponent("qat-" + transform.rawValue)
+            try student.exportQuantized(runDir: runDir, extraFiles: try student.tokenizerFiles(in: runDir, write: true)) { _ in }
+            let exported = try Checkpoint.open(runDir.appendingPathComponent("quantized").path)
+            XCTAssertEqual(exported.rotation, loaded.checkpoint.rotation)
+            XCTAssertEqual(exported.activationQuant, loaded.checkpoint.activationQuant)
+            let again = try LanguageModel(checkpoint: exported)
+            let logits = again.decoder.forward([SequenceChunk(sequence: 0, tokens: tokens)], cache: again.decoder.makeCache(capacities: [tokens.count]), allLogits: true)
+            XCTAssertLessThan(relative(want, logits), 1e-5, "\(transform): the export is the init")
+        }
     }
 }

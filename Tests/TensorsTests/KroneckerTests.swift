@@ -80,6 +80,14 @@ final class KroneckerTests: XCTestCase {
         // dLeft and dRight were ADDED to their starting values 0.5 and -0.25.
         check(dl, 0.5, { i, e in var p = l; p[i] += e; return loss(x, p, r) }, "dL")
         check(dr, -0.25, { i, e in var p = r; p[i] += e; return loss(x, l, p) }, "dR")
+
+        // Without dL and dR requested, dx alone, the same.
+        var dxOnly = [Float](repeating: 0, count: x.count)
+        dxOnly.withUnsafeMutableBufferPointer { dxp in z.withUnsafeMutableBufferPointer { zp in dz.withUnsafeMutableBufferPointer { dzp in
+            f.backward(x: x, dy: g, dx: dxp.baseAddress!, rows: rows, left: l, right: r, dLeft: nil, dRight: nil,
+                       scratch: zp.baseAddress!, scratch2: dzp.baseAddress!)
+        } } }
+        XCTAssertEqual(dxOnly, dx)
     }
 
     func testInverseTimesMatrixIsTheIdentity() throws {

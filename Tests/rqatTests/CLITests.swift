@@ -197,13 +197,8 @@ final class CLITests: XCTestCase {
         XCTAssertEqual((q["rqat_rotation"] as? [String: Any])?["online_down_hadamard"] as? Bool, true)
         XCTAssertEqual((q["rqat_activation_quant"] as? [String: Any])?["activation_clip"] as? Double, 0.9, "QuaRot's clip")
         XCTAssertEqual(config["tie_word_embeddings"] as? Bool, false, "the rotation unties the LM head")
-        // Training would drop the online rotation: refused by name before any work.
-        let data = dir.appendingPathComponent("d.jsonl")
-        try TinyModels.writeArithmeticData(to: data)
-        let qat = try run(["sft", "--model", out.path, "--data", data.path, "--out", dir.appendingPathComponent("o").path, "--qat", "w8a8kv8"])
-        XCTAssertNotEqual(qat.status, 0)
-        XCTAssertTrue(qat.stderr.contains("online Hadamard"), qat.stderr)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("o").path))
+        // QAT from it keeps the online rotation, and so does the model it exports.
+        try checkTrainingKeepsTheTransforms(from: out, method: "quarot", perplexity: perplexity, near: fp)
 
         q["rqat_rotation"] = nil
         config["quantization_config"] = q
@@ -247,11 +242,26 @@ final class CLITests: XCTestCase {
             for part in ["left", "right", "scale", "act_clip"] { XCTAssertTrue(tensors.contains("model.layers.1.flatquant.\(site).\(part)"), "\(site).\(part)") }
         }
         XCTAssertTrue(tensors.contains("model.layers.0.flatquant.kv_clip"))
+        try checkTrainingKeepsTheTransforms(from: out, method: "flatquant", perplexity: perplexity, near: fp)
+    }
+
+    /// Two QAT steps at a tiny learning rate from a transformed init: the run says it keeps the
+    /// transforms, and its exported model records them and keeps the init's perplexity.
+    func checkTrainingKeepsTheTransforms(from initDir: URL, method: String, perplexity: (URL) throws -> Double, near fp: Double,
+                                         file: StaticString = #filePath, line: UInt = #line) throws {
+        let dir = initDir.deletingLastPathComponent()
         let data = dir.appendingPathComponent("d.jsonl")
         try TinyModels.writeArithmeticData(to: data)
-        let qat = try run(["sft", "--model", out.path, "--data", data.path, "--out", dir.appendingPathComponent("o").path, "--qat", "w8a8kv8"])
-        XCTAssertNotEqual(qat.status, 0)
-        XCTAssertTrue(qat.stderr.contains("online transform at every linear layer's input"), qat.stderr)
+        let runDir = dir.appendingPathComponent("qat-" + method)
+        let qat = try run(["sft", "--model", initDir.path, "--data", data.path, "--out", runDir.path, "--qat", "w8a8kv8",
+                           "--steps", "2", "--batch-tokens", "128", "--seq-len", "64", "--lr", "1e-6", "--threads", "1"])
+        XCTAssertEqual(qat.status, 0, qat.output, file: file, line: line)
+        XCTAssertTrue(qat.stderr.contains("\(method) init, its online transforms kept fixed in training"), qat.stderr, file: file, line: line)
+        let exported = runDir.appendingPathComponent("quantized")
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: exported.appendingPathComponent("config.json"))) as! [String: Any]
+        let q = config["quantization_config"] as! [String: Any]
+        XCTAssertEqual((q["rqat_rotation"] as? [String: Any])?["method"] as? String, method, file: file, line: line)
+        XCTAssertEqual(try perplexity(exported), fp, accuracy: 0.05 * fp, "the exported model keeps the function", file: file, line: line)
     }
 
     /// `rqat train --loss`: an unknown value and a divergence the signal cannot carry are refused

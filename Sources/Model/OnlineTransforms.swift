@@ -1,0 +1,104 @@
+import Formats
+import Tensors
+
+/// What a transformed checkpoint's weights expect at run time, read once from it: QuaRot's
+/// Hadamard before every down_proj, or FlatQuant's transform at every linear input with its
+/// learned activation and KV-cache clips. The one place that installs them, on the inference
+/// decoder (every command that runs the model) and on the training decoder (QAT and RL from
+/// such an init), each followed by the activation quantization.
+package struct OnlineTransforms {
+    package let rotation: RotationSpec
+    /// FlatQuant's tensors by checkpoint name (factors, scales, clip ratios); empty for QuaRot.
+    /// A model trained from the init carries them into its own checkpoints.
+    package let tensors: [String: Tensor]
+
+    /// The checkpoint's transforms; nil when it has none. Throws naming a missing tensor.
+    package init?(_ checkpoint: Checkpoint) throws {
+        guard let rotation = checkpoint.rotation else { return nil }
+        self.rotation = rotation
+        var tensors: [String: Tensor] = [:]
+        if rotation.method == FlatQuantLayout.method {
+            for l in 0..<checkpoint.config.numHiddenLayers {
+                // The clip ratios are there only with activation or KV quantization.
+                for name in FlatQuantLayout.tensorNames(layer: l) where !FlatQuantLayout.isClip(name) || checkpoint.weights.has(name) {
+                    tensors[name] = try checkpoint.weights.tensor(name)
+                }
+            }
+        } else if !rotation.onlineDownHadamard {
+            return nil
+        }
+        self.tensors = tensors
+    }
+
+    var isFlatQuant: Bool { rotation.method == FlatQuantLayout.method }
+
+    /// The inference decoder: the online transforms first at their sites, then `activation`.
+    package func install(on weights: DecoderWeights, activation: ActivationQuantSpec?) throws {
+        if isFlatQuant {
+            try weights.installFlatQuant(from: InMemoryWeights(tensors, path: "<flatquant transforms>"), activation: activation)
+            return
+        }
+        if rotation.onlineDownHadamard { try weights.installOnlineDownHadamard() }
+        if let activation { weights.installActivationQuant(activation) }
+    }
+
+    /// The training decoder, the same function: the transforms are fixed (they are not trained
+    /// with the weights), the quantizers straight-through.
+    package func install(on decoder: TrainableDecoder, activation: ActivationQuantSpec?) throws {
+        let config = decoder.config
+        if isFlatQuant {
+            for l in 0..<config.numHiddenLayers {
+                for site in LinearSite.allCases {
+                    let prefix = FlatQuantLayout.prefix(l, site)
+                    let transform = try FlatQuantTransform(left: try tensor(prefix + ".left"), right: try tensor(prefix + ".right"),
+                                                           scale: try tensor(prefix + ".scale"), name: prefix)
+                    transform.trainsParameters = false
+                    let quantizer = try activation?.activationBits.map { bits in
+                        TrainableActivationQuantizer(ActivationQuantizer(bits: bits, symmetric: activation!.activationSymmetric,
+                                                                         clipRatio: try clip(FlatQuantLayout.activationClipName(l, site))))
+                    }
+                    decoder.inputTransforms[LinearSiteKey(layer: l, site: site)] = ChainedTransform.combining(transform, quantizer)
+                }
+                if let bits = activation?.kvBits {
+                    decoder.cacheTransforms[l] = TrainableActivationQuantizer(.kvCache(bits: bits, headDim: config.headDim,
+                                                                                      clipRatio: try clip(FlatQuantLayout.kvClipName(l))))
+                }
+            }
+            return
+        }
+        if rotation.onlineDownHadamard {
+            let hadamard = try TrainableOnlineHadamard(size: config.intermediateSize)
+            for l in 0..<config.numHiddenLayers { decoder.inputTransforms[LinearSiteKey(layer: l, site: .down)] = hadamard }
+        }
+        if let activation { decoder.installActivationQuant(activation) }
+    }
+
+    private func tensor(_ name: String) throws -> Tensor {
+        guard let t = tensors[name] else { throw FlatQuantError("FlatQuant checkpoint lacks \(name); re-run `rqat ptq --method flatquant`") }
+        return t
+    }
+
+    private func clip(_ name: String) throws -> Float {
+        try DecoderWeights.storedRatio(InMemoryWeights(tensors, path: "<flatquant transforms>"), name)
+    }
+}
+
+/// QuaRot's online Hadamard as a training input transform: y = x H / sqrt(n), and since H / sqrt(n)
+/// is orthogonal, dx = dy Hᵀ / sqrt(n). No parameters. Shared by every block's down site.
+package final class TrainableOnlineHadamard: TrainableInputTransform {
+    let hadamard: HadamardTransform
+    package let parameters: [Parameter] = []
+
+    package init(size: Int) throws { hadamard = try HadamardTransform(size: size) }
+
+    package func forward(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        precondition(width == hadamard.size, "online Hadamard of \(hadamard.size) on rows of \(width)")
+        y.update(from: x, count: rows * width)
+        hadamard.apply(y, rows: rows)
+    }
+
+    package func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        dx.update(from: dy, count: rows * width)
+        hadamard.applyTransposed(dx, rows: rows)
+    }
+}
