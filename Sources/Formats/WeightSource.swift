@@ -135,6 +135,7 @@ package final class SafeTensorsWeights: WeightSource {
 
 /// A GGUF file's weights under Hugging Face names, decoded to fp32 and — for Llama — with
 /// llama.cpp's reordering of the q/k rows undone, so every tensor equals the transformers one.
+/// Qwen2 biases and Qwen3 q/k norms come through the same name map as every other tensor.
 package final class GGUFWeights: WeightSource {
     package let file: GGUFFile
     package var path: String { file.path }
@@ -151,8 +152,7 @@ package final class GGUFWeights: WeightSource {
     package init(_ file: GGUFFile) throws {
         self.file = file
         let arch = file.string("general.architecture") ?? ""
-        // Only the Llama converter permutes q/k (Qwen models use NeoX-style RoPE in llama.cpp too).
-        let permutes = arch == "llama"
+        let family = ModelConfig.Family(rawValue: arch)
         let heads = file.int("\(arch).attention.head_count")
         let kvHeads = file.int("\(arch).attention.head_count_kv") ?? heads
 
@@ -163,8 +163,8 @@ package final class GGUFWeights: WeightSource {
             guard let hf = Self.hfName(forGGUF: name) else { continue }
             ggufNames[hf] = name
             names.append(hf)
-            guard permutes, let role = DecoderArchitecture.role(ofName: hf)?.role,
-                  DecoderArchitecture.isRoPEPermuted(role) else { continue }
+            guard let family, let role = DecoderArchitecture.role(ofName: hf)?.role,
+                  DecoderArchitecture.isRoPEPermuted(role, family: family) else { continue }
             guard let n = DecoderArchitecture.usesKeyHeads(role) ? kvHeads : heads else {
                 throw FormatError(file.path, "missing metadata \(arch).attention.head_count, needed to read \(name)")
             }
