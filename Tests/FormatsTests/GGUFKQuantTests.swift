@@ -49,6 +49,37 @@ final class GGUFKQuantTests: XCTestCase {
     /// Blocks as llama.cpp's quantizer writes them (Q2_K ... Q6_K, Q5_0, Q5_1, IQ4_NL files).
     func testLlamaCppQuantizedBlocksMatchGGUFPy() throws { try checkGroup("llama_cpp") }
 
+    /// The packed form of a matrix holds the file's blocks with rows in Hugging Face order:
+    /// for `llama` q/k the rows llama.cpp permuted move back as whole rows of blocks, for Qwen
+    /// they stay; either way it dequantizes to the tensor the weights give.
+    func testPackedMatrixKeepsBlocksInHuggingFaceRowOrder() throws {
+        let f = try fixture()
+        let raw = try f.withRawBytes("random.Q4_K") { Array($0) }   // 4 rows of 512
+        for arch in ["llama", "qwen2"] {
+            var b = GGUFBuilder()
+            b.add("general.architecture", arch)
+            b.add("\(arch).attention.head_count", u32: 1)
+            b.add("\(arch).attention.head_count_kv", u32: 1)
+            let q = try XCTUnwrap(DecoderArchitecture.ggufName(forName: DecoderArchitecture.name(.q, layer: 0)))
+            b.tensor(q, dims: [512, 4], type: GGMLType.q4_K.rawValue, data: raw)
+            let weights = try GGUFWeights(try GGUFFile(url: try scratchFile(self, b.build())))
+            let name = DecoderArchitecture.name(.q, layer: 0)
+            let packed = try weights.packed(name)
+            XCTAssertEqual(packed.type, .q4_K)
+            XCTAssertEqual(packed.shape, [4, 512])
+            XCTAssertEqual(packed.bytesPerRow, 2 * 144)
+            XCTAssertEqual(packed.dequantized().array, try weights.tensor(name).array, arch)
+            // One head of 4 rows: llama.cpp stores Hugging Face rows 0, 1, 2, 3 at 0, 2, 1, 3.
+            let rowBytes = packed.bytesPerRow
+            for row in 0..<4 {
+                let stored = arch == "llama" ? [0, 2, 1, 3][row] : row
+                XCTAssertEqual(stored, arch == "llama" ? LlamaRowPermutation.ggufRow(ofRow: row, rows: 4, heads: 1) : row)
+                XCTAssertEqual(Array(packed.bytes[row * rowBytes ..< (row + 1) * rowBytes]),
+                               Array(raw[stored * rowBytes ..< (stored + 1) * rowBytes]), "\(arch) row \(row)")
+            }
+        }
+    }
+
     /// Decoding splits a tensor across threads in chunks of whole blocks; a tensor several
     /// chunks long (and not a whole number of them) decodes as its blocks do one by one.
     func testLargeTensorDecodesLikeItsBlocks() throws {
