@@ -42,6 +42,11 @@ Fixture groups (``--only NAME``) and their scripts:
     kd-divergences  reference/kd_divergences.py  kd-divergences.json
     grpo            reference/grpo.py            grpo-loss.json
     act-quant       reference/act_quant.py       act-quant.json
+
+GGUF fixtures have standalone scripts (run them on their own; see their docstrings):
+scripts/reference-gguf-kquants.py (gguf-kquants.gguf: K-quant, Q5 and IQ4_NL blocks, needs
+llama-cpp-python for the llama.cpp-quantized group) and scripts/reference-gguf-qwen.py
+(tiny-gguf/: Qwen3/Qwen2 GGUF files and transformers' logits on them).
 """
 
 from __future__ import annotations

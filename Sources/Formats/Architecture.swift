@@ -168,8 +168,13 @@ package struct DecoderArchitecture: Sendable {
     package static var ggufFirstQBiasName: String { ggufName(forName: name(.qBias, layer: 0))! }
     package static var ggufLMHeadName: String { ggufName(forName: name(.lmHead))! }
 
-    /// Whether llama.cpp's converter reordered this tensor's rows for RoPE (q and k of `llama`).
-    package static func isRoPEPermuted(_ role: TensorRole) -> Bool { [.q, .qBias, .k, .kBias].contains(role) }
+    /// Whether llama.cpp's converter reordered this tensor's rows for RoPE in a GGUF file of the
+    /// family: q and k of `llama` only. llama.cpp runs Llama with interleaved-pair RoPE, so its
+    /// converter permutes those rows; Qwen2/Qwen3 run NeoX-style (half-split) RoPE as
+    /// transformers does, and their rows are stored as they are.
+    package static func isRoPEPermuted(_ role: TensorRole, family: ModelConfig.Family) -> Bool {
+        family == .llama && [.q, .qBias, .k, .kBias].contains(role)
+    }
     package static func usesKeyHeads(_ role: TensorRole) -> Bool { [.k, .kBias].contains(role) }
 
     /// A GPTQ-packed part of a linear weight: `model.layers.0.self_attn.q_proj.weight` →

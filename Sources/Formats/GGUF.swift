@@ -11,8 +11,15 @@ package struct GGMLType: RawRepresentable, Hashable, Sendable, CustomStringConve
     package static let f16 = GGMLType(rawValue: 1)
     package static let q4_0 = GGMLType(rawValue: 2)
     package static let q4_1 = GGMLType(rawValue: 3)
+    package static let q5_0 = GGMLType(rawValue: 6)
+    package static let q5_1 = GGMLType(rawValue: 7)
     package static let q8_0 = GGMLType(rawValue: 8)
+    package static let q2_K = GGMLType(rawValue: 10)
+    package static let q3_K = GGMLType(rawValue: 11)
+    package static let q4_K = GGMLType(rawValue: 12)
     package static let q5_K = GGMLType(rawValue: 13)
+    package static let q6_K = GGMLType(rawValue: 14)
+    package static let iq4_nl = GGMLType(rawValue: 20)
     package static let bf16 = GGMLType(rawValue: 30)
 
     /// (name, elements per block, bytes per block) by type id, from ggml's type traits.

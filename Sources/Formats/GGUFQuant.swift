@@ -7,8 +7,10 @@ import Tensors
 /// - Q4_0, 18 bytes: fp16 d, 16 bytes of nibbles;          x = d·(q − 8)
 /// - Q4_1, 20 bytes: fp16 d, fp16 min m, 16 bytes nibbles; x = d·q + m
 /// In the 4-bit types byte j holds value j in its low nibble and value j + 16 in its high one.
+/// The 5-bit types, IQ4_NL and the K-quants (super-blocks of 256) are in GGUFKQuants.swift.
 package enum GGUFQuant {
-    package static let supported: [GGMLType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1]
+    package static let supported: [GGMLType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl,
+                                                .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
 
     package static func canDequantize(_ type: GGMLType) -> Bool { supported.contains(type) }
 
@@ -26,6 +28,14 @@ package enum GGUFQuant {
         case .q8_0: kernel = decodeQ8_0
         case .q4_0: kernel = { s, d, n in decodeQ4(s, d, blocks: n / 32, hasMin: false) }
         case .q4_1: kernel = { s, d, n in decodeQ4(s, d, blocks: n / 32, hasMin: true) }
+        case .q5_0: kernel = { s, d, n in decodeQ5(s, d, blocks: n / 32, hasMin: false) }
+        case .q5_1: kernel = { s, d, n in decodeQ5(s, d, blocks: n / 32, hasMin: true) }
+        case .iq4_nl: kernel = { s, d, n in decodeIQ4_NL(s, d, blocks: n / 32) }
+        case .q2_K: kernel = { s, d, n in decodeQ2_K(s, d, superBlocks: n / 256) }
+        case .q3_K: kernel = { s, d, n in decodeQ3_K(s, d, superBlocks: n / 256) }
+        case .q4_K: kernel = { s, d, n in decodeQ4_K(s, d, superBlocks: n / 256) }
+        case .q5_K: kernel = { s, d, n in decodeQ5_K(s, d, superBlocks: n / 256) }
+        case .q6_K: kernel = { s, d, n in decodeQ6_K(s, d, superBlocks: n / 256) }
         default: preconditionFailure("unreachable: \(type.name) is listed as supported")
         }
         // Chunks of whole blocks; small tensors (norms) stay on the calling thread.
@@ -39,7 +49,7 @@ package enum GGUFQuant {
     }
 
     @inline(__always)
-    private static func fp16(_ p: UnsafeRawPointer) -> Float {
+    static func fp16(_ p: UnsafeRawPointer) -> Float {
         Half.float(fromFP16: UInt16(littleEndian: p.loadUnaligned(as: UInt16.self)))
     }
 

@@ -135,6 +135,7 @@ package final class SafeTensorsWeights: WeightSource {
 
 /// A GGUF file's weights under Hugging Face names, decoded to fp32 and — for Llama — with
 /// llama.cpp's reordering of the q/k rows undone, so every tensor equals the transformers one.
+/// Qwen2 biases and Qwen3 q/k norms come through the same name map as every other tensor.
 package final class GGUFWeights: WeightSource {
     package let file: GGUFFile
     package var path: String { file.path }
@@ -151,8 +152,7 @@ package final class GGUFWeights: WeightSource {
     package init(_ file: GGUFFile) throws {
         self.file = file
         let arch = file.string("general.architecture") ?? ""
-        // Only the Llama converter permutes q/k (Qwen models use NeoX-style RoPE in llama.cpp too).
-        let permutes = arch == "llama"
+        let family = ModelConfig.Family(rawValue: arch)
         let heads = file.int("\(arch).attention.head_count")
         let kvHeads = file.int("\(arch).attention.head_count_kv") ?? heads
 
@@ -163,8 +163,8 @@ package final class GGUFWeights: WeightSource {
             guard let hf = Self.hfName(forGGUF: name) else { continue }
             ggufNames[hf] = name
             names.append(hf)
-            guard permutes, let role = DecoderArchitecture.role(ofName: hf)?.role,
-                  DecoderArchitecture.isRoPEPermuted(role) else { continue }
+            guard let family, let role = DecoderArchitecture.role(ofName: hf)?.role,
+                  DecoderArchitecture.isRoPEPermuted(role, family: family) else { continue }
             guard let n = DecoderArchitecture.usesKeyHeads(role) ? kvHeads : heads else {
                 throw FormatError(file.path, "missing metadata \(arch).attention.head_count, needed to read \(name)")
             }
@@ -191,6 +191,49 @@ package final class GGUFWeights: WeightSource {
         guard let heads = permutedHeads[name] else { return t }
         return LlamaRowPermutation.unpermute(t, heads: heads)
     }
+
+    /// A matrix's blocks as the file stores them (still quantized), rows in Hugging Face order.
+    package func packed(_ name: String) throws -> GGUFPackedMatrix {
+        guard let gguf = ggufNames[name] else { throw FormatError(path, "missing tensor \(name)") }
+        let info = try file.info(gguf)
+        guard info.shape.count == 2, GGUFQuant.canDequantize(info.type) else {
+            throw FormatError(path, "tensor \(name) (\(info.type.name), shape \(info.shape)) is not a matrix of a type rqat decodes")
+        }
+        let rows = info.shape[0], heads = permutedHeads[name]
+        let bytes = try file.withRawBytes(gguf) { raw -> [UInt8] in
+            let rowBytes = raw.count / max(rows, 1)
+            var out = [UInt8](repeating: 0, count: raw.count)
+            out.withUnsafeMutableBytes { dst in
+                for row in 0..<rows {
+                    let from = heads.map { LlamaRowPermutation.ggufRow(ofRow: row, rows: rows, heads: $0) } ?? row
+                    dst.baseAddress!.advanced(by: row * rowBytes)
+                        .copyMemory(from: raw.baseAddress!.advanced(by: from * rowBytes), byteCount: rowBytes)
+                }
+            }
+            return out
+        }
+        return GGUFPackedMatrix(type: info.type, shape: info.shape, bytes: bytes)
+    }
+}
+
+/// A GGUF matrix kept in its quantized blocks: what a packed kernel (a `LinearWeight` case)
+/// multiplies by without dequantizing. Blocks never straddle rows, so each row is `bytesPerRow`
+/// bytes of whole blocks, and reordering rows (llama.cpp's q/k order) moves whole blocks.
+package struct GGUFPackedMatrix: Sendable {
+    package let type: GGMLType
+    /// [rows, cols], as the dequantized tensor's.
+    package let shape: [Int]
+    package let bytes: [UInt8]
+
+    package var bytesPerRow: Int { bytes.count / max(shape[0], 1) }
+
+    /// The fp32 matrix, as `GGUFWeights.tensor` gives it.
+    package func dequantized() -> Tensor {
+        let t = Tensor(shape: shape)
+        guard t.count > 0 else { return t }
+        bytes.withUnsafeBytes { GGUFQuant.dequantize(type, from: $0.baseAddress!, to: t.ptr, count: t.count) }
+        return t
+    }
 }
 
 /// llama.cpp's reordering of Llama's q and k projection rows, and its inverse.
@@ -207,20 +250,22 @@ package enum LlamaRowPermutation {
     /// llama.cpp order → Hugging Face order.
     package static func unpermute(_ t: Tensor, heads: Int) -> Tensor { reorder(t, heads: heads, toGGUF: false) }
 
+    /// Where llama.cpp stores Hugging Face row `row` of a tensor of `rows` rows and `heads` heads.
+    package static func ggufRow(ofRow row: Int, rows: Int, heads: Int) -> Int {
+        precondition(heads > 0 && rows % (2 * heads) == 0, "\(rows) rows do not split into \(heads) heads of even width")
+        let headDim = rows / heads, half = headDim / 2
+        let within = row % headDim
+        return row - within + 2 * (within % half) + within / half
+    }
+
     private static func reorder(_ t: Tensor, heads: Int, toGGUF: Bool) -> Tensor {
         let rows = t.shape.first ?? 1
-        precondition(heads > 0 && rows % (2 * heads) == 0, "\(rows) rows do not split into \(heads) heads of even width")
         let width = rows == 0 ? 0 : t.count / rows
-        let headDim = rows / heads, half = headDim / 2
         let out = Tensor(shape: t.shape)
-        for h in 0..<heads {
-            for s in 0..<2 {
-                for i in 0..<half {
-                    let hfRow = h * headDim + s * half + i, ggufRow = h * headDim + 2 * i + s
-                    let (from, to) = toGGUF ? (hfRow, ggufRow) : (ggufRow, hfRow)
-                    (out.ptr + to * width).update(from: t.ptr + from * width, count: width)
-                }
-            }
+        for hfRow in 0..<rows {
+            let ggufRow = ggufRow(ofRow: hfRow, rows: rows, heads: heads)
+            let (from, to) = toGGUF ? (hfRow, ggufRow) : (ggufRow, hfRow)
+            (out.ptr + to * width).update(from: t.ptr + from * width, count: width)
         }
         return out
     }
