@@ -212,6 +212,10 @@ package final class TeacherService {
     /// with (nil: a full-precision policy).
     package var acceptsPolicy = false
     package var policyScheme: QuantScheme?
+    /// The online transforms of the init the policy trains from (QuaRot, FlatQuant), and its
+    /// recorded activation quantization: the policy runs them as the students do.
+    package var policyTransforms: OnlineTransforms?
+    package var policyInitActivation: ActivationQuantSpec?
     package internal(set) var policyBytes = 0
     package internal(set) var policySeconds: Double = 0
 
@@ -229,8 +233,8 @@ package final class TeacherService {
         let start = Date()
         let snapshot = try PolicySync.snapshot(from: try TensorFrame.decodeMessage(bytes, from: rank), scheme: policyScheme, rank: rank)
         let weights = try snapshot.decoderWeights(config: decoder.config)
-        // The policy's activation and KV-cache quantization, as the students train it.
-        if let scheme = policyScheme, let spec = ActivationQuantSpec(scheme: scheme) { weights.installActivationQuant(spec) }
+        // The policy's online transforms and activation and KV-cache quantization, as the students train it.
+        try weights.installRunTimeTransforms(policyTransforms, activation: .training(policyScheme, from: policyInitActivation))
         policy = (snapshot.version, Decoder(weights: weights))
         policySeconds += Date().timeIntervalSince(start)
         policyBytes += bytes.count

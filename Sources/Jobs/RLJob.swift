@@ -179,6 +179,8 @@ package struct RLJob {
             let service = TeacherService(decoder: lm.decoder, options: SignalOptions(), stopTokens: lm.stopTokens)
             service.acceptsPolicy = true
             service.policyScheme = qat
+            service.policyTransforms = try OnlineTransforms(lm.checkpoint)
+            service.policyInitActivation = lm.checkpoint.activationQuant
             let start = Date()
             try service.serve(world: roles.world, students: roles.students)
             log(String(format: "serving rank %d: %d tokens generated in %.1f s busy of %.1f s; %.1f MB of policy received, %.2f s to load it",
@@ -191,7 +193,9 @@ package struct RLJob {
         let student = try StudentModel(model: policy, qat: qat, lsq: false, log: say)
         let referenceModel = try reference.map { path -> TrainableDecoder in
             let opened = try Checkpoint.open(path)
-            return try TrainableDecoder(config: opened.config, source: opened.weights)
+            let decoder = try TrainableDecoder(config: opened.config, source: opened.weights)
+            try decoder.installRunTimeTransforms(try OnlineTransforms(opened), activation: opened.activationQuant)
+            return decoder
         }
         let problems = try task.problems(split: .train, count: trainProblems, seed: dataSeed)
         try validate(student: student, reference: referenceModel, problems: problems)

@@ -61,20 +61,10 @@ package struct StudentModel {
         // The decoder runs as QAT has it from the start (what an RL probe or rollout samples from),
         // not only once a Trainer installs the quantizer.
         decoder.weightQuantizer = quantizer
-        // The init's own activation record (QuaRot's clips) when it quantizes what QAT does.
-        activationQuant = qat.flatMap { scheme in
-            if let recorded = checkpoint.activationQuant, recorded.activationBits == scheme.activationBits, recorded.kvBits == scheme.kvBits {
-                return recorded
-            }
-            return ActivationQuantSpec(scheme: scheme)
-        }
-        if let transforms = onlineTransforms {
-            // The function the init's weights belong to: its online transforms, fixed, then the quantizers.
-            try transforms.install(on: decoder, activation: activationQuant)
-            log("\(model): \(transforms.rotation.method) init, its online transforms kept fixed in training")
-        } else if let spec = activationQuant {
-            decoder.installActivationQuant(spec)
-        }
+        activationQuant = .training(qat, from: checkpoint.activationQuant)
+        // The function the init's weights belong to: its online transforms, fixed, then the quantizers.
+        try decoder.installRunTimeTransforms(onlineTransforms, activation: activationQuant)
+        if let transforms = onlineTransforms { log("\(model): \(transforms.rotation.method) init, its online transforms kept fixed in training") }
         if let spec = activationQuant {
             log("activations quantized at run time: \(spec.activationQuantizer?.description ?? "none") at every linear input, KV cache \(spec.kvQuantizer(headDim: checkpoint.config.headDim)?.description ?? "full precision")")
         }

@@ -20,11 +20,7 @@ package final class LanguageModel {
         // The tokenizer is checked before the (slower) weight load so a missing one fails fast.
         (tokenizer, chatTemplate) = try checkpoint.loadTokenizer()
         let weights = try DecoderWeights(config: checkpoint.config, source: checkpoint.weights)
-        if let transforms = try OnlineTransforms(checkpoint) {
-            try transforms.install(on: weights, activation: checkpoint.activationQuant)
-        } else if let spec = checkpoint.activationQuant {
-            weights.installActivationQuant(spec)
-        }
+        try weights.installRunTimeTransforms(try OnlineTransforms(checkpoint), activation: checkpoint.activationQuant)
         decoder = Decoder(weights: weights)
     }
 

@@ -83,6 +83,30 @@ package struct OnlineTransforms {
     }
 }
 
+extension DecoderWeights {
+    /// A checkpoint's online transforms (when it has any), then `activation`: how a loaded model runs.
+    package func installRunTimeTransforms(_ transforms: OnlineTransforms?, activation: ActivationQuantSpec?) throws {
+        if let transforms { try transforms.install(on: self, activation: activation) } else if let activation { installActivationQuant(activation) }
+    }
+}
+
+extension TrainableDecoder {
+    /// The same on the training decoder (the transforms fixed, the quantizers straight-through).
+    package func installRunTimeTransforms(_ transforms: OnlineTransforms?, activation: ActivationQuantSpec?) throws {
+        if let transforms { try transforms.install(on: self, activation: activation) } else if let activation { installActivationQuant(activation) }
+    }
+}
+
+extension ActivationQuantSpec {
+    /// What a model trained at `scheme` from an init quantizes its activations with: the init's
+    /// own record (QuaRot's clips) when it quantizes the same widths, else the scheme's defaults.
+    package static func training(_ scheme: QuantScheme?, from initRecord: ActivationQuantSpec?) -> ActivationQuantSpec? {
+        guard let scheme else { return nil }
+        if let r = initRecord, r.activationBits == scheme.activationBits, r.kvBits == scheme.kvBits { return r }
+        return ActivationQuantSpec(scheme: scheme)
+    }
+}
+
 /// QuaRot's online Hadamard as a training input transform: y = x H / sqrt(n), and since H / sqrt(n)
 /// is orthogonal, dx = dy Hᵀ / sqrt(n). No parameters. Shared by every block's down site.
 package final class TrainableOnlineHadamard: TrainableInputTransform {

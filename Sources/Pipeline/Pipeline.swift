@@ -435,11 +435,9 @@ struct HeldoutSet {
         let total = try world.allReduceSum([part.totalNLL, Double(part.predictedTokens)])
         let perplexity = total[1] > 0 ? exp(total[0] / total[1]) : .nan
         guard !isTeacher else { return (0, perplexity) }
-        // The KL runs through the training decoder, which has no online rotation yet: a rotated
-        // model's would be another function's, so it is not reported.
-        guard lm.checkpoint.rotation == nil else { return (nil, perplexity) }
+        // Through the training decoder, with the model's own online transforms and quantizers.
         let student = try TrainableDecoder(config: lm.config, source: lm.checkpoint.weights)
-        if let spec = lm.checkpoint.activationQuant { student.installActivationQuant(spec) }
+        try student.installRunTimeTransforms(try OnlineTransforms(lm.checkpoint), activation: lm.checkpoint.activationQuant)
         return (try kl(student: student), perplexity)
     }
 }

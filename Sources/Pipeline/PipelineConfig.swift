@@ -257,14 +257,9 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
             }
         }
         let ptqNames = ptq.map { $0.stageName(defaultCalibration: calibrations.first) }
-        // Training does not apply a rotated model's online Hadamard yet (StudentModel refuses it).
-        let rotated = Set(ptq.filter { ["quarot", "flatquant"].contains($0.method) }.map { $0.stageName(defaultCalibration: calibrations.first) })
         for (i, q) in qat.enumerated() {
             guard ptqNames.contains(q.from) else {
                 throw ConfigError("\(file): qat[\(i)].from \"\(q.from)\" names no PTQ stage; the PTQ stages are \(ptqNames.joined(separator: ", "))")
-            }
-            guard !rotated.contains(q.from) else {
-                throw ConfigError("\(file): qat[\(i)].from \"\(q.from)\" is a QuaRot or FlatQuant init, which QAT cannot start from yet; start from an rtn or gptq stage")
             }
             guard ["kd", "kd-fkl", "kd-rkl", "kd-jsd", "sft"].contains(q.objective) else {
                 throw ConfigError("\(file): qat[\(i)].objective \"\(q.objective)\" is unknown; use kd (= kd-fkl), kd-rkl, kd-jsd or sft")
@@ -274,9 +269,6 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
         for (i, r) in (rl ?? []).enumerated() {
             guard qatNames.contains(r.from) || ptqNames.contains(r.from) else {
                 throw ConfigError("\(file): rl[\(i)].from \"\(r.from)\" names no QAT run or PTQ stage; they are \((qatNames + ptqNames).joined(separator: ", "))")
-            }
-            guard !rotated.contains(r.from) else {
-                throw ConfigError("\(file): rl[\(i)].from \"\(r.from)\" is a QuaRot init, which RL cannot start from yet; start from an rtn or gptq stage or a QAT run")
             }
             let o = try (r.settings ?? RLOptions()).over(rlTrain)
             if let g = o.groupSize, g < 2 { throw ConfigError("\(file): rl[\(i)] group_size \(g): GRPO compares completions within a group; use at least 2") }

@@ -56,12 +56,13 @@ final class PipelineConfigTests: XCTestCase {
             .contains("qat[0].from \"gptq-w2g64\" names no PTQ stage"))
         XCTAssertTrue(message(Self.minimal.replacingOccurrences(of: "\"objective\": \"kd\"", with: "\"objective\": \"rl\"")).contains("use kd (= kd-fkl), kd-rkl, kd-jsd or sft"))
         XCTAssertTrue(message(Self.minimal.replacingOccurrences(of: "\"method\": \"rtn\"", with: "\"method\": \"awq\"")).contains("use rtn, gptq, quarot (rotation, then RTN) or flatquant"))
-        // A QuaRot init is evaluated; QAT and RL cannot start from it yet.
-        let quarot = Self.minimal.replacingOccurrences(of: "{\"method\": \"rtn\", \"scheme\": \"w3g128\"}",
-                                                       with: "{\"method\": \"quarot\", \"scheme\": \"w4a4kv4\"}")
-        XCTAssertEqual(message(quarot), "accepted")
-        XCTAssertTrue(message(quarot.replacingOccurrences(of: "\"from\": \"gptq-w3g128\"", with: "\"from\": \"quarot-w4a4kv4\""))
-            .contains("qat[0].from \"quarot-w4a4kv4\" is a QuaRot or FlatQuant init"), message(quarot.replacingOccurrences(of: "\"from\": \"gptq-w3g128\"", with: "\"from\": \"quarot-w4a4kv4\"")))
+        // QuaRot and FlatQuant inits are PTQ stages QAT and RL start from; FlatQuant needs calibration.
+        for method in ["quarot", "flatquant"] {
+            let transformed = Self.minimal.replacingOccurrences(of: "{\"method\": \"rtn\", \"scheme\": \"w3g128\"}",
+                                                                with: "{\"method\": \"\(method)\", \"scheme\": \"w4a4kv4\"}")
+            XCTAssertEqual(message(transformed), "accepted", method)
+            XCTAssertEqual(message(transformed.replacingOccurrences(of: "\"from\": \"gptq-w3g128\"", with: "\"from\": \"\(method)-w4a4kv4\"")), "accepted", method)
+        }
         XCTAssertTrue(message(Self.minimal.replacingOccurrences(of: "{\"model\": \"teacher.gguf\"}", with: "{}")).contains("exactly one of"))
     }
 
