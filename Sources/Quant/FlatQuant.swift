@@ -23,6 +23,9 @@ package enum FlatQuant {
         package var batchSequences = 4
         package var learningRate = 5e-3
         package var clipLearningRateScale = 10.0
+        /// The channel scales start SmoothQuant's way, s_j = max|W_j|^(1-α) / max|x_j|^α (x ⊙ s
+        /// shrinks the outlier channels, W / s takes them), with FlatQuant's α = 0.3; nil: s = 1.
+        package var smoothAlpha: Double? = 0.3
 
         package init() {}
 
@@ -39,6 +42,7 @@ package enum FlatQuant {
             case batchSequences = "batch_sequences"
             case learningRate = "learning_rate"
             case clipLearningRateScale = "clip_learning_rate_scale"
+            case smoothAlpha = "smooth_alpha"
         }
     }
 
@@ -46,11 +50,12 @@ package enum FlatQuant {
     package struct BlockReport: Codable, Equatable, Sendable {
         package var layer: Int
         /// Mean squared error of the quantized block's output against the full-precision one,
-        /// over the calibration tokens, with identity transforms (clip ratios near 1) and after training.
+        /// over the calibration tokens, at the start (identity factors, SmoothQuant channel
+        /// scales, clip ratios near 1) and after training.
         package var mseBefore: Double
         package var mseAfter: Double
         package var steps: Int
-        /// Training did not lower the error, so the block keeps identity transforms and its initial clips.
+        /// Training did not lower the error, so the block keeps its starting transforms and clips.
         package var keptInitial: Bool
         package var seconds: Double
 
@@ -101,6 +106,26 @@ package final class FlatQuantBlock {
             weightClips[role] = Parameter(name: FlatQuantLayout.weightClipName(spec.name), value: t)
         }
         self.weightClips = weightClips
+    }
+
+    /// SmoothQuant's channel scales for every site, from the site inputs' max |x| per channel
+    /// and its weights' (by block weight): s_j = max|W_j|^(1-α) / max|x_j|^α, 1 where either is 0.
+    package func smoothChannelScales(activationMax: [LinearSite: [Float]], weights: [TensorRole: Tensor], alpha: Double) {
+        for site in LinearSite.allCases {
+            guard let xMax = activationMax[site] else { continue }
+            let s = transforms[site]!.scale.value
+            precondition(xMax.count == s.count, "FlatQuant: \(xMax.count) channel maxima for a transform of \(s.count)")
+            var wMax = [Float](repeating: 0, count: s.count)
+            for role in site.parts {
+                guard let w = weights[role] else { continue }
+                let cols = w.shape[1]
+                for r in 0..<w.shape[0] { for j in 0..<cols { wMax[j] = max(wMax[j], abs(w.ptr[r * cols + j])) } }
+            }
+            for j in 0..<s.count {
+                let x = Double(xMax[j]), w = Double(wMax[j])
+                s.ptr[j] = x > 0 && w > 0 ? Float(pow(w, 1 - alpha) / pow(x, alpha)) : 1
+            }
+        }
     }
 
     /// The site whose input a block weight reads.
@@ -273,6 +298,11 @@ extension FlatQuant {
         let arch = DecoderArchitecture(config), blockArch = DecoderArchitecture(blockConfig)
         let batchRows = batch * rowsPerSequence
 
+        // Each site's input channel maxima in full precision, for the starting channel scales.
+        let channelMaxima = try settings.smoothAlpha.map { _ in
+            OutlierStats.channelMaxima(decoder: Decoder(weights: try DecoderWeights(config: config, source: source)),
+                                       windows: Array(sequences.prefix(batches * batch)))
+        }
         var blocks: [FlatQuantBlock] = [], reports: [BlockReport] = []
         for l in 0..<config.numHiddenLayers {
             let start = Date()
@@ -297,7 +327,18 @@ extension FlatQuant {
                 (y.ptr + b * batchRows * c).update(from: out.ptr, count: batchRows * c)
             }
 
-            let block = FlatQuantBlock(layer: l, config: config, activation: activation)
+            func startingBlock() -> FlatQuantBlock {
+                let block = FlatQuantBlock(layer: l, config: config, activation: activation)
+                if let alpha = settings.smoothAlpha, let maxima = channelMaxima {
+                    var xMax: [LinearSite: [Float]] = [:], w: [TensorRole: Tensor] = [:]
+                    for site in LinearSite.allCases { xMax[site] = maxima[LinearSiteKey(layer: l, site: site)] }
+                    for role in TensorRole.blockLinears { w[role] = tensors[blockArch.spec(role, layer: 0).name] }
+                    block.smoothChannelScales(activationMax: xMax, weights: w, alpha: alpha)
+                    for t in block.transforms.values { try! t.refreshInverse() }
+                }
+                return block
+            }
+            let block = startingBlock()
             block.install(on: decoder, index: 0)
             let quantizer = FlatQuantWeightQuantizer(decoder: decoder, blocks: [(0, block)], scheme: scheme)
             decoder.weightQuantizer = quantizer
@@ -339,13 +380,13 @@ extension FlatQuant {
             // block, noisy rounding); then the block keeps its start, as a clip search keeps no clip.
             var kept = block
             if !(after < before) {
-                kept = FlatQuantBlock(layer: l, config: config, activation: activation)
+                kept = startingBlock()
                 after = before
             }
             let report = BlockReport(layer: l, mseBefore: before, mseAfter: after, steps: steps,
                                      keptInitial: kept !== block, seconds: Date().timeIntervalSince(start))
             log(String(format: "flatquant: block %d: output MSE %.4g -> %.4g in %d steps (%.1f s)%@", l, before, after, steps, report.seconds,
-                       report.keptInitial ? ", training did not lower it: identity transforms kept" : ""))
+                       report.keptInitial ? ", training did not lower it: the start kept" : ""))
             reports.append(report)
             blocks.append(kept)
             x = y   // the next block trains on full-precision inputs

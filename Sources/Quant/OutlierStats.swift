@@ -32,6 +32,20 @@ package enum OutlierStats {
     /// Runs `decoder` on `windows` (prefill, no sampling) and measures every block linear's input.
     /// The decoder is left as it was.
     package static func measure(decoder: Decoder, windows: [[Int]]) -> [SiteOutliers] {
+        record(decoder: decoder, windows: windows).map {
+            SiteOutliers(layer: $0.layer, site: "\($0.site)", maxToMedian: $0.recorder.maxToMedian,
+                         kurtosis: $0.recorder.kurtosis, maxAbs: $0.recorder.maxAbs)
+        }
+    }
+
+    /// Every block linear input's max |x| per channel over `windows` (full precision as `decoder` runs).
+    package static func channelMaxima(decoder: Decoder, windows: [[Int]]) -> [LinearSiteKey: [Float]] {
+        var out: [LinearSiteKey: [Float]] = [:]
+        for r in record(decoder: decoder, windows: windows) { out[LinearSiteKey(layer: r.layer, site: r.site)] = r.recorder.channelMax.map(Float.init) }
+        return out
+    }
+
+    private static func record(decoder: Decoder, windows: [[Int]]) -> [(layer: Int, site: LinearSite, recorder: Recorder)] {
         let weights = decoder.weights
         var recorders: [(layer: Int, site: LinearSite, recorder: Recorder)] = []
         for (l, layer) in weights.layers.enumerated() {
@@ -48,14 +62,13 @@ package enum OutlierStats {
             let cache = decoder.makeCache(capacities: [window.count])
             _ = decoder.forward([SequenceChunk(sequence: 0, tokens: window)], cache: cache)
         }
-        return recorders.map { SiteOutliers(layer: $0.layer, site: "\($0.site)", maxToMedian: $0.recorder.maxToMedian,
-                                            kurtosis: $0.recorder.kurtosis, maxAbs: $0.recorder.maxAbs) }
+        return recorders
     }
 
     /// An identity input transform that accumulates the statistics of what passes through it
     /// (the decoder calls a linear layer's transforms from one thread per forward).
     final class Recorder: LinearInputTransform, @unchecked Sendable {
-        private var channelMax: [Double] = []
+        private(set) var channelMax: [Double] = []
         private var count = 0.0, sum = 0.0, sum2 = 0.0, sum3 = 0.0, sum4 = 0.0
 
         func transform(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
