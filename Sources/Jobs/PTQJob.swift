@@ -176,9 +176,6 @@ package struct PTQJob {
         var rowShrinks: [String: [Float]] = [:]
         var flatQuantReports: [FlatQuant.BlockReport]?
         if let transform {
-            guard method == .rtn else {
-                throw JobError("--method \(transform.rawValue) --then gptq: GPTQ on transformed weights is not built yet; use --then rtn")
-            }
             switch transform {
             case .quarot:
                 decoder = Decoder(weights: try QuaRot.rotate(lm.decoder.weights, seed: 0))
@@ -201,6 +198,7 @@ package struct PTQJob {
                 }
                 rotation = RotationSpec(method: transform.rawValue, seed: 0, onlineDownHadamard: false)
                 flatQuantReports = reports
+                if method == .gptq { log("ptq: GPTQ sets every row's grid itself; FlatQuant's learned weight clips are not used") }
             }
             rotatedOutliers = measureOutliers(decoder, "after \(step)")
         }

@@ -20,7 +20,7 @@ struct PTQCommand: ParsableCommand {
     @Option(help: "A .gguf file or a Hugging Face model directory.") var model: String
     @Option(help: "Scheme, e.g. w3g128, w4g128-sym, w4 (\(QuantScheme.validForms)).") var scheme: String
     @Option(help: "rtn, gptq, quarot (QuaRot's rotation) or flatquant (FlatQuant's learned transforms, calibrated on --calib); the last two then quantize the weights with --then.") var method = "gptq"
-    @Option(help: "With --method quarot or flatquant: how the transformed weights are quantized (rtn; gptq is not built yet).") var then = "rtn"
+    @Option(help: "With --method quarot or flatquant: how the transformed weights are quantized, rtn or gptq (on the transformed inputs' Hessians).") var then = "rtn"
     @Option(help: "With --method flatquant: calibration epochs over the windows.") var epochs = FlatQuant.Settings.cpuDefault.epochs
     @Option(help: "With --method flatquant: calibration learning rate (the clip ratios' is 10x).") var lr = FlatQuant.Settings.cpuDefault.learningRate
     @Option(help: "Calibration data (text lines or JSONL with \"text\").") var calib: String?

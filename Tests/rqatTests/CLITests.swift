@@ -167,28 +167,35 @@ final class CLITests: XCTestCase {
         XCTAssertNotEqual(ppl["w4a4kv4"], ppl["w4"], "the loaded w4a4kv4 model quantizes its activations: \(ppl)")
     }
 
-    /// `ptq --method quarot`: the rotated model, quantized at W8A8KV8 (near lossless), keeps the
-    /// FP model's perplexity; its checkpoint records the online down_proj Hadamard, without which
-    /// (the record removed) the loaded model is another function. The report has the outliers
-    /// before and after the rotation.
-    func testQuaRotCheckpointRecordsItsOnlineRotation() throws {
+    /// A tiny model (head dim 32, so the Hadamard sizes exist) and a text to calibrate and score on.
+    func transformFixture() throws -> (dir: URL, model: URL, text: URL) {
         let dir = try scratch()
         let model = dir.appendingPathComponent("m")
         try TinyModels.writeModel(at: model, seed: 1, headDim: 32)
         let text = dir.appendingPathComponent("text.txt")
         try (0..<8).map { "Tom has \($0 + 2) apples and gets \($0 + 3) more, so he has \(2 * $0 + 5) apples in all." }
             .joined(separator: "\n").write(to: text, atomically: true, encoding: .utf8)
-        func perplexity(_ path: URL) throws -> Double {
-            let measured = try run(["ppl", "--model", path.path, "--data", text.path])
-            XCTAssertEqual(measured.status, 0, measured.output)
-            return try XCTUnwrap(measured.stdout.split(separator: " ").drop { $0 != "perplexity" }.dropFirst().first.flatMap { Double($0) })
-        }
+        return (dir, model, text)
+    }
+
+    func perplexity(_ model: URL, on text: URL) throws -> Double {
+        let measured = try run(["ppl", "--model", model.path, "--data", text.path])
+        XCTAssertEqual(measured.status, 0, measured.output)
+        return try XCTUnwrap(measured.stdout.split(separator: " ").drop { $0 != "perplexity" }.dropFirst().first.flatMap { Double($0) })
+    }
+
+    /// `ptq --method quarot`: the rotated model, quantized at W8A8KV8 (near lossless), keeps the
+    /// FP model's perplexity; its checkpoint records the online down_proj Hadamard, without which
+    /// (the record removed) the loaded model is another function. The report has the outliers
+    /// before and after the rotation.
+    func testQuaRotCheckpointRecordsItsOnlineRotation() throws {
+        let (dir, model, text) = try transformFixture()
         let out = dir.appendingPathComponent("quarot")
         let ptq = try run(["ptq", "--model", model.path, "--scheme", "w8a8kv8", "--method", "quarot", "--calib", text.path,
                            "--seq-len", "32", "--out", out.path])
         XCTAssertEqual(ptq.status, 0, ptq.output)
         XCTAssertTrue(ptq.stderr.contains("activation outliers after the rotation"), ptq.stderr)
-        let fp = try perplexity(model), rotated = try perplexity(out)
+        let fp = try perplexity(model, on: text), rotated = try perplexity(out, on: text)
         XCTAssertEqual(rotated, fp, accuracy: 0.05 * fp, "QuaRot + W8A8KV8 (clips 0.9, 0.95) keeps the function")
 
         let configURL = out.appendingPathComponent("config.json")
@@ -198,30 +205,27 @@ final class CLITests: XCTestCase {
         XCTAssertEqual((q["rqat_activation_quant"] as? [String: Any])?["activation_clip"] as? Double, 0.9, "QuaRot's clip")
         XCTAssertEqual(config["tie_word_embeddings"] as? Bool, false, "the rotation unties the LM head")
         // QAT from it keeps the online rotation, and so does the model it exports.
-        try checkTrainingKeepsTheTransforms(from: out, method: "quarot", perplexity: perplexity, near: fp)
+        try checkTrainingKeepsTheTransforms(from: out, method: "quarot", text: text, near: fp)
+
+        // GPTQ after the rotation, on the rotated inputs' Hessians: as near the FP model.
+        let gptq = dir.appendingPathComponent("quarot-gptq")
+        let viaGPTQ = try run(["ptq", "--model", model.path, "--scheme", "w8a8kv8", "--method", "quarot", "--then", "gptq",
+                               "--calib", text.path, "--seq-len", "32", "--out", gptq.path])
+        XCTAssertEqual(viaGPTQ.status, 0, viaGPTQ.output)
+        XCTAssertEqual(try perplexity(gptq, on: text), fp, accuracy: 0.05 * fp, "QuaRot + GPTQ W8A8KV8 keeps the function")
 
         q["rqat_rotation"] = nil
         config["quantization_config"] = q
         try JSONSerialization.data(withJSONObject: config).write(to: configURL)
-        let unrotated = try perplexity(out)
+        let unrotated = try perplexity(out, on: text)
         XCTAssertGreaterThan(abs(unrotated - fp), 0.2 * fp, "without its online rotation the model is another function: \(unrotated) against \(fp)")
     }
 
     /// `ptq --method flatquant`: calibration lowers every block's output error, the model at
     /// W8A8KV8 keeps the FP perplexity, the checkpoint records the method and holds each block's
-    /// transforms, and training from it is refused (it would drop them).
+    /// transforms, and QAT from it keeps them.
     func testFlatQuantCheckpointKeepsItsTransforms() throws {
-        let dir = try scratch()
-        let model = dir.appendingPathComponent("m")
-        try TinyModels.writeModel(at: model, seed: 1, headDim: 32)
-        let text = dir.appendingPathComponent("text.txt")
-        try (0..<8).map { "Tom has \($0 + 2) apples and gets \($0 + 3) more, so he has \(2 * $0 + 5) apples in all." }
-            .joined(separator: "\n").write(to: text, atomically: true, encoding: .utf8)
-        func perplexity(_ path: URL) throws -> Double {
-            let measured = try run(["ppl", "--model", path.path, "--data", text.path])
-            XCTAssertEqual(measured.status, 0, measured.output)
-            return try XCTUnwrap(measured.stdout.split(separator: " ").drop { $0 != "perplexity" }.dropFirst().first.flatMap { Double($0) })
-        }
+        let (dir, model, text) = try transformFixture()
         let out = dir.appendingPathComponent("flatquant")
         let ptq = try run(["ptq", "--model", model.path, "--scheme", "w8a8kv8", "--method", "flatquant", "--calib", text.path,
                            "--seq-len", "32", "--epochs", "3", "--out", out.path])
@@ -231,7 +235,7 @@ final class CLITests: XCTestCase {
         let blocks = try XCTUnwrap(report["flatquant_blocks"] as? [[String: Any]])
         XCTAssertEqual(blocks.count, 2)
         for b in blocks { XCTAssertLessThan(b["mse_after"] as! Double, b["mse_before"] as! Double, "\(b)") }
-        let fp = try perplexity(model), transformed = try perplexity(out)
+        let fp = try perplexity(model, on: text), transformed = try perplexity(out, on: text)
         XCTAssertEqual(transformed, fp, accuracy: 0.05 * fp, "FlatQuant + W8A8KV8 keeps the function")
 
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("config.json"))) as! [String: Any]
@@ -242,12 +246,12 @@ final class CLITests: XCTestCase {
             for part in ["left", "right", "scale", "act_clip"] { XCTAssertTrue(tensors.contains("model.layers.1.flatquant.\(site).\(part)"), "\(site).\(part)") }
         }
         XCTAssertTrue(tensors.contains("model.layers.0.flatquant.kv_clip"))
-        try checkTrainingKeepsTheTransforms(from: out, method: "flatquant", perplexity: perplexity, near: fp)
+        try checkTrainingKeepsTheTransforms(from: out, method: "flatquant", text: text, near: fp)
     }
 
     /// Two QAT steps at a tiny learning rate from a transformed init: the run says it keeps the
     /// transforms, and its exported model records them and keeps the init's perplexity.
-    func checkTrainingKeepsTheTransforms(from initDir: URL, method: String, perplexity: (URL) throws -> Double, near fp: Double,
+    func checkTrainingKeepsTheTransforms(from initDir: URL, method: String, text: URL, near fp: Double,
                                          file: StaticString = #filePath, line: UInt = #line) throws {
         let dir = initDir.deletingLastPathComponent()
         let data = dir.appendingPathComponent("d.jsonl")
@@ -261,7 +265,7 @@ final class CLITests: XCTestCase {
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: exported.appendingPathComponent("config.json"))) as! [String: Any]
         let q = config["quantization_config"] as! [String: Any]
         XCTAssertEqual((q["rqat_rotation"] as? [String: Any])?["method"] as? String, method, file: file, line: line)
-        XCTAssertEqual(try perplexity(exported), fp, accuracy: 0.05 * fp, "the exported model keeps the function", file: file, line: line)
+        XCTAssertEqual(try perplexity(exported, on: text), fp, accuracy: 0.05 * fp, "the exported model keeps the function", file: file, line: line)
     }
 
     /// `rqat train --loss`: an unknown value and a divergence the signal cannot carry are refused
