@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The PTQ accuracy table of docs/ACCURACY.md, end to end, on SmolLM2-135M-Instruct:
-#  1. teacher traces: the FP model answers GSM8K questions (templates 0000-0063, two samples
-#     each, temperature 0.6, top-p 0.95) -> calibration; questions 0064-0099 (one sample) ->
-#     held-out evaluation text;
+#  1. teacher traces (scripts/smollm2-traces.sh): the FP model answers GSM8K questions
+#     (templates 0000-0063, two samples each) -> calibration; 0064-0099 -> held-out text;
 #  2. a plain-text calibration set of the other domain: English prose from Python's own
 #     documentation topics (pydoc_data), one paragraph per line;
 #  3. RTN, RTN+clip, GPTQ, GPTQ+act-order at the scheme given (default w3g128), calibrated on each
@@ -18,8 +17,6 @@ R=.build/release/rqat
 M=assets/SmolLM2-135M-Instruct.Q4_1.gguf
 swift build -c release --product rqat >&2
 
-python3 scripts/gsm-prompts.py "$work/calib-prompts.jsonl" 0 64 --repeat 2
-python3 scripts/gsm-prompts.py "$work/heldout-prompts.jsonl" 64
 python3 - "$work" <<'PY'
 import sys
 import pydoc_data.topics as topics
@@ -32,12 +29,7 @@ with open(f"{work}/plain.txt", "w") as f:
                 f.write(para + "\n")
 PY
 
-for name in calib heldout; do
-  if [ ! -s "$work/$name-traces.jsonl" ]; then
-    $R generate --model $M --chat --prompts "$work/$name-prompts.jsonl" --out "$work/$name-traces.jsonl" \
-      --max-tokens 256 --temperature 0.6 --top-p 0.95 --seed 42 --batch 8 >&2
-  fi
-done
+bash scripts/smollm2-traces.sh "$work"
 
 ppl() { $R ppl --model "$1" --data "$work/heldout-traces.jsonl" | sed -E 's/perplexity ([0-9.]+).*/\1/'; }
 fp="$(ppl $M)"

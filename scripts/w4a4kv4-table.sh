@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The W4A4KV4 table of docs/ACCURACY.md on SmolLM2-135M-Instruct: RTN, QuaRot + RTN and
-# FlatQuant + RTN at the scheme given (default w4a4kv4), calibrated on the 20 GSM8K test
-# originals (question and worked answer, one per line), scored by perplexity on 30 GSM-Symbolic
-# validation problems (question and worked answer, 6,368 tokens). Prints a markdown table with
-# FlatQuant's calibration (blocks, steps, mean output MSE before and after, seconds).
+# FlatQuant + RTN at the scheme given (default w4a4kv4), calibrated on the model's own reasoning
+# traces and scored by perplexity on held-out traces (scripts/smollm2-traces.sh). Prints a
+# markdown table with FlatQuant's calibration (blocks, steps, mean block-output MSE at the
+# start and after, blocks that kept the start, seconds).
 # Usage: bash scripts/w4a4kv4-table.sh [scheme] [calibration windows] [window tokens] [flatquant epochs]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,19 +14,9 @@ R=.build/release/rqat
 M=assets/SmolLM2-135M-Instruct.Q4_1.gguf
 swift build -c release --product rqat >&2
 
-$R data gsm8k --split test --count 100 --out "$work/calib.jsonl" >&2
-$R data gsm-symbolic --split validation --count 30 --out "$work/heldout.jsonl" >&2
-python3 - "$work" <<'PY'
-import json, sys
-work = sys.argv[1]
-for name in ("calib", "heldout"):
-    rows = [json.loads(line) for line in open(f"{work}/{name}.jsonl")]
-    with open(f"{work}/{name}.txt", "w") as f:
-        for r in rows:
-            f.write((r["prompt"] + " " + r["completion"]).replace("\n", " ") + "\n")
-PY
+bash scripts/smollm2-traces.sh "$work"
 
-ppl() { $R ppl --model "$1" --data "$work/heldout.txt" | sed -E 's/perplexity ([0-9.]+).*/\1/'; }
+ppl() { $R ppl --model "$1" --data "$work/heldout-traces.jsonl" | sed -E 's/perplexity ([0-9.]+).*/\1/'; }
 echo "| model | perplexity | PTQ seconds | FlatQuant calibration |"
 echo "|---|---|---|---|"
 echo "| FP | $(ppl $M) | | |"
@@ -34,7 +24,7 @@ for method in rtn quarot flatquant; do
   out="$work/$method-$scheme"
   if [ ! -s "$out/ptq-report.json" ]; then
     extra=(); [ "$method" = flatquant ] && extra=(--epochs "$epochs")
-    $R ptq --model $M --scheme "$scheme" --method "$method" --calib "$work/calib.txt" \
+    $R ptq --model $M --scheme "$scheme" --method "$method" --calib "$work/calib-traces.jsonl" \
       --calib-samples "$windows" --seq-len "$window_tokens" --out "$out" "${extra[@]}" >&2
   fi
   summary="$(python3 - "$out/ptq-report.json" <<'PY'
