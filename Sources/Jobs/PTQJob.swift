@@ -178,8 +178,12 @@ package struct PTQJob {
         if let transform {
             switch transform {
             case .quarot:
-                decoder = Decoder(weights: try QuaRot.rotate(lm.decoder.weights, seed: 0))
-                rotation = RotationSpec(method: transform.rawValue, seed: 0, onlineDownHadamard: true)
+                let weights = try QuaRot.rotate(lm.decoder.weights, seed: 0)
+                // Queries and keys per head after RoPE: the cached keys are quantized rotated.
+                let headRotation = try HadamardTransform(size: lm.config.headDim)
+                for layer in weights.layers { layer.headRotation = headRotation }
+                decoder = Decoder(weights: weights)
+                rotation = RotationSpec(method: transform.rawValue, seed: 0, onlineDownHadamard: true, onlineQKHadamard: true)
             case .flatquant:
                 let sequences = windows.filter { $0.count == seqLen }
                 guard !sequences.isEmpty else {

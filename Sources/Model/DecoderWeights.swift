@@ -17,6 +17,9 @@ package final class DecoderLayerWeights {
     /// KV cache: the KV-cache quantization site. They run on decode threads, so they must not
     /// share scratch between calls.
     package var cacheTransforms: [any LinearInputTransform] = []
+    /// A rotation of every query and key head after RoPE (QuaRot's online Hadamard of size
+    /// head_dim): scores are unchanged, the keys cached (and quantized) are rotated.
+    package var headRotation: HadamardTransform?
 
     init(inputNorm: Tensor, qkv: LinearLayer, qNorm: Tensor?, kNorm: Tensor?,
          output: LinearLayer, postAttentionNorm: Tensor, gateUp: LinearLayer, down: LinearLayer) {

@@ -2,7 +2,7 @@ import Formats
 import Tensors
 
 /// What a transformed checkpoint's weights expect at run time, read once from it: QuaRot's
-/// Hadamard before every down_proj, or FlatQuant's transform at every linear input with its
+/// Hadamard before every down_proj and on every query and key head after RoPE, or FlatQuant's transform at every linear input with its
 /// learned activation and KV-cache clips. The one place that installs them, on the inference
 /// decoder (every command that runs the model) and on the training decoder (QAT and RL from
 /// such an init), each followed by the activation quantization.
@@ -24,7 +24,7 @@ package struct OnlineTransforms {
                     tensors[name] = try checkpoint.weights.tensor(name)
                 }
             }
-        } else if !rotation.onlineDownHadamard {
+        } else if !rotation.onlineDownHadamard && !rotation.onlineQKHadamard {
             return nil
         }
         self.tensors = tensors
@@ -39,6 +39,10 @@ package struct OnlineTransforms {
             return
         }
         if rotation.onlineDownHadamard { try weights.installOnlineDownHadamard() }
+        if rotation.onlineQKHadamard {
+            let h = try HadamardTransform(size: weights.config.headDim)
+            for layer in weights.layers { layer.headRotation = h }
+        }
         if let activation { weights.installActivationQuant(activation) }
     }
 
@@ -70,6 +74,7 @@ package struct OnlineTransforms {
             let hadamard = try TrainableOnlineHadamard(size: config.intermediateSize)
             for l in 0..<config.numHiddenLayers { decoder.inputTransforms[LinearSiteKey(layer: l, site: .down)] = hadamard }
         }
+        if rotation.onlineQKHadamard { decoder.headRotation = try HadamardTransform(size: config.headDim) }
         if let activation { decoder.installActivationQuant(activation) }
     }
 

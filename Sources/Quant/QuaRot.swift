@@ -135,7 +135,7 @@ package enum QuaRot {
     }
 
     /// Copies of the weights' tensors by Hugging Face name (stacked sites split into their parts).
-    static func namedCopies(_ weights: DecoderWeights) -> [String: Tensor] {
+    package static func namedCopies(_ weights: DecoderWeights) -> [String: Tensor] {
         let config = weights.config, arch = DecoderArchitecture(config)
         var out: [String: Tensor] = [:]
         out[DecoderArchitecture.name(.embedding)] = copy(weights.embedding)

@@ -380,22 +380,23 @@ package struct HadamardTransform: Sendable {
         transposedMixing = transposed
     }
 
-    /// x ← x · H / sqrt(n) for each row. x: (rows, size).
-    package func apply(_ x: UnsafeMutablePointer<Float>, rows: Int) {
-        rotate(x, rows: rows, mixing: forwardMixing)
+    /// x ← x · H / sqrt(n) for each row. x: (rows, size). `parallel: false` keeps the rows on
+    /// the calling thread (a caller already inside `Threads.parallelFor`).
+    package func apply(_ x: UnsafeMutablePointer<Float>, rows: Int, parallel: Bool = true) {
+        rotate(x, rows: rows, mixing: forwardMixing, parallel: parallel)
     }
 
     /// x ← x · Hᵀ / sqrt(n) for each row, the inverse of `apply`. x: (rows, size).
-    package func applyTransposed(_ x: UnsafeMutablePointer<Float>, rows: Int) {
-        rotate(x, rows: rows, mixing: transposedMixing)
+    package func applyTransposed(_ x: UnsafeMutablePointer<Float>, rows: Int, parallel: Bool = true) {
+        rotate(x, rows: rows, mixing: transposedMixing, parallel: parallel)
     }
 
-    private func rotate(_ x: UnsafeMutablePointer<Float>, rows: Int, mixing: [Float]) {
+    private func rotate(_ x: UnsafeMutablePointer<Float>, rows: Int, mixing: [Float], parallel: Bool) {
         let n = size, k = decomposition.baseOrder, p = decomposition.powerOfTwo
         let scale = Float(1 / Double(n).squareRoot())
         mixing.withUnsafeBufferPointer { mixing in
             let m = mixing.baseAddress!
-            Threads.parallelFor(rows) { range in
+            let run: (Range<Int>) -> Void = { range in
                 let scratch = k > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: n) : nil
                 defer { scratch?.deallocate() }
                 for r in range {
@@ -409,6 +410,7 @@ package struct HadamardTransform: Sendable {
                     }
                 }
             }
+            if parallel { Threads.parallelFor(rows, run) } else { run(0..<rows) }
         }
     }
 

@@ -142,4 +142,43 @@ final class QuaRotTests: XCTestCase {
               + "rotate \(rotatedAt.timeIntervalSince(loaded)) s, total \(Date().timeIntervalSince(start)) s)")
         XCTAssertLessThan(rel, 1e-4)
     }
+
+    /// The per-head rotation of queries and keys after RoPE leaves scores, so logits, unchanged
+    /// in the inference decoder and logits and every gradient in the training decoder (whose
+    /// backward applies the transpose); with the KV cache quantized it changes what is cached.
+    func testQueryKeyHeadRotationKeepsTheFunctionAndItsGradients() throws {
+        let tokens = [3, 17, 42, 5, 77, 0, 23, 61]
+        for family in ModelConfig.Family.allCases {
+            let weights = try Self.tinyWeights(family, seed: 5)
+            let h = try HadamardTransform(size: weights.config.headDim)
+            let before = Self.logits(weights, tokens)
+            for layer in weights.layers { layer.headRotation = h }
+            XCTAssertLessThan(Self.relativeDifference(before, Self.logits(weights, tokens)), 1e-5, "\(family) inference")
+
+            let decoder = try TrainableDecoder(config: weights.config, source: InMemoryWeights(QuaRot.namedCopies(weights)))
+            var rng = SeededRNG(seed: 9)
+            let dLogits = Tensor(shape: [2 * tokens.count, weights.config.vocabSize])
+            rng.fillNormal(dLogits)
+            func run() -> (logits: [Float], grads: [[Float]]) {
+                decoder.zeroGradients()
+                let logits = Array(decoder.forward(tokens: tokens + tokens.reversed(), batch: 2, length: tokens.count).buffer)
+                decoder.backward(dLogits: dLogits)
+                return (logits, decoder.parameters.map(\.grad.array))
+            }
+            let plain = run()
+            decoder.headRotation = h
+            let rotated = run()
+            let scale = plain.logits.map(abs).max()!
+            XCTAssertLessThan(zip(plain.logits, rotated.logits).map { abs($0 - $1) }.max()! / scale, 1e-5, "\(family) training logits")
+            for (p, (a, b)) in zip(decoder.parameters, zip(plain.grads, rotated.grads)) {
+                let m = max(a.map(abs).max()!, 1e-6)
+                XCTAssertLessThan(zip(a, b).map { abs($0 - $1) }.max()! / m, 1e-4, "\(family) gradient of \(p.name)")
+            }
+
+            weights.installActivationQuant(try XCTUnwrap(ActivationQuantSpec(scheme: try QuantScheme.parse("w4kv4"))))
+            let quantizedRotated = Self.logits(weights, tokens)
+            for layer in weights.layers { layer.headRotation = nil }
+            XCTAssertGreaterThan(Self.maxAbsDifference(quantizedRotated, Self.logits(weights, tokens)), 1e-4, "\(family): KV4 caches rotated keys")
+        }
+    }
 }

@@ -202,6 +202,7 @@ final class CLITests: XCTestCase {
         var config = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as! [String: Any]
         var q = config["quantization_config"] as! [String: Any]
         XCTAssertEqual((q["rqat_rotation"] as? [String: Any])?["online_down_hadamard"] as? Bool, true)
+        XCTAssertEqual((q["rqat_rotation"] as? [String: Any])?["online_qk_hadamard"] as? Bool, true)
         XCTAssertEqual((q["rqat_activation_quant"] as? [String: Any])?["activation_clip"] as? Double, 0.9, "QuaRot's clip")
         XCTAssertEqual(config["tie_word_embeddings"] as? Bool, false, "the rotation unties the LM head")
         // QAT from it keeps the online rotation, and so does the model it exports.

@@ -197,6 +197,9 @@ package final class TrainableDecoder {
     package var cacheTransforms: [Int: any TrainableInputTransform] = [:] {
         didSet { cacheInputs = [:] }
     }
+    /// A fixed rotation of every query and key head after RoPE in every block (QuaRot's online
+    /// Hadamard of size head_dim; `DecoderLayerWeights.headRotation`).
+    package var headRotation: HadamardTransform?
     /// Each cache transform's input of the last forward (keys and values before it), by block.
     private var cacheInputs: [Int: Tensor] = [:]
 
@@ -255,6 +258,7 @@ package final class TrainableDecoder {
                 v.linear(site).inputTransforms = inPlaceStages(inputTransforms[LinearSiteKey(layer: l, site: site)])
             }
             v.cacheTransforms = inPlaceStages(cacheTransforms[l])
+            v.headRotation = headRotation
             if weightQuantizer == nil { p.refreshStacked() }
             v.output.weight = .dense(p.oQuantized ?? p.o.value)
             v.down.weight = .dense(p.downQuantized ?? p.down.value)
@@ -543,9 +547,13 @@ package final class TrainableDecoder {
                     for r in rows { (qkv.ptr + r * w + qw + kvw).update(from: pre.ptr + r * w + qw + kvw, count: kvw) }
                 }
             }
-            // RoPE on q and k in place.
+            // RoPE on q and k in place, then the head rotation (q heads and k heads are contiguous).
             TrainLayers.ropeForward(x: a.qkv.ptr, ldx: w, rows: n, groups: heads + kvHeads, dim: d,
                                     length: length, cos: s.cos.ptr, sin: s.sin.ptr)
+            if let h = headRotation {
+                let qkv = a.qkv.ptr
+                Threads.parallelFor(n) { rows in for r in rows { h.apply(qkv + r * w, rows: heads + kvHeads, parallel: false) } }
+            }
             cacheTransformForward(l, a.qkv.ptr + qw, ld: w, rows: n, width: 2 * kvw)
             // attn: (N, H*D) = causal softmax(q k^T / sqrt(D)) v
             TrainLayers.attentionForward(q: a.qkv.ptr, ldq: w, k: a.qkv.ptr + qw, ldk: w, v: a.qkv.ptr + qw + kvw,
@@ -652,6 +660,9 @@ package final class TrainableDecoder {
                                           dq: dqkv, lddq: w, dk: dqkv + qw, lddk: w, dv: dqkv + qw + kvw, lddv: w,
                                           scratch: s.dProbs.ptr, shape: shape)
             cacheTransformBackward(l, dx: dqkv + qw, ld: w, rows: n, width: 2 * kvw)
+            if let h = headRotation {
+                Threads.parallelFor(n) { rows in for r in rows { h.applyTransposed(dqkv + r * w, rows: heads + kvHeads, parallel: false) } }
+            }
             TrainLayers.ropeBackward(dx: dqkv, ldx: w, rows: n, groups: heads + kvHeads, dim: d,
                                      length: length, cos: s.cos.ptr, sin: s.sin.ptr)
             if let pre = a.qkvPre, let qNorm = p.qNorm, let kNorm = p.kNorm {
