@@ -45,20 +45,24 @@ package enum TrainBench {
                                activationMB: Double(memory) / 1e6, threads: Threads.count)
     }
 
-    /// The same step with fake-quant weights, and its cost over `plain` (the plain step's record).
-    package static func qatStep(_ c: Case, steps: Int, scheme: QuantScheme, mode: FakeQuantizer.Mode,
+    /// The same step with fake-quant weights, and its cost over `plain` (the plain step's record);
+    /// with `transform`, the init's online transforms run too (QuaRot's Hadamards, FlatQuant's
+    /// Kronecker transforms at identity, fixed, as QAT from such an init runs them).
+    package static func qatStep(_ c: Case, steps: Int, scheme: QuantScheme, mode: FakeQuantizer.Mode, transform: PTQTransform? = nil,
                                 plain: TrainStepRecord) throws -> TrainStepQATRecord {
-        let (rate, _) = try stepRate(c, steps: steps, qat: (scheme, mode))
-        return TrainStepQATRecord(shape: c.name, batch: c.batch, seqLen: c.length, scheme: scheme.description, mode: mode.rawValue,
+        let (rate, _) = try stepRate(c, steps: steps, qat: (scheme, mode), transform: transform)
+        return TrainStepQATRecord(shape: c.name, batch: c.batch, seqLen: c.length,
+                                  scheme: scheme.description + (transform.map { "+" + $0.rawValue } ?? ""), mode: mode.rawValue,
                                   tokensPerS: rate, overheadFraction: plain.tokensPerS / rate - 1, threads: Threads.count)
     }
 
     /// Median tokens/s of `steps` full steps after one warm-up step, and the activation bytes.
-    static func stepRate(_ c: Case, steps: Int, qat: (QuantScheme, FakeQuantizer.Mode)?) throws -> (Double, Int) {
+    static func stepRate(_ c: Case, steps: Int, qat: (QuantScheme, FakeQuantizer.Mode)?, transform: PTQTransform? = nil) throws -> (Double, Int) {
         let model = TrainableDecoder(config: c.config, seed: 1)
         let quantizer = try qat.map { try FakeQuantizer(decoder: model, scheme: $0.0, mode: $0.1) }
         model.weightQuantizer = quantizer
-        if let spec = qat.flatMap({ ActivationQuantSpec(scheme: $0.0) }) { model.installActivationQuant(spec) }
+        let spec = qat.flatMap { ActivationQuantSpec(scheme: $0.0) }
+        try model.installRunTimeTransforms(try transform.map { try onlineTransforms($0, config: c.config, activation: spec) }, activation: spec)
         let parameters = model.parameters + (quantizer?.parameters ?? [])
         let optimizer = AdamW(parameters: parameters, beta1: 0.9, beta2: 0.95, weightDecay: 0.1)
         var rng = SeededRNG(seed: 2)
@@ -82,6 +86,20 @@ package enum TrainBench {
         }
         times.sort()
         return (Double(n) / times[times.count / 2], model.activationBytes(batch: c.batch, length: c.length))
+    }
+
+    /// The transforms of a `transform` init of this shape: QuaRot's Hadamards, or FlatQuant's at identity.
+    static func onlineTransforms(_ transform: PTQTransform, config: ModelConfig, activation: ActivationQuantSpec?) throws -> OnlineTransforms {
+        switch transform {
+        case .quarot:
+            return OnlineTransforms(rotation: RotationSpec(method: transform.rawValue, seed: 0, onlineDownHadamard: true, onlineQKHadamard: true))
+        case .flatquant:
+            var tensors: [String: Tensor] = [:]
+            for l in 0..<config.numHiddenLayers {
+                tensors.merge(FlatQuantBlock(layer: l, config: config, activation: activation).savedTensors) { $1 }
+            }
+            return OnlineTransforms(rotation: RotationSpec(method: transform.rawValue, seed: 0, onlineDownHadamard: false), tensors: tensors)
+        }
     }
 
     /// 6 x (matrix parameters incl. the LM head) + 6 x layers x T x heads x head_dim: causal

@@ -89,26 +89,6 @@ package struct PTQReport: Codable, Equatable, Sendable {
     }
 }
 
-/// A transform of the full-precision model that PTQ runs before quantizing its weights.
-package enum PTQTransform: String, Sendable, CaseIterable {
-    /// QuaRot: random Hadamard rotations folded into the weights, seed 0, down_proj's input
-    /// rotated online.
-    case quarot
-    /// FlatQuant: learned affine transforms per linear site, calibrated block by block; the
-    /// weights' learned row clips go to RTN.
-    case flatquant
-
-    /// The activation and KV quantization the checkpoint records (nil: the scheme's defaults).
-    func activationQuant(_ scheme: QuantScheme) -> ActivationQuantSpec? {
-        switch self {
-        // QuaRot's clip ratios: the rotation has spread the outlier channels.
-        case .quarot: ActivationQuantSpec(scheme: scheme, activationClip: 0.9, kvClip: 0.95)
-        // FlatQuant's are learned per site and stored as tensors.
-        case .flatquant: ActivationQuantSpec(scheme: scheme, activationClip: 1, kvClip: 1)
-        }
-    }
-}
-
 /// Post-training quantization (`rqat ptq`): RTN or GPTQ of the decoder-block linears of
 /// `model`, saved in the GPTQ packed format to `out`, with `PTQReport` in OUT/ptq-report.json.
 package struct PTQJob {

@@ -12,6 +12,12 @@ package struct OnlineTransforms {
     /// A model trained from the init carries them into its own checkpoints.
     package let tensors: [String: Tensor]
 
+    /// Transforms as given (FlatQuant's tensors by checkpoint name), e.g. for a benchmark.
+    package init(rotation: RotationSpec, tensors: [String: Tensor] = [:]) {
+        self.rotation = rotation
+        self.tensors = tensors
+    }
+
     /// The checkpoint's transforms; nil when it has none. Throws naming a missing tensor.
     package init?(_ checkpoint: Checkpoint) throws {
         guard let rotation = checkpoint.rotation else { return nil }

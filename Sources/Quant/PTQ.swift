@@ -23,6 +23,26 @@ package struct PTQOptions: Sendable {
     }
 }
 
+/// A transform of the full-precision model that PTQ runs before quantizing its weights.
+package enum PTQTransform: String, Sendable, CaseIterable {
+    /// QuaRot: random Hadamard rotations folded into the weights, seed 0, down_proj's input
+    /// rotated online.
+    case quarot
+    /// FlatQuant: learned affine transforms per linear site, calibrated block by block; the
+    /// weights' learned row clips go to RTN.
+    case flatquant
+
+    /// The activation and KV quantization the checkpoint records (nil: the scheme's defaults).
+    package func activationQuant(_ scheme: QuantScheme) -> ActivationQuantSpec? {
+        switch self {
+        // QuaRot's clip ratios: the rotation has spread the outlier channels.
+        case .quarot: ActivationQuantSpec(scheme: scheme, activationClip: 0.9, kvClip: 0.95)
+        // FlatQuant's are learned per site and stored as tensors.
+        case .flatquant: ActivationQuantSpec(scheme: scheme, activationClip: 1, kvClip: 1)
+        }
+    }
+}
+
 /// One quantized matrix's outcome: its relative output error on the calibration inputs,
 /// ||W X - Q(W) X|| / ||W X|| (from the Hessian: sqrt(tr(D H D^T) / tr(W H W^T))).
 package struct PTQLayerReport: Sendable {

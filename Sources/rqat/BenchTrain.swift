@@ -23,6 +23,8 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "Timed steps; the median is reported.") var steps = 5
     @Option(help: "Also time the step with fake-quant weights (QAT) at this scheme, e.g. w3g128, and report the overhead; with activation or KV bits (w4a4kv4), the weight-only step next to it.")
     var qat: String?
+    @Option(help: "With --qat: also time the step from a quarot or flatquant init (its online transforms fixed), and report their cost over the --qat step.")
+    var transform: String?
     @OptionGroup var runtime: RuntimeOptions
     @OptionGroup var output: BenchOutput
 
@@ -34,6 +36,11 @@ struct BenchTrain: ParsableCommand {
     func measure() throws {
         let cases = shape == .both ? [TrainBench.tiny, TrainBench.smol] : shape == .tiny ? [TrainBench.tiny] : [TrainBench.smol]
         let qatScheme = try qat.map { try QuantScheme.parse($0) }
+        guard transform == nil || qatScheme != nil else { throw CLIError("--transform times the QAT step from such an init: give --qat too") }
+        let initTransform = try transform.map { name in
+            guard let t = PTQTransform(rawValue: name) else { throw CLIError("--transform must be quarot or flatquant, not \(name)") }
+            return t
+        }
         for c in cases {
             let plain = try TrainBench.step(c, steps: steps)
             output.emit(plain, text: String(format: "%@ (%d x %d): %7.0f tokens/s  %6.1f GFLOP/s = %3.0f%% of sgemm (%5.1f GFLOP/s at %dx%dx%d)  activations %.0f MB",
@@ -57,6 +64,13 @@ struct BenchTrain: ParsableCommand {
             if weightOnly != qatScheme, let w = rates[weightOnly], let a = rates[qatScheme] {
                 printErr(String(format: "%@: activation and KV-cache fake quantization cost %+.1f%% over the weight-only %@ step (STE)",
                                 c.name, 100 * (w / a - 1), weightOnly.description))
+            }
+            if let transform = initTransform, let a = rates[qatScheme] {
+                let q = try TrainBench.qatStep(c, steps: steps, scheme: qatScheme, mode: .ste, transform: transform, plain: plain)
+                output.emit(q, text: String(format: "%@ QAT %@ ste: %7.0f tokens/s  (fake-quant and transforms cost %+.1f%% of the step)",
+                                            c.name, q.scheme, q.tokensPerS, 100 * q.overheadFraction))
+                printErr(String(format: "%@: %@'s online transforms cost %+.1f%% over the %@ step (STE)",
+                                c.name, transform.rawValue, 100 * (a / q.tokensPerS - 1), qatScheme.description))
             }
         }
     }
