@@ -234,7 +234,8 @@ package final class TeacherService {
         let snapshot = try PolicySync.snapshot(from: try TensorFrame.decodeMessage(bytes, from: rank), scheme: policyScheme, rank: rank)
         let weights = try snapshot.decoderWeights(config: decoder.config)
         // The policy's online transforms and activation and KV-cache quantization, as the students train it.
-        try weights.installRunTimeTransforms(policyTransforms, activation: .training(policyScheme, from: policyInitActivation))
+        try weights.installRunTimeTransforms(policyTransforms?.updating(from: snapshot.fullPrecision),
+                                             activation: .training(policyScheme, from: policyInitActivation))
         policy = (snapshot.version, Decoder(weights: weights))
         policySeconds += Date().timeIntervalSince(start)
         policyBytes += bytes.count

@@ -17,6 +17,8 @@ package struct TrainingSpec {
     package var qat: QuantScheme?
     /// LSQ (learnable step and zero per group) instead of STE over min/max grids.
     package var lsq: Bool
+    /// From a FlatQuant init: train its transforms with the weights instead of keeping them fixed.
+    package var trainTransforms = false
     package var options: TrainOptions
     package var runDir: URL
 
@@ -46,7 +48,8 @@ package struct StudentModel {
     /// The activation and KV quantization the decoder runs (nil: none).
     package let activationQuant: ActivationQuantSpec?
 
-    package init(model: String, qat: QuantScheme?, lsq: Bool, log: (String) -> Void) throws {
+    /// `trainTransforms`: a FlatQuant init's transforms train with the weights (else they stay fixed).
+    package init(model: String, qat: QuantScheme?, lsq: Bool, trainTransforms: Bool = false, log: (String) -> Void) throws {
         let checkpoint = try Checkpoint.open(model)
         onlineTransforms = try OnlineTransforms(checkpoint)
         self.checkpoint = checkpoint
@@ -63,8 +66,11 @@ package struct StudentModel {
         decoder.weightQuantizer = quantizer
         activationQuant = .training(qat, from: checkpoint.activationQuant)
         // The function the init's weights belong to: its online transforms, fixed, then the quantizers.
-        try decoder.installRunTimeTransforms(onlineTransforms, activation: activationQuant)
-        if let transforms = onlineTransforms { log("\(model): \(transforms.rotation.method) init, its online transforms kept fixed in training") }
+        try decoder.installRunTimeTransforms(onlineTransforms, activation: activationQuant, trainable: trainTransforms)
+        if let transforms = onlineTransforms {
+            let trained = trainTransforms && transforms.isFlatQuant
+            log("\(model): \(transforms.rotation.method) init, its online transforms \(trained ? "trained with the weights" : "kept fixed in training")")
+        }
         if let spec = activationQuant {
             log("activations quantized at run time: \(spec.activationQuantizer?.description ?? "none") at every linear input, KV cache \(spec.kvQuantizer(headDim: checkpoint.config.headDim)?.description ?? "full precision")")
         }
@@ -88,7 +94,8 @@ package struct StudentModel {
     package func policySnapshot(version: Int) -> PolicySnapshot {
         let quantized = quantizer?.exportQuantized() ?? [:]
         var full: [String: Tensor] = [:]
-        for p in decoder.parameters where quantized[p.name] == nil { full[p.name] = p.value }
+        // Trained transforms (FlatQuant's, when they train) go with the weights they belong to.
+        for p in decoder.parameters + decoder.transformParameters where quantized[p.name] == nil { full[p.name] = p.value }
         return PolicySnapshot(version: version, quantized: quantized, fullPrecision: full)
     }
 
@@ -99,7 +106,8 @@ package struct StudentModel {
         let exportDir = runDir.appendingPathComponent("quantized")
         let weights = policySnapshot(version: 0)
         try QuantizedCheckpoint.save(directory: exportDir, config: decoder.config,
-                                     fullPrecision: weights.fullPrecision.merging(onlineTransforms?.tensors ?? [:]) { $1 },
+                                     // The init's transforms, unless training moved them.
+                                     fullPrecision: (onlineTransforms?.tensors ?? [:]).merging(weights.fullPrecision) { $1 },
                                      quantized: weights.quantized, scheme: quantizer.scheme, method: "qat-\(quantizer.mode.rawValue)",
                                      extra: onlineTransforms.map { [RotationSpec.configKey: $0.rotation.jsonObject] } ?? [:],
                                      extraFiles: extraFiles, activationQuant: activationQuant)
@@ -115,7 +123,7 @@ package struct StudentSetup {
 
     package init(model path: String, spec: TrainingSpec, log: (String) -> Void) throws {
         self.spec = spec
-        model = try StudentModel(model: path, qat: spec.qat, lsq: spec.lsq, log: log)
+        model = try StudentModel(model: path, qat: spec.qat, lsq: spec.lsq, trainTransforms: spec.trainTransforms, log: log)
         dataset = try SFTDataset.load(URL(fileURLWithPath: spec.data), tokenizer: model.tokenizer, format: spec.format,
                                       template: model.template, seqLen: spec.options.seqLen, dropLong: spec.dropLong)
         if !dataset.droppedLines.isEmpty {

@@ -12,6 +12,19 @@ package struct OnlineTransforms {
     /// A model trained from the init carries them into its own checkpoints.
     package let tensors: [String: Tensor]
 
+    /// The same transforms with any of their tensors that `tensors` holds taken from there (a
+    /// policy whose FlatQuant transforms trained).
+    package func updating(from tensors: [String: Tensor]) -> OnlineTransforms {
+        OnlineTransforms(rotation: rotation, tensors: self.tensors.merging(tensors.filter { self.tensors[$0.key] != nil }) { $1 })
+    }
+
+    /// The same, with the values `source` holds for any of their tensors (a training checkpoint).
+    package func updating(from source: any WeightSource) throws -> OnlineTransforms {
+        var found: [String: Tensor] = [:]
+        for name in tensors.keys where source.has(name) { found[name] = try source.tensor(name) }
+        return updating(from: found)
+    }
+
     /// Transforms as given (FlatQuant's tensors by checkpoint name), e.g. for a benchmark.
     package init(rotation: RotationSpec, tensors: [String: Tensor] = [:]) {
         self.rotation = rotation
@@ -36,7 +49,7 @@ package struct OnlineTransforms {
         self.tensors = tensors
     }
 
-    var isFlatQuant: Bool { rotation.method == FlatQuantLayout.method }
+    package var isFlatQuant: Bool { rotation.method == FlatQuantLayout.method }
 
     /// The inference decoder: the online transforms first at their sites, then `activation`.
     package func install(on weights: DecoderWeights, activation: ActivationQuantSpec?) throws {
@@ -52,9 +65,9 @@ package struct OnlineTransforms {
         if let activation { weights.installActivationQuant(activation) }
     }
 
-    /// The training decoder, the same function: the transforms are fixed (they are not trained
-    /// with the weights), the quantizers straight-through.
-    package func install(on decoder: TrainableDecoder, activation: ActivationQuantSpec?) throws {
+    /// The training decoder, the same function: the transforms fixed, or (`trainable`, FlatQuant's)
+    /// trained with the weights; the quantizers straight-through.
+    package func install(on decoder: TrainableDecoder, activation: ActivationQuantSpec?, trainable: Bool = false) throws {
         let config = decoder.config
         if isFlatQuant {
             for l in 0..<config.numHiddenLayers {
@@ -62,7 +75,7 @@ package struct OnlineTransforms {
                     let prefix = FlatQuantLayout.prefix(l, site)
                     let transform = try FlatQuantTransform(left: try tensor(prefix + ".left"), right: try tensor(prefix + ".right"),
                                                            scale: try tensor(prefix + ".scale"), name: prefix)
-                    transform.trainsParameters = false
+                    transform.trainsParameters = trainable
                     let quantizer = try activation?.activationBits.map { bits in
                         TrainableActivationQuantizer(ActivationQuantizer(bits: bits, symmetric: activation!.activationSymmetric,
                                                                          clipRatio: try clip(FlatQuantLayout.activationClipName(l, site))))
@@ -102,9 +115,10 @@ extension DecoderWeights {
 }
 
 extension TrainableDecoder {
-    /// The same on the training decoder (the transforms fixed, the quantizers straight-through).
-    package func installRunTimeTransforms(_ transforms: OnlineTransforms?, activation: ActivationQuantSpec?) throws {
-        if let transforms { try transforms.install(on: self, activation: activation) } else if let activation { installActivationQuant(activation) }
+    /// The same on the training decoder (the transforms fixed unless `trainable`, the quantizers
+    /// straight-through).
+    package func installRunTimeTransforms(_ transforms: OnlineTransforms?, activation: ActivationQuantSpec?, trainable: Bool = false) throws {
+        if let transforms { try transforms.install(on: self, activation: activation, trainable: trainable) } else if let activation { installActivationQuant(activation) }
     }
 }
 

@@ -176,19 +176,22 @@ package struct PipelineRun {
                                                                        "train": try StageRunner.digest(train).canonical]) { dir in
                 try QATRun(teacher: teacherPath, student: from.dir.appendingPathComponent("model").path, scheme: from.scheme,
                            objective: q.objective, train: train, data: tracesDir.appendingPathComponent("traces.jsonl").path,
-                           format: format, teachers: config.teachers ?? 1, dir: dir)
+                           format: format, teachers: config.teachers ?? 1, dir: dir, trainTransforms: q.trainTransforms ?? false)
                     .run(world: world, log: { log("qat-\(q.stageName): " + $0) })
                 guard (train.curveEvery ?? 0) > 0 else { return }
                 // The lead student writes the checkpoints; every rank lists them after it has.
                 try world.barrier()
                 // The curve: the PTQ init (step 0) and every saved checkpoint.
                 var points: [CurvePoint] = []
+                let initModel = try Checkpoint.open(from.dir.appendingPathComponent("model").path)
                 var stages: [(Int, () throws -> (TrainableDecoder, LanguageModel?))] = [(0, {
-                    let lm = try LanguageModel(path: from.dir.appendingPathComponent("model").path)
-                    return (try TrainableDecoder(config: lm.config, source: lm.checkpoint.weights), lm)
+                    let lm = try LanguageModel(checkpoint: initModel)
+                    let student = try TrainableDecoder(config: lm.config, source: lm.checkpoint.weights)
+                    try student.installRunTimeTransforms(try OnlineTransforms(initModel), activation: initModel.activationQuant)
+                    return (student, lm)
                 })]
                 for c in QATRun.checkpoints(in: dir) {
-                    stages.append((c.step, { (try QATRun.quantizedModel(checkpoint: c.url, scheme: from.scheme).0, nil) }))
+                    stages.append((c.step, { (try QATRun.quantizedModel(checkpoint: c.url, scheme: from.scheme, initModel: initModel).0, nil) }))
                 }
                 for (step, load) in stages {
                     let (student, lm) = try load()

@@ -174,11 +174,18 @@ package struct PipelineConfig: Codable, Sendable, Equatable {
         package var train: TrainSection?
         /// false: no accuracy evaluation of the result (its curve is still measured).
         package var evaluate: Bool?
+        /// From a FlatQuant init: train its transforms with the weights (default: fixed).
+        package var trainTransforms: Bool?
 
-        package var stageName: String { "\(from)+\(objective)" }
+        package var stageName: String { "\(from)+\(objective)" + (trainTransforms == true ? "+trained-transforms" : "") }
 
         /// The entry as its stage's input: whether it is evaluated does not change what it trains.
         var withoutEvaluate: QATSection { var q = self; q.evaluate = nil; return q }
+
+        enum CodingKeys: String, CodingKey {
+            case from, objective, train, evaluate
+            case trainTransforms = "train_transforms"
+        }
     }
 
     package struct EvalSection: Codable, Sendable, Equatable {

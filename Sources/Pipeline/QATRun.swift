@@ -22,6 +22,8 @@ struct QATRun {
     let format: SFTFormat
     let teachers: Int
     let dir: URL
+    /// From a FlatQuant init: its transforms train with the weights.
+    var trainTransforms = false
 
     var options: TrainOptions {
         var o = train.options(over: TrainOptions())
@@ -32,7 +34,8 @@ struct QATRun {
     }
 
     func run(world: Communicator, log: @escaping (String) -> Void) throws {
-        let spec = TrainingSpec(data: data, format: format, dropLong: true, qat: scheme, lsq: false, options: options, runDir: dir)
+        var spec = TrainingSpec(data: data, format: format, dropLong: true, qat: scheme, lsq: false, options: options, runDir: dir)
+        spec.trainTransforms = trainTransforms
         let job = DistillJob(teacher: teacher, student: student, loss: objective == "sft" ? .ce : DistillJob.Loss(name: objective) ?? .kd, signal: SignalOptions(),
                              teachers: world.size > 1 ? teachers : 0, lookahead: 2, bucketMB: 8, syncCheckEvery: 10, spec: spec)
         let roles = try Roles(world: world, teachers: job.teachers)
@@ -47,12 +50,16 @@ struct QATRun {
     /// A checkpoint's latent weights through the run's fake quantizer (the grid the checkpoint
     /// saved, the PTQ init's; a min/max grid, which is a function of the weights, when it saved
     /// none), and the scheme's activation and KV-cache quantization: the model QAT had at that step.
-    static func quantizedModel(checkpoint: URL, scheme: QuantScheme) throws -> (TrainableDecoder, Checkpoint) {
+    /// A saved training checkpoint as the model QAT trained: its fake-quant grids, and the init's
+    /// online transforms (with the checkpoint's values of any that trained) and activation
+    /// quantization.
+    static func quantizedModel(checkpoint: URL, scheme: QuantScheme, initModel: Checkpoint) throws -> (TrainableDecoder, Checkpoint) {
         let opened = try Checkpoint.open(checkpoint.path)
         let decoder = try TrainableDecoder(config: opened.config, source: opened.weights)
         let grids = try FakeQuantizer.savedGrids(in: opened.weights, names: decoder.linearWeights.map(\.name), scheme: scheme)
         decoder.weightQuantizer = try FakeQuantizer(decoder: decoder, scheme: scheme, mode: .ste, initialGrids: grids)
-        if let spec = ActivationQuantSpec(scheme: scheme) { decoder.installActivationQuant(spec) }
+        let transforms = try OnlineTransforms(initModel)?.updating(from: opened.weights)
+        try decoder.installRunTimeTransforms(transforms, activation: .training(scheme, from: initModel.activationQuant))
         return (decoder, opened)
     }
 }

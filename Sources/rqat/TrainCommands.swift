@@ -32,6 +32,7 @@ struct TrainingFlags: ParsableArguments {
     var freeze: [String] = []
     @Option(help: "QAT: fake-quantize the decoder-block linear layers with this scheme (e.g. w3g128).") var qat: String?
     @Flag(help: "QAT: learnable step size and zero point per group (LSQ) instead of min/max grids (STE).") var lsq = false
+    @Flag(help: "From a FlatQuant init: train its transforms with the weights (default: kept fixed).") var trainTransforms = false
 
     func validate() throws {
         if let qat {
@@ -67,8 +68,10 @@ struct TrainingFlags: ParsableArguments {
 
     /// Parsed by `validate()` already, so parsing again cannot fail.
     var spec: TrainingSpec {
-        TrainingSpec(data: data, format: SFTFormat(rawValue: format)!, dropLong: dropLong,
-                     qat: qat.map { try! QuantScheme.parse($0) }, lsq: lsq, options: options, runDir: URL(fileURLWithPath: out))
+        var spec = TrainingSpec(data: data, format: SFTFormat(rawValue: format)!, dropLong: dropLong,
+                                qat: qat.map { try! QuantScheme.parse($0) }, lsq: lsq, options: options, runDir: URL(fileURLWithPath: out))
+        spec.trainTransforms = trainTransforms
+        return spec
     }
 }
 

@@ -151,4 +151,33 @@ final class PTQJobTests: XCTestCase {
             XCTAssertLessThan(relative(want, logits), 1e-5, "\(transform): the export is the init")
         }
     }
+
+    /// From a FlatQuant init with trainTransforms the transforms are parameters of training, and
+    /// what they become is what the exported model runs.
+    func testTrainedFlatQuantTransformsGoIntoTheExport() throws {
+        var j = try job(.rtn, out: "flatquant")
+        j.scheme = try QuantScheme.parse("w4a8kv8")
+        j.transform = .flatquant
+        j.flatQuant.epochs = 1
+        _ = try j.run { _ in }
+        let path = dir.appendingPathComponent("flatquant").path
+        let fixed = try StudentModel(model: path, qat: j.scheme, lsq: false) { _ in }
+        XCTAssertTrue(fixed.decoder.transformParameters.isEmpty)
+        let student = try StudentModel(model: path, qat: j.scheme, lsq: false, trainTransforms: true) { _ in }
+        let params = student.decoder.transformParameters
+        XCTAssertEqual(params.count, 2 * 4 * 3, "L, R and s of 4 sites in 2 blocks")
+        let left = try XCTUnwrap(params.first { $0.name == "model.layers.1.flatquant.down.left" })
+        left.value.ptr[1] += 0.25   // as a training step would move it
+        let runDir = dir.appendingPathComponent("qat-trained")
+        try student.exportQuantized(runDir: runDir, extraFiles: try student.tokenizerFiles(in: runDir, write: true)) { _ in }
+        let exported = try Checkpoint.open(runDir.appendingPathComponent("quantized").path)
+        XCTAssertEqual(try exported.weights.tensor("model.layers.1.flatquant.down.left").array, left.value.array)
+        let tokens = [5, 17, 42, 9, 33, 61, 2, 28]
+        let want = student.decoder.forward(tokens: tokens, batch: 1, length: tokens.count)
+        let lm = try LanguageModel(checkpoint: exported)
+        let got = lm.decoder.forward([SequenceChunk(sequence: 0, tokens: tokens)], cache: lm.decoder.makeCache(capacities: [tokens.count]), allLogits: true)
+        var d: Float = 0, m: Float = 0
+        for i in 0..<want.count { d = max(d, abs(want.ptr[i] - got.ptr[i])); m = max(m, abs(want.ptr[i])) }
+        XCTAssertLessThan(d / m, 1e-2, "the export runs the moved transform")
+    }
 }
