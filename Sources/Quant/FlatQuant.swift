@@ -15,17 +15,21 @@ import Train
 /// input uses a balanced a x b split rather than heads x head dim.
 package enum FlatQuant {
     /// Calibration settings. The published ones are 128 samples of 2048 tokens, 15 epochs at
-    /// lr 5e-3 with 10x for the clip ratios; the CPU default is far smaller (see docs/ACCURACY.md).
+    /// lr 5e-3 with 10x for the clip ratios; the CPU default is far smaller, and at lr 1e-3: on
+    /// SmolLM2's first blocks 5e-3 made the training MSE rise within a few steps (docs/ACCURACY.md).
     package struct Settings: Codable, Equatable, Sendable {
         package var samples = 32
         package var length = 512
         package var epochs = 5
         package var batchSequences = 4
-        package var learningRate = 5e-3
+        package var learningRate = 1e-3
         package var clipLearningRateScale = 10.0
         /// The channel scales start SmoothQuant's way, s_j = max|W_j|^(1-α) / max|x_j|^α (x ⊙ s
         /// shrinks the outlier channels, W / s takes them), with FlatQuant's α = 0.3; nil: s = 1.
         package var smoothAlpha: Double? = 0.3
+        /// Calibrate only the first this many blocks (a study of the calibration; the rest keep
+        /// their start). nil: all.
+        package var blocks: Int?
 
         package init() {}
 
@@ -33,7 +37,7 @@ package enum FlatQuant {
         package static let cpuDefault = Settings()
         package static var published: Settings {
             var s = Settings()
-            s.samples = 128; s.length = 2048; s.epochs = 15
+            s.samples = 128; s.length = 2048; s.epochs = 15; s.learningRate = 5e-3
             return s
         }
 
@@ -43,6 +47,7 @@ package enum FlatQuant {
             case learningRate = "learning_rate"
             case clipLearningRateScale = "clip_learning_rate_scale"
             case smoothAlpha = "smooth_alpha"
+            case blocks
         }
     }
 
@@ -304,7 +309,7 @@ extension FlatQuant {
                                        windows: Array(sequences.prefix(batches * batch)))
         }
         var blocks: [FlatQuantBlock] = [], reports: [BlockReport] = []
-        for l in 0..<config.numHiddenLayers {
+        for l in 0..<min(config.numHiddenLayers, settings.blocks ?? config.numHiddenLayers) {
             let start = Date()
             // One block as a one-block decoder (model-level tensors are shared, not trained).
             var tensors: [String: Tensor] = [:]
@@ -358,6 +363,7 @@ extension FlatQuant {
             let steps = settings.epochs * batches
             let schedule = LRSchedule.cosine(peak: settings.learningRate, warmupSteps: 0, totalSteps: max(1, steps), minLRRatio: 0)
             let dOut = Tensor(shape: [batchRows, c])
+            var epochLoss = 0.0
             for step in 0..<steps {
                 let b = step % batches
                 for p in block.transformParameters + block.clipParameters { p.zeroGrad() }
@@ -365,6 +371,11 @@ extension FlatQuant {
                 // L = mean (out - y)^2, dL/dout = 2 (out - y) / count
                 let target = y.ptr + b * batchRows * c, scale = Float(2.0 / Double(batchRows * c))
                 for i in 0..<batchRows * c { dOut.ptr[i] = scale * (out.ptr[i] - target[i]) }
+                epochLoss += squaredDifference(out.ptr, target, count: batchRows * c) / Double(batchRows * c)
+                if (step + 1) % batches == 0 {
+                    log(String(format: "flatquant: block %d epoch %d/%d: training MSE %.4g", l, (step + 1) / batches, settings.epochs, epochLoss / Double(batches)))
+                    epochLoss = 0
+                }
                 _ = decoder.backwardBlocks(dOutput: dOut.ptr)
                 if Gradients.hasNonFinite(block.transformParameters + block.clipParameters) {
                     throw FlatQuantError("FlatQuant calibration of block \(l): a gradient is not finite at step \(step + 1); lower the learning rate (\(settings.learningRate))")

@@ -7,7 +7,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks that print ratios measured side by side in one run (release builds only).",
-        subcommands: [BenchDecode.self, BenchTrain.self, BenchWire.self, BenchCluster.self, BenchEval.self, BenchSync.self])
+        subcommands: [BenchDecode.self, BenchTrain.self, BenchWire.self, BenchCluster.self, BenchEval.self, BenchSync.self, BenchFlatQuant.self])
 }
 
 /// Options every bench subcommand shares.
