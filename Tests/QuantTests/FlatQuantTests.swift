@@ -189,7 +189,9 @@ final class FlatQuantTests: XCTestCase {
             if random {
                 for (i, site) in LinearSite.allCases.enumerated() {
                     let t = block.transforms[site]!
-                    let r = try randomTransform(a: t.factors.a, b: t.factors.b, seed: UInt64(10 * l + i))
+                    // Off-diagonal spread ~ 1/sqrt(size): as well conditioned at 48 as at 8.
+                    let r = try randomTransform(a: t.factors.a, b: t.factors.b, seed: UInt64(10 * l + i),
+                                                spread: 0.5 / Float(max(t.factors.a, t.factors.b)).squareRoot())
                     for (mine, theirs) in zip(t.parameters, r.parameters) { mine.value.ptr.update(from: theirs.value.ptr, count: theirs.value.count) }
                     try t.refreshInverse()
                 }
@@ -223,6 +225,23 @@ final class FlatQuantTests: XCTestCase {
                 let got = trainable.forward(tokens: tokens, batch: 1, length: tokens.count)
                 XCTAssertLessThan(QuaRotTests.relativeDifference(want, got), 1e-4, "\(family) training, random \(random)")
             }
+        }
+    }
+
+    /// SmolLM2 with FlatQuant's transforms folded in, identity and random (well conditioned, as
+    /// trained ones are), without quantization: the unquantized model's logits.
+    func testSmolLM2KeepsItsLogitsWithFoldedTransforms() throws {
+        _ = try TestPaths.require(TestPaths.smolLM2GGUF)
+        let checkpoint = try Checkpoint.open(TestPaths.smolLM2GGUF.path)
+        let original = try DecoderWeights(config: checkpoint.config, source: checkpoint.weights)
+        let tokens = [1, 9690, 28, 2683, 314, 260, 3575, 30]
+        let before = QuaRotTests.logits(original, tokens)
+        for random in [false, true] {
+            let blocks = try Self.blocks(for: original.config, random: random)
+            let folded = try FlatQuant.transformedWeights(original, blocks: blocks)
+            let rel = QuaRotTests.relativeDifference(before, QuaRotTests.logits(folded, tokens))
+            print("FlatQuant SmolLM2 (random \(random)): max relative logit difference \(rel)")
+            XCTAssertLessThan(rel, 1e-4, "random \(random)")
         }
     }
 
@@ -270,21 +289,28 @@ final class FlatQuantTests: XCTestCase {
         for t in 0..<weights.config.vocabSize { weights.embedding.ptr[t * 48 + 5] *= 20; weights.embedding.ptr[t * 48 + 30] *= 12 }
         var rng = SeededRNG(seed: 4)
         let sequences = (0..<4).map { _ in (0..<16).map { _ in Int(rng.next() % 80) } }
-        var settings = FlatQuant.Settings()
-        settings.samples = 4; settings.length = 16; settings.epochs = 30; settings.batchSequences = 2
         let scheme = try QuantScheme.parse("w4a4kv4")
-        let (blocks, reports) = try FlatQuant.calibrate(config: weights.config, source: InMemoryWeights(QuaRot.namedCopies(weights)),
-                                                        sequences: sequences, scheme: scheme, settings: settings) { _ in }
+        func calibrate(smooth: Bool, lr: Double) throws -> (blocks: [FlatQuantBlock], reports: [FlatQuant.BlockReport]) {
+            var settings = FlatQuant.Settings()
+            settings.samples = 4; settings.length = 16; settings.epochs = 30; settings.batchSequences = 2
+            settings.learningRate = lr
+            if !smooth { settings.smoothAlpha = nil }
+            return try FlatQuant.calibrate(config: weights.config, source: InMemoryWeights(QuaRot.namedCopies(weights)),
+                                           sequences: sequences, scheme: scheme, settings: settings) { _ in }
+        }
+        let identityStart = try calibrate(smooth: false, lr: 5e-3)
+        let (blocks, reports) = try calibrate(smooth: true, lr: 5e-3)
         XCTAssertEqual(blocks.count, 2)
         XCTAssertEqual(reports.map(\.steps), [60, 60])
-        for r in reports {
+        // The SmoothQuant start already takes the outlier channels' error down.
+        XCTAssertLessThan(reports[0].mseBefore, 0.95 * identityStart.reports[0].mseBefore)
+        for r in reports + identityStart.reports {
             XCTAssertLessThanOrEqual(r.mseAfter, r.mseBefore, "block \(r.layer): never worse than the start")
         }
-        // Block 0 reads the outlier channels straight from the embeddings: there the transforms pay.
-        XCTAssertLessThan(reports[0].mseAfter, 0.95 * reports[0].mseBefore, "\(reports[0])")
-        XCTAssertFalse(reports[0].keptInitial)
-        // The transforms moved off the identity.
-        let left = blocks[0].transforms[.qkv]!.left.value
-        XCTAssertGreaterThan((0..<left.count).map { abs(left.ptr[$0] - ($0 % (left.shape[0] + 1) == 0 ? 1 : 0)) }.max()!, 1e-4)
+        // From the identity, block 0 (the outlier channels straight from the embeddings) trains down.
+        XCTAssertLessThan(identityStart.reports[0].mseAfter, 0.95 * identityStart.reports[0].mseBefore, "\(identityStart.reports[0])")
+        XCTAssertFalse(identityStart.reports[0].keptInitial)
+        let left = identityStart.blocks[0].transforms[.qkv]!.left.value
+        XCTAssertGreaterThan((0..<left.count).map { abs(left.ptr[$0] - ($0 % (left.shape[0] + 1) == 0 ? 1 : 0)) }.max()!, 1e-4, "L moved off the identity")
     }
 }
