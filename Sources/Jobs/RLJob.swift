@@ -103,6 +103,9 @@ package struct RLSummary: Codable, Sendable, Equatable {
 /// own fake-quant weights after every update.
 package struct RLJob {
     package var policy: String
+    /// When `policy` is a training checkpoint of a run from a QuaRot or FlatQuant init: that init
+    /// (its online transforms and activation record, which checkpoints do not carry).
+    package var initModel: String?
     /// KL reference policy (e.g. the KD student or the FP teacher); needed with a KL term.
     package var reference: String?
     package var task: any ReasoningTask
@@ -179,8 +182,9 @@ package struct RLJob {
             let service = TeacherService(decoder: lm.decoder, options: SignalOptions(), stopTokens: lm.stopTokens)
             service.acceptsPolicy = true
             service.policyScheme = qat
-            service.policyTransforms = try OnlineTransforms(lm.checkpoint)
-            service.policyInitActivation = lm.checkpoint.activationQuant
+            let origin = try initModel.map { try Checkpoint.open($0) } ?? lm.checkpoint
+            service.policyTransforms = try OnlineTransforms(origin)
+            service.policyInitActivation = origin.activationQuant
             let start = Date()
             try service.serve(world: roles.world, students: roles.students)
             log(String(format: "serving rank %d: %d tokens generated in %.1f s busy of %.1f s; %.1f MB of policy received, %.2f s to load it",
@@ -190,11 +194,13 @@ package struct RLJob {
         }
         let lead = roles.map { $0.group.rank == 0 } ?? true
         let say: (String) -> Void = { if lead { log($0) } }
-        let student = try StudentModel(model: policy, qat: qat, lsq: false, log: say)
+        let student = try StudentModel(model: policy, qat: qat, lsq: false, initModel: initModel, log: say)
         let referenceModel = try reference.map { path -> TrainableDecoder in
             let opened = try Checkpoint.open(path)
+            // The start as reference: a training checkpoint takes its init's transforms, as the policy does.
+            let origin = try (path == policy ? initModel.map { try Checkpoint.open($0) } : nil) ?? opened
             let decoder = try TrainableDecoder(config: opened.config, source: opened.weights)
-            try decoder.installRunTimeTransforms(try OnlineTransforms(opened), activation: opened.activationQuant)
+            try decoder.installRunTimeTransforms(try OnlineTransforms(origin)?.updating(from: opened.weights), activation: origin.activationQuant)
             return decoder
         }
         let problems = try task.problems(split: .train, count: trainProblems, seed: dataSeed)

@@ -48,10 +48,15 @@ package struct StudentModel {
     /// The activation and KV quantization the decoder runs (nil: none).
     package let activationQuant: ActivationQuantSpec?
 
-    /// `trainTransforms`: a FlatQuant init's transforms train with the weights (else they stay fixed).
-    package init(model: String, qat: QuantScheme?, lsq: Bool, trainTransforms: Bool = false, log: (String) -> Void) throws {
+    /// `trainTransforms`: a FlatQuant init's transforms train with the weights (else they stay
+    /// fixed). `initModel`: when `model` is a training checkpoint of a run from a QuaRot or
+    /// FlatQuant init (which records neither), that init: its transforms (with the checkpoint's
+    /// values of any that trained) and activation record.
+    package init(model: String, qat: QuantScheme?, lsq: Bool, trainTransforms: Bool = false, initModel: String? = nil,
+                 log: (String) -> Void) throws {
         let checkpoint = try Checkpoint.open(model)
-        onlineTransforms = try OnlineTransforms(checkpoint)
+        let origin = try initModel.map { try Checkpoint.open($0) } ?? checkpoint
+        onlineTransforms = try OnlineTransforms(origin)?.updating(from: checkpoint.weights)
         self.checkpoint = checkpoint
         (tokenizer, template) = try checkpoint.loadTokenizer()
         let decoder = try TrainableDecoder(config: checkpoint.config, source: checkpoint.weights)
@@ -64,7 +69,7 @@ package struct StudentModel {
         // The decoder runs as QAT has it from the start (what an RL probe or rollout samples from),
         // not only once a Trainer installs the quantizer.
         decoder.weightQuantizer = quantizer
-        activationQuant = .training(qat, from: checkpoint.activationQuant)
+        activationQuant = .training(qat, from: origin.activationQuant)
         // The function the init's weights belong to: its online transforms, fixed, then the quantizers.
         try decoder.installRunTimeTransforms(onlineTransforms, activation: activationQuant, trainable: trainTransforms)
         if let transforms = onlineTransforms {

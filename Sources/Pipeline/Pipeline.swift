@@ -238,7 +238,9 @@ package struct PipelineRun {
             let digest = try runner.run("rl-\(r.stageName)", inputs: ["from": start.digest, "rl": try StageRunner.digest(r.withoutEvaluate).canonical,
                                                                       "defaults": try StageRunner.digest(options).canonical, "data": dataDigest]) { dir in
                 try RLRun(policy: start.policy, scheme: scheme, options: options, reference: reference, task: try mainTask(),
-                          dataSeed: seed, teachers: config.teachers ?? 1, dir: dir).run(world: world, log: { log("rl-\(r.stageName): " + $0) })
+                          dataSeed: seed, teachers: config.teachers ?? 1, dir: dir,
+                          initModel: ptqDigests[start.ptq]!.dir.appendingPathComponent("model").path)
+                    .run(world: world, log: { log("rl-\(r.stageName): " + $0) })
             }
             let dir = runner.directory("rl-\(r.stageName)")
             let gated = FileManager.default.fileExists(atPath: dir.appendingPathComponent("gate.json").path)

@@ -23,6 +23,8 @@ struct RLRun {
     let dataSeed: UInt64
     let teachers: Int
     let dir: URL
+    /// The PTQ init behind a QAT checkpoint `policy` (its online transforms and activation record).
+    var initModel: String?
 
     /// What the stage leaves besides the RL run's own files.
     struct Gate: Codable, Equatable {
@@ -30,8 +32,10 @@ struct RLRun {
     }
 
     func job(worldSize: Int) -> RLJob {
-        options.job(policy: policy, reference: reference, task: task, qat: scheme, runDir: dir, dataSeed: dataSeed,
-                    teachers: worldSize > 1 ? teachers : 0)
+        var job = options.job(policy: policy, reference: reference, task: task, qat: scheme, runDir: dir, dataSeed: dataSeed,
+                              teachers: worldSize > 1 ? teachers : 0)
+        job.initModel = initModel
+        return job
     }
 
     /// Runs the job on every rank; the lead student writes `rl-summary.json`, or `gate.json`

@@ -36,6 +36,8 @@ struct RLCommand: ParsableCommand {
     var policy: String
     @Option(help: "Reference policy of the KL term (e.g. the KD student or the FP teacher).")
     var reference: String?
+    @Option(help: "When --policy is a training checkpoint of a run from a QuaRot or FlatQuant init: that init (its online transforms and activation record).")
+    var initModel: String?
     @Option(help: "arith, gsm8k or gsm-symbolic.")
     var task: String
     @Option(help: "Run directory for checkpoints, metrics.jsonl and rl-metrics.jsonl.")
@@ -120,6 +122,7 @@ struct RLCommand: ParsableCommand {
             o.maxLag = maxLag; o.tisCap = tisCap; o.maxLogprobGap = maxLogprobGap
             var job = o.job(policy: policy, reference: reference, task: try TaskRegistry.task(named: task, assets: assets.url),
                             qat: qat.map { try! QuantScheme.parse($0) }, runDir: URL(fileURLWithPath: out), teachers: teachers)
+            job.initModel = initModel
             job.settings.recordRollouts = recordRollouts.map { URL(fileURLWithPath: $0) }
             job.settings.replayRollouts = replayRollouts.map { URL(fileURLWithPath: $0) }
             let status = runRanks(teachers: teachers, printLine: printErr) { roles in
