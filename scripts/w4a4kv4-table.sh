@@ -37,7 +37,7 @@ if blocks:
     before = sum(b["mse_before"] for b in blocks) / n
     after = sum(b["mse_after"] for b in blocks) / n
     kept = sum(b["kept_initial"] for b in blocks)
-    cal = "%d blocks x %d steps, mean output MSE %.4g -> %.4g, %d kept at identity, %.0f s" % (
+    cal = "%d blocks x %d steps, mean output MSE %.4g -> %.4g, %d kept the start, %.0f s" % (
         n, blocks[0]["steps"], before, after, kept, sum(b["seconds"] for b in blocks))
 print("%s|%.0f|%s" % (r["method"], r["seconds"], cal))
 PY

@@ -90,7 +90,10 @@ final class PipelineRunTests: XCTestCase {
         for name in ["teacher", "gptq-w4g32"] {
             let a = try XCTUnwrap(reports[0].models.first { $0.name == name }), b = try XCTUnwrap(reports[1].models.first { $0.name == name })
             XCTAssertEqual(try XCTUnwrap(a.perplexity), try XCTUnwrap(b.perplexity), accuracy: 1e-9 * a.perplexity!, name)
-            XCTAssertEqual(try XCTUnwrap(a.heldoutKL), try XCTUnwrap(b.heldoutKL), accuracy: 1e-9 * max(a.heldoutKL!, 1e-12), name)
+            // The KL runs the training decoder on each rank's share, batched by share: where OpenBLAS's
+            // sgemm rounds by matrix shape (on this Intel machine's "Prescott" kernels, 1.7e-7
+            // relative, also at fddb99f) the figure moves in its float digits, not by an example.
+            XCTAssertEqual(try XCTUnwrap(a.heldoutKL), try XCTUnwrap(b.heldoutKL), accuracy: 1e-6 * max(a.heldoutKL!, 1e-12), name)
         }
         XCTAssertGreaterThan(try XCTUnwrap(reports[1].models.first { $0.name == "gptq-w4g32" }?.heldoutKL), 0)
     }
