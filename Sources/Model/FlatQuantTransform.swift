@@ -274,21 +274,34 @@ extension DecoderWeights {
     package func installFlatQuant(from source: any WeightSource, activation: ActivationQuantSpec? = nil) throws {
         for (l, layer) in layers.enumerated() {
             for site in LinearSite.allCases {
-                let prefix = FlatQuantLayout.prefix(l, site)
-                let transform = try FlatQuantTransform(left: try source.tensor(prefix + ".left"), right: try source.tensor(prefix + ".right"),
-                                                       scale: try source.tensor(prefix + ".scale"), name: prefix)
-                var stages: [any LinearInputTransform] = [FrozenFlatQuantTransform(transform)]
-                if let bits = activation?.activationBits {
-                    let clip = try Self.storedRatio(source, FlatQuantLayout.activationClipName(l, site))
-                    stages.append(InPlaceActivationQuantizer(ActivationQuantizer(bits: bits, symmetric: activation!.activationSymmetric, clipRatio: clip)))
-                }
-                layer.linear(site).inputTransforms = stages
+                let (transform, quantizer) = try FlatQuantLayout.site(l, site, from: source, activation: activation)
+                layer.linear(site).inputTransforms = [FrozenFlatQuantTransform(transform)] + (quantizer.map { [InPlaceActivationQuantizer($0)] } ?? [])
             }
-            if let bits = activation?.kvBits {
-                let clip = try Self.storedRatio(source, FlatQuantLayout.kvClipName(l))
-                layer.cacheTransforms = [InPlaceActivationQuantizer(.kvCache(bits: bits, headDim: config.headDim, clipRatio: clip), parallel: false)]
+            if let kv = try FlatQuantLayout.kvQuantizer(l, from: source, activation: activation, headDim: config.headDim) {
+                layer.cacheTransforms = [InPlaceActivationQuantizer(kv, parallel: false)]
             }
         }
+    }
+}
+
+extension FlatQuantLayout {
+    /// Site `site` of block l as `source` stores it: its transform, and the activation quantizer
+    /// at its learned clip (nil without activation bits). Both decoders install these.
+    package static func site(_ l: Int, _ site: LinearSite, from source: any WeightSource,
+                             activation: ActivationQuantSpec?) throws -> (transform: FlatQuantTransform, quantizer: ActivationQuantizer?) {
+        let p = prefix(l, site)
+        let transform = try FlatQuantTransform(left: try source.tensor(p + ".left"), right: try source.tensor(p + ".right"),
+                                               scale: try source.tensor(p + ".scale"), name: p)
+        let quantizer = try activation?.activationBits.map { bits in
+            ActivationQuantizer(bits: bits, symmetric: activation!.activationSymmetric,
+                                clipRatio: try DecoderWeights.storedRatio(source, activationClipName(l, site)))
+        }
+        return (transform, quantizer)
+    }
+
+    /// Block l's KV-cache quantizer at its learned clip (nil without KV bits).
+    package static func kvQuantizer(_ l: Int, from source: any WeightSource, activation: ActivationQuantSpec?, headDim: Int) throws -> ActivationQuantizer? {
+        try activation?.kvBits.map { .kvCache(bits: $0, headDim: headDim, clipRatio: try DecoderWeights.storedRatio(source, kvClipName(l))) }
     }
 }
 

@@ -70,21 +70,16 @@ package struct OnlineTransforms {
     package func install(on decoder: TrainableDecoder, activation: ActivationQuantSpec?, trainable: Bool = false) throws {
         let config = decoder.config
         if isFlatQuant {
+            let source = InMemoryWeights(tensors, path: "<flatquant transforms>")
             for l in 0..<config.numHiddenLayers {
                 for site in LinearSite.allCases {
-                    let prefix = FlatQuantLayout.prefix(l, site)
-                    let transform = try FlatQuantTransform(left: try tensor(prefix + ".left"), right: try tensor(prefix + ".right"),
-                                                           scale: try tensor(prefix + ".scale"), name: prefix)
+                    let (transform, quantizer) = try FlatQuantLayout.site(l, site, from: source, activation: activation)
                     transform.trainsParameters = trainable
-                    let quantizer = try activation?.activationBits.map { bits in
-                        TrainableActivationQuantizer(ActivationQuantizer(bits: bits, symmetric: activation!.activationSymmetric,
-                                                                         clipRatio: try clip(FlatQuantLayout.activationClipName(l, site))))
-                    }
-                    decoder.inputTransforms[LinearSiteKey(layer: l, site: site)] = ChainedTransform.combining(transform, quantizer)
+                    decoder.inputTransforms[LinearSiteKey(layer: l, site: site)] =
+                        ChainedTransform.combining(transform, quantizer.map { TrainableActivationQuantizer($0) })
                 }
-                if let bits = activation?.kvBits {
-                    decoder.cacheTransforms[l] = TrainableActivationQuantizer(.kvCache(bits: bits, headDim: config.headDim,
-                                                                                      clipRatio: try clip(FlatQuantLayout.kvClipName(l))))
+                if let kv = try FlatQuantLayout.kvQuantizer(l, from: source, activation: activation, headDim: config.headDim) {
+                    decoder.cacheTransforms[l] = TrainableActivationQuantizer(kv)
                 }
             }
             return
@@ -95,15 +90,6 @@ package struct OnlineTransforms {
         }
         if rotation.onlineQKHadamard { decoder.headRotation = try HadamardTransform(size: config.headDim) }
         if let activation { decoder.installActivationQuant(activation) }
-    }
-
-    private func tensor(_ name: String) throws -> Tensor {
-        guard let t = tensors[name] else { throw FlatQuantError("FlatQuant checkpoint lacks \(name); re-run `rqat ptq --method flatquant`") }
-        return t
-    }
-
-    private func clip(_ name: String) throws -> Float {
-        try DecoderWeights.storedRatio(InMemoryWeights(tensors, path: "<flatquant transforms>"), name)
     }
 }
 
