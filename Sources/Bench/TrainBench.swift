@@ -96,7 +96,7 @@ package enum TrainBench {
         case .flatquant:
             var tensors: [String: Tensor] = [:]
             for l in 0..<config.numHiddenLayers {
-                tensors.merge(FlatQuantBlock(layer: l, config: config, activation: activation).savedTensors) { $1 }
+                tensors.merge(try FlatQuantBlock(layer: l, config: config, activation: activation).savedTensors) { $1 }
             }
             return OnlineTransforms(rotation: RotationSpec(method: transform.rawValue, seed: 0, onlineDownHadamard: false), tensors: tensors)
         }

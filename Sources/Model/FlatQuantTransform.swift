@@ -17,7 +17,7 @@ package struct FlatQuantError: UserFacingError, Equatable {
 /// and, to keep the product, the weights read it as W P⁻ᵀ: (x P)(W P⁻ᵀ)ᵀ = x Wᵀ. With
 /// P⁻¹ = (L⁻¹ ⊗ R⁻¹) diag(1/s), a weight row w becomes (w / s)(L⁻ᵀ ⊗ R⁻ᵀ) — the same Kronecker
 /// product (`KroneckerFactors`) with the inverse transposed factors. The transform is the
-/// identity at L = R = I, s = 1, where calibration starts.
+/// identity at L = R = I, s = 1; calibration starts from random orthogonal L, R (`Start`).
 ///
 /// As a training input transform it is x → x P with its backward (gradients into L, R, s);
 /// `transformWeight` / `weightBackward` are the weight side, which FlatQuant's calibration
@@ -33,14 +33,47 @@ package final class FlatQuantTransform: TrainableInputTransform {
     private(set) var rightInverseT: [Float] = []  // (R⁻¹)ᵀ
     private var buffers: [Tensor] = []
 
+    /// Where calibration starts L and R (s starts at 1). FlatQuant starts them random orthogonal:
+    /// P is then a rotation, which spreads an outlier channel over all n before training (as
+    /// QuaRot's Hadamard does); from the identity, training must learn that spread itself.
+    package enum Start: String, Codable, CaseIterable, Sendable {
+        case identity
+        /// Haar-random orthogonal factors (FlatQuant's published start).
+        case orthogonal
+        /// Normalised Hadamard factors H_a/√a, H_b/√b, so P = H_n/√n; needs both orders to have a
+        /// Hadamard matrix (`Hadamard.decomposition`).
+        case hadamard
+    }
+
+    /// The transform of width n with balanced factors starting at `start` (random factors from
+    /// `rng`), parameters named `prefix.left` etc. Throws when `.hadamard` has no matrix of a
+    /// factor's order.
+    package convenience init(width n: Int, name prefix: String, start: Start = .identity, rng: inout SeededRNG) throws {
+        let f = KroneckerFactors.balanced(n)
+        let s = Tensor(shape: [n])
+        s.fill(1)
+        func factor(_ k: Int) throws -> Tensor {
+            switch start {
+            case .identity:
+                let t = Tensor(shape: [k, k])
+                for i in 0..<k { t.ptr[i * k + i] = 1 }
+                return t
+            case .orthogonal:
+                return Tensor(shape: [k, k], values: SmallMatrix.randomOrthogonal(size: k, rng: &rng))
+            case .hadamard:
+                let norm = 1 / Float(k).squareRoot()
+                do { return Tensor(shape: [k, k], values: try Hadamard.matrix(order: k).map { $0 * norm }) } catch {
+                    throw FlatQuantError("FlatQuant transform \(prefix) (\(f.a) x \(f.b)): \(error); start it orthogonal instead")
+                }
+            }
+        }
+        try self.init(left: try factor(f.a), right: try factor(f.b), scale: s, name: prefix)
+    }
+
     /// The identity transform of width n with balanced factors, parameters named `prefix.left` etc.
     package convenience init(width n: Int, name prefix: String) {
-        let f = KroneckerFactors.balanced(n)
-        let l = Tensor(shape: [f.a, f.a]), r = Tensor(shape: [f.b, f.b]), s = Tensor(shape: [n])
-        for i in 0..<f.a { l.ptr[i * f.a + i] = 1 }
-        for i in 0..<f.b { r.ptr[i * f.b + i] = 1 }
-        s.fill(1)
-        try! self.init(left: l, right: r, scale: s, name: prefix)
+        var unused = SeededRNG(seed: 0)
+        try! self.init(width: n, name: prefix, start: .identity, rng: &unused)
     }
 
     /// A transform with these factors and channel scales (shared, not copied).

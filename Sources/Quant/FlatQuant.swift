@@ -27,6 +27,10 @@ package enum FlatQuant {
         /// The channel scales start SmoothQuant's way, s_j = max|W_j|^(1-α) / max|x_j|^α (x ⊙ s
         /// shrinks the outlier channels, W / s takes them), with FlatQuant's α = 0.3; nil: s = 1.
         package var smoothAlpha: Double? = 0.3
+        /// Where every site's factors L and R start: FlatQuant's random orthogonal by default.
+        package var factorStart: FlatQuantTransform.Start = .orthogonal
+        /// Seeds the random starting factors (each block and site draws its own from it).
+        package var seed: UInt64 = 0
         /// Calibrate only the first this many blocks (a study of the calibration; the rest keep
         /// their start). nil: all.
         package var blocks: Int?
@@ -48,6 +52,8 @@ package enum FlatQuant {
             case clipLearningRateScale = "clip_learning_rate_scale"
             case smoothAlpha = "smooth_alpha"
             case blocks
+            case factorStart = "factor_start"
+            case seed
         }
     }
 
@@ -55,8 +61,8 @@ package enum FlatQuant {
     package struct BlockReport: Codable, Equatable, Sendable {
         package var layer: Int
         /// Mean squared error of the quantized block's output against the full-precision one,
-        /// over the calibration tokens, at the start (identity factors, SmoothQuant channel
-        /// scales, clip ratios near 1) and after training.
+        /// over the calibration tokens, at the start (`Settings.factorStart` factors, SmoothQuant
+        /// channel scales, clip ratios near 1) and after training.
         package var mseBefore: Double
         package var mseAfter: Double
         package var steps: Int
@@ -85,15 +91,18 @@ package final class FlatQuantBlock {
     /// Per block weight: one clip logit per output row.
     package let weightClips: [TensorRole: Parameter]
 
-    /// Identity transforms and clip ratios near 1 for block l of `config`.
-    package init(layer l: Int, config: ModelConfig, activation: ActivationQuantSpec?) {
+    /// Transforms starting at `start` (random ones drawn from `seed`, the same for the same
+    /// block, site and seed) and clip ratios near 1 for block l of `config`.
+    package init(layer l: Int, config: ModelConfig, activation: ActivationQuantSpec?,
+                 start: FlatQuantTransform.Start = .identity, seed: UInt64 = 0) throws {
         layer = l
         let c = config
         let widths: [LinearSite: Int] = [.qkv: c.hiddenSize, .output: c.numAttentionHeads * c.headDim,
                                          .gateUp: c.hiddenSize, .down: c.intermediateSize]
         var transforms: [LinearSite: FlatQuantTransform] = [:], clips: [LinearSite: LearnableClipQuantizer] = [:]
-        for site in LinearSite.allCases {
-            transforms[site] = FlatQuantTransform(width: widths[site]!, name: FlatQuantLayout.prefix(l, site))
+        for (i, site) in LinearSite.allCases.enumerated() {
+            var rng = SeededRNG(seed: StableHash.splitMix(seed &* StableHash.golden &+ UInt64(l * LinearSite.allCases.count + i)))
+            transforms[site] = try FlatQuantTransform(width: widths[site]!, name: FlatQuantLayout.prefix(l, site), start: start, rng: &rng)
             if let bits = activation?.activationBits {
                 clips[site] = LearnableClipQuantizer(bits: bits, symmetric: activation!.activationSymmetric,
                                                      name: FlatQuantLayout.activationClipName(l, site))
@@ -332,8 +341,8 @@ extension FlatQuant {
                 (y.ptr + b * batchRows * c).update(from: out.ptr, count: batchRows * c)
             }
 
-            func startingBlock() -> FlatQuantBlock {
-                let block = FlatQuantBlock(layer: l, config: config, activation: activation)
+            func startingBlock() throws -> FlatQuantBlock {
+                let block = try FlatQuantBlock(layer: l, config: config, activation: activation, start: settings.factorStart, seed: settings.seed)
                 if let alpha = settings.smoothAlpha, let maxima = channelMaxima {
                     var xMax: [LinearSite: [Float]] = [:], w: [TensorRole: Tensor] = [:]
                     for site in LinearSite.allCases { xMax[site] = maxima[LinearSiteKey(layer: l, site: site)] }
@@ -343,7 +352,7 @@ extension FlatQuant {
                 }
                 return block
             }
-            let block = startingBlock()
+            let block = try startingBlock()
             block.install(on: decoder, index: 0)
             let quantizer = FlatQuantWeightQuantizer(decoder: decoder, blocks: [(0, block)], scheme: scheme)
             decoder.weightQuantizer = quantizer
@@ -391,7 +400,7 @@ extension FlatQuant {
             // block, noisy rounding); then the block keeps its start, as a clip search keeps no clip.
             var kept = block
             if !(after < before) {
-                kept = startingBlock()
+                kept = try startingBlock()
                 after = before
             }
             let report = BlockReport(layer: l, mseBefore: before, mseAfter: after, steps: steps,

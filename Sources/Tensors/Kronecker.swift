@@ -137,6 +137,27 @@ package enum SmallMatrix {
         return t
     }
 
+    /// A random (n, n) orthogonal matrix, Haar distributed: Gram-Schmidt (in Double) on a
+    /// Gaussian matrix's rows, which is its QR factor with R's diagonal made positive.
+    package static func randomOrthogonal(size n: Int, rng: inout SeededRNG) -> [Float] {
+        var q = (0..<n * n).map { _ in Double(rng.normal()) }
+        for i in 0..<n {
+            // Twice, for rows orthogonal to rounding ("twice is enough").
+            for _ in 0..<2 {
+                for k in 0..<i {
+                    var dot = 0.0
+                    for j in 0..<n { dot += q[i * n + j] * q[k * n + j] }
+                    for j in 0..<n { q[i * n + j] -= dot * q[k * n + j] }
+                }
+            }
+            var norm = 0.0
+            for j in 0..<n { norm += q[i * n + j] * q[i * n + j] }
+            norm = norm.squareRoot()
+            for j in 0..<n { q[i * n + j] /= norm }
+        }
+        return q.map(Float.init)
+    }
+
     /// a b for (n, n) matrices.
     package static func product(_ x: [Float], _ y: [Float], size n: Int) -> [Float] {
         var out = [Float](repeating: 0, count: n * n)

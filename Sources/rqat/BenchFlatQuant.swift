@@ -2,6 +2,7 @@ import ArgumentParser
 import Bench
 import Formats
 import Foundation
+import Model
 import Quant
 
 struct BenchFlatQuant: ParsableCommand {
@@ -23,6 +24,7 @@ struct BenchFlatQuant: ParsableCommand {
     @Option(help: "Tokens per window.") var length = FlatQuant.Settings.cpuDefault.length
     @Option(help: "Epochs.") var epochs = FlatQuant.Settings.cpuDefault.epochs
     @Option(help: "Learning rate (the clip ratios' is 10x).") var lr = FlatQuant.Settings.cpuDefault.learningRate
+    @Option(help: "Where the Kronecker factors start, \(FlatQuantTransform.Start.choices).") var factorStart = FlatQuant.Settings.cpuDefault.factorStart
     @OptionGroup var runtime: RuntimeOptions
     @OptionGroup var output: BenchOutput
 
@@ -37,6 +39,7 @@ struct BenchFlatQuant: ParsableCommand {
             settings.epochs = epochs
             settings.learningRate = lr
             settings.blocks = blocks
+            settings.factorStart = factorStart
             for r in try FlatQuantBench.run(model: model, calibration: calib, scheme: parsed, settings: settings, log: printErr) {
                 output.emit(r, text: String(format: "block %d: %d windows x %d tokens, %d epochs (%d steps): output MSE %.4g -> %.4g%@ in %.1f s",
                                             r.block, r.windows, r.length, r.epochs, r.steps, r.mseStart, r.mseAfter,

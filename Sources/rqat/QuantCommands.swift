@@ -2,6 +2,7 @@ import Formats
 import ArgumentParser
 import Foundation
 import Jobs
+import Model
 import Quant
 
 struct PTQCommand: ParsableCommand {
@@ -23,6 +24,7 @@ struct PTQCommand: ParsableCommand {
     @Option(help: "With --method quarot or flatquant: how the transformed weights are quantized, rtn or gptq (on the transformed inputs' Hessians).") var then = "rtn"
     @Option(help: "With --method flatquant: calibration epochs over the windows.") var epochs = FlatQuant.Settings.cpuDefault.epochs
     @Option(help: "With --method flatquant: calibration learning rate (the clip ratios' is 10x).") var lr = FlatQuant.Settings.cpuDefault.learningRate
+    @Option(help: "With --method flatquant: where the transforms' Kronecker factors start, \(FlatQuantTransform.Start.choices) (FlatQuant's: orthogonal, random).") var factorStart = FlatQuant.Settings.cpuDefault.factorStart
     @Option(help: "Calibration data (text lines or JSONL with \"text\").") var calib: String?
     @Option(help: "Calibration windows to use.") var calibSamples = 128
     @Option(help: "Tokens per calibration window.") var seqLen = 2048
@@ -46,7 +48,12 @@ struct PTQCommand: ParsableCommand {
             job.transform = transform
             job.flatQuant.epochs = epochs
             job.flatQuant.learningRate = lr
+            job.flatQuant.factorStart = factorStart
             _ = try job.run(log: printErr)
         }
     }
+}
+
+extension FlatQuantTransform.Start: ExpressibleByArgument {
+    static var choices: String { allCases.map(\.rawValue).joined(separator: ", ") }
 }

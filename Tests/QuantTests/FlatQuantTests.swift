@@ -185,7 +185,7 @@ final class FlatQuantTests: XCTestCase {
     /// Blocks whose transforms are the identity, or random and well conditioned.
     static func blocks(for config: ModelConfig, random: Bool) throws -> [FlatQuantBlock] {
         try (0..<config.numHiddenLayers).map { l in
-            let block = FlatQuantBlock(layer: l, config: config, activation: nil)
+            let block = try FlatQuantBlock(layer: l, config: config, activation: nil)
             if random {
                 for (i, site) in LinearSite.allCases.enumerated() {
                     let t = block.transforms[site]!
@@ -282,6 +282,32 @@ final class FlatQuantTests: XCTestCase {
         }
     }
 
+    /// The starts of L and R: P = diag(s)(L ⊗ R) is orthogonal at the random orthogonal and the
+    /// Hadamard start (P = H_n/√n there: L and R orthogonal with entries ±1/√order), and a factor
+    /// order without a Hadamard matrix is refused.
+    func testStartingFactors() throws {
+        func isOrthogonal(_ m: [Float], _ n: Int) -> Bool {
+            let p = SmallMatrix.product(m, SmallMatrix.transposed(m, size: n), size: n)
+            return (0..<n * n).allSatisfy { abs(p[$0] - ($0 % (n + 1) == 0 ? 1 : 0)) < 1e-4 }
+        }
+        for (start, n) in [(FlatQuantTransform.Start.orthogonal, 48), (.orthogonal, 1536), (.hadamard, 576), (.hadamard, 1536), (.identity, 12)] {
+            var rng = SeededRNG(seed: 3)
+            let t = try FlatQuantTransform(width: n, name: "t", start: start, rng: &rng)
+            XCTAssertEqual(t.scale.value.array, [Float](repeating: 1, count: n))
+            for (factor, order) in [(t.left, t.factors.a), (t.right, t.factors.b)] {
+                XCTAssertTrue(isOrthogonal(factor.value.array, order), "\(start) \(n): \(factor.name)")
+                if start == .hadamard {
+                    XCTAssertEqual(Set(factor.value.array.map { ($0 * Float(order).squareRoot()).rounded() }), [-1, 1], "entries ±1/√\(order)")
+                }
+            }
+            if n == 48 { XCTAssertTrue(isOrthogonal(Self.explicitMatrix(t), n), "P itself") }
+        }
+        var rng = SeededRNG(seed: 3)
+        XCTAssertThrowsError(try FlatQuantTransform(width: 36, name: "t", start: .hadamard, rng: &rng), "36 = 6 x 6 and no Hadamard of order 6") { error in
+            XCTAssertTrue("\(error)".contains("order 6"), "\(error)")
+        }
+    }
+
     func testCalibrationNeverRaisesABlocksErrorAndLowersTheOutlierBlocks() throws {
         let weights = try QuaRotTests.tinyWeights(.llama, seed: 3)
         // Two outlier channels in the residual stream, as real models have: what A4 per token
@@ -290,15 +316,21 @@ final class FlatQuantTests: XCTestCase {
         var rng = SeededRNG(seed: 4)
         let sequences = (0..<4).map { _ in (0..<16).map { _ in Int(rng.next() % 80) } }
         let scheme = try QuantScheme.parse("w4a4kv4")
-        func calibrate(smooth: Bool, lr: Double) throws -> (blocks: [FlatQuantBlock], reports: [FlatQuant.BlockReport]) {
+        func calibrate(smooth: Bool, lr: Double, start: FlatQuantTransform.Start = .identity, epochs: Int = 30) throws -> (blocks: [FlatQuantBlock], reports: [FlatQuant.BlockReport]) {
             var settings = FlatQuant.Settings()
-            settings.samples = 4; settings.length = 16; settings.epochs = 30; settings.batchSequences = 2
+            settings.samples = 4; settings.length = 16; settings.epochs = epochs; settings.batchSequences = 2
             settings.learningRate = lr
+            settings.factorStart = start
             if !smooth { settings.smoothAlpha = nil }
             return try FlatQuant.calibrate(config: weights.config, source: InMemoryWeights(QuaRot.namedCopies(weights)),
                                            sequences: sequences, scheme: scheme, settings: settings) { _ in }
         }
         let identityStart = try calibrate(smooth: false, lr: 5e-3)
+        // A random rotation spreads the outlier channels before any training.
+        let rotated = try calibrate(smooth: false, lr: 5e-3, start: .orthogonal, epochs: 1)
+        XCTAssertLessThan(rotated.reports[0].mseBefore, 0.8 * identityStart.reports[0].mseBefore,
+                          "orthogonal start \(rotated.reports[0].mseBefore), identity \(identityStart.reports[0].mseBefore)")
+        XCTAssertEqual(FlatQuant.Settings().factorStart, .orthogonal, "FlatQuant's start is the default")
         let (blocks, reports) = try calibrate(smooth: true, lr: 5e-3)
         XCTAssertEqual(blocks.count, 2)
         XCTAssertEqual(reports.map(\.steps), [60, 60])

@@ -102,4 +102,17 @@ final class KroneckerTests: XCTestCase {
         XCTAssertNil(SmallMatrix.inverse([1, 2, 2, 4], size: 2), "singular")
         XCTAssertNil(SmallMatrix.inverse([0, 0, 0, 0], size: 2), "zero")
     }
+
+    func testRandomOrthogonalIsOrthogonalAndSeeded() {
+        for n in [1, 5, 24, 48] {
+            var rng = SeededRNG(seed: UInt64(n))
+            let q = SmallMatrix.randomOrthogonal(size: n, rng: &rng)
+            let qqt = SmallMatrix.product(q, SmallMatrix.transposed(q, size: n), size: n)
+            for i in 0..<n { for j in 0..<n { XCTAssertEqual(qqt[i * n + j], i == j ? 1 : 0, accuracy: 1e-5, "n \(n)") } }
+            if n > 1 { XCTAssertGreaterThan(q.map(abs).filter { $0 > 1e-3 }.count, n * n / 2, "n \(n): dense, not a permutation") }
+            var same = SeededRNG(seed: UInt64(n)), other = SeededRNG(seed: UInt64(n) + 100)
+            XCTAssertEqual(SmallMatrix.randomOrthogonal(size: n, rng: &same), q)
+            if n > 1 { XCTAssertNotEqual(SmallMatrix.randomOrthogonal(size: n, rng: &other), q) }
+        }
+    }
 }
