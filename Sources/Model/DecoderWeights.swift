@@ -20,6 +20,9 @@ package final class DecoderLayerWeights {
     /// A rotation of every query and key head after RoPE (QuaRot's online Hadamard of size
     /// head_dim): scores are unchanged, the keys cached (and quantized) are rotated.
     package var headRotation: HadamardTransform?
+    /// FlatQuant's per-head key transform after RoPE (and the head rotation): keys k P, queries
+    /// q P⁻ᵀ, so scores are unchanged and the keys cached (and quantized) are transformed.
+    package var keyTransform: FrozenKeyTransform?
 
     init(inputNorm: Tensor, qkv: LinearLayer, qNorm: Tensor?, kNorm: Tensor?,
          output: LinearLayer, postAttentionNorm: Tensor, gateUp: LinearLayer, down: LinearLayer) {

@@ -159,32 +159,36 @@ package final class FlatQuantTransform: TrainableInputTransform {
     }
 
     /// Given dL/d(W P⁻ᵀ) for the weight w, ADDS the gradients of L, R and s, and of w into
-    /// `dWeight` when given. With u = w / s, L' = L⁻ᵀ: dL = -(L⁻¹ dL' L⁻¹)ᵀ (likewise R), ds = -Σ w du / s².
+    /// `dWeight` when given (L, R and s only while `trainsParameters`). With u = w / s, L' = L⁻ᵀ:
+    /// dL = -(L⁻¹ dL' L⁻¹)ᵀ (likewise R), ds = -Σ w du / s².
     package func weightBackward(_ w: UnsafePointer<Float>, dTransformed: UnsafePointer<Float>, rows: Int,
                                 dWeight: UnsafeMutablePointer<Float>? = nil) {
         let n = factors.n, a = factors.a, bb = factors.b
         let buf = scratch(rows * n, 3)
         let s = scale.value.ptr
         for r in 0..<rows { for j in 0..<n { buf[0][r * n + j] = w[r * n + j] / s[j] } }
-        let du = Tensor(shape: [rows * n])
+        let du = Tensor(shape: [rows * n]), trains = trainsParameters
         var dl = [Float](repeating: 0, count: a * a), dr = [Float](repeating: 0, count: bb * bb)
         leftInverseT.withUnsafeBufferPointer { l in
             rightInverseT.withUnsafeBufferPointer { rr in
                 dl.withUnsafeMutableBufferPointer { dlp in
                     dr.withUnsafeMutableBufferPointer { drp in
                         factors.backward(x: buf[0], dy: dTransformed, dx: du.ptr, rows: rows, left: l.baseAddress!, right: rr.baseAddress!,
-                                         dLeft: dlp.baseAddress!, dRight: drp.baseAddress!, scratch: buf[1], scratch2: buf[2])
+                                         dLeft: trains ? dlp.baseAddress! : nil, dRight: trains ? drp.baseAddress! : nil,
+                                         scratch: buf[1], scratch2: buf[2])
                     }
                 }
             }
         }
-        addInverseGradient(dl, inverseT: leftInverseT, size: a, into: left.grad.ptr)
-        addInverseGradient(dr, inverseT: rightInverseT, size: bb, into: right.grad.ptr)
+        if trains {
+            addInverseGradient(dl, inverseT: leftInverseT, size: a, into: left.grad.ptr)
+            addInverseGradient(dr, inverseT: rightInverseT, size: bb, into: right.grad.ptr)
+        }
         let ds = scale.grad.ptr
         for r in 0..<rows {
             for j in 0..<n {
                 let g = du.ptr[r * n + j]
-                ds[j] -= w[r * n + j] * g / (s[j] * s[j])
+                if trains { ds[j] -= w[r * n + j] * g / (s[j] * s[j]) }
                 if let dWeight { dWeight[r * n + j] += g / s[j] }
             }
         }
@@ -286,14 +290,20 @@ package enum FlatQuantLayout {
 
     package static func prefix(_ l: Int, _ site: LinearSite) -> String { DecoderArchitecture.layerPrefix(l) + "flatquant." + siteName(site) }
     package static func kvClipName(_ l: Int) -> String { DecoderArchitecture.layerPrefix(l) + "flatquant.kv_clip" }
+    /// The per-head key transform's parameters: `model.layers.N.flatquant.k.left` etc.
+    package static func keyPrefix(_ l: Int) -> String { DecoderArchitecture.layerPrefix(l) + "flatquant.k" }
     package static func activationClipName(_ l: Int, _ site: LinearSite) -> String { prefix(l, site) + ".act_clip" }
     /// Every tensor block l of a FlatQuant checkpoint may hold (the clip ratios only with
-    /// activation or KV quantization).
+    /// activation or KV quantization, the key transform only with KV quantization).
     package static func tensorNames(layer l: Int) -> [String] {
         LinearSite.allCases.flatMap { site in ["left", "right", "scale"].map { prefix(l, site) + "." + $0 } + [activationClipName(l, site)] }
-            + [kvClipName(l)]
+            + [kvClipName(l)] + ["left", "right", "scale"].map { keyPrefix(l) + "." + $0 }
     }
-    package static func isClip(_ name: String) -> Bool { name.hasSuffix(".act_clip") || name.hasSuffix(".kv_clip") }
+    /// Whether a checkpoint may lack the tensor: the clip ratios, and the key transform (which
+    /// checkpoints written before it was built do not have).
+    package static func isOptional(_ name: String) -> Bool {
+        name.hasSuffix(".act_clip") || name.hasSuffix(".kv_clip") || name.contains(".flatquant.k.")
+    }
 
     /// Calibration's per-row weight clip logits (not saved: the quantized weights carry their grids).
     package static func weightClipName(_ weight: String) -> String { weight + ".flatquant_clip" }
@@ -313,6 +323,7 @@ extension DecoderWeights {
             if let kv = try FlatQuantLayout.kvQuantizer(l, from: source, activation: activation, headDim: config.headDim) {
                 layer.cacheTransforms = [InPlaceActivationQuantizer(kv, parallel: false)]
             }
+            layer.keyTransform = try FlatQuantLayout.keyTransform(l, from: source).map(FrozenKeyTransform.init)
         }
     }
 }
@@ -330,6 +341,14 @@ extension FlatQuantLayout {
                                 clipRatio: try DecoderWeights.storedRatio(source, activationClipName(l, site)))
         }
         return (transform, quantizer)
+    }
+
+    /// Block l's per-head key transform (nil when the checkpoint has none).
+    package static func keyTransform(_ l: Int, from source: any WeightSource) throws -> FlatQuantTransform? {
+        let p = keyPrefix(l)
+        guard source.has(p + ".left") else { return nil }
+        return try FlatQuantTransform(left: try source.tensor(p + ".left"), right: try source.tensor(p + ".right"),
+                                      scale: try source.tensor(p + ".scale"), name: p)
     }
 
     /// Block l's KV-cache quantizer at its learned clip (nil without KV bits).

@@ -10,9 +10,10 @@ import Train
 /// quantized block's output matches the full-precision block's on full-precision inputs.
 ///
 /// The sites: q|k|v's input (hidden size), o's input (heads x head dim), gate|up's input (hidden
-/// size), down's input (intermediate size), each with balanced Kronecker factors. Not built (yet):
-/// FlatQuant's per-head K transform after RoPE and the V transform folded into v and o; o's
-/// input uses a balanced a x b split rather than heads x head dim.
+/// size), down's input (intermediate size), each with balanced Kronecker factors; with KV
+/// quantization, the per-head key transform after RoPE (`FrozenKeyTransform`). Not built (yet):
+/// the V transform folded into v and o; o's input uses a balanced a x b split rather than
+/// heads x head dim.
 package enum FlatQuant {
     /// Calibration settings. The published ones are 128 samples of 2048 tokens, 15 epochs at
     /// lr 5e-3 with 10x for the clip ratios; the CPU default is far smaller, and at lr 1e-3: on
@@ -88,21 +89,27 @@ package final class FlatQuantBlock {
     package let transforms: [LinearSite: FlatQuantTransform]
     package let activationClips: [LinearSite: LearnableClipQuantizer]
     package let kvClip: LearnableClipQuantizer?
+    /// The per-head key transform after RoPE (keys k P, queries q P⁻ᵀ): with KV quantization.
+    package let keyTransform: FlatQuantTransform?
     /// Per block weight: one clip logit per output row.
     package let weightClips: [TensorRole: Parameter]
 
     /// Transforms starting at `start` (random ones drawn from `seed`, the same for the same
-    /// block, site and seed) and clip ratios near 1 for block l of `config`.
+    /// block, site and seed) and clip ratios near 1 for block l of `config`; a key transform
+    /// when `keyTransform` (default: when the KV cache is quantized).
     package init(layer l: Int, config: ModelConfig, activation: ActivationQuantSpec?,
-                 start: FlatQuantTransform.Start = .identity, seed: UInt64 = 0) throws {
+                 start: FlatQuantTransform.Start = .identity, seed: UInt64 = 0, keyTransform: Bool? = nil) throws {
         layer = l
         let c = config
         let widths: [LinearSite: Int] = [.qkv: c.hiddenSize, .output: c.numAttentionHeads * c.headDim,
                                          .gateUp: c.hiddenSize, .down: c.intermediateSize]
         var transforms: [LinearSite: FlatQuantTransform] = [:], clips: [LinearSite: LearnableClipQuantizer] = [:]
+        // One random stream per block and transform: the sites', then the key transform's.
+        let perBlock = LinearSite.allCases.count + 1
+        func rng(_ i: Int) -> SeededRNG { SeededRNG(seed: StableHash.splitMix(seed &* StableHash.golden &+ UInt64(l * perBlock + i))) }
         for (i, site) in LinearSite.allCases.enumerated() {
-            var rng = SeededRNG(seed: StableHash.splitMix(seed &* StableHash.golden &+ UInt64(l * LinearSite.allCases.count + i)))
-            transforms[site] = try FlatQuantTransform(width: widths[site]!, name: FlatQuantLayout.prefix(l, site), start: start, rng: &rng)
+            var r = rng(i)
+            transforms[site] = try FlatQuantTransform(width: widths[site]!, name: FlatQuantLayout.prefix(l, site), start: start, rng: &r)
             if let bits = activation?.activationBits {
                 clips[site] = LearnableClipQuantizer(bits: bits, symmetric: activation!.activationSymmetric,
                                                      name: FlatQuantLayout.activationClipName(l, site))
@@ -111,6 +118,12 @@ package final class FlatQuantBlock {
         self.transforms = transforms
         activationClips = clips
         kvClip = activation?.kvBits.map { LearnableClipQuantizer(bits: $0, groupSize: c.headDim, name: FlatQuantLayout.kvClipName(l)) }
+        if keyTransform ?? (activation?.kvBits != nil) {
+            var r = rng(LinearSite.allCases.count)
+            self.keyTransform = try FlatQuantTransform(width: c.headDim, name: FlatQuantLayout.keyPrefix(l), start: start, rng: &r)
+        } else {
+            self.keyTransform = nil
+        }
         let arch = DecoderArchitecture(config)
         var weightClips: [TensorRole: Parameter] = [:]
         for role in TensorRole.blockLinears {
@@ -147,7 +160,9 @@ package final class FlatQuantBlock {
         LinearSite.allCases.first { $0.parts.contains(role) }!
     }
 
-    package var transformParameters: [Parameter] { LinearSite.allCases.flatMap { transforms[$0]!.parameters } }
+    package var transformParameters: [Parameter] {
+        LinearSite.allCases.flatMap { transforms[$0]!.parameters } + (keyTransform?.parameters ?? [])
+    }
     package var clipParameters: [Parameter] {
         LinearSite.allCases.compactMap { activationClips[$0]?.logit } + (kvClip.map { [$0.logit] } ?? [])
             + TensorRole.blockLinears.map { weightClips[$0]! }
@@ -161,10 +176,11 @@ package final class FlatQuantBlock {
                 ChainedTransform.combining(transforms[site]!, activationClips[site])
         }
         decoder.cacheTransforms[index] = kvClip
+        decoder.keyTransforms[index] = keyTransform
     }
 
     /// The tensors a checkpoint keeps to run the block as calibrated: each site's factors and
-    /// scales and its activation clip ratio, the KV clip ratio.
+    /// scales and its activation clip ratio, the KV clip ratio, the key transform's factors and scales.
     package var savedTensors: [String: Tensor] {
         var out: [String: Tensor] = [:]
         for site in LinearSite.allCases {
@@ -172,6 +188,7 @@ package final class FlatQuantBlock {
             if let clip = activationClips[site] { out[FlatQuantLayout.activationClipName(layer, site)] = Tensor(shape: [1], values: [clip.clipRatio]) }
         }
         if let kv = kvClip { out[FlatQuantLayout.kvClipName(layer)] = Tensor(shape: [1], values: [kv.clipRatio]) }
+        for p in keyTransform?.parameters ?? [] { out[p.name] = p.value }
         return out
     }
 
@@ -348,7 +365,7 @@ extension FlatQuant {
                     for site in LinearSite.allCases { xMax[site] = maxima[LinearSiteKey(layer: l, site: site)] }
                     for role in TensorRole.blockLinears { w[role] = tensors[blockArch.spec(role, layer: 0).name] }
                     block.smoothChannelScales(activationMax: xMax, weights: w, alpha: alpha)
-                    for t in block.transforms.values { try! t.refreshInverse() }
+                    for t in block.transforms.values { try t.refreshInverse() }
                 }
                 return block
             }
@@ -393,6 +410,7 @@ extension FlatQuant {
                 transformOptimizer.step(lr: lr)
                 clipOptimizer.step(lr: lr * settings.clipLearningRateScale)
                 for t in block.transforms.values { try t.refreshInverse() }
+                try block.keyTransform?.refreshInverse()
                 quantizer.refresh()
             }
             var after = meanSquaredError()

@@ -165,13 +165,16 @@ final class PTQJobTests: XCTestCase {
         XCTAssertTrue(fixed.decoder.transformParameters.isEmpty)
         let student = try StudentModel(model: path, qat: j.scheme, lsq: false, trainTransforms: true) { _ in }
         let params = student.decoder.transformParameters
-        XCTAssertEqual(params.count, 2 * 4 * 3, "L, R and s of 4 sites in 2 blocks")
+        XCTAssertEqual(params.count, 2 * 5 * 3, "L, R and s of 4 sites and the key transform in 2 blocks")
         let left = try XCTUnwrap(params.first { $0.name == "model.layers.1.flatquant.down.left" })
-        left.value.ptr[1] += 0.25   // as a training step would move it
+        let keyLeft = try XCTUnwrap(params.first { $0.name == "model.layers.1.flatquant.k.left" })
+        left.value.ptr[1] += 0.25   // as a training step would move them
+        keyLeft.value.ptr[1] += 0.25
         let runDir = dir.appendingPathComponent("qat-trained")
         try student.exportQuantized(runDir: runDir, extraFiles: try student.tokenizerFiles(in: runDir, write: true)) { _ in }
         let exported = try Checkpoint.open(runDir.appendingPathComponent("quantized").path)
         XCTAssertEqual(try exported.weights.tensor("model.layers.1.flatquant.down.left").array, left.value.array)
+        XCTAssertEqual(try exported.weights.tensor("model.layers.1.flatquant.k.left").array, keyLeft.value.array)
         let tokens = [5, 17, 42, 9, 33, 61, 2, 28]
         let want = student.decoder.forward(tokens: tokens, batch: 1, length: tokens.count)
         let lm = try LanguageModel(checkpoint: exported)

@@ -247,6 +247,7 @@ final class CLITests: XCTestCase {
             for part in ["left", "right", "scale", "act_clip"] { XCTAssertTrue(tensors.contains("model.layers.1.flatquant.\(site).\(part)"), "\(site).\(part)") }
         }
         XCTAssertTrue(tensors.contains("model.layers.0.flatquant.kv_clip"))
+        for part in ["left", "right", "scale"] { XCTAssertTrue(tensors.contains("model.layers.1.flatquant.k.\(part)"), "the key transform's \(part)") }
         try checkTrainingKeepsTheTransforms(from: out, method: "flatquant", text: text, near: fp)
     }
 

@@ -166,6 +166,7 @@ package final class TrainableDecoder {
     package var transformParameters: [Parameter] {
         inputTransforms.sorted { $0.key < $1.key }.flatMap { $0.value.parameters }
             + cacheTransforms.sorted { $0.key < $1.key }.flatMap { $0.value.parameters }
+            + keyTransforms.sorted { $0.key < $1.key }.flatMap { $0.value.parameters }
     }
 
     /// Each transform's output of the last forward (the product's input), by site.
@@ -200,8 +201,61 @@ package final class TrainableDecoder {
     /// A fixed rotation of every query and key head after RoPE in every block (QuaRot's online
     /// Hadamard of size head_dim; `DecoderLayerWeights.headRotation`).
     package var headRotation: HadamardTransform?
+    /// FlatQuant's per-head key transform after RoPE (and the head rotation), by block: keys
+    /// k → k P, queries q → q P⁻ᵀ (`FrozenKeyTransform` is the inference decoder's).
+    package var keyTransforms: [Int: FlatQuantTransform] = [:] {
+        didSet { keyTransformInputs = [:] }
+    }
     /// Each cache transform's input of the last forward (keys and values before it), by block.
     private var cacheInputs: [Int: Tensor] = [:]
+    /// Each key transform's inputs of the last forward: query heads (N H, D), key heads (N KV, D).
+    private var keyTransformInputs: [Int: (queries: Tensor, keys: Tensor)] = [:]
+
+    /// The query and key heads of block l (strided rows of the q|k|v buffer) through its key transform.
+    private func keyTransformForward(_ l: Int, _ qkv: UnsafeMutablePointer<Float>, ld: Int, rows n: Int) {
+        guard let transform = keyTransforms[l] else { return }
+        // The query side reads P⁻ᵀ: when P trains (QAT with trained transforms), re-derive it
+        // from the parameters the last step left.
+        if transform.trainsParameters {
+            do { try transform.refreshInverse() } catch { fatalError("\(error); lower the learning rate or keep the transforms fixed") }
+        }
+        let qw = config.numAttentionHeads * config.headDim, kw = config.numKeyValueHeads * config.headDim
+        let saved: (queries: Tensor, keys: Tensor)
+        if let t = keyTransformInputs[l], t.queries.count == n * qw { saved = t } else {
+            saved = (Tensor(shape: [n * config.numAttentionHeads, config.headDim]), Tensor(shape: [n * config.numKeyValueHeads, config.headDim]))
+            keyTransformInputs[l] = saved
+        }
+        for r in 0..<n {
+            (saved.queries.ptr + r * qw).update(from: qkv + r * ld, count: qw)
+            (saved.keys.ptr + r * kw).update(from: qkv + r * ld + qw, count: kw)
+        }
+        let q = Tensor(shape: saved.queries.shape), k = Tensor(shape: saved.keys.shape)
+        transform.transformWeight(saved.queries.ptr, into: q.ptr, rows: saved.queries.shape[0])   // q P⁻ᵀ
+        transform.forward(saved.keys.ptr, into: k.ptr, rows: saved.keys.shape[0], width: config.headDim)
+        for r in 0..<n {
+            (qkv + r * ld).update(from: q.ptr + r * qw, count: qw)
+            (qkv + r * ld + qw).update(from: k.ptr + r * kw, count: kw)
+        }
+    }
+
+    /// dL/d(transformed queries and keys), in place in the strided dq|dk rows, becomes dL/d(the
+    /// heads before the transform); the transform's parameter gradients are added.
+    private func keyTransformBackward(_ l: Int, dqkv: UnsafeMutablePointer<Float>, ld: Int, rows n: Int) {
+        guard let transform = keyTransforms[l], let saved = keyTransformInputs[l] else { return }
+        let qw = config.numAttentionHeads * config.headDim, kw = config.numKeyValueHeads * config.headDim
+        let dq = Tensor(shape: saved.queries.shape), dk = Tensor(shape: saved.keys.shape)
+        for r in 0..<n {
+            (dq.ptr + r * qw).update(from: dqkv + r * ld, count: qw)
+            (dk.ptr + r * kw).update(from: dqkv + r * ld + qw, count: kw)
+        }
+        let dqIn = Tensor(shape: dq.shape), dkIn = Tensor(shape: dk.shape)
+        transform.weightBackward(saved.queries.ptr, dTransformed: dq.ptr, rows: dq.shape[0], dWeight: dqIn.ptr)
+        transform.backward(x: saved.keys.ptr, dy: dk.ptr, dx: dkIn.ptr, rows: dk.shape[0], width: config.headDim)
+        for r in 0..<n {
+            (dqkv + r * ld).update(from: dqIn.ptr + r * qw, count: qw)
+            (dqkv + r * ld + qw).update(from: dkIn.ptr + r * kw, count: kw)
+        }
+    }
 
     /// Keys and values of block l (strided rows of the q|k|v buffer) through its cache transform.
     private func cacheTransformForward(_ l: Int, _ kv: UnsafeMutablePointer<Float>, ld: Int, rows n: Int, width: Int) {
@@ -259,6 +313,7 @@ package final class TrainableDecoder {
             }
             v.cacheTransforms = inPlaceStages(cacheTransforms[l])
             v.headRotation = headRotation
+            v.keyTransform = keyTransforms[l].map(FrozenKeyTransform.init)
             if weightQuantizer == nil { p.refreshStacked() }
             v.output.weight = .dense(p.oQuantized ?? p.o.value)
             v.down.weight = .dense(p.downQuantized ?? p.down.value)
@@ -554,6 +609,7 @@ package final class TrainableDecoder {
                 let qkv = a.qkv.ptr
                 Threads.parallelFor(n) { rows in for r in rows { h.apply(qkv + r * w, rows: heads + kvHeads, parallel: false) } }
             }
+            keyTransformForward(l, a.qkv.ptr, ld: w, rows: n)
             cacheTransformForward(l, a.qkv.ptr + qw, ld: w, rows: n, width: 2 * kvw)
             // attn: (N, H*D) = causal softmax(q k^T / sqrt(D)) v
             TrainLayers.attentionForward(q: a.qkv.ptr, ldq: w, k: a.qkv.ptr + qw, ldk: w, v: a.qkv.ptr + qw + kvw,
@@ -660,6 +716,7 @@ package final class TrainableDecoder {
                                           dq: dqkv, lddq: w, dk: dqkv + qw, lddk: w, dv: dqkv + qw + kvw, lddv: w,
                                           scratch: s.dProbs.ptr, shape: shape)
             cacheTransformBackward(l, dx: dqkv + qw, ld: w, rows: n, width: 2 * kvw)
+            keyTransformBackward(l, dqkv: dqkv, ld: w, rows: n)
             if let h = headRotation {
                 Threads.parallelFor(n) { rows in for r in rows { h.applyTransposed(dqkv + r * w, rows: heads + kvHeads, parallel: false) } }
             }
