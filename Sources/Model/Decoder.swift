@@ -185,7 +185,8 @@ package final class Decoder {
     }
 
     /// Per row: q/k head norms (Qwen3), RoPE on q and k (then the head rotation and the key
-    /// transform, if any), then k and v through the cache transforms into the cache.
+    /// transform, if any), the value transform (if any), then k and v through the cache
+    /// transforms into the cache.
     /// qkv: (N, H*D + 2*KV*D).
     func prepareQK(_ n: Int, _ qkv: Tensor, layer: DecoderLayerWeights, rowSequence: [Int], rowPosition: [Int],
                    cache: KVCache, layerIndex l: Int) {
@@ -205,7 +206,8 @@ package final class Decoder {
                 }
                 // q heads then k heads are contiguous: one rotation of heads + kvHeads rows.
                 layer.headRotation?.apply(q, rows: heads + kvHeads, parallel: false)
-                layer.keyTransform?.apply(query: q, heads: heads, key: k, kvHeads: kvHeads)
+                if let key = layer.keyTransform { key.applyInverseTranspose(q, heads: heads); key.apply(k, heads: kvHeads) }
+                layer.valueTransform?.apply(v, heads: kvHeads)
                 for t in layer.cacheTransforms { t.transform(k, rows: 1, width: 2 * kvHeads * d) }
                 for hd in 0..<kvHeads {
                     (cache.keys(sequence: s, layer: l, head: hd) + pos * d).update(from: k + hd * d, count: d)

@@ -22,7 +22,10 @@ package final class DecoderLayerWeights {
     package var headRotation: HadamardTransform?
     /// FlatQuant's per-head key transform after RoPE (and the head rotation): keys k P, queries
     /// q P⁻ᵀ, so scores are unchanged and the keys cached (and quantized) are transformed.
-    package var keyTransform: FrozenKeyTransform?
+    package var keyTransform: FrozenHeadTransform?
+    /// FlatQuant's per-head value transform: values v P before the cache (o_proj's weight
+    /// carries (I ⊗ P)⁻ᵀ).
+    package var valueTransform: FrozenHeadTransform?
 
     init(inputNorm: Tensor, qkv: LinearLayer, qNorm: Tensor?, kNorm: Tensor?,
          output: LinearLayer, postAttentionNorm: Tensor, gateUp: LinearLayer, down: LinearLayer) {

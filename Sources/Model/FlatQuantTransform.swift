@@ -290,19 +290,25 @@ package enum FlatQuantLayout {
 
     package static func prefix(_ l: Int, _ site: LinearSite) -> String { DecoderArchitecture.layerPrefix(l) + "flatquant." + siteName(site) }
     package static func kvClipName(_ l: Int) -> String { DecoderArchitecture.layerPrefix(l) + "flatquant.kv_clip" }
-    /// The per-head key transform's parameters: `model.layers.N.flatquant.k.left` etc.
-    package static func keyPrefix(_ l: Int) -> String { DecoderArchitecture.layerPrefix(l) + "flatquant.k" }
+    /// The per-head transforms after RoPE (with KV quantization): keys k P and queries q P⁻ᵀ;
+    /// values v P, o_proj's weight carrying (I ⊗ P)⁻ᵀ.
+    package enum HeadSite: String, CaseIterable, Sendable {
+        case key = "k", value = "v"
+    }
+    /// A head transform's parameters: `model.layers.N.flatquant.k.left` etc.
+    package static func headPrefix(_ l: Int, _ site: HeadSite) -> String { DecoderArchitecture.layerPrefix(l) + "flatquant." + site.rawValue }
     package static func activationClipName(_ l: Int, _ site: LinearSite) -> String { prefix(l, site) + ".act_clip" }
     /// Every tensor block l of a FlatQuant checkpoint may hold (the clip ratios only with
-    /// activation or KV quantization, the key transform only with KV quantization).
+    /// activation or KV quantization, the head transforms only with KV quantization).
     package static func tensorNames(layer l: Int) -> [String] {
-        LinearSite.allCases.flatMap { site in ["left", "right", "scale"].map { prefix(l, site) + "." + $0 } + [activationClipName(l, site)] }
-            + [kvClipName(l)] + ["left", "right", "scale"].map { keyPrefix(l) + "." + $0 }
+        let parts = ["left", "right", "scale"]
+        return LinearSite.allCases.flatMap { site in parts.map { prefix(l, site) + "." + $0 } + [activationClipName(l, site)] }
+            + [kvClipName(l)] + HeadSite.allCases.flatMap { site in parts.map { headPrefix(l, site) + "." + $0 } }
     }
-    /// Whether a checkpoint may lack the tensor: the clip ratios, and the key transform (which
-    /// checkpoints written before it was built do not have).
+    /// Whether a checkpoint may lack the tensor: the clip ratios, and the head transforms (which
+    /// checkpoints written before they were built do not have).
     package static func isOptional(_ name: String) -> Bool {
-        name.hasSuffix(".act_clip") || name.hasSuffix(".kv_clip") || name.contains(".flatquant.k.")
+        name.hasSuffix(".act_clip") || name.hasSuffix(".kv_clip") || HeadSite.allCases.contains { name.contains(".flatquant.\($0.rawValue).") }
     }
 
     /// Calibration's per-row weight clip logits (not saved: the quantized weights carry their grids).
@@ -323,7 +329,8 @@ extension DecoderWeights {
             if let kv = try FlatQuantLayout.kvQuantizer(l, from: source, activation: activation, headDim: config.headDim) {
                 layer.cacheTransforms = [InPlaceActivationQuantizer(kv, parallel: false)]
             }
-            layer.keyTransform = try FlatQuantLayout.keyTransform(l, from: source).map(FrozenKeyTransform.init)
+            layer.keyTransform = try FlatQuantLayout.headTransform(l, .key, from: source).map(FrozenHeadTransform.init)
+            layer.valueTransform = try FlatQuantLayout.headTransform(l, .value, from: source).map(FrozenHeadTransform.init)
         }
     }
 }
@@ -343,9 +350,9 @@ extension FlatQuantLayout {
         return (transform, quantizer)
     }
 
-    /// Block l's per-head key transform (nil when the checkpoint has none).
-    package static func keyTransform(_ l: Int, from source: any WeightSource) throws -> FlatQuantTransform? {
-        let p = keyPrefix(l)
+    /// Block l's per-head key or value transform (nil when the checkpoint has none).
+    package static func headTransform(_ l: Int, _ site: HeadSite, from source: any WeightSource) throws -> FlatQuantTransform? {
+        let p = headPrefix(l, site)
         guard source.has(p + ".left") else { return nil }
         return try FlatQuantTransform(left: try source.tensor(p + ".left"), right: try source.tensor(p + ".right"),
                                       scale: try source.tensor(p + ".scale"), name: p)

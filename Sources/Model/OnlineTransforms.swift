@@ -38,7 +38,7 @@ package struct OnlineTransforms {
         var tensors: [String: Tensor] = [:]
         if rotation.method == FlatQuantLayout.method {
             for l in 0..<checkpoint.config.numHiddenLayers {
-                // The clip ratios are there only with activation or KV quantization, the key transform only with KV quantization.
+                // The clip ratios are there only with activation or KV quantization, the head transforms only with KV quantization.
                 for name in FlatQuantLayout.tensorNames(layer: l) where !FlatQuantLayout.isOptional(name) || checkpoint.weights.has(name) {
                     tensors[name] = try checkpoint.weights.tensor(name)
                 }
@@ -81,9 +81,10 @@ package struct OnlineTransforms {
                 if let kv = try FlatQuantLayout.kvQuantizer(l, from: source, activation: activation, headDim: config.headDim) {
                     decoder.cacheTransforms[l] = TrainableActivationQuantizer(kv)
                 }
-                if let key = try FlatQuantLayout.keyTransform(l, from: source) {
-                    key.trainsParameters = trainable
-                    decoder.keyTransforms[l] = key
+                for site in FlatQuantLayout.HeadSite.allCases {
+                    guard let t = try FlatQuantLayout.headTransform(l, site, from: source) else { continue }
+                    t.trainsParameters = trainable
+                    if site == .key { decoder.keyTransforms[l] = t } else { decoder.valueTransforms[l] = t }
                 }
             }
             return

@@ -11,9 +11,13 @@ import Train
 ///
 /// The sites: q|k|v's input (hidden size), o's input (heads x head dim), gate|up's input (hidden
 /// size), down's input (intermediate size), each with balanced Kronecker factors; with KV
-/// quantization, the per-head key transform after RoPE (`FrozenKeyTransform`). Not built (yet):
-/// the V transform folded into v and o; o's input uses a balanced a x b split rather than
-/// heads x head dim.
+/// quantization, per-head transforms of size head_dim (`FrozenHeadTransform`): keys k P_k after
+/// RoPE with queries q P_k⁻ᵀ, and values v P_v with o_proj's weight W_o (I ⊗ P_v)⁻ᵀ P_o⁻ᵀ.
+/// Where FlatQuant differs: its head transforms are full head_dim x head_dim matrices (here
+/// Kronecker factors and a scale, like the sites'); it folds P_v into v_proj and applies
+/// (P_o ⊗ P_v) at o as one transform over heads x head_dim, while here v P_v runs online (so
+/// v_proj is quantized before it, and its bias needs no fold) and o's own transform stays a
+/// balanced split of heads x head_dim.
 package enum FlatQuant {
     /// Calibration settings. The published ones are 128 samples of 2048 tokens, 15 epochs at
     /// lr 5e-3 with 10x for the clip ratios; the CPU default is far smaller, and at lr 1e-3: on
@@ -89,23 +93,27 @@ package final class FlatQuantBlock {
     package let transforms: [LinearSite: FlatQuantTransform]
     package let activationClips: [LinearSite: LearnableClipQuantizer]
     package let kvClip: LearnableClipQuantizer?
-    /// The per-head key transform after RoPE (keys k P, queries q P⁻ᵀ): with KV quantization.
-    package let keyTransform: FlatQuantTransform?
+    /// The per-head transforms after RoPE, with KV quantization: the key transform (keys k P,
+    /// queries q P⁻ᵀ) and the value transform (values v P, o's weight read as W_o (I ⊗ P)⁻ᵀ
+    /// before its site's transform).
+    package let headTransforms: [FlatQuantLayout.HeadSite: FlatQuantTransform]
+    package var keyTransform: FlatQuantTransform? { headTransforms[.key] }
+    package var valueTransform: FlatQuantTransform? { headTransforms[.value] }
     /// Per block weight: one clip logit per output row.
     package let weightClips: [TensorRole: Parameter]
 
     /// Transforms starting at `start` (random ones drawn from `seed`, the same for the same
-    /// block, site and seed) and clip ratios near 1 for block l of `config`; a key transform
-    /// when `keyTransform` (default: when the KV cache is quantized).
+    /// block, site and seed) and clip ratios near 1 for block l of `config`; the key and value
+    /// transforms when `headTransforms` (default: when the KV cache is quantized).
     package init(layer l: Int, config: ModelConfig, activation: ActivationQuantSpec?,
-                 start: FlatQuantTransform.Start = .identity, seed: UInt64 = 0, keyTransform: Bool? = nil) throws {
+                 start: FlatQuantTransform.Start = .identity, seed: UInt64 = 0, headTransforms: Bool? = nil) throws {
         layer = l
         let c = config
         let widths: [LinearSite: Int] = [.qkv: c.hiddenSize, .output: c.numAttentionHeads * c.headDim,
                                          .gateUp: c.hiddenSize, .down: c.intermediateSize]
         var transforms: [LinearSite: FlatQuantTransform] = [:], clips: [LinearSite: LearnableClipQuantizer] = [:]
-        // One random stream per block and transform: the sites', then the key transform's.
-        let perBlock = LinearSite.allCases.count + 1
+        // One random stream per block and transform: the sites', then the head transforms'.
+        let perBlock = LinearSite.allCases.count + FlatQuantLayout.HeadSite.allCases.count
         func rng(_ i: Int) -> SeededRNG { SeededRNG(seed: StableHash.splitMix(seed &* StableHash.golden &+ UInt64(l * perBlock + i))) }
         for (i, site) in LinearSite.allCases.enumerated() {
             var r = rng(i)
@@ -118,12 +126,14 @@ package final class FlatQuantBlock {
         self.transforms = transforms
         activationClips = clips
         kvClip = activation?.kvBits.map { LearnableClipQuantizer(bits: $0, groupSize: c.headDim, name: FlatQuantLayout.kvClipName(l)) }
-        if keyTransform ?? (activation?.kvBits != nil) {
-            var r = rng(LinearSite.allCases.count)
-            self.keyTransform = try FlatQuantTransform(width: c.headDim, name: FlatQuantLayout.keyPrefix(l), start: start, rng: &r)
-        } else {
-            self.keyTransform = nil
+        var heads: [FlatQuantLayout.HeadSite: FlatQuantTransform] = [:]
+        if headTransforms ?? (activation?.kvBits != nil) {
+            for (i, site) in FlatQuantLayout.HeadSite.allCases.enumerated() {
+                var r = rng(LinearSite.allCases.count + i)
+                heads[site] = try FlatQuantTransform(width: c.headDim, name: FlatQuantLayout.headPrefix(l, site), start: start, rng: &r)
+            }
         }
+        self.headTransforms = heads
         let arch = DecoderArchitecture(config)
         var weightClips: [TensorRole: Parameter] = [:]
         for role in TensorRole.blockLinears {
@@ -160,8 +170,35 @@ package final class FlatQuantBlock {
         LinearSite.allCases.first { $0.parts.contains(role) }!
     }
 
+    /// A block weight as calibration quantizes it and the export folds it: W P⁻ᵀ, P the
+    /// transform of the site it reads; o_proj's first through the value transform per head:
+    /// W_o (I ⊗ P_v)⁻ᵀ P_o⁻ᵀ, since its input arrives as y (I ⊗ P_v). w, out: (rows, input width).
+    package func transformWeight(_ role: TensorRole, _ w: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, rows: Int) {
+        let site = transforms[Self.site(of: role)]!
+        guard role == .o, let value = valueTransform else { return site.transformWeight(w, into: out, rows: rows) }
+        let mid = Tensor(shape: [rows * site.width])
+        value.transformWeight(w, into: mid.ptr, rows: rows * site.width / value.width)
+        site.transformWeight(mid.ptr, into: out, rows: rows)
+    }
+
+    /// Given dL/d(the transformed weight), ADDS the transforms' gradients and, when given,
+    /// dL/dW into `dWeight`.
+    package func weightBackward(_ role: TensorRole, _ w: UnsafePointer<Float>, dTransformed: UnsafePointer<Float>, rows: Int,
+                                dWeight: UnsafeMutablePointer<Float>?) {
+        let site = transforms[Self.site(of: role)]!
+        guard role == .o, let value = valueTransform else {
+            return site.weightBackward(w, dTransformed: dTransformed, rows: rows, dWeight: dWeight)
+        }
+        let headRows = rows * site.width / value.width
+        let mid = Tensor(shape: [rows * site.width]), dMid = Tensor(shape: [rows * site.width])
+        value.transformWeight(w, into: mid.ptr, rows: headRows)
+        site.weightBackward(mid.ptr, dTransformed: dTransformed, rows: rows, dWeight: dMid.ptr)
+        value.weightBackward(w, dTransformed: dMid.ptr, rows: headRows, dWeight: dWeight)
+    }
+
     package var transformParameters: [Parameter] {
-        LinearSite.allCases.flatMap { transforms[$0]!.parameters } + (keyTransform?.parameters ?? [])
+        LinearSite.allCases.flatMap { transforms[$0]!.parameters }
+            + FlatQuantLayout.HeadSite.allCases.flatMap { headTransforms[$0]?.parameters ?? [] }
     }
     package var clipParameters: [Parameter] {
         LinearSite.allCases.compactMap { activationClips[$0]?.logit } + (kvClip.map { [$0.logit] } ?? [])
@@ -177,10 +214,11 @@ package final class FlatQuantBlock {
         }
         decoder.cacheTransforms[index] = kvClip
         decoder.keyTransforms[index] = keyTransform
+        decoder.valueTransforms[index] = valueTransform
     }
 
     /// The tensors a checkpoint keeps to run the block as calibrated: each site's factors and
-    /// scales and its activation clip ratio, the KV clip ratio, the key transform's factors and scales.
+    /// scales and its activation clip ratio, the KV clip ratio, the head transforms' factors and scales.
     package var savedTensors: [String: Tensor] {
         var out: [String: Tensor] = [:]
         for site in LinearSite.allCases {
@@ -188,7 +226,7 @@ package final class FlatQuantBlock {
             if let clip = activationClips[site] { out[FlatQuantLayout.activationClipName(layer, site)] = Tensor(shape: [1], values: [clip.clipRatio]) }
         }
         if let kv = kvClip { out[FlatQuantLayout.kvClipName(layer)] = Tensor(shape: [1], values: [kv.clipRatio]) }
-        for p in keyTransform?.parameters ?? [] { out[p.name] = p.value }
+        for t in headTransforms.values { for p in t.parameters { out[p.name] = p.value } }
         return out
     }
 
@@ -210,7 +248,8 @@ package final class FlatQuantBlock {
 /// gets a gradient only when its parameter is not frozen.
 package final class FlatQuantWeightQuantizer: TrainingWeightQuantizer {
     private struct Entry {
-        let transform: FlatQuantTransform
+        let block: FlatQuantBlock
+        let role: TensorRole
         let clip: Parameter
     }
     private var entries: [ObjectIdentifier: Entry] = [:]
@@ -235,7 +274,7 @@ package final class FlatQuantWeightQuantizer: TrainingWeightQuantizer {
         for (index, block) in blocks {
             for role in TensorRole.blockLinears {
                 guard let p = byName[arch.spec(role, layer: index).name] else { continue }
-                entries[ObjectIdentifier(p)] = Entry(transform: block.transforms[FlatQuantBlock.site(of: role)]!, clip: block.weightClips[role]!)
+                entries[ObjectIdentifier(p)] = Entry(block: block, role: role, clip: block.weightClips[role]!)
             }
         }
     }
@@ -264,7 +303,8 @@ package final class FlatQuantWeightQuantizer: TrainingWeightQuantizer {
 
     private func transformed(_ p: Parameter) -> Tensor {
         let t = Tensor(shape: p.value.shape)
-        entry(p).transform.transformWeight(p.value.ptr, into: t.ptr, rows: p.value.shape[0])
+        let e = entry(p)
+        e.block.transformWeight(e.role, p.value.ptr, into: t.ptr, rows: p.value.shape[0])
         return t
     }
 
@@ -295,8 +335,8 @@ package final class FlatQuantWeightQuantizer: TrainingWeightQuantizer {
             // dx̂/dc = slope s / c and dc/dα = c (1 - c).
             dClip[r] += dc * (1 - c)
         }
-        e.transform.weightBackward(p.value.ptr, dTransformed: dt.ptr, rows: p.value.shape[0],
-                                   dWeight: p.frozen ? nil : p.grad.ptr)
+        e.block.weightBackward(e.role, p.value.ptr, dTransformed: dt.ptr, rows: p.value.shape[0],
+                               dWeight: p.frozen ? nil : p.grad.ptr)
     }
 }
 
@@ -410,7 +450,7 @@ extension FlatQuant {
                 transformOptimizer.step(lr: lr)
                 clipOptimizer.step(lr: lr * settings.clipLearningRateScale)
                 for t in block.transforms.values { try t.refreshInverse() }
-                try block.keyTransform?.refreshInverse()
+                for t in block.headTransforms.values { try t.refreshInverse() }
                 quantizer.refresh()
             }
             var after = meanSquaredError()
@@ -453,7 +493,7 @@ extension FlatQuant {
             for role in TensorRole.blockLinears {
                 let name = arch.spec(role, layer: block.layer).name
                 let w = tensors[name]!, out = Tensor(shape: w.shape)
-                block.transforms[FlatQuantBlock.site(of: role)]!.transformWeight(w.ptr, into: out.ptr, rows: w.shape[0])
+                block.transformWeight(role, w.ptr, into: out.ptr, rows: w.shape[0])
                 tensors[name] = out
             }
             for (name, t) in block.savedTensors { tensors[name] = t }

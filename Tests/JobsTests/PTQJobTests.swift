@@ -165,7 +165,7 @@ final class PTQJobTests: XCTestCase {
         XCTAssertTrue(fixed.decoder.transformParameters.isEmpty)
         let student = try StudentModel(model: path, qat: j.scheme, lsq: false, trainTransforms: true) { _ in }
         let params = student.decoder.transformParameters
-        XCTAssertEqual(params.count, 2 * 5 * 3, "L, R and s of 4 sites and the key transform in 2 blocks")
+        XCTAssertEqual(params.count, 2 * 6 * 3, "L, R and s of 4 sites and the key and value transforms in 2 blocks")
         let left = try XCTUnwrap(params.first { $0.name == "model.layers.1.flatquant.down.left" })
         let keyLeft = try XCTUnwrap(params.first { $0.name == "model.layers.1.flatquant.k.left" })
         left.value.ptr[1] += 0.25   // as a training step would move them

