@@ -52,8 +52,11 @@ final class DistributedTrainTests: XCTestCase {
             let initial = try SafeTensorsFile(url: dir.appendingPathComponent("student/model.safetensors"))
             // The run must have moved the weights, or equality would prove nothing.
             XCTAssertGreaterThan(try maxRelativeDifference(single, initial), 1e-3, signal)
-            XCTAssertLessThan(try maxRelativeDifference(student, single), 1e-5, "1 teacher + 2 students, \(signal)")
-            XCTAssertLessThan(try maxRelativeDifference(try finalWeights("t2s2-\(signal)"), single), 1e-5, "2 teachers + 2 students, \(signal)")
+            // The data-parallel sum adds the two students' gradients in another order than one
+            // process does; AdamW's normalised steps carry that rounding into the weights: 1.5e-5
+            // relative at most (top-8) on an AMD EPYC machine's OpenBLAS kernels, under 1e-5 on others.
+            XCTAssertLessThan(try maxRelativeDifference(student, single), 5e-5, "1 teacher + 2 students, \(signal)")
+            XCTAssertLessThan(try maxRelativeDifference(try finalWeights("t2s2-\(signal)"), single), 5e-5, "2 teachers + 2 students, \(signal)")
         }
     }
 
