@@ -384,6 +384,10 @@ package final class FrozenFlatQuantTransform: LinearInputTransform {
     package init(_ t: FlatQuantTransform) {
         left = t.left.value; right = t.right.value; scale = t.scale.value; factors = t.factors
     }
+    /// diag(s)(L ⊗ R) from the tensors themselves: L (a, a), R (b, b), s (a b).
+    init(left l: Tensor, right r: Tensor, scale s: Tensor) {
+        left = l; right = r; scale = s; factors = KroneckerFactors(a: l.shape[0], b: r.shape[0])
+    }
     package func transform(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
         precondition(width == factors.n, "FlatQuant transform of \(factors.n) on rows of \(width)")
         withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * rows * width) { buf in

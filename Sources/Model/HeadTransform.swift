@@ -1,56 +1,30 @@
 import Tensors
 
-/// FlatQuant's per-head transforms after RoPE, in the inference decoder's frozen form: an
-/// explicit (D, D) P and P⁻ᵀ of a `FlatQuantTransform` of size head_dim (diag(s)(L ⊗ R)). The
-/// key transform turns every key head k into k P and every query head q into q P⁻ᵀ, so q kᵀ is
-/// unchanged; the value transform turns every value head v into v P, and o_proj's weight
-/// carries (I ⊗ P)⁻ᵀ. Either way the cache quantizes the transformed heads. Runs on decode
-/// threads and keeps no scratch between calls.
-package struct FrozenHeadTransform: Sendable {
-    let size: Int
-    let forwardMatrix: [Float]           // P: (D, D)
-    let inverseTransposeMatrix: [Float]  // P⁻ᵀ: (D, D)
+/// FlatQuant's per-head transforms after RoPE, in the inference decoder's frozen form, for a
+/// `FlatQuantTransform` P = diag(s)(L ⊗ R) of size head_dim. The key transform turns every key
+/// head k into k P and every query head q into q P⁻ᵀ, so q kᵀ is unchanged; the value transform
+/// turns every value head v into v P, and o_proj's weight carries (I ⊗ P)⁻ᵀ. Either way the
+/// cache quantizes the transformed heads. P⁻ᵀ = diag(1/s)(L⁻ᵀ ⊗ R⁻ᵀ) has P's own form, so both
+/// run as `FrozenFlatQuantTransform`s, on copies of the parameters taken at init.
+package struct FrozenHeadTransform {
+    let forward: FrozenFlatQuantTransform
+    let inverseTranspose: FrozenFlatQuantTransform
 
     /// A snapshot of `t` (its current parameters and inverse).
     package init(_ t: FlatQuantTransform) {
-        size = t.width
-        (forwardMatrix, inverseTransposeMatrix) = t.explicitMatrices()
+        let a = t.factors.a, b = t.factors.b
+        forward = FrozenFlatQuantTransform(left: Tensor(shape: [a, a], values: t.left.value.array),
+                                           right: Tensor(shape: [b, b], values: t.right.value.array),
+                                           scale: Tensor(shape: [t.width], values: t.scale.value.array))
+        inverseTranspose = FrozenFlatQuantTransform(left: Tensor(shape: [a, a], values: t.leftInverseT),
+                                                    right: Tensor(shape: [b, b], values: t.rightInverseT),
+                                                    scale: Tensor(shape: [t.width], values: t.scale.value.array.map { 1 / $0 }))
     }
 
     /// x: `heads` rows of D, in place: x P.
-    package func apply(_ x: UnsafeMutablePointer<Float>, heads: Int) { multiply(x, heads, forwardMatrix) }
+    package func apply(_ x: UnsafeMutablePointer<Float>, heads: Int) { forward.transform(x, rows: heads, width: forward.factors.n) }
     /// x: `heads` rows of D, in place: x P⁻ᵀ.
-    package func applyInverseTranspose(_ x: UnsafeMutablePointer<Float>, heads: Int) { multiply(x, heads, inverseTransposeMatrix) }
-
-    private func multiply(_ x: UnsafeMutablePointer<Float>, _ heads: Int, _ matrix: [Float]) {
-        let d = size
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: d) { buf in
-            let y = buf.baseAddress!
-            matrix.withUnsafeBufferPointer { m in
-                for h in 0..<heads {
-                    let row = x + h * d
-                    y.initialize(repeating: 0, count: d)
-                    for i in 0..<d {
-                        let a = row[i], mi = m.baseAddress! + i * d
-                        for j in 0..<d { y[j] += a * mi[j] }
-                    }
-                    row.update(from: y, count: d)
-                }
-            }
-        }
-    }
-}
-
-extension FlatQuantTransform {
-    /// P and P⁻ᵀ as explicit (n, n) row-major matrices: the transform of the identity's rows
-    /// (row i of P is e_i P) and the weight side of them (row i of P⁻ᵀ is e_i P⁻ᵀ).
-    package func explicitMatrices() -> (forward: [Float], inverseTranspose: [Float]) {
-        let n = width
-        let identity = Tensor(shape: [n, n])
-        for i in 0..<n { identity.ptr[i * n + i] = 1 }
-        let p = Tensor(shape: [n, n]), pit = Tensor(shape: [n, n])
-        forward(identity.ptr, into: p.ptr, rows: n, width: n)
-        transformWeight(identity.ptr, into: pit.ptr, rows: n)
-        return (p.array, pit.array)
+    package func applyInverseTranspose(_ x: UnsafeMutablePointer<Float>, heads: Int) {
+        inverseTranspose.transform(x, rows: heads, width: inverseTranspose.factors.n)
     }
 }
