@@ -29,13 +29,19 @@ static void *job_context;
 static size_t job_tasks;
 static atomic_size_t next_task;
 static atomic_int busy_workers;         // workers that have not yet finished the current job
+// Set on a thread while it runs a job's tasks: a task that starts a parallel loop of its own
+// (a head transform inside attention's loop over heads, say) runs that loop itself, since the
+// pool runs one job at a time and waiting for it would deadlock.
+static _Thread_local int running_a_job;
 
 static void run_tasks(void) {
+    running_a_job = 1;
     for (;;) {
         size_t t = atomic_fetch_add_explicit(&next_task, 1, memory_order_relaxed);
         if (t >= job_tasks) break;
         job_fn(job_context, t);
     }
+    running_a_job = 0;
 }
 
 struct worker_start { int index; uint_fast64_t generation; };
@@ -95,7 +101,7 @@ int rqat_pool_threads(void) { return pool_threads; }
 
 void rqat_pool_run(size_t tasks, rqat_task_fn fn, void *context) {
     if (tasks == 0) return;
-    if (pool_threads == 1 || tasks == 1) {
+    if (pool_threads == 1 || tasks == 1 || running_a_job) {
         for (size_t t = 0; t < tasks; t++) fn(context, t);
         return;
     }

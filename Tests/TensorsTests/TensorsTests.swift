@@ -112,4 +112,34 @@ final class ThreadsTests: XCTestCase {
             }
         }
     }
+
+    /// A task that starts a parallel loop of its own (attention's loop over heads calling a head
+    /// transform's Kronecker product) gets it run on its own thread, covering every index once,
+    /// instead of waiting for the pool it is running in. Run off the main thread, so that a
+    /// deadlock stops the suite here within seconds, saying so, rather than hanging it (a deadlocked
+    /// pool would hang every later test too).
+    func testNestedParallelForRunsInsideTheTaskAndFinishes() {
+        let saved = Threads.count
+        Threads.set(2)
+        let outer = 8, inner = 100
+        let hits = UnsafeMutablePointer<Int32>.allocate(capacity: outer * inner)
+        hits.initialize(repeating: 0, count: outer * inner)
+        defer { hits.deallocate() }
+        let done = DispatchSemaphore(value: 0)
+        let hitsAddress = Int(bitPattern: hits)
+        Thread.detachNewThread {
+            let hits = UnsafeMutablePointer<Int32>(bitPattern: hitsAddress)!
+            for _ in 0..<20 {
+                Threads.parallelFor(outer) { range in
+                    for o in range { Threads.parallelFor(inner) { r in for i in r { hits[o * inner + i] += 1 } } }
+                }
+            }
+            done.signal()
+        }
+        guard done.wait(timeout: .now() + 30) == .success else {
+            fatalError("ThreadsTests: a parallelFor inside a parallelFor's task did not finish in 30 s: the pool deadlocked")
+        }
+        Threads.set(saved)
+        for i in 0..<(outer * inner) { XCTAssertEqual(hits[i], 20, "index \(i)") }
+    }
 }
