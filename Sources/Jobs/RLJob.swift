@@ -84,6 +84,19 @@ package struct ColdStartRefused: UserFacingError {
     package let startReward: Double
 }
 
+/// The run stopped itself part-way, by the on-policy check or the collapse guard: its metrics and
+/// checkpoints so far are kept, no model is exported.
+package struct RLRunStopped: UserFacingError {
+    package enum Guard: String, Codable, Sendable {
+        case onPolicy = "on-policy check", collapse = "collapse guard"
+    }
+    package let description: String
+    package let by: Guard
+    package let step: Int
+    /// The probe set's mean reward before RL (the gate's figure).
+    package let startReward: Double
+}
+
 /// What `rqat rl` returns.
 package struct RLSummary: Codable, Sendable, Equatable {
     /// The probe set's mean reward before RL (the gate's figure), and the gate.
@@ -266,43 +279,50 @@ package struct RLJob {
         var records: [RLStepRecord] = []
         var lowSteps = 0, lastGoodStep = 0
         var stepStart = Date()
-        try trainer.run { r in
-            let (mine, gap) = objective.takeStepStats()
-            // Sums over every student's share of the batch (the largest gap: the maximum).
-            let local = [Double(mine.tokens), Double(mine.clipped), mine.entropy, mine.kl, gap.sum, Double(gap.tokens),
-                         mine.tisWeight, Double(mine.tisTruncated)]
-            let sums = try group?.sum(local) ?? local
-            let gapMax = try roles.map { try $0.group.allGather(withUnsafeBytes(of: gap.max) { Array($0) }) }?
-                .map { $0.withUnsafeBytes { $0.load(as: Double.self) } }.max() ?? gap.max
-            let tokens = max(1, sums[0])
-            let record = RLStepRecord(step: r.step, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, rollouts: source!.lastStats!,
-                                      entropy: sums[2] / tokens, kl: sums[3] / tokens, clipFraction: sums[1] / tokens,
-                                      logProbGapMax: gapMax, logProbGapMean: sums[5] > 0 ? sums[4] / sums[5] : 0,
-                                      tisWeight: settings.loss.tisCap == nil ? nil : sums[6] / tokens,
-                                      tisTruncated: settings.loss.tisCap == nil ? nil : sums[7] / tokens,
-                                      seconds: Date().timeIntervalSince(stepStart))
-            stepStart = Date()
-            records.append(record)
-            if lead { try JobJSON.writeLines(records, to: metrics) }
-            let lag = settings.rollout.maxLag > 0 ? String(format: "  lag %d dropped %d", record.rollouts.lag, record.rollouts.droppedStale) : ""
-            let tis = record.tisWeight.map { String(format: "  tis %.3f cut %.3f", $0, record.tisTruncated ?? 0) } ?? ""
-            say(String(format: "rl step %d/%d  reward %.3f  acc %.3f  zero-adv groups %d/%d  len %.1f  entropy %.3f  kl %.4f  clip %.3f  gap %.1e%@%@  loss %.4f  |g| %.3f  %.1fs",
-                       r.step, options.steps, record.rollouts.meanReward, record.rollouts.accuracy,
-                       record.rollouts.zeroAdvantageGroups, record.rollouts.groups, record.rollouts.meanLength,
-                       record.entropy, record.kl, record.clipFraction, record.logProbGapMax, lag, tis, r.loss, r.gradNorm, record.seconds))
-            if settings.rollout.maxLag == 0 && record.logProbGapMean > settings.maxLogProbGap {
-                throw JobError(String(format: "step %d: the sampler's and the trainer's log-probabilities of the rollout tokens differ by %.2e on average (up to %.2e), above --max-logprob-gap %.0e: they do not run the same policy (a stale or mismatched policy on the serving ranks, or a scheme whose kernels round apart); the run stops, its last checkpoint kept",
-                                      r.step, record.logProbGapMean, record.logProbGapMax, settings.maxLogProbGap))
+        var stop: RLRunStopped?
+        do {
+            try trainer.run { r in
+                let (mine, gap) = objective.takeStepStats()
+                // Sums over every student's share of the batch (the largest gap: the maximum).
+                let local = [Double(mine.tokens), Double(mine.clipped), mine.entropy, mine.kl, gap.sum, Double(gap.tokens),
+                             mine.tisWeight, Double(mine.tisTruncated)]
+                let sums = try group?.sum(local) ?? local
+                let gapMax = try roles.map { try $0.group.allGather(withUnsafeBytes(of: gap.max) { Array($0) }) }?
+                    .map { $0.withUnsafeBytes { $0.load(as: Double.self) } }.max() ?? gap.max
+                let tokens = max(1, sums[0])
+                let record = RLStepRecord(step: r.step, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, rollouts: source!.lastStats!,
+                                          entropy: sums[2] / tokens, kl: sums[3] / tokens, clipFraction: sums[1] / tokens,
+                                          logProbGapMax: gapMax, logProbGapMean: sums[5] > 0 ? sums[4] / sums[5] : 0,
+                                          tisWeight: settings.loss.tisCap == nil ? nil : sums[6] / tokens,
+                                          tisTruncated: settings.loss.tisCap == nil ? nil : sums[7] / tokens,
+                                          seconds: Date().timeIntervalSince(stepStart))
+                stepStart = Date()
+                records.append(record)
+                if lead { try JobJSON.writeLines(records, to: metrics) }
+                let lag = settings.rollout.maxLag > 0 ? String(format: "  lag %d dropped %d", record.rollouts.lag, record.rollouts.droppedStale) : ""
+                let tis = record.tisWeight.map { String(format: "  tis %.3f cut %.3f", $0, record.tisTruncated ?? 0) } ?? ""
+                say(String(format: "rl step %d/%d  reward %.3f  acc %.3f  zero-adv groups %d/%d  len %.1f  entropy %.3f  kl %.4f  clip %.3f  gap %.1e%@%@  loss %.4f  |g| %.3f  %.1fs",
+                           r.step, options.steps, record.rollouts.meanReward, record.rollouts.accuracy,
+                           record.rollouts.zeroAdvantageGroups, record.rollouts.groups, record.rollouts.meanLength,
+                           record.entropy, record.kl, record.clipFraction, record.logProbGapMax, lag, tis, r.loss, r.gradNorm, record.seconds))
+                if settings.rollout.maxLag == 0 && record.logProbGapMean > settings.maxLogProbGap {
+                    throw RLRunStopped(description: String(format: "step %d: the sampler's and the trainer's log-probabilities of the rollout tokens differ by %.2e on average (up to %.2e), above --max-logprob-gap %.0e: they do not run the same policy (a stale or mismatched policy on the serving ranks, or a scheme whose kernels round apart); the run stops, its last checkpoint kept",
+                                                              r.step, record.logProbGapMean, record.logProbGapMax, settings.maxLogProbGap),
+                                       by: .onPolicy, step: r.step, startReward: startReward)
+                }
+                let low = record.rollouts.meanReward < settings.collapseReward || record.entropy < settings.collapseEntropy
+                lowSteps = low ? lowSteps + 1 : 0
+                if !low { lastGoodStep = r.step }
+                if settings.collapseSteps > 0 && lowSteps >= settings.collapseSteps {
+                    let good = TrainCheckpoint.checkpoints(in: runDir).filter { $0.step <= lastGoodStep }.max { $0.step < $1.step }
+                    throw RLRunStopped(description: String(format: "the policy collapsed at step %d: mean reward below %.3f or token entropy below %.3f for %d steps in a row; stopping. Last good checkpoint: %@",
+                                                              r.step, settings.collapseReward, settings.collapseEntropy, lowSteps, good?.url.path ?? "none"),
+                                       by: .collapse, step: r.step, startReward: startReward)
+                }
             }
-            let low = record.rollouts.meanReward < settings.collapseReward || record.entropy < settings.collapseEntropy
-            lowSteps = low ? lowSteps + 1 : 0
-            if !low { lastGoodStep = r.step }
-            if settings.collapseSteps > 0 && lowSteps >= settings.collapseSteps {
-                let good = TrainCheckpoint.checkpoints(in: runDir).filter { $0.step <= lastGoodStep }.max { $0.step < $1.step }
-                throw JobError(String(format: "the policy collapsed at step %d: mean reward below %.3f or token entropy below %.3f for %d steps in a row; stopping. Last good checkpoint: %@",
-                                      r.step, settings.collapseReward, settings.collapseEntropy, lowSteps, good?.url.path ?? "none"))
-            }
-        }
+        } catch let stopped as RLRunStopped { stop = stopped }
+        // A stopped run, too, takes the serving ranks' answers in flight and lets them go, so that
+        // a pipeline can go on to its next stage.
         try served?.drain()
         if let served {
             say(String(format: "policy sync: %d syncs, %.1f MB each, %.3f s each to encode and send",
@@ -310,6 +330,7 @@ package struct RLJob {
                        served.syncSeconds / Double(max(1, served.syncs))))
         }
         if let roles, roles.remoteTeachers { try releaseTeachers(world: roles.world, teacherRanks: roles.teacherRanks) }
+        if let stop { throw stop }
         if lead { try student.exportQuantized(runDir: runDir, extraFiles: trainer.extraCheckpointFiles, log: say) }
         return RLSummary(startReward: startReward, minStartReward: settings.minStartReward, steps: records,
                          checkpoint: TrainCheckpoint.latestCheckpoint(in: runDir)?.path,

@@ -243,9 +243,9 @@ package struct PipelineRun {
                     .run(world: world, log: { log("rl-\(r.stageName): " + $0) })
             }
             let dir = runner.directory("rl-\(r.stageName)")
-            let gated = FileManager.default.fileExists(atPath: dir.appendingPathComponent("gate.json").path)
+            let stopped = RLRun.Stop.read(in: dir) != nil
             rlRuns.append((r.stageName, digest, dir, r.from, config.ptq.first { $0.stageName(defaultCalibration: defaultCalibration) == start.ptq }!.scheme,
-                           (r.evaluate ?? true) && !gated))
+                           (r.evaluate ?? true) && !stopped))
         }
 
         // Evaluation of every model on the test problems.

@@ -45,18 +45,20 @@ package struct Comparison: Codable, Sendable, Equatable {
     package var sampled: Bool?
 }
 
-/// An RL run's per-step records (`rl-metrics.jsonl`), or the gate's refusal.
+/// An RL run's per-step records (`rl-metrics.jsonl`), and its stop if it stopped.
 package struct RLCurve: Codable, Sendable, Equatable {
     package var run: String
     package var from: String
     package var steps: [RLStepRecord]
     package var startReward: Double?
-    /// The cold-start gate's message when it refused the start.
+    /// The stop's message when the cold-start gate refused the start or the on-policy check or
+    /// the collapse guard stopped the run, and which of them (`stoppedBy`).
     package var stopped: String?
+    package var stoppedBy: String?
 
     enum CodingKeys: String, CodingKey {
         case run, from, steps, stopped
-        case startReward = "start_reward"
+        case startReward = "start_reward", stoppedBy = "stopped_by"
     }
 }
 
@@ -149,8 +151,9 @@ package struct PipelineReport: Codable, Sendable {
             let steps = ((try? PipelineRun.readLines(run.dir.appendingPathComponent("rl-metrics.jsonl"))) ?? [])
                 .compactMap { try? JobJSON.decoder().decode(RLStepRecord.self, from: $0) }
             let summary = try? JobJSON.read(RLSummary.self, from: run.dir.appendingPathComponent("rl-summary.json"), missing: "")
-            let gate = try? JobJSON.read(RLRun.Gate.self, from: run.dir.appendingPathComponent("gate.json"), missing: "")
-            return RLCurve(run: run.name, from: run.from, steps: steps, startReward: summary?.startReward, stopped: gate?.stopped)
+            let stop = RLRun.Stop.read(in: run.dir)
+            return RLCurve(run: run.name, from: run.from, steps: steps, startReward: summary?.startReward ?? stop?.startReward,
+                           stopped: stop?.stopped, stoppedBy: stop?.by)
         }
 
         var gaps: [GapClosed] = []
@@ -220,7 +223,8 @@ package struct PipelineReport: Codable, Sendable {
         }
         for c in rlCurves {
             if let stopped = c.stopped {
-                lines.append("- \(c.run): stopped by the cold-start gate: \(stopped)")
+                lines.append("- \(c.run): stopped by the \(c.stoppedBy ?? "cold-start gate")"
+                             + (c.steps.isEmpty ? "" : " after \(c.steps.count) RL steps from \(c.from) (no model evaluated)") + ": \(stopped)")
             } else if let first = c.steps.first, let last = c.steps.last {
                 lines.append(String(format: "- %@: %d RL steps from %@, probe reward %@ at the start; batch reward %.3f -> %.3f, entropy %.3f -> %.3f, length %.1f -> %.1f; zero-advantage groups %d of %d over the run",
                                     c.run, c.steps.count, c.from, c.startReward.map { String(format: "%.3f", $0) } ?? "-",

@@ -102,6 +102,8 @@ final class RLJobTests: XCTestCase {
     func testALogProbGapAboveTheToleranceStopsTheRun() throws {
         XCTAssertThrowsError(try job { $0.maxLogProbGap = 1e-12 }.run { _ in }) { error in
             XCTAssertTrue("\(error)".contains("--max-logprob-gap 1e-12"), "\(error)")
+            XCTAssertEqual((error as? RLRunStopped)?.by, .onPolicy, "\(error)")
+            XCTAssertEqual((error as? RLRunStopped)?.step, 1)
         }
         let lagged = try job { $0.maxLogProbGap = 1e-12; $0.rollout.maxLag = 1 }.run { _ in }
         XCTAssertEqual(lagged.steps.map(\.rollouts.lag), [0, 1], "with a lag the gap measures the update, not a mismatch")

@@ -45,14 +45,16 @@ final class PipelineRunTests: XCTestCase {
     }
 
     /// RL stages after QAT: one from the KD student runs and is evaluated (greedy and sampled,
-    /// each compared with its start), one from the PTQ init is refused by the cold-start gate,
-    /// which the report records instead of failing; a re-run skips both.
+    /// each compared with its start), one from the PTQ init is refused by the cold-start gate and
+    /// one is stopped by the on-policy check after its first step, which the report records
+    /// instead of failing; a re-run skips all three.
     func testRLStagesRunAndTheGateIsRecorded() throws {
         try TestPaths.require(TestPaths.gsmTemplates)
         let dir = try makeScratchDirectory("rqat-pipeline-rl")
         let file = try TinyModels.writePipeline(in: dir)
         let rl = """
-            "rl": [{"from": "gptq-w4g32+kd"}, {"from": "gptq-w4g32", "tag": "gated", "settings": {"min_start_reward": 0.5}}],
+            "rl": [{"from": "gptq-w4g32+kd"}, {"from": "gptq-w4g32", "tag": "gated", "settings": {"min_start_reward": 0.5}},
+                   {"from": "gptq-w4g32+kd", "tag": "stopped", "settings": {"max_logprob_gap": 1e-12}}],
             "rl_train": {"steps": 2, "lr": 1e-3, "prompts": 2, "group_size": 2, "max_new_tokens": 6, "mask_truncated": false,
                          "probe": 2, "train_problems": 4, "save_every": 1},
             "eval": {"sampled": true, "seeds": [1, 2], 
@@ -61,7 +63,7 @@ final class PipelineRunTests: XCTestCase {
         try text.write(to: file, atomically: true, encoding: .utf8)
         func run() throws -> PipelineReport { try runPipeline(file, in: dir) }
         let report = try run()
-        XCTAssertEqual(report.rlCurves.map(\.run), ["gptq-w4g32+kd+rl", "gptq-w4g32+rl-gated"])
+        XCTAssertEqual(report.rlCurves.map(\.run), ["gptq-w4g32+kd+rl", "gptq-w4g32+rl-gated", "gptq-w4g32+kd+rl-stopped"])
         XCTAssertEqual(report.rlCurves[0].steps.map(\.step), [1, 2])
         XCTAssertNotNil(report.rlCurves[0].startReward)
         XCTAssertNil(report.rlCurves[0].stopped)
@@ -69,7 +71,14 @@ final class PipelineRunTests: XCTestCase {
         XCTAssertTrue(report.models.contains { $0.name == "gptq-w4g32+kd+rl" && $0.sampledAccuracy != nil })
         XCTAssertFalse(report.models.contains { $0.name == "gptq-w4g32+rl-gated" }, "a gated run has no model")
         XCTAssertTrue(report.comparisons.contains { $0.a == "gptq-w4g32+kd+rl" && $0.b == "gptq-w4g32+kd" && $0.sampled == true })
+        XCTAssertEqual(report.rlCurves[1].stoppedBy, "cold-start gate")
+        XCTAssertNotNil(report.rlCurves[1].startReward, "the gate's probe reward is kept")
+        XCTAssertEqual(report.rlCurves[2].stoppedBy, "on-policy check")
+        XCTAssertEqual(report.rlCurves[2].steps.map(\.step), [1], "the step that tripped the check is recorded")
+        XCTAssertTrue(report.rlCurves[2].stopped?.contains("--max-logprob-gap 1e-12") ?? false, "\(report.rlCurves[2])")
+        XCTAssertFalse(report.models.contains { $0.name == "gptq-w4g32+kd+rl-stopped" }, "a stopped run has no model")
         XCTAssertTrue(report.markdown.contains("stopped by the cold-start gate"))
+        XCTAssertTrue(report.markdown.contains("gptq-w4g32+kd+rl-stopped: stopped by the on-policy check after 1 RL steps"), report.markdown)
         XCTAssertTrue(report.plots.contains { $0.title == "RL reward" })
         XCTAssertEqual(try run().stagesRun, [], "nothing changed, nothing ran")
     }
