@@ -36,13 +36,7 @@ package struct KroneckerFactors: Sendable, Equatable {
         Gemm.sgemm(m: rows * a, n: b, k: b, a: x, lda: b, b: right, ldb: b, c: z, ldc: b)
         // Y = Lᵀ Z per row: Y[k, :] = Σ_i L[i, k] Z[i, :]
         Threads.parallelFor(rows) { range in
-            for r in range {
-                let zr = z + r * n, yr = y + r * n
-                yr.update(repeating: 0, count: n)
-                for i in 0..<a {
-                    for k in 0..<a { rqat_axpy(left[i * a + k], zr + i * b, yr + k * b, b) }
-                }
-            }
+            rqat_kron_mix(left, a, 1, z + range.lowerBound * n, y + range.lowerBound * n, a, b, range.count)
         }
     }
 
@@ -64,24 +58,9 @@ package struct KroneckerFactors: Sendable, Equatable {
             Threads.parallelFor(chunks) { chunkRange in
                 for chunk in chunkRange {
                     let lo = rows * chunk / chunks, hi = rows * (chunk + 1) / chunks
-                    for r in lo..<hi {
-                        let dyr = dy + r * n, dzr = dz + r * n, zr = z + r * n
-                        dzr.update(repeating: 0, count: n)
-                        for i in 0..<a {
-                            for k in 0..<a { rqat_axpy(left[i * a + k], dyr + k * b, dzr + i * b, b) }
-                        }
-                        if let p = partBase {
-                            let acc = p + chunk * a * a
-                            for i in 0..<a {
-                                for k in 0..<a {
-                                    var s: Float = 0
-                                    let zi = zr + i * b, dk = dyr + k * b
-                                    for l in 0..<b { s += zi[l] * dk[l] }
-                                    acc[i * a + k] += s
-                                }
-                            }
-                        }
-                    }
+                    // dZ[i, :] = Σ_k L[i, k] dY[k, :]
+                    rqat_kron_mix(left, 1, a, dy + lo * n, dz + lo * n, a, b, hi - lo)
+                    if let p = partBase { rqat_kron_outer_accumulate(z + lo * n, dy + lo * n, p + chunk * a * a, a, b, hi - lo) }
                 }
             }
             if let dLeft, let p = partBase {

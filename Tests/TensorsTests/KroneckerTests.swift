@@ -44,7 +44,8 @@ final class KroneckerTests: XCTestCase {
 
     func testApplyEqualsTheExplicitKroneckerProduct() {
         var rng = SeededRNG(seed: 3)
-        for (a, b) in [(3, 5), (4, 4), (1, 6)] {
+        // b < 8, and b with 16-column strips, an 8-column strip and a tail (the AVX2 kernel's paths).
+        for (a, b) in [(3, 5), (4, 4), (1, 6), (5, 8), (3, 24), (2, 19), (24, 24)] {
             let f = KroneckerFactors(a: a, b: b), rows = 7
             let x = Self.random(rows * f.n, &rng), l = Self.random(a * a, &rng), r = Self.random(b * b, &rng)
             let got = apply(f, x, l, r, rows: rows)
@@ -55,13 +56,17 @@ final class KroneckerTests: XCTestCase {
 
     /// Loss = Σ y ⊙ g is linear in each of x, L and R, so central differences are exact up to rounding.
     func testBackwardMatchesFiniteDifferences() {
+        for (a, b) in [(3, 4), (4, 20), (2, 9)] { checkBackward(KroneckerFactors(a: a, b: b)) }
+    }
+
+    func checkBackward(_ f: KroneckerFactors) {
         var rng = SeededRNG(seed: 5)
-        let f = KroneckerFactors(a: 3, b: 4), rows = 5, n = f.n
-        let x = Self.random(rows * n, &rng), l = Self.random(9, &rng), r = Self.random(16, &rng), g = Self.random(rows * n, &rng)
+        let rows = 5, n = f.n, a2 = f.a * f.a, b2 = f.b * f.b
+        let x = Self.random(rows * n, &rng), l = Self.random(a2, &rng), r = Self.random(b2, &rng), g = Self.random(rows * n, &rng)
         func loss(_ x: [Float], _ l: [Float], _ r: [Float]) -> Double {
             zip(apply(f, x, l, r, rows: rows), g).reduce(0) { $0 + Double($1.0) * Double($1.1) }
         }
-        var dx = [Float](repeating: 0, count: x.count), dl = [Float](repeating: 0.5, count: 9), dr = [Float](repeating: -0.25, count: 16)
+        var dx = [Float](repeating: 0, count: x.count), dl = [Float](repeating: 0.5, count: a2), dr = [Float](repeating: -0.25, count: b2)
         var z = [Float](repeating: 0, count: x.count), dz = z
         dx.withUnsafeMutableBufferPointer { dxp in dl.withUnsafeMutableBufferPointer { dlp in dr.withUnsafeMutableBufferPointer { drp in
             z.withUnsafeMutableBufferPointer { zp in dz.withUnsafeMutableBufferPointer { dzp in
@@ -73,7 +78,7 @@ final class KroneckerTests: XCTestCase {
         func check(_ analytic: [Float], _ offset: Float, _ perturbed: (Int, Float) -> Double, _ what: String) {
             for i in 0..<analytic.count {
                 let numeric = (perturbed(i, eps) - perturbed(i, -eps)) / Double(2 * eps)
-                XCTAssertEqual(Double(analytic[i] - offset), numeric, accuracy: 2e-3 * max(1, abs(numeric)), "\(what)[\(i)]")
+                XCTAssertEqual(Double(analytic[i] - offset), numeric, accuracy: 2e-3 * max(1, abs(numeric)), "\(f.a)x\(f.b) \(what)[\(i)]")
             }
         }
         check(dx, 0, { i, e in var p = x; p[i] += e; return loss(p, l, r) }, "dx")

@@ -8,6 +8,7 @@
 #include "CKernelsChecksum.h"
 #include "CKernelsShuffle.h"
 #include "CKernelsAttention.h"
+#include "CKernelsKronecker.h"
 
 // Small fp32 kernels the model calls per row. Plain C loops written so the compiler
 // vectorises them (restrict pointers, no aliasing).
