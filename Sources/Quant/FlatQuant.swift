@@ -369,13 +369,17 @@ extension FlatQuant {
         let arch = DecoderArchitecture(config), blockArch = DecoderArchitecture(blockConfig)
         let batchRows = batch * rowsPerSequence
 
-        // Each site's input channel maxima in full precision, for the starting channel scales.
+        let calibrated = min(config.numHiddenLayers, settings.blocks ?? config.numHiddenLayers)
+        // Each site's input channel maxima in full precision, for the starting channel scales;
+        // through the calibrated blocks only (a full-precision decoder of the first ones).
         let channelMaxima = try settings.smoothAlpha.map { _ in
-            OutlierStats.channelMaxima(decoder: Decoder(weights: try DecoderWeights(config: config, source: source)),
-                                       windows: Array(sequences.prefix(batches * batch)))
+            var firstBlocks = config
+            firstBlocks.numHiddenLayers = calibrated
+            return OutlierStats.channelMaxima(decoder: Decoder(weights: try DecoderWeights(config: firstBlocks, source: source)),
+                                              windows: Array(sequences.prefix(batches * batch)))
         }
         var blocks: [FlatQuantBlock] = [], reports: [BlockReport] = []
-        for l in 0..<min(config.numHiddenLayers, settings.blocks ?? config.numHiddenLayers) {
+        for l in 0..<calibrated {
             let start = Date()
             // One block as a one-block decoder (model-level tensors are shared, not trained).
             var tensors: [String: Tensor] = [:]
