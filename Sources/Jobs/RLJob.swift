@@ -87,8 +87,9 @@ package struct ColdStartRefused: UserFacingError {
 /// The run stopped itself part-way, by the on-policy check or the collapse guard: its metrics and
 /// checkpoints so far are kept, no model is exported.
 package struct RLRunStopped: UserFacingError {
+    /// What stops an RL run (the gate before any step: `ColdStartRefused`).
     package enum Guard: String, Codable, Sendable {
-        case onPolicy = "on-policy check", collapse = "collapse guard"
+        case coldStartGate = "cold-start gate", onPolicy = "on-policy check", collapse = "collapse guard"
     }
     package let description: String
     package let by: Guard

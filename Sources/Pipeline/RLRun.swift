@@ -31,8 +31,7 @@ struct RLRun {
     struct Stop: Codable, Equatable {
         /// The stop's message (what `rqat rl` prints).
         var stopped: String
-        /// "cold-start gate", "on-policy check" or "collapse guard".
-        var by: String
+        var by: RLRunStopped.Guard
         /// The step the run stopped after (none for the gate, which stops before any step).
         var step: Int?
         /// The probe set's mean reward before RL (the gate's figure).
@@ -50,7 +49,7 @@ struct RLRun {
             if let stop = try? JobJSON.read(Stop.self, from: dir.appendingPathComponent(file), missing: "") { return stop }
             struct Gate: Codable { var stopped: String }
             return (try? JobJSON.read(Gate.self, from: dir.appendingPathComponent("gate.json"), missing: ""))
-                .map { Stop(stopped: $0.stopped, by: "cold-start gate") }
+                .map { Stop(stopped: $0.stopped, by: .coldStartGate) }
         }
     }
 
@@ -72,9 +71,9 @@ struct RLRun {
                 try JobJSON.write(summary, to: dir.appendingPathComponent("rl-summary.json"))
             }
         } catch let error as ColdStartRefused {
-            try record(Stop(stopped: error.description, by: "cold-start gate", startReward: error.startReward), lead: lead, log: log)
+            try record(Stop(stopped: error.description, by: .coldStartGate, startReward: error.startReward), lead: lead, log: log)
         } catch let error as RLRunStopped {
-            try record(Stop(stopped: error.description, by: error.by.rawValue, step: error.step, startReward: error.startReward),
+            try record(Stop(stopped: error.description, by: error.by, step: error.step, startReward: error.startReward),
                        lead: lead, log: log)
         }
     }
@@ -82,6 +81,6 @@ struct RLRun {
     private func record(_ stop: Stop, lead: Bool, log: (String) -> Void) throws {
         guard lead else { return }
         try JobJSON.write(stop, to: dir.appendingPathComponent(Stop.file))
-        log("stopped by the \(stop.by)\(stop.step.map { " at step \($0)" } ?? ""): \(stop.stopped)")
+        log("stopped by the \(stop.by.rawValue)\(stop.step.map { " at step \($0)" } ?? ""): \(stop.stopped)")
     }
 }

@@ -153,7 +153,7 @@ package struct PipelineReport: Codable, Sendable {
             let summary = try? JobJSON.read(RLSummary.self, from: run.dir.appendingPathComponent("rl-summary.json"), missing: "")
             let stop = RLRun.Stop.read(in: run.dir)
             return RLCurve(run: run.name, from: run.from, steps: steps, startReward: summary?.startReward ?? stop?.startReward,
-                           stopped: stop?.stopped, stoppedBy: stop?.by)
+                           stopped: stop?.stopped, stoppedBy: stop?.by.rawValue)
         }
 
         var gaps: [GapClosed] = []
