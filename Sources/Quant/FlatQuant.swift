@@ -39,6 +39,9 @@ package enum FlatQuant {
         /// Calibrate only the first this many blocks (a study of the calibration; the rest keep
         /// their start). nil: all.
         package var blocks: Int?
+        /// Train from this block on (a study of one deep block: the blocks before it only carry
+        /// the full-precision inputs forward and keep their start). nil: from block 0.
+        package var firstBlock: Int?
 
         package init() {}
 
@@ -57,6 +60,7 @@ package enum FlatQuant {
             case clipLearningRateScale = "clip_learning_rate_scale"
             case smoothAlpha = "smooth_alpha"
             case blocks
+            case firstBlock = "first_block"
             case factorStart = "factor_start"
             case seed
         }
@@ -370,6 +374,9 @@ extension FlatQuant {
         let batchRows = batch * rowsPerSequence
 
         let calibrated = min(config.numHiddenLayers, settings.blocks ?? config.numHiddenLayers)
+        if let first = settings.firstBlock, !(0..<calibrated).contains(first) {
+            throw FlatQuantError("FlatQuant calibration: first block \(first) is outside the \(calibrated) calibrated blocks (0..<\(calibrated)); give more blocks or an earlier first block")
+        }
         // Each site's input channel maxima in full precision, for the starting channel scales;
         // through the calibrated blocks only (a full-precision decoder of the first ones).
         let channelMaxima = try settings.smoothAlpha.map { _ in
@@ -400,6 +407,10 @@ extension FlatQuant {
             for b in 0..<batches {
                 let out = decoder.forwardBlocks(input: x.ptr + b * batchRows * c, batch: batch, length: length)
                 (y.ptr + b * batchRows * c).update(from: out.ptr, count: batchRows * c)
+            }
+            if l < settings.firstBlock ?? 0 {
+                x = y
+                continue
             }
 
             func startingBlock() throws -> FlatQuantBlock {

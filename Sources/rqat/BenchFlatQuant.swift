@@ -20,6 +20,7 @@ struct BenchFlatQuant: ParsableCommand {
     @Option(help: "Calibration text (lines, or JSONL with \"text\").") var calib: String
     @Option(help: "Scheme.") var scheme = "w4a4kv4"
     @Option(help: "Blocks to calibrate, from the first.") var blocks = 2
+    @Option(help: "Train from this block on; the blocks before it only carry the full-precision inputs forward.") var fromBlock = 0
     @Option(help: "Calibration windows.") var samples = FlatQuant.Settings.cpuDefault.samples
     @Option(help: "Tokens per window.") var length = FlatQuant.Settings.cpuDefault.length
     @Option(help: "Epochs.") var epochs = FlatQuant.Settings.cpuDefault.epochs
@@ -39,6 +40,7 @@ struct BenchFlatQuant: ParsableCommand {
             settings.epochs = epochs
             settings.learningRate = lr
             settings.blocks = blocks
+            settings.firstBlock = fromBlock
             settings.factorStart = factorStart
             for r in try FlatQuantBench.run(model: model, calibration: calib, scheme: parsed, settings: settings, log: printErr) {
                 output.emit(r, text: String(format: "block %d: %d windows x %d tokens, %d epochs (%d steps): output MSE %.4g -> %.4g%@ in %.1f s",

@@ -422,4 +422,26 @@ final class FlatQuantTests: XCTestCase {
         let left = identityStart.blocks[0].transforms[.qkv]!.left.value
         XCTAssertGreaterThan((0..<left.count).map { abs(left.ptr[$0] - ($0 % (left.shape[0] + 1) == 0 ? 1 : 0)) }.max()!, 1e-4, "L moved off the identity")
     }
+
+    func testCalibratingFromALaterBlockGivesThatBlockWhatTheWholeCalibrationDoes() throws {
+        let weights = try QuaRotTests.tinyWeights(.llama, seed: 3)
+        var rng = SeededRNG(seed: 5)
+        let sequences = (0..<4).map { _ in (0..<16).map { _ in Int(rng.next() % 80) } }
+        let scheme = try QuantScheme.parse("w4a4kv4")
+        func calibrate(from first: Int?) throws -> (blocks: [FlatQuantBlock], reports: [FlatQuant.BlockReport]) {
+            var settings = FlatQuant.Settings()
+            settings.samples = 4; settings.length = 16; settings.epochs = 3; settings.batchSequences = 2
+            settings.firstBlock = first
+            return try FlatQuant.calibrate(config: weights.config, source: InMemoryWeights(QuaRot.namedCopies(weights)),
+                                           sequences: sequences, scheme: scheme, settings: settings) { _ in }
+        }
+        let whole = try calibrate(from: nil), last = try calibrate(from: 1)
+        XCTAssertEqual(whole.reports.map(\.layer), [0, 1])
+        XCTAssertEqual(last.reports.map(\.layer), [1])
+        XCTAssertEqual(last.blocks.map(\.layer), [1])
+        // Each block trains on full-precision inputs, so block 1 alone is block 1 of the whole run.
+        XCTAssertEqual(last.reports[0].mseBefore, whole.reports[1].mseBefore)
+        XCTAssertEqual(last.reports[0].mseAfter, whole.reports[1].mseAfter)
+        XCTAssertThrowsError(try calibrate(from: 2)) { XCTAssertTrue("\($0)".contains("first block 2"), "\($0)") }
+    }
 }
