@@ -65,6 +65,9 @@ package struct RLStepRecord: Codable, Sendable, Equatable {
     /// |sampler log pi - trainer log pi| of the rollout tokens at the first update on a batch.
     package var logProbGapMax: Double
     package var logProbGapMean: Double
+    /// The share of those tokens whose gap exceeds 1e-6, 1e-4, 1e-2 and 1 (`BehaviourGap.thresholds`);
+    /// nil in metrics written before it was recorded.
+    package var logProbGapAbove: [Double]?
     /// With `--tis-cap`: the mean importance weight of the step's tokens and the share the cap cut.
     package var tisWeight: Double?
     package var tisTruncated: Double?
@@ -73,7 +76,7 @@ package struct RLStepRecord: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case step, loss, lr, rollouts, entropy, kl, seconds
         case gradNorm = "grad_norm", clipFraction = "clip_fraction"
-        case logProbGapMax = "logprob_gap_max", logProbGapMean = "logprob_gap_mean"
+        case logProbGapMax = "logprob_gap_max", logProbGapMean = "logprob_gap_mean", logProbGapAbove = "logprob_gap_above"
         case tisWeight = "tis_weight", tisTruncated = "tis_truncated"
     }
 }
@@ -286,7 +289,7 @@ package struct RLJob {
                 let (mine, gap) = objective.takeStepStats()
                 // Sums over every student's share of the batch (the largest gap: the maximum).
                 let local = [Double(mine.tokens), Double(mine.clipped), mine.entropy, mine.kl, gap.sum, Double(gap.tokens),
-                             mine.tisWeight, Double(mine.tisTruncated)]
+                             mine.tisWeight, Double(mine.tisTruncated)] + gap.above.map(Double.init)
                 let sums = try group?.sum(local) ?? local
                 let gapMax = try roles.map { try $0.group.allGather(withUnsafeBytes(of: gap.max) { Array($0) }) }?
                     .map { $0.withUnsafeBytes { $0.load(as: Double.self) } }.max() ?? gap.max
@@ -294,6 +297,7 @@ package struct RLJob {
                 let record = RLStepRecord(step: r.step, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, rollouts: source!.lastStats!,
                                           entropy: sums[2] / tokens, kl: sums[3] / tokens, clipFraction: sums[1] / tokens,
                                           logProbGapMax: gapMax, logProbGapMean: sums[5] > 0 ? sums[4] / sums[5] : 0,
+                                          logProbGapAbove: sums[8...].map { $0 / max(1, sums[5]) },
                                           tisWeight: settings.loss.tisCap == nil ? nil : sums[6] / tokens,
                                           tisTruncated: settings.loss.tisCap == nil ? nil : sums[7] / tokens,
                                           seconds: Date().timeIntervalSince(stepStart))

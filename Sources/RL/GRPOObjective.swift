@@ -21,8 +21,8 @@ package final class GRPOObjective: TrainingObjective {
     /// Sums over the micro-batches trained since the last `takeStepStats()` on this rank.
     package private(set) var stats = GRPOLoss.Stats()
     /// |sampler log pi - recomputed log pi| of the rollout tokens, over the batches first seen
-    /// since the last `takeStepStats()`: the largest and the sum, with the tokens counted.
-    package private(set) var behaviourGap = (max: 0.0, sum: 0.0, tokens: 0)
+    /// since the last `takeStepStats()`.
+    package private(set) var behaviourGap = BehaviourGap()
 
     private var oldLogProbs: (id: Int, values: [Float])?
 
@@ -41,8 +41,8 @@ package final class GRPOObjective: TrainingObjective {
     package func prepare(_ batch: SFTBatch, id: Int) {}
 
     /// The figures of the steps since the last call, and zeroes them.
-    package func takeStepStats() -> (loss: GRPOLoss.Stats, behaviourGap: (max: Double, sum: Double, tokens: Int)) {
-        defer { stats = GRPOLoss.Stats(); behaviourGap = (0, 0, 0) }
+    package func takeStepStats() -> (loss: GRPOLoss.Stats, behaviourGap: BehaviourGap) {
+        defer { stats = GRPOLoss.Stats(); behaviourGap = BehaviourGap() }
         return (stats, behaviourGap)
     }
 
@@ -77,10 +77,7 @@ package final class GRPOObjective: TrainingObjective {
         stats.add(s)
         if first {
             for t in logProbs.indices where batch.lossMask[t] > 0 {
-                let gap = Double(abs(logProbs[t] - rollout.behaviourLogProbs[t]))
-                behaviourGap.max = max(behaviourGap.max, gap)
-                behaviourGap.sum += gap
-                behaviourGap.tokens += 1
+                behaviourGap.add(Double(abs(logProbs[t] - rollout.behaviourLogProbs[t])))
             }
             oldLogProbs = (id, logProbs)
         }
@@ -88,5 +85,26 @@ package final class GRPOObjective: TrainingObjective {
         let scale = Float(kdCoefficient)
         for i in 0..<kd.gradient.count { logits.ptr[i] += scale * kd.gradient.ptr[i] }
         return loss + kdCoefficient * kd.loss
+    }
+}
+
+/// How far the sampler's log-probabilities of rollout tokens are from the trainer's: the largest,
+/// the sum, and how many tokens pass each of `thresholds`. The counts tell a policy that moved
+/// every token (a stale one) from a few tokens whose activation codes rounded apart (A4, KV4).
+package struct BehaviourGap: Equatable, Sendable {
+    package static let thresholds = [1e-6, 1e-4, 1e-2, 1.0]
+    package var max = 0.0
+    package var sum = 0.0
+    package var tokens = 0
+    /// above[i]: the tokens whose gap exceeds thresholds[i].
+    package var above = [Int](repeating: 0, count: BehaviourGap.thresholds.count)
+
+    package init() {}
+
+    package mutating func add(_ gap: Double) {
+        max = Swift.max(max, gap)
+        sum += gap
+        tokens += 1
+        for (i, threshold) in Self.thresholds.enumerated() where gap > threshold { above[i] += 1 }
     }
 }

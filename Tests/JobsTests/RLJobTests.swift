@@ -68,6 +68,10 @@ final class RLJobTests: XCTestCase {
             XCTAssertEqual(record.rollouts.completions, 4)
             XCTAssertEqual(record.rollouts.groups, 2)
             XCTAssertLessThan(record.logProbGapMax, 1e-4, "rollouts are sampled from the policy's own fake-quant weights")
+            let above = try XCTUnwrap(record.logProbGapAbove)
+            XCTAssertEqual(above.count, BehaviourGap.thresholds.count)
+            XCTAssertEqual(above[1...].max(), 0, "no token's gap passes 1e-4 when the largest does not")
+            XCTAssertTrue(above.allSatisfy { (0...1).contains($0) }, "\(above)")
             XCTAssertGreaterThan(record.entropy, 0)
             XCTAssertEqual(record.clipFraction, 0, "one update per batch: ratio 1")
         }

@@ -116,6 +116,12 @@ final class RolloutTests: XCTestCase {
         XCTAssertEqual(stats.clipped, 0)
         XCTAssertEqual(stats.maxRatioGap, 0, "the old policy of the first update is the policy itself")
         XCTAssertLessThan(gap.max, 1e-4)
+        XCTAssertEqual(gap.above[1], 0)
+        var counted = BehaviourGap()
+        for g in [0, 5e-5, 0.5, 2] { counted.add(g) }
+        XCTAssertEqual(counted.above, [3, 2, 2, 1], "tokens past 1e-6, 1e-4, 1e-2, 1")
+        XCTAssertEqual(counted.max, 2)
+        XCTAssertEqual(counted.tokens, 4)
         // A position without advantage (its group's rewards all equal) or without loss gets a zero
         // gradient row.
         let rollout = try XCTUnwrap(batch.rollout), v = policy.decoder.config.vocabSize
