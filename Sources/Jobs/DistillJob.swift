@@ -124,7 +124,7 @@ package struct DistillJob {
         let trainer = try Trainer(model: s.decoder, dataset: s.dataset, padId: s.padId, options: spec.options,
                                   runDir: spec.runDir, quantizer: s.quantizer, objective: objective, group: group)
         trainer.syncCheckEvery = syncCheckEvery
-        trainer.extraCheckpointFiles = try s.tokenizerFiles(in: spec.runDir, write: isLead)
+        trainer.extraCheckpointFiles = try s.checkpointFiles(in: spec.runDir, write: isLead)
         let start = Date()
         try s.train(trainer, log: log)
         let seconds = Date().timeIntervalSince(start)

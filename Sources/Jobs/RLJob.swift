@@ -35,11 +35,16 @@ package struct RLSettings: Sendable, Equatable {
     /// tokens, a few round apart by up to 2e-4 (docs/RL.md).
     package var maxLogProbGap = 1e-4
 
-    /// 1e-4 for weight-only and full-precision policies; 1e-2 with activation or KV-cache bits,
-    /// whose 4-bit grids flip a code where the two paths round apart: on the arith KD student at
-    /// W4A4KV4 the mean gap of a step reached 4e-3 within 5 steps (docs/RL.md).
+    /// 1e-4 for weight-only and full-precision policies: both sides run the same weights. With
+    /// activation or KV-cache bits the two decoders' kernels round a few activations apart and a
+    /// flipped code moves its token and the ones after it: at 4 bits, on arith's W4A4KV4 students
+    /// at lag 0 (712 steps of 256 rollouts, docs/RL.md), the mean gap of a step reached 3.9e-2,
+    /// so the bound is 0.1 there: it stops only a sampler far from the trainer's policy, no longer
+    /// a one-update-stale one (0.08-0.12). 8-bit grids: 1e-2 (not measured).
     package static func defaultMaxLogProbGap(_ scheme: QuantScheme?) -> Double {
-        scheme.flatMap { ActivationQuantSpec(scheme: $0) } == nil ? 1e-4 : 1e-2
+        guard let spec = scheme.flatMap({ ActivationQuantSpec(scheme: $0) }) else { return 1e-4 }
+        let bits = [spec.activationBits, spec.kvBits].compactMap { $0 }.min() ?? 16
+        return bits <= 4 ? 0.1 : 1e-2
     }
     /// Every rollout batch written to this file (JSON lines), or read from it in place of
     /// sampling; see `RecordingRollouts`, `ReplayedRollouts`.
@@ -194,6 +199,8 @@ package struct RLJob {
     /// rollout batches. Returns the summary on the students (nil on serving ranks); only the
     /// lead student logs, writes metrics and exports.
     package func run(roles: Roles?, log: @escaping (String) -> Void) throws -> RLSummary? {
+        // Serving ranks, students and the reference all run the init's transforms.
+        let initModel = try self.initModel ?? InitRecord.read(checkpoint: policy)?.initModel
         if let roles, roles.role == .teacher {
             let lm = try LanguageModel(path: policy)
             let service = TeacherService(decoder: lm.decoder, options: SignalOptions(), stopTokens: lm.stopTokens)
@@ -277,7 +284,7 @@ package struct RLJob {
             source = s
             return s
         }, options: options, runDir: runDir, quantizer: student.quantizer, objective: objective, group: group)
-        trainer.extraCheckpointFiles = try student.tokenizerFiles(in: runDir, write: lead)
+        trainer.extraCheckpointFiles = try student.checkpointFiles(in: runDir, write: lead)
 
         let metrics = runDir.appendingPathComponent("rl-metrics.jsonl")
         var records: [RLStepRecord] = []

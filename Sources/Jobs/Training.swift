@@ -47,16 +47,23 @@ package struct StudentModel {
     package let onlineTransforms: OnlineTransforms?
     /// The activation and KV quantization the decoder runs (nil: none).
     package let activationQuant: ActivationQuantSpec?
+    /// Which init's transforms the decoder runs, written into every training checkpoint (which
+    /// holds no transforms of its own) so that a run or stage resumed from it finds them.
+    package let initRecord: InitRecord?
 
     /// `trainTransforms`: a FlatQuant init's transforms train with the weights (else they stay
     /// fixed). `initModel`: when `model` is a training checkpoint of a run from a QuaRot or
     /// FlatQuant init (which records neither), that init: its transforms (with the checkpoint's
     /// values of any that trained) and activation record.
+    /// A training checkpoint without `initModel` takes the init its `InitRecord` names.
     package init(model: String, qat: QuantScheme?, lsq: Bool, trainTransforms: Bool = false, initModel: String? = nil,
                  log: (String) -> Void) throws {
         let checkpoint = try Checkpoint.open(model)
-        let origin = try initModel.map { try Checkpoint.open($0) } ?? checkpoint
+        let recorded = try InitRecord.read(checkpoint: model)
+        if initModel == nil, let recorded { log("\(model): trained from the \(recorded.method) init \(recorded.initModel)") }
+        let origin = try (initModel ?? recorded?.initModel).map { try Checkpoint.open($0) } ?? checkpoint
         onlineTransforms = try OnlineTransforms(origin)?.updating(from: checkpoint.weights)
+        initRecord = try onlineTransforms.map { InitRecord(initModel: try InitRecord.absolute(origin.path), method: $0.rotation.method) }
         self.checkpoint = checkpoint
         (tokenizer, template) = try checkpoint.loadTokenizer()
         let decoder = try TrainableDecoder(config: checkpoint.config, source: checkpoint.weights)
@@ -91,6 +98,18 @@ package struct StudentModel {
                                                 modelMaxLength: checkpoint.config.maxPositionEmbeddings)
         }
         return ["tokenizer.json", "tokenizer_config.json"].map { dir.appendingPathComponent($0) }
+    }
+
+    /// What goes into every training checkpoint beside the weights: the tokenizer files and,
+    /// from a QuaRot or FlatQuant init, the `InitRecord`.
+    package func checkpointFiles(in runDir: URL, write: Bool) throws -> [URL] {
+        var files = try tokenizerFiles(in: runDir, write: write)
+        if let initRecord {
+            let url = runDir.appendingPathComponent("tokenizer").appendingPathComponent(InitRecord.fileName)
+            if write { try JobJSON.write(initRecord, to: url) }
+            files.append(url)
+        }
+        return files
     }
 
     /// The weights the policy samples with, for serving ranks (`PolicySync`): the quantized
@@ -143,8 +162,8 @@ package struct StudentSetup {
     package var quantizer: FakeQuantizer? { model.quantizer }
     package var padId: Int { model.padId }
 
-    package func tokenizerFiles(in runDir: URL, write: Bool) throws -> [URL] {
-        try model.tokenizerFiles(in: runDir, write: write)
+    package func checkpointFiles(in runDir: URL, write: Bool) throws -> [URL] {
+        try model.checkpointFiles(in: runDir, write: write)
     }
 
     /// Runs the trainer with one progress line per step (when `log` prints) and, after QAT,
@@ -185,7 +204,38 @@ package struct SFTJob {
         let student = try StudentSetup(model: model, spec: spec, log: log)
         let trainer = try Trainer(model: student.decoder, dataset: student.dataset, padId: student.padId,
                                   options: spec.options, runDir: spec.runDir, quantizer: student.quantizer)
-        trainer.extraCheckpointFiles = try student.tokenizerFiles(in: spec.runDir, write: true)
+        trainer.extraCheckpointFiles = try student.checkpointFiles(in: spec.runDir, write: true)
         try student.train(trainer, log: log)
+    }
+}
+
+/// `init.json` in a training checkpoint from a QuaRot or FlatQuant init: the init whose online
+/// transforms (and activation record) the checkpoint's weights belong to.
+package struct InitRecord: Codable, Equatable, Sendable {
+    package static let fileName = "init.json"
+    package var initModel: String
+    package var method: String
+
+    enum CodingKeys: String, CodingKey {
+        case initModel = "init_model", method
+    }
+
+    /// The record in the checkpoint directory `checkpoint`, if any; an init it names that is not
+    /// there is an error naming both.
+    package static func read(checkpoint: String) throws -> InitRecord? {
+        let url = URL(fileURLWithPath: checkpoint).appendingPathComponent(fileName)
+        guard FileManager.default.fileExists(atPath: url.path) else { return nil }
+        let record: InitRecord
+        do { record = try JSONDecoder().decode(InitRecord.self, from: Data(contentsOf: url)) } catch {
+            throw FormatError(url.path, "unreadable init record (\(error)); pass the init with --init-model")
+        }
+        guard FileManager.default.fileExists(atPath: record.initModel) else {
+            throw FormatError(url.path, "this checkpoint was trained from the \(record.method) init \(record.initModel), which is not there; pass it with --init-model")
+        }
+        return record
+    }
+
+    static func absolute(_ path: String) throws -> String {
+        URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL.path
     }
 }

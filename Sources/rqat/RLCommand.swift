@@ -76,7 +76,7 @@ struct RLCommand: ParsableCommand {
     @Option(help: "Collapse guard: mean token entropy floor.") var collapseEntropy: Double = 0
     @Option(help: "Asynchronous rollouts: batches sampled this many policy versions ahead, overlapping training (0 = on-policy).") var maxLag = 0
     @Option(help: "Truncated importance sampling: weight each token's surrogate by min(pi_old / pi_sampler, CAP) (for --max-lag above 0).") var tisCap: Double?
-    @Option(help: "On-policy check (--max-lag 0): stop when the sampler's and the trainer's log-probabilities of a step's tokens differ by more on average (default 1e-4; 1e-2 with activation or KV bits).") var maxLogprobGap: Double?
+    @Option(help: "On-policy check (--max-lag 0): stop when the sampler's and the trainer's log-probabilities of a step's tokens differ by more on average (default 1e-4; 0.1 with 4-bit activations or KV, 1e-2 with 8-bit).") var maxLogprobGap: Double?
     @Option(help: "Write every rollout batch to this file (JSON lines).") var recordRollouts: String?
     @Option(help: "Train on the rollouts of a --record-rollouts file instead of sampling.") var replayRollouts: String?
     @Option(help: "Under mpirun: world ranks that serve rollouts (they receive the policy after every update); the others train data-parallel.") var teachers = 0

@@ -113,11 +113,12 @@ final class RLJobTests: XCTestCase {
         XCTAssertEqual(lagged.steps.map(\.rollouts.lag), [0, 1], "with a lag the gap measures the update, not a mismatch")
     }
 
-    /// The on-policy tolerance's default follows the scheme: activation or KV bits loosen it.
+    /// The on-policy tolerance's default follows the scheme: activation or KV bits loosen it, 4-bit more.
     func testTheGapToleranceDefaultFollowsTheScheme() throws {
         XCTAssertEqual(RLSettings.defaultMaxLogProbGap(nil), 1e-4)
         XCTAssertEqual(RLSettings.defaultMaxLogProbGap(try QuantScheme.parse("w3g128")), 1e-4)
-        XCTAssertEqual(RLSettings.defaultMaxLogProbGap(try QuantScheme.parse("w4a4kv4")), 1e-2)
+        XCTAssertEqual(RLSettings.defaultMaxLogProbGap(try QuantScheme.parse("w4a4kv4")), 0.1)
+        XCTAssertEqual(RLSettings.defaultMaxLogProbGap(try QuantScheme.parse("w3g128a8")), 1e-2)
         let options = RLOptions()
         XCTAssertEqual(options.job(policy: "p", reference: nil, task: ArithTask.default, qat: try QuantScheme.parse("w4a8kv8"),
                                    runDir: dir).settings.maxLogProbGap, 1e-2)

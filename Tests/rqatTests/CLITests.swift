@@ -272,6 +272,16 @@ final class CLITests: XCTestCase {
         let q = config["quantization_config"] as! [String: Any]
         XCTAssertEqual((q["rqat_rotation"] as? [String: Any])?["method"] as? String, method, file: file, line: line)
         XCTAssertEqual(try perplexity(exported, on: text), fp, accuracy: 0.05 * fp, "the exported model keeps the function", file: file, line: line)
+        // A training checkpoint holds no transforms; its init record names the init, so a run
+        // resumed from it without --init-model runs them too.
+        let checkpoint = runDir.appendingPathComponent("checkpoint-000002")
+        let record = try JSONSerialization.jsonObject(with: Data(contentsOf: checkpoint.appendingPathComponent("init.json"))) as! [String: String]
+        XCTAssertEqual(record, ["init_model": initDir.standardizedFileURL.path, "method": method], file: file, line: line)
+        let again = try run(["sft", "--model", checkpoint.path, "--data", data.path, "--out", dir.appendingPathComponent("again-" + method).path,
+                             "--qat", "w8a8kv8", "--steps", "1", "--batch-tokens", "128", "--seq-len", "64", "--lr", "1e-6", "--threads", "1"])
+        XCTAssertEqual(again.status, 0, again.output, file: file, line: line)
+        XCTAssertTrue(again.stderr.contains("trained from the \(method) init") && again.stderr.contains("\(method) init, its online transforms kept fixed"),
+                      again.stderr, file: file, line: line)
     }
 
     /// `rqat train --loss`: an unknown value and a divergence the signal cannot carry are refused
