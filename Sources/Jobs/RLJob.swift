@@ -38,7 +38,7 @@ package struct RLSettings: Sendable, Equatable {
     /// 1e-4 for weight-only and full-precision policies: both sides run the same weights. With
     /// activation or KV-cache bits the two decoders' kernels round a few activations apart and a
     /// flipped code moves its token and the ones after it: at 4 bits, on arith's W4A4KV4 students
-    /// at lag 0 (712 steps of 256 rollouts, docs/RL.md), the mean gap of a step reached 3.9e-2,
+    /// at lag 0 (1,200 steps of 256 rollouts, docs/RL.md), the mean gap of a step reached 3.9e-2,
     /// so the bound is 0.1 there: it stops only a sampler far from the trainer's policy, no longer
     /// a one-update-stale one (0.08-0.12). 8-bit grids: 1e-2 (not measured).
     package static func defaultMaxLogProbGap(_ scheme: QuantScheme?) -> Double {
