@@ -59,11 +59,13 @@ package struct StudentModel {
     package init(model: String, qat: QuantScheme?, lsq: Bool, trainTransforms: Bool = false, initModel: String? = nil,
                  log: (String) -> Void) throws {
         let checkpoint = try Checkpoint.open(model)
-        let recorded = try InitRecord.read(checkpoint: model)
-        if initModel == nil, let recorded { log("\(model): trained from the \(recorded.method) init \(recorded.initModel)") }
+        let recorded = initModel == nil ? try InitRecord.read(checkpoint: model) : nil
+        if let recorded { log("\(model): trained from the \(recorded.method) init \(recorded.initModel)") }
         let origin = try (initModel ?? recorded?.initModel).map { try Checkpoint.open($0) } ?? checkpoint
         onlineTransforms = try OnlineTransforms(origin)?.updating(from: checkpoint.weights)
-        initRecord = try onlineTransforms.map { InitRecord(initModel: try InitRecord.absolute(origin.path), method: $0.rotation.method) }
+        initRecord = onlineTransforms.map {
+            InitRecord(initModel: URL(fileURLWithPath: origin.path).standardizedFileURL.path, method: $0.rotation.method)
+        }
         self.checkpoint = checkpoint
         (tokenizer, template) = try checkpoint.loadTokenizer()
         let decoder = try TrainableDecoder(config: checkpoint.config, source: checkpoint.weights)
@@ -233,9 +235,5 @@ package struct InitRecord: Codable, Equatable, Sendable {
             throw FormatError(url.path, "this checkpoint was trained from the \(record.method) init \(record.initModel), which is not there; pass it with --init-model")
         }
         return record
-    }
-
-    static func absolute(_ path: String) throws -> String {
-        URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL.path
     }
 }
